@@ -1,0 +1,1 @@
+//! History checkers (linearizability, causal consistency) and protocol models.

@@ -1,0 +1,24 @@
+//! Compiles node/proto with protox (pure Rust, so a fresh machine needs no `protoc`)
+//! and writes the descriptor set that server reflection serves.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = [
+        "proto/faultline/kv/v1/kv.proto",
+        "proto/faultline/raft/v1/raft.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["proto"])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("faultline_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    // prost derives Eq and Hash on every message without floats, which the model
+    // checker needs: it hashes whole cluster states, messages included.
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

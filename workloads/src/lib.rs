@@ -1,0 +1,1 @@
+//! Workload definitions (YAML) and their seeded operation generators.
