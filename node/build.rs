@@ -17,8 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("faultline_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
-    // prost derives Eq and Hash on every message without floats, which the model
-    // checker needs: it hashes whole cluster states, messages included.
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // The model checker hashes whole cluster states, messages included. prost derives
+    // Eq and Hash itself on most messages, but not on these (a oneof, repeated messages).
+    tonic_prost_build::configure()
+        .message_attribute(".faultline.raft.v1.Message", "#[derive(Eq, Hash)]")
+        .enum_attribute(".faultline.raft.v1.Message.body", "#[derive(Eq, Hash)]")
+        .message_attribute(".faultline.raft.v1.AppendEntries", "#[derive(Eq, Hash)]")
+        .compile_fds(descriptors)?;
     Ok(())
 }

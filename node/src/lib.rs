@@ -1,4 +1,12 @@
 //! Faultline's key-value node.
+//!
+//! - `replication/`: chapter 1, the sans-IO Raft core (no IO, no clock, no global RNG).
+//! - `storage/`: the write-ahead log and snapshot files.
+//! - `store/`: the key-value state machine the log drives.
+//! - `server/`: the async shell: drives the core, serves gRPC, talks to peers.
+
+pub mod replication;
+pub mod storage;
 
 pub mod proto {
     pub mod kv {
