@@ -6,7 +6,9 @@
 //! - `server/`: the async shell: drives the core, serves gRPC, talks to peers.
 
 pub mod replication;
+pub mod server;
 pub mod storage;
+pub mod store;
 
 pub mod proto {
     pub mod kv {

@@ -1,1 +1,141 @@
-fn main() {}
+//! `faultline-node`: one member of a Faultline key-value cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use faultline_node::server::{self, NodeBugs, NodeConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "faultline-node",
+    version,
+    about = "A replicated, durable key-value node (Raft over gRPC): the system Faultline tests",
+    after_help = "Example, a 3-node cluster on one machine:\n  \
+faultline-node --id 1 --listen 127.0.0.1:7001 --peer 2=127.0.0.1:7002 --peer 3=127.0.0.1:7003 --data-dir /tmp/fl/1\n  \
+(and the same for ids 2 and 3). Then: faultline kv put greeting hello --endpoint 127.0.0.1:7001"
+)]
+struct Args {
+    /// This node's id, at least 1, unique in the cluster.
+    #[arg(long)]
+    id: Option<u64>,
+    /// Address to serve clients and peers on.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Another member of the cluster, as ID=ADDR; repeat for each.
+    #[arg(long = "peer", value_name = "ID=ADDR", value_parser = parse_peer)]
+    peers: Vec<(u64, SocketAddr)>,
+    /// Directory for the WAL and snapshots; created if missing.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// YAML file with any NodeConfig field; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Seed for election timeouts (default: the node id).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// UNSAFE: switch on a deliberate bug so tests can show it is caught. Never in production.
+    #[arg(long = "unsafe-seeded-bug", value_enum, value_name = "BUG")]
+    bugs: Vec<SeededBug>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SeededBug {
+    /// Serve linearizable gets without confirming leadership with a quorum.
+    StaleRead,
+    /// Acknowledge writes before the WAL is fsynced.
+    NoFsync,
+    /// Followers keep a conflicting log suffix instead of truncating it.
+    KeepConflicts,
+    /// Apply a retried write (same client id and sequence) again.
+    DoubleApply,
+    /// Grant a second vote in the same term.
+    DoubleVote,
+    /// Commit an entry of an earlier term by counting replicas.
+    CommitOldTerm,
+}
+
+fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=ADDR, e.g. 2=127.0.0.1:7002, got {text:?}"))?;
+    let id = id
+        .parse()
+        .map_err(|_| format!("peer id {id:?} is not a positive integer"))?;
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("peer address {addr:?} is not HOST:PORT with an IP host"))?;
+    Ok((id, addr))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("faultline-node: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::load(path)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(id) = args.id {
+        config.id = id;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if !args.peers.is_empty() {
+        config.peers = args.peers.into_iter().collect();
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if args.seed.is_some() {
+        config.seed = args.seed;
+    }
+    let mut bugs = NodeBugs::default();
+    for bug in &args.bugs {
+        match bug {
+            SeededBug::StaleRead => bugs.raft.stale_read = true,
+            SeededBug::NoFsync => bugs.no_fsync = true,
+            SeededBug::KeepConflicts => bugs.raft.keep_conflicts = true,
+            SeededBug::DoubleApply => bugs.double_apply = true,
+            SeededBug::DoubleVote => bugs.raft.double_vote = true,
+            SeededBug::CommitOldTerm => bugs.raft.commit_old_term = true,
+        }
+    }
+    if !args.bugs.is_empty() {
+        tracing::warn!(bugs = ?bugs.names(), "UNSAFE: seeded bugs are switched on; this node will lose or corrupt data on purpose");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(server::run(config, bugs, shutdown_signal()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

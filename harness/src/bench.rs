@@ -1,0 +1,247 @@
+//! `faultline bench`: put and get throughput and latency against a local cluster of
+//! real node processes (fsync on), each client on its own connection to the leader.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use faultline_harness::cluster::{LocalCluster, find_node_bin, free_loopback_addrs};
+use faultline_node::proto::kv::{GetRequest, PutRequest};
+
+use crate::kv::connect;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Nodes in the local cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Concurrent clients for the throughput phases.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Length of each throughput phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Operations in each sequential (one client) latency phase.
+    #[arg(long, default_value_t = 2000)]
+    sequential_ops: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 64)]
+    value_bytes: usize,
+    /// The node binary (default: beside this one).
+    #[arg(long)]
+    node_bin: Option<std::path::PathBuf>,
+    /// Keep node data and logs here instead of a temporary directory.
+    #[arg(long)]
+    store: Option<std::path::PathBuf>,
+}
+
+struct Phase {
+    name: &'static str,
+    clients: usize,
+    ops: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Phase {
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[rank]
+    }
+
+    fn print(&self) {
+        println!(
+            "{:<22} {:>7} {:>9} {:>6} {:>11.0} {:>9.3} {:>9.3} {:>9.3}",
+            self.name,
+            self.clients,
+            self.ops,
+            self.errors,
+            self.ops as f64 / self.elapsed.as_secs_f64(),
+            self.percentile(0.5).as_secs_f64() * 1e3,
+            self.percentile(0.99).as_secs_f64() * 1e3,
+            self.percentile(1.0).as_secs_f64() * 1e3,
+        );
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Put,
+    Get,
+}
+
+async fn phase(
+    name: &'static str,
+    op: Op,
+    endpoint: &str,
+    clients: usize,
+    limit: Limit,
+    value: Arc<Vec<u8>>,
+) -> anyhow::Result<Phase> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client_index in 0..clients {
+        let mut client = connect(endpoint).await?;
+        let (stop, value) = (stop.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            let mut n = 0usize;
+            loop {
+                match limit {
+                    Limit::Ops(max) if n >= max => break,
+                    _ if stop.load(Ordering::Relaxed) => break,
+                    _ => {}
+                }
+                let key = format!("bench-{client_index}-{}", n % 1024).into_bytes();
+                let begin = Instant::now();
+                let ok = match op {
+                    Op::Put => client
+                        .put(PutRequest {
+                            key,
+                            value: value.to_vec(),
+                            write_id: None,
+                        })
+                        .await
+                        .is_ok(),
+                    Op::Get => client
+                        .get(GetRequest {
+                            key,
+                            serializable: false,
+                        })
+                        .await
+                        .is_ok(),
+                };
+                if ok {
+                    latencies.push(begin.elapsed());
+                } else {
+                    errors += 1;
+                }
+                n += 1;
+            }
+            (latencies, errors)
+        }));
+    }
+    if let Limit::Time(duration) = limit {
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (latencies, task_errors) = task.await?;
+        all.extend(latencies);
+        errors += task_errors;
+    }
+    let elapsed = started.elapsed();
+    all.sort_unstable();
+    Ok(Phase {
+        name,
+        clients,
+        ops: all.len(),
+        errors,
+        elapsed,
+        latencies: all,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Limit {
+    Time(Duration),
+    Ops(usize),
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let node_bin = match &args.node_bin {
+        Some(path) => path.clone(),
+        None => find_node_bin()?,
+    };
+    let temp;
+    let root = match &args.store {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let addrs = free_loopback_addrs(args.nodes)?;
+    let mut cluster = LocalCluster::new(&node_bin, &root, &addrs, Vec::new())?;
+    cluster.start_all()?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    let endpoint = cluster.addr(leader).to_string();
+    let value = Arc::new(vec![b'v'; args.value_bytes]);
+    println!(
+        "faultline bench: {} nodes (fsync on), leader {leader} at {endpoint}, {}-byte values, node binary {}",
+        args.nodes,
+        args.value_bytes,
+        node_bin.display()
+    );
+    // Warm up connections and the leader's first commit.
+    phase(
+        "warmup",
+        Op::Put,
+        &endpoint,
+        4,
+        Limit::Ops(50),
+        value.clone(),
+    )
+    .await?;
+    println!(
+        "{:<22} {:>7} {:>9} {:>6} {:>11} {:>9} {:>9} {:>9}",
+        "phase", "clients", "ops", "errors", "ops/s", "p50 ms", "p99 ms", "max ms"
+    );
+    let sequential = Limit::Ops(args.sequential_ops);
+    let timed = Limit::Time(Duration::from_secs(args.seconds));
+    phase(
+        "put sequential",
+        Op::Put,
+        &endpoint,
+        1,
+        sequential,
+        value.clone(),
+    )
+    .await?
+    .print();
+    phase(
+        "get sequential (lin.)",
+        Op::Get,
+        &endpoint,
+        1,
+        sequential,
+        value.clone(),
+    )
+    .await?
+    .print();
+    phase(
+        "put concurrent",
+        Op::Put,
+        &endpoint,
+        args.clients,
+        timed,
+        value.clone(),
+    )
+    .await?
+    .print();
+    phase(
+        "get concurrent (lin.)",
+        Op::Get,
+        &endpoint,
+        args.clients,
+        timed,
+        value.clone(),
+    )
+    .await?
+    .print();
+    for id in cluster.ids() {
+        cluster.stop(id, Duration::from_secs(5))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,278 @@
+//! A cluster of real `faultline-node` child processes on this machine.
+//!
+//! Every node runs in its own process group with a parent-death signal, and the
+//! cluster kills what is left when dropped, so no node outlives the harness.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use faultline_node::proto::kv::StatusRequest;
+use faultline_node::proto::kv::kv_client::KvClient;
+
+pub struct NodeProcess {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct LocalCluster {
+    node_bin: PathBuf,
+    nodes: Vec<NodeProcess>,
+    extra_args: Vec<String>,
+}
+
+/// Addresses on loopback with ports the OS says are free now.
+pub fn free_loopback_addrs(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot bind a loopback port")?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Finds the `faultline-node` binary: `FAULTLINE_NODE_BIN`, or beside this executable
+/// (cargo puts every binary of the workspace in the same target directory).
+pub fn find_node_bin() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("FAULTLINE_NODE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("faultline-node");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!(
+        "cannot find the faultline-node binary next to {}; build it with `cargo build --release -p faultline-node` or pass --node-bin",
+        exe.display()
+    )
+}
+
+impl LocalCluster {
+    /// Lays out (but does not start) one node per address under `root`.
+    pub fn new(
+        node_bin: &Path,
+        root: &Path,
+        addrs: &[SocketAddr],
+        extra_args: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let mut nodes = Vec::new();
+        for (i, &addr) in addrs.iter().enumerate() {
+            let id = i as u64 + 1;
+            let dir = root.join("nodes").join(id.to_string());
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            nodes.push(NodeProcess {
+                id,
+                addr,
+                data_dir: dir.join("data"),
+                log_path: dir.join("log"),
+                child: None,
+            });
+        }
+        Ok(Self {
+            node_bin: node_bin.to_path_buf(),
+            nodes,
+            extra_args,
+        })
+    }
+
+    pub fn nodes(&self) -> &[NodeProcess] {
+        &self.nodes
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn addr(&self, id: u64) -> SocketAddr {
+        self.node(id).addr
+    }
+
+    fn node(&self, id: u64) -> &NodeProcess {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut NodeProcess {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        for id in self.ids() {
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.node(id).child.as_ref().map(Child::id)
+    }
+
+    pub fn start(&mut self, id: u64) -> anyhow::Result<()> {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.id != id)
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect();
+        let node = self.node(id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .with_context(|| format!("cannot open {}", node.log_path.display()))?;
+        let mut command = Command::new(&self.node_bin);
+        command
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(node.addr.to_string())
+            .arg("--data-dir")
+            .arg(&node.data_dir);
+        for peer in &peers {
+            command.arg("--peer").arg(peer);
+        }
+        command
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        command.process_group(0);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the
+        // child when this process dies, so a crashed harness leaves no node behind.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {} for node {id}", self.node_bin.display()))?;
+        self.node_mut(id).child = Some(child);
+        Ok(())
+    }
+
+    /// Sends `signal` to the node's process.
+    pub fn signal(&self, id: u64, signal: i32) -> anyhow::Result<()> {
+        let pid = self
+            .pid(id)
+            .with_context(|| format!("node {id} is not running"))?;
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        if unsafe { libc::kill(pid as i32, signal) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot signal node {id}"));
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        if let Some(mut child) = self.node_mut(id).child.take() {
+            let _ = child.kill();
+            child
+                .wait()
+                .with_context(|| format!("cannot reap node {id}"))?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, and SIGKILL if it has not exited after `grace`. Returns whether it
+    /// exited by itself and with success.
+    pub fn stop(&mut self, id: u64, grace: Duration) -> anyhow::Result<bool> {
+        let Some(mut child) = self.node_mut(id).child.take() else {
+            return Ok(true);
+        };
+        // SAFETY: as in `signal`; a process that is paused is continued so it can exit.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGCONT);
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait()?;
+        Ok(false)
+    }
+
+    /// Polls the node's status until it answers.
+    pub async fn wait_until_serving(&self, id: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match status(self.addr(id)).await {
+                Ok(_) => return Ok(()),
+                Err(error) if Instant::now() > deadline => {
+                    anyhow::bail!(
+                        "node {id} did not answer within {timeout:?}: {error:#}; see {}",
+                        self.node(id).log_path.display()
+                    )
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Polls every running node's status until a majority agrees on one leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        let mut last_seen = Vec::new();
+        while Instant::now() < deadline {
+            last_seen.clear();
+            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+                if let Ok(status) = status(node.addr).await {
+                    last_seen.push((node.id, status.role.clone(), status.leader_id, status.term));
+                }
+            }
+            if let Some(&(leader, ..)) = last_seen.iter().find(|(_, role, ..)| role == "leader") {
+                let agreeing = last_seen.iter().filter(|(_, _, l, _)| *l == leader).count();
+                if agreeing > self.nodes.len() / 2 {
+                    return Ok(leader);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!(
+            "no leader agreed on by a majority within {timeout:?}; last statuses (id, role, leader, term): {last_seen:?}"
+        )
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+pub async fn status(addr: SocketAddr) -> anyhow::Result<faultline_node::proto::kv::StatusResponse> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_millis(500));
+    let mut client = KvClient::new(endpoint.connect().await?);
+    Ok(client.status(StatusRequest {}).await?.into_inner())
+}

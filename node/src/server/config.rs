@@ -1,0 +1,163 @@
+//! Node configuration: a YAML file (`--config`) with command-line flags on top.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::replication::{RaftConfig, SeededBugs};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub id: u64,
+    /// Address of the gRPC server: clients and peers both connect here.
+    pub listen: SocketAddr,
+    /// Every other voter: id -> address.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    pub data_dir: PathBuf,
+    /// Outgoing peer connections bind to this address (default: the listen address),
+    /// so that firewall rules can match both ends of a link.
+    pub peer_source_ip: Option<IpAddr>,
+    pub tick_ms: u64,
+    pub election_timeout_ticks_min: u32,
+    pub election_timeout_ticks_max: u32,
+    pub heartbeat_interval_ticks: u32,
+    /// Upper bound for a client request; a gRPC deadline may shorten it.
+    pub request_timeout_ms: u64,
+    pub key_bytes_max: usize,
+    pub value_bytes_max: usize,
+    /// Take a snapshot and compact the log after this many applied entries.
+    pub snapshot_interval_entries: u64,
+    pub append_entries_max: usize,
+    pub inflight_appends_max: usize,
+    /// Client requests queued for the replication thread; beyond it: RESOURCE_EXHAUSTED.
+    pub client_queue_max: usize,
+    /// Messages queued to one peer; beyond it they are dropped (Raft resends).
+    pub peer_queue_max: usize,
+    /// Events the replication thread takes in one batch (one fsync per batch).
+    pub batch_events_max: usize,
+    pub seed: Option<u64>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            peers: BTreeMap::new(),
+            data_dir: PathBuf::from("data"),
+            peer_source_ip: None,
+            tick_ms: 10,
+            election_timeout_ticks_min: 15,
+            election_timeout_ticks_max: 30,
+            heartbeat_interval_ticks: 3,
+            request_timeout_ms: 5_000,
+            key_bytes_max: 4096,
+            value_bytes_max: 1 << 20,
+            snapshot_interval_entries: 10_000,
+            append_entries_max: 256,
+            inflight_appends_max: 64,
+            client_queue_max: 10_000,
+            peer_queue_max: 8_192,
+            batch_events_max: 1_024,
+            seed: None,
+        }
+    }
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        serde_yaml::from_str(&text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(" line {}, column {}", l.line(), l.column()))
+                .unwrap_or_default();
+            anyhow::anyhow!("config file {}{at}: {e}", path.display())
+        })
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.id == 0 {
+            anyhow::bail!("--id is required and must be at least 1");
+        }
+        if self.peers.contains_key(&self.id) {
+            anyhow::bail!(
+                "--peer names this node's own id {}; list only the other nodes",
+                self.id
+            );
+        }
+        if self.tick_ms == 0 || self.request_timeout_ms == 0 {
+            anyhow::bail!("tick_ms and request_timeout_ms must be at least 1");
+        }
+        if self.key_bytes_max == 0 || self.value_bytes_max == 0 {
+            anyhow::bail!("key_bytes_max and value_bytes_max must be at least 1");
+        }
+        if self.snapshot_interval_entries == 0 {
+            anyhow::bail!("snapshot_interval_entries must be at least 1");
+        }
+        if self.client_queue_max == 0 || self.peer_queue_max == 0 || self.batch_events_max == 0 {
+            anyhow::bail!(
+                "client_queue_max, peer_queue_max and batch_events_max must be at least 1"
+            );
+        }
+        self.raft_config(SeededBugs::default()).validate()?;
+        Ok(())
+    }
+
+    pub fn voters(&self) -> Vec<u64> {
+        let mut voters: Vec<u64> = self.peers.keys().copied().collect();
+        voters.push(self.id);
+        voters.sort_unstable();
+        voters
+    }
+
+    pub fn raft_config(&self, bugs: SeededBugs) -> RaftConfig {
+        let mut config = RaftConfig::new(self.id, self.voters());
+        config.election_timeout_ticks_min = self.election_timeout_ticks_min;
+        config.election_timeout_ticks_max = self.election_timeout_ticks_max;
+        config.heartbeat_interval_ticks = self.heartbeat_interval_ticks;
+        config.append_entries_max = self.append_entries_max;
+        config.inflight_appends_max = self.inflight_appends_max;
+        config.seed = self.seed.unwrap_or(self.id);
+        config.bugs = bugs;
+        config
+    }
+
+    pub fn source_ip(&self) -> Option<IpAddr> {
+        self.peer_source_ip
+            .or_else(|| (!self.listen.ip().is_unspecified()).then(|| self.listen.ip()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_named_with_their_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.yaml");
+        std::fs::write(&path, "id: 1\ntick_msec: 5\n").expect("write");
+        let error = NodeConfig::load(&path)
+            .expect_err("unknown field")
+            .to_string();
+        assert!(
+            error.contains("tick_msec") && error.contains("line 2"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_node_may_not_list_itself_as_a_peer() {
+        let mut config = NodeConfig {
+            id: 1,
+            ..Default::default()
+        };
+        config.peers.insert(1, "127.0.0.1:1".parse().expect("addr"));
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! The async shell around the cores: the replication thread (`driver`), the peer
+//! transport, the client API and the process lifecycle. The only IO in the node.
+//! See README.md in this folder.
+
+pub mod config;
+pub mod driver;
+pub mod durable;
+pub mod kv_service;
+pub mod transport;
+
+use std::future::Future;
+use std::sync::mpsc::sync_channel;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::proto::kv::kv_client::KvClient;
+use crate::proto::kv::kv_server::KvServer;
+use crate::proto::raft::raft_server::RaftServer;
+use crate::replication::{RaftCore, SeededBugs};
+use crate::store::KvStore;
+pub use config::NodeConfig;
+use driver::{Driver, DriverOptions, Event, View};
+use durable::Durable;
+use kv_service::KvService;
+use transport::{RaftService, Transport, TransportOptions};
+
+/// Seeded bugs, all off unless `--unsafe-seeded-bug` names them.
+#[derive(Clone, Debug, Default)]
+pub struct NodeBugs {
+    pub raft: SeededBugs,
+    pub no_fsync: bool,
+    pub double_apply: bool,
+}
+
+impl NodeBugs {
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.raft.names().into_iter().map(String::from).collect();
+        if self.no_fsync {
+            names.push("no-fsync".into());
+        }
+        if self.double_apply {
+            names.push("double-apply".into());
+        }
+        names
+    }
+}
+
+/// Runs a node until `shutdown` resolves or storage fails.
+pub async fn run(
+    config: NodeConfig,
+    bugs: NodeBugs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let recovered = Durable::recover(&config.data_dir).with_context(|| {
+        format!(
+            "cannot recover node {} from {}",
+            config.id,
+            config.data_dir.display()
+        )
+    })?;
+    if let Some(torn) = &recovered.torn_tail {
+        tracing::warn!(
+            path = %torn.path.display(),
+            offset = torn.offset,
+            bytes = torn.bytes_dropped,
+            "dropped a torn record at the end of the WAL (a write cut off by a crash, never acknowledged)"
+        );
+    }
+    let store = match &recovered.state.snapshot {
+        Some(snapshot) => {
+            KvStore::restore(&snapshot.data).context("the snapshot file's state does not decode")?
+        }
+        None => KvStore::default(),
+    };
+    let mut durable = recovered.durable;
+    durable.skip_fsync = bugs.no_fsync;
+    tracing::info!(
+        id = config.id,
+        term = recovered.state.hard_state.term,
+        entries = recovered.state.entries.len(),
+        snapshot_index = recovered
+            .state
+            .snapshot
+            .as_ref()
+            .map_or(0, |s| s.meta.last_included_index),
+        "recovered"
+    );
+    let core = RaftCore::new(config.raft_config(bugs.raft.clone()), recovered.state);
+
+    let (events, events_rx) = sync_channel::<Event>(config.client_queue_max);
+    let (view_tx, view) = watch::channel(View::default());
+    let transport_options = TransportOptions {
+        source_ip: config.source_ip(),
+        queue_max: config.peer_queue_max,
+        batch_messages_max: config.batch_events_max,
+    };
+    let transport = Transport::start(
+        &tokio::runtime::Handle::current(),
+        &config.peers,
+        &transport_options,
+    );
+    let driver_options = DriverOptions {
+        tick: Duration::from_millis(config.tick_ms),
+        snapshot_interval_entries: config.snapshot_interval_entries,
+        batch_events_max: config.batch_events_max,
+        double_apply: bugs.double_apply,
+        seeded_bugs: bugs.names(),
+    };
+    let driver = Driver::new(core, store, durable, transport, driver_options, view_tx);
+    let (driver_done_tx, driver_done) = tokio::sync::oneshot::channel();
+    let driver_thread = std::thread::Builder::new()
+        .name("replication".into())
+        .spawn(move || {
+            let result = driver.run(events_rx);
+            let _ = driver_done_tx.send(());
+            result
+        })?;
+
+    let leaders = config
+        .peers
+        .iter()
+        .map(|(&id, &addr)| {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .expect("a socket address is a valid URI")
+                .connect_timeout(Duration::from_millis(500))
+                .tcp_nodelay(true)
+                .local_address(config.source_ip());
+            (id, KvClient::new(endpoint.connect_lazy()))
+        })
+        .collect();
+    let kv = KvService {
+        node_id: config.id,
+        events: events.clone(),
+        view,
+        leaders,
+        request_timeout: Duration::from_millis(config.request_timeout_ms),
+        key_bytes_max: config.key_bytes_max,
+        value_bytes_max: config.value_bytes_max,
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KvServer<KvService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another node using it?)",
+                config.listen
+            )
+        })?;
+    tracing::info!(id = config.id, listen = %config.listen, peers = ?config.peers, "serving");
+    let stop = async {
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down"),
+            _ = driver_done => tracing::error!("the replication thread stopped"),
+        }
+    };
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = tonic::transport::Server::builder()
+        .add_service(KvServer::new(kv))
+        .add_service(RaftServer::new(RaftService {
+            events: events.clone(),
+        }))
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await;
+    let _ = events.try_send(Event::Shutdown);
+    drop(events);
+    let driver_result = driver_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the replication thread panicked"))?;
+    driver_result.context(
+        "storage failed; the node stopped so as not to acknowledge what it cannot persist",
+    )?;
+    served.context("the gRPC server failed")?;
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The key-value state machine that the replicated log drives. Deterministic: the same
+//! entries in the same order give the same state on every replica.
+
+use std::collections::{BTreeMap, HashMap};
+
+use prost::Message as _;
+
+use crate::proto::raft::{
+    ApplyResult, ClientSession, Command, StoreSnapshot, StoredKey, command::Op,
+    compare_and_swap::Expected,
+};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvStore {
+    /// key -> (value, revision): the revision is the log index of the last write.
+    data: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+    /// client_id -> (last applied sequence, its result): exactly-once retries.
+    sessions: HashMap<String, (u64, ApplyResult)>,
+}
+
+impl KvStore {
+    pub fn get(&self, key: &[u8]) -> Option<(&[u8], u64)> {
+        self.data
+            .get(key)
+            .map(|(value, revision)| (value.as_slice(), *revision))
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Applies the command of the entry at `index`. `double_apply` is the seeded bug that
+    /// ignores the session table.
+    pub fn apply(&mut self, index: u64, command: &Command, double_apply: bool) -> ApplyResult {
+        let tracked = !command.client_id.is_empty() && command.sequence > 0;
+        if tracked
+            && !double_apply
+            && let Some((sequence, result)) = self.sessions.get(&command.client_id)
+        {
+            if command.sequence == *sequence {
+                return result.clone();
+            }
+            if command.sequence < *sequence {
+                return ApplyResult {
+                    stale_sequence: true,
+                    ..Default::default()
+                };
+            }
+        }
+        let result = self.execute(index, command);
+        if tracked {
+            self.sessions.insert(
+                command.client_id.clone(),
+                (command.sequence, result.clone()),
+            );
+        }
+        result
+    }
+
+    fn execute(&mut self, index: u64, command: &Command) -> ApplyResult {
+        match &command.op {
+            None => ApplyResult::default(),
+            Some(Op::Put(put)) => {
+                self.data
+                    .insert(put.key.clone(), (put.value.clone(), index));
+                ApplyResult {
+                    succeeded: true,
+                    revision: index,
+                    ..Default::default()
+                }
+            }
+            Some(Op::Delete(delete)) => {
+                let existed = self.data.remove(&delete.key).is_some();
+                ApplyResult {
+                    succeeded: existed,
+                    revision: index,
+                    found: existed,
+                    ..Default::default()
+                }
+            }
+            Some(Op::CompareAndSwap(cas)) => {
+                let current = self.data.get(&cas.key);
+                let matches = match (&cas.expected, current) {
+                    (Some(Expected::ExpectedValue(v)), Some((value, _))) => v == value,
+                    (Some(Expected::ExpectedRevision(r)), Some((_, revision))) => r == revision,
+                    (Some(Expected::ExpectedAbsent(_)), None) => true,
+                    _ => false,
+                };
+                if matches {
+                    self.data
+                        .insert(cas.key.clone(), (cas.new_value.clone(), index));
+                    ApplyResult {
+                        succeeded: true,
+                        revision: index,
+                        found: true,
+                        ..Default::default()
+                    }
+                } else {
+                    ApplyResult {
+                        succeeded: false,
+                        revision: current.map_or(0, |(_, r)| *r),
+                        found: current.is_some(),
+                        current_value: current.map(|(v, _)| v.clone()).unwrap_or_default(),
+                        stale_sequence: false,
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<u8> {
+        let keys = self
+            .data
+            .iter()
+            .map(|(key, (value, revision))| StoredKey {
+                key: key.clone(),
+                value: value.clone(),
+                revision: *revision,
+            })
+            .collect();
+        let mut sessions: Vec<ClientSession> = self
+            .sessions
+            .iter()
+            .map(|(client_id, (sequence, result))| ClientSession {
+                client_id: client_id.clone(),
+                sequence: *sequence,
+                result: result.encode_to_vec(),
+            })
+            .collect();
+        // Deterministic bytes for the same state.
+        sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        StoreSnapshot { keys, sessions }.encode_to_vec()
+    }
+
+    pub fn restore(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
+        let snapshot = StoreSnapshot::decode(bytes)?;
+        let data = snapshot
+            .keys
+            .into_iter()
+            .map(|k| (k.key, (k.value, k.revision)))
+            .collect();
+        let mut sessions = HashMap::new();
+        for session in snapshot.sessions {
+            let result = ApplyResult::decode(session.result.as_slice())?;
+            sessions.insert(session.client_id, (session.sequence, result));
+        }
+        Ok(Self { data, sessions })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::raft::{CompareAndSwap, Delete, Put};
+
+    fn put(key: &str, value: &str, client: &str, sequence: u64) -> Command {
+        Command {
+            client_id: client.into(),
+            sequence,
+            op: Some(Op::Put(Put {
+                key: key.into(),
+                value: value.into(),
+            })),
+        }
+    }
+
+    fn cas(key: &str, expected: Expected, new_value: &str) -> Command {
+        Command {
+            client_id: String::new(),
+            sequence: 0,
+            op: Some(Op::CompareAndSwap(CompareAndSwap {
+                key: key.into(),
+                expected: Some(expected),
+                new_value: new_value.into(),
+            })),
+        }
+    }
+
+    #[test]
+    fn a_retried_write_is_applied_once() {
+        let mut store = KvStore::default();
+        let first = store.apply(1, &put("k", "a", "c1", 1), false);
+        store.apply(2, &put("k", "b", "c2", 1), false);
+        let retry = store.apply(3, &put("k", "a", "c1", 1), false);
+        assert_eq!(first, retry, "the retry is answered from the session table");
+        assert_eq!(
+            store.get(b"k"),
+            Some((&b"b"[..], 2)),
+            "and does not overwrite the later write"
+        );
+        let stale = store.apply(4, &put("k", "old", "c1", 1), false);
+        assert_eq!(stale, first);
+        store.apply(5, &put("k", "c", "c1", 2), false);
+        assert!(
+            store
+                .apply(6, &put("k", "x", "c1", 1), false)
+                .stale_sequence
+        );
+        assert_eq!(store.get(b"k"), Some((&b"c"[..], 5)));
+    }
+
+    #[test]
+    fn seeded_bug_double_apply_applies_a_retry_again() {
+        let mut store = KvStore::default();
+        store.apply(1, &put("k", "a", "c1", 1), true);
+        store.apply(2, &put("k", "b", "c2", 1), true);
+        store.apply(3, &put("k", "a", "c1", 1), true);
+        assert_eq!(
+            store.get(b"k"),
+            Some((&b"a"[..], 3)),
+            "the bug lets the retry overwrite b"
+        );
+    }
+
+    #[test]
+    fn compare_and_swap_on_value_revision_and_absence() {
+        let mut store = KvStore::default();
+        assert!(
+            store
+                .apply(1, &cas("k", Expected::ExpectedAbsent(true), "v1"), false)
+                .succeeded
+        );
+        assert!(
+            !store
+                .apply(2, &cas("k", Expected::ExpectedAbsent(true), "v2"), false)
+                .succeeded
+        );
+        let failed = store.apply(
+            3,
+            &cas("k", Expected::ExpectedValue(b"nope".to_vec()), "v2"),
+            false,
+        );
+        assert!(!failed.succeeded);
+        assert_eq!(
+            (failed.current_value.as_slice(), failed.revision),
+            (&b"v1"[..], 1)
+        );
+        assert!(
+            store
+                .apply(4, &cas("k", Expected::ExpectedRevision(1), "v2"), false)
+                .succeeded
+        );
+        assert!(
+            store
+                .apply(
+                    5,
+                    &cas("k", Expected::ExpectedValue(b"v2".to_vec()), "v3"),
+                    false
+                )
+                .succeeded
+        );
+        assert_eq!(store.get(b"k"), Some((&b"v3"[..], 5)));
+        let delete = Command {
+            client_id: String::new(),
+            sequence: 0,
+            op: Some(Op::Delete(Delete { key: b"k".to_vec() })),
+        };
+        assert!(store.apply(6, &delete, false).succeeded);
+        assert_eq!(store.get(b"k"), None);
+    }
+
+    #[test]
+    fn snapshot_round_trips_data_and_sessions() {
+        let mut store = KvStore::default();
+        store.apply(1, &put("a", "1", "c1", 7), false);
+        store.apply(2, &put("b", "2", "", 0), false);
+        let restored = KvStore::restore(&store.snapshot()).expect("decodes");
+        assert_eq!(restored, store);
+        assert!(KvStore::restore(b"\xff\xff\xff").is_err());
+    }
+}
