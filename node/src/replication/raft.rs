@@ -76,8 +76,16 @@ pub struct ReadState {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
     pub hard_state: Option<HardState>,
+    /// Whether step 1 needs an fsync: entries, a snapshot, or a new term or vote. A
+    /// change of the commit index alone need not be durable at once (it is only a
+    /// hint on restart; etcd's `MustSync` makes the same distinction).
+    pub must_sync: bool,
     pub snapshot: Option<Snapshot>,
     pub entries: Vec<Entry>,
+    /// AppendEntries and InstallSnapshot from a leader may be sent before step 1
+    /// (thesis §10.2.1: the leader writes its log in parallel with replicating it;
+    /// it counts itself towards a quorum only after `advance`). Everything else —
+    /// votes and acknowledgements — only after step 1.
     pub messages: Vec<Message>,
     pub committed_entries: Vec<Entry>,
     pub read_states: Vec<ReadState>,
@@ -470,15 +478,19 @@ impl RaftCore {
             self.broadcast_heartbeat(context);
         }
         let hard_state = self.hard_state();
+        let vote_changed = hard_state.term != self.persisted_hard_state.term
+            || hard_state.voted_for != self.persisted_hard_state.voted_for;
         let hard_state = (hard_state != self.persisted_hard_state).then(|| {
             self.persisted_hard_state = hard_state;
             hard_state
         });
         let entries = self.log.take_unstable();
         self.pending_persist = entries.last().map(|e| (e.index, e.term));
+        let snapshot = self.snapshot_to_install.take();
         Ready {
             hard_state,
-            snapshot: self.snapshot_to_install.take(),
+            must_sync: vote_changed || !entries.is_empty() || snapshot.is_some(),
+            snapshot,
             entries,
             messages: std::mem::take(&mut self.messages),
             committed_entries: self.log.take_committed(self.config.apply_batch_max),

@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 use super::durable::Durable;
 use super::transport::Transport;
 use crate::proto::kv::StatusResponse;
-use crate::proto::raft::{ApplyResult, Command, Message};
+use crate::proto::raft::{ApplyResult, Command, Message, message::Body};
 use crate::replication::{RaftCore, Ready, Role};
 use crate::store::KvStore;
 

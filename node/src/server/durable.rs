@@ -130,7 +130,7 @@ impl Durable {
         for entry in &ready.entries {
             self.append(Record::Entry(entry.clone()))?;
         }
-        if !self.skip_fsync {
+        if ready.must_sync && !self.skip_fsync {
             self.wal.sync()?;
         }
         Ok(())
