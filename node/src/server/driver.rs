@@ -191,7 +191,17 @@ impl Driver {
 
     fn process_ready(&mut self) -> anyhow::Result<()> {
         while self.core.has_ready() {
-            let ready = self.core.ready();
+            let mut ready = self.core.ready();
+            let (replication, acknowledgements): (Vec<Message>, Vec<Message>) =
+                std::mem::take(&mut ready.messages)
+                    .into_iter()
+                    .partition(|m| {
+                        matches!(
+                            m.body,
+                            Some(Body::AppendEntries(_)) | Some(Body::InstallSnapshot(_))
+                        )
+                    });
+            self.transport.send(replication.into_iter());
             let core = &self.core;
             self.durable.persist(&ready, || {
                 let log = core.log();
@@ -200,7 +210,7 @@ impl Driver {
                     log.slice(log.first_index(), log.last_index(), usize::MAX),
                 )
             })?;
-            self.transport.send(ready.messages.iter().cloned());
+            self.transport.send(acknowledgements.into_iter());
             self.core.advance();
             self.apply(ready)?;
         }
