@@ -1,8 +1,9 @@
-//! Peer transport: one gRPC channel and one sender task per peer. Each task takes
-//! everything queued for its peer and delivers it in one call (batching); while a call
-//! is in flight the next batch accumulates. Messages that do not fit in the bounded
-//! queue are dropped: Raft retransmits, and a slow peer must not grow memory without
-//! bound (backpressure).
+//! Peer transport: one gRPC channel, one long-lived stream and one sender task per
+//! peer. The task takes everything queued for its peer as one batch (batching) and
+//! writes it to the stream without waiting for earlier batches to be answered
+//! (pipelining). Messages that do not fit in the bounded queues are dropped: Raft
+//! retransmits, and a slow or cut-off peer must not grow memory without bound
+//! (backpressure). A broken stream is reopened after a short pause.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -10,8 +11,9 @@ use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::driver::Event;
 use crate::proto::raft::raft_client::RaftClient;
@@ -62,10 +64,18 @@ pub fn endpoint(addr: SocketAddr, source_ip: Option<IpAddr>) -> Endpoint {
     Endpoint::from_shared(format!("http://{addr}"))
         .expect("a socket address is a valid URI")
         .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
+        // A partition that drops packets silently is noticed by missing pings.
+        .http2_keep_alive_interval(Duration::from_millis(500))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true)
         .local_address(source_ip)
 }
+
+/// Batches written to one stream and not yet taken by HTTP/2; beyond it batches are
+/// dropped, as a congested network would.
+const STREAM_BATCHES_MAX: usize = 64;
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
 async fn deliver_loop(
     peer: u64,
@@ -74,25 +84,49 @@ async fn deliver_loop(
     batch_messages_max: usize,
     mut queue: mpsc::Receiver<Message>,
 ) {
-    let mut client = RaftClient::new(endpoint(addr, source_ip).connect_lazy());
+    let client = RaftClient::new(endpoint(addr, source_ip).connect_lazy());
     let mut failures = 0u32;
-    while let Some(first) = queue.recv().await {
-        let mut messages = vec![first];
-        while messages.len() < batch_messages_max {
-            match queue.try_recv() {
-                Ok(message) => messages.push(message),
-                Err(_) => break,
-            }
-        }
-        match client.deliver(MessageBatch { messages }).await {
-            Ok(_) => failures = 0,
-            Err(status) => {
-                failures += 1;
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::debug!(peer, %addr, failures, "cannot deliver to peer: {}", status.message());
+    loop {
+        let (stream_tx, stream_rx) = mpsc::channel::<MessageBatch>(STREAM_BATCHES_MAX);
+        let mut call_client = client.clone();
+        let mut call =
+            tokio::spawn(async move { call_client.deliver(ReceiverStream::new(stream_rx)).await });
+        loop {
+            tokio::select! {
+                first = queue.recv() => {
+                    let Some(first) = first else {
+                        call.abort();
+                        return;
+                    };
+                    let mut messages = vec![first];
+                    while messages.len() < batch_messages_max {
+                        match queue.try_recv() {
+                            Ok(message) => messages.push(message),
+                            Err(_) => break,
+                        }
+                    }
+                    match stream_tx.try_send(MessageBatch { messages }) {
+                        Ok(()) => failures = 0,
+                        Err(mpsc::error::TrySendError::Full(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    }
+                }
+                ended = &mut call => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        let reason = match ended {
+                            Ok(Ok(_)) => "the peer closed the stream".to_string(),
+                            Ok(Err(status)) => status.message().to_string(),
+                            Err(join) => join.to_string(),
+                        };
+                        tracing::debug!(peer, %addr, failures, "stream to peer ended: {reason}");
+                    }
+                    break;
                 }
             }
         }
+        call.abort();
+        tokio::time::sleep(RECONNECT_PAUSE).await;
     }
 }
 
@@ -105,11 +139,14 @@ pub struct RaftService {
 impl Raft for RaftService {
     async fn deliver(
         &self,
-        request: Request<MessageBatch>,
+        request: Request<Streaming<MessageBatch>>,
     ) -> Result<Response<DeliverAck>, Status> {
-        for message in request.into_inner().messages {
-            // A full queue drops the message, as a lossy network would.
-            let _ = self.events.try_send(Event::Peer(message));
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            for message in batch.messages {
+                // A full queue drops the message, as a lossy network would.
+                let _ = self.events.try_send(Event::Peer(message));
+            }
         }
         Ok(Response::new(DeliverAck {}))
     }
