@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// The node binary (default: beside this one).
     #[arg(long)]
     node_bin: Option<std::path::PathBuf>,
+    /// An extra argument for every node (repeat for several).
+    #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
+    node_args: Vec<String>,
     /// Keep node data and logs here instead of a temporary directory.
     #[arg(long)]
     store: Option<std::path::PathBuf>,
@@ -173,7 +176,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let addrs = free_loopback_addrs(args.nodes)?;
-    let mut cluster = LocalCluster::new(&node_bin, &root, &addrs, Vec::new())?;
+    let mut cluster = LocalCluster::new(&node_bin, &root, &addrs, args.node_args.clone())?;
     cluster.start_all()?;
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await?;
     let endpoint = cluster.addr(leader).to_string();
