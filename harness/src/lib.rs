@@ -2,5 +2,9 @@
 //! come) nemeses, workloads and history recording.
 //!
 //! - `cluster`: start, stop, kill and restart node processes; find the leader.
+//! - `client`: the system under test behind a small trait, and Faultline's client.
+//! - `history`: the JSON Lines history of a run.
 
+pub mod client;
 pub mod cluster;
+pub mod history;

@@ -54,6 +54,10 @@ enum SeededBug {
     DoubleVote,
     /// Commit an entry of an earlier term by counting replicas.
     CommitOldTerm,
+    /// Forget the vote across a restart (it is never read back from the WAL).
+    VoteAmnesia,
+    /// Acknowledge a write once the leader appended it, before a quorum has it.
+    EarlyAck,
 }
 
 fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
@@ -117,6 +121,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::DoubleApply => bugs.double_apply = true,
             SeededBug::DoubleVote => bugs.raft.double_vote = true,
             SeededBug::CommitOldTerm => bugs.raft.commit_old_term = true,
+            SeededBug::VoteAmnesia => bugs.vote_amnesia = true,
+            SeededBug::EarlyAck => bugs.early_ack = true,
         }
     }
     if !args.bugs.is_empty() {

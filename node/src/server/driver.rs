@@ -63,6 +63,7 @@ pub struct DriverOptions {
     pub snapshot_interval_entries: u64,
     pub batch_events_max: usize,
     pub double_apply: bool,
+    pub early_ack: bool,
     pub seeded_bugs: Vec<String>,
 }
 
@@ -151,6 +152,16 @@ impl Driver {
         match event {
             Event::Peer(message) => self.core.step(message),
             Event::Write { command, reply } => match self.core.propose(command.encode_to_vec()) {
+                Ok(_) if self.options.early_ack => {
+                    // The seeded bug: answer from a speculative copy of the state
+                    // machine, before the entry is durable on a quorum.
+                    let index = self.core.log().last_index();
+                    let result =
+                        self.store
+                            .clone()
+                            .apply(index, &command, self.options.double_apply);
+                    let _ = reply.send(WriteOutcome::Applied(result));
+                }
                 Ok((index, term)) => {
                     self.pending_writes.insert(index, (term, reply));
                 }

@@ -32,6 +32,10 @@ pub struct NodeBugs {
     pub raft: SeededBugs,
     pub no_fsync: bool,
     pub double_apply: bool,
+    /// Forget the vote on restart, as if it had never been persisted.
+    pub vote_amnesia: bool,
+    /// Acknowledge a write once the leader appended it, before a quorum has it.
+    pub early_ack: bool,
 }
 
 impl NodeBugs {
@@ -42,6 +46,12 @@ impl NodeBugs {
         }
         if self.double_apply {
             names.push("double-apply".into());
+        }
+        if self.vote_amnesia {
+            names.push("vote-amnesia".into());
+        }
+        if self.early_ack {
+            names.push("early-ack".into());
         }
         names
     }
@@ -68,6 +78,10 @@ pub async fn run(
             bytes = torn.bytes_dropped,
             "dropped a torn record at the end of the WAL (a write cut off by a crash, never acknowledged)"
         );
+    }
+    let mut recovered = recovered;
+    if bugs.vote_amnesia {
+        recovered.state.hard_state.voted_for = 0;
     }
     let store = match &recovered.state.snapshot {
         Some(snapshot) => {
@@ -107,6 +121,7 @@ pub async fn run(
         snapshot_interval_entries: config.snapshot_interval_entries,
         batch_events_max: config.batch_events_max,
         double_apply: bugs.double_apply,
+        early_ack: bugs.early_ack,
         seeded_bugs: bugs.names(),
     };
     let driver = Driver::new(core, store, durable, transport, driver_options, view_tx);

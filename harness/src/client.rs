@@ -1,0 +1,184 @@
+//! Clients of the system under test, behind a small trait so that another system
+//! (etcd speaks gRPC too) can be put under test with the same workloads and checkers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use faultline_node::proto::kv::kv_client::KvClient;
+use faultline_node::proto::kv::{
+    CompareAndSwapRequest, GetRequest, PutRequest, WriteId, compare_and_swap_request::Expected,
+};
+use serde_json::Value;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// One operation on a register-like key: values are integers, nil is "absent".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Read {
+        key: String,
+    },
+    Write {
+        key: String,
+        value: i64,
+    },
+    /// Compare-and-set from `expected` (None: absent) to `new`.
+    Cas {
+        key: String,
+        expected: Option<i64>,
+        new: i64,
+    },
+}
+
+/// How an operation ended, in Jepsen's terms.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Completion {
+    /// It happened; `value` is what a read returned.
+    Ok { value: Value },
+    /// It definitely did not happen (for a cas: the compare did not match).
+    Fail { error: String },
+    /// Unknown: it may have happened, now or later.
+    Info { error: String },
+}
+
+#[tonic::async_trait]
+pub trait Client: Send {
+    async fn invoke(&mut self, operation: &Operation) -> Completion;
+}
+
+/// A Faultline node's `Kv` API. Writes carry a `WriteId` so a retried write could not
+/// apply twice; the harness itself never retries (an unknown outcome is recorded).
+pub struct FaultlineClient {
+    kv: KvClient<Channel>,
+    client_id: String,
+    sequence: u64,
+    timeout: Duration,
+}
+
+impl FaultlineClient {
+    pub fn new(
+        addr: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        client_id: String,
+        timeout: Duration,
+    ) -> Self {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("a socket address is a valid URI")
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .local_address(source);
+        Self {
+            kv: KvClient::new(endpoint.connect_lazy()),
+            client_id,
+            sequence: 0,
+            timeout,
+        }
+    }
+
+    fn write_id(&mut self) -> Option<WriteId> {
+        self.sequence += 1;
+        Some(WriteId {
+            client_id: self.client_id.clone(),
+            sequence: self.sequence,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+}
+
+fn decode(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    {
+        Some(n) => Value::from(n),
+        None => Value::from(String::from_utf8_lossy(bytes).into_owned()),
+    }
+}
+
+/// A write whose status says nothing definite is an unknown outcome.
+fn write_error(status: &tonic::Status) -> Completion {
+    let error = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::InvalidArgument
+        | Code::Aborted
+        | Code::ResourceExhausted
+        | Code::FailedPrecondition => Completion::Fail { error },
+        _ => Completion::Info { error },
+    }
+}
+
+#[tonic::async_trait]
+impl Client for FaultlineClient {
+    async fn invoke(&mut self, operation: &Operation) -> Completion {
+        match operation {
+            Operation::Read { key } => {
+                let request = self.request(GetRequest {
+                    key: key.as_bytes().to_vec(),
+                    serializable: false,
+                });
+                match self.kv.get(request).await {
+                    Ok(reply) => {
+                        let reply = reply.into_inner();
+                        let value = if reply.found {
+                            decode(&reply.value)
+                        } else {
+                            Value::Null
+                        };
+                        Completion::Ok { value }
+                    }
+                    // A read has no effect: whatever went wrong, it did not happen.
+                    Err(status) => Completion::Fail {
+                        error: format!("{:?}: {}", status.code(), status.message()),
+                    },
+                }
+            }
+            Operation::Write { key, value } => {
+                let write_id = self.write_id();
+                let message = PutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value: value.to_string().into_bytes(),
+                    write_id,
+                };
+                match self.kv.put(self.request(message)).await {
+                    Ok(_) => Completion::Ok {
+                        value: Value::from(*value),
+                    },
+                    Err(status) => write_error(&status),
+                }
+            }
+            Operation::Cas { key, expected, new } => {
+                let write_id = self.write_id();
+                let expected = match expected {
+                    Some(value) => Expected::ExpectedValue(value.to_string().into_bytes()),
+                    None => Expected::ExpectedAbsent(true),
+                };
+                let message = CompareAndSwapRequest {
+                    key: key.as_bytes().to_vec(),
+                    expected: Some(expected),
+                    new_value: new.to_string().into_bytes(),
+                    write_id,
+                };
+                match self.kv.compare_and_swap(self.request(message)).await {
+                    Ok(reply) if reply.get_ref().succeeded => Completion::Ok { value: Value::Null },
+                    Ok(reply) => {
+                        let reply = reply.into_inner();
+                        let current = if reply.found {
+                            decode(&reply.current_value)
+                        } else {
+                            Value::Null
+                        };
+                        Completion::Fail {
+                            error: format!("compare did not match: current value {current}"),
+                        }
+                    }
+                    Err(status) => write_error(&status),
+                }
+            }
+        }
+    }
+}
