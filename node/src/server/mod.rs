@@ -26,6 +26,9 @@ use durable::Durable;
 use kv_service::KvService;
 use transport::{RaftService, Transport, TransportOptions};
 
+/// How long a stopping node lets in-flight requests finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
 /// Seeded bugs, all off unless `--unsafe-seeded-bug` names them.
 #[derive(Clone, Debug, Default)]
 pub struct NodeBugs {
@@ -169,22 +172,32 @@ pub async fn run(
             )
         })?;
     tracing::info!(id = config.id, listen = %config.listen, peers = ?config.peers, "serving");
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let stop = async {
         tokio::select! {
             () = shutdown => tracing::info!("shutting down"),
             _ = driver_done => tracing::error!("the replication thread stopped"),
         }
+        let _ = stopping_tx.send(());
     };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let served = tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .add_service(KvServer::new(kv))
         .add_service(RaftServer::new(RaftService {
             events: events.clone(),
         }))
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await;
+        .serve_with_incoming_shutdown(incoming, stop);
+    // Peers' streams never end by themselves: give in-flight requests a moment to
+    // finish, then close what is left.
+    let served = tokio::select! {
+        served = serve => served,
+        () = async {
+            let _ = stopping.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => Ok(()),
+    };
     let _ = events.try_send(Event::Shutdown);
     drop(events);
     let driver_result = driver_thread
