@@ -4,7 +4,9 @@
 //! - `cluster`: start, stop, kill and restart node processes; find the leader.
 //! - `client`: the system under test behind a small trait, and Faultline's client.
 //! - `history`: the JSON Lines history of a run.
+//! - `net`: private network namespace, iptables, partition shapes.
 
 pub mod client;
 pub mod cluster;
 pub mod history;
+pub mod net;
