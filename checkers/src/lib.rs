@@ -1,1 +1,73 @@
-//! History checkers (linearizability, causal consistency) and protocol models.
+//! History checkers for Faultline.
+//!
+//! Module layout, one concept each:
+//! - [`history`]: events, operations and the pairing of one into the other.
+//! - [`formats`]: reading and writing history files ([`formats::jsonl`], [`formats::edn`]).
+//! - [`model`]: sequential specifications (register, cas-register, kv, set, counter).
+//! - [`linearizability`]: the checker (Wing & Gong's search with Lowe's cache, per partition).
+//! - [`report`]: a verdict as text, JSON, or a standalone HTML timeline.
+//! - [`error`]: the crate's error type.
+//!
+//! [`check_file`] ties them together for a command line:
+//!
+//! ```
+//! use faultline_checkers::{formats, linearizability, model};
+//!
+//! let text = r#"{"type":"invoke","process":0,"f":"write","value":1}
+//! {"type":"ok","process":0,"f":"write","value":1}
+//! {"type":"invoke","process":1,"f":"read"}
+//! {"type":"ok","process":1,"f":"read","value":1}"#;
+//! let history = formats::read_history(text, formats::Format::Jsonl).unwrap();
+//! let verdict = linearizability::check(&model::Register, &history, &Default::default()).unwrap();
+//! assert_eq!(verdict.result, linearizability::CheckResult::Valid);
+//! ```
+
+pub mod error;
+pub mod formats;
+pub mod history;
+pub mod linearizability;
+pub mod model;
+pub mod report;
+
+use std::path::Path;
+
+pub use error::Error;
+pub use formats::Format;
+pub use history::{History, Operation, Outcome, Value};
+pub use linearizability::{CheckOptions, CheckResult, Verdict, check};
+pub use model::{CasFail, Model};
+
+/// Reads a history file and checks it for linearizability against a built-in model.
+///
+/// `format` `None` guesses from the extension; `model_name` is one of
+/// [`model::MODEL_NAMES`]. Returns the history too, since reports need its operations.
+pub fn check_file(
+    path: &Path,
+    format: Option<Format>,
+    model_name: &str,
+    options: &CheckOptions,
+) -> Result<(History, Verdict), Error> {
+    // Reject a bad model name before reading a possibly large file.
+    if !model::MODEL_NAMES.contains(&model_name) {
+        return Err(Error::UnknownModel(model_name.to_string()));
+    }
+    let history = formats::read_history_file(path, format)?;
+    let verdict = check_by_name(&history, model_name, options)?;
+    Ok((history, verdict))
+}
+
+/// Checks a history against the built-in model called `model_name`.
+pub fn check_by_name(
+    history: &History,
+    model_name: &str,
+    options: &CheckOptions,
+) -> Result<Verdict, Error> {
+    match model_name {
+        "register" => check(&model::Register, history, options),
+        "cas-register" => check(&model::CasRegister::new(options.cas_fail), history, options),
+        "kv" => check(&model::Kv, history, options),
+        "set" => check(&model::Set, history, options),
+        "counter" => check(&model::Counter, history, options),
+        other => Err(Error::UnknownModel(other.to_string())),
+    }
+}

@@ -5,8 +5,13 @@
 //! - `client`: the system under test behind a small trait, and Faultline's client.
 //! - `history`: the JSON Lines history of a run.
 //! - `net`: private network namespace, iptables, partition shapes.
+//! - `nemesis`: carries out a seeded fault schedule and records it.
+//! - `run`: `faultline run` from start to verdict; `verdict`: the checker and its guards.
 
 pub mod client;
 pub mod cluster;
 pub mod history;
+pub mod nemesis;
 pub mod net;
+pub mod run;
+pub mod verdict;

@@ -2,11 +2,16 @@
 //! and talk to a node by hand.
 
 mod bench;
+mod check;
 mod kv;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use faultline_harness::cluster::find_node_bin;
+use faultline_harness::net::namespace::{NamespaceMode, enter_private_network};
+use faultline_harness::run::{self, RunOptions};
 
 #[derive(Parser)]
 #[command(
@@ -21,14 +26,84 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a workload against a local cluster under faults and check the history.
+    Run(RunArgs),
+    /// Check a recorded history (Faultline JSON Lines or Jepsen EDN).
+    Check(check::CheckArgs),
     /// Talk to a node by hand: put, get, delete, cas, status.
     Kv(kv::KvArgs),
     /// Measure put and get throughput and latency against a local cluster.
     Bench(bench::BenchArgs),
 }
 
+/// With no arguments: the `register` workload on 5 nodes for 30 s with partitions,
+/// kills and pauses, about a minute in all.
+#[derive(Args)]
+#[command(after_help = NEMESIS_HELP)]
+struct RunArgs {
+    /// A builtin workload (register, causal) or a path to a workload YAML file.
+    #[arg(default_value = "register")]
+    workload: String,
+    /// Nodes in the cluster (node i listens on 127.0.0.(10+i):7000 in a private network namespace).
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Seconds of workload (overrides the workload file).
+    #[arg(long, value_name = "SECS")]
+    time_limit: Option<u64>,
+    /// Concurrent client processes (overrides the workload file).
+    #[arg(long, value_name = "C")]
+    concurrency: Option<u32>,
+    /// Open-loop rate in operations per second over all clients (default: the workload's, or closed loop).
+    #[arg(long, value_name = "OPS_PER_S")]
+    rate: Option<f64>,
+    /// Faults to inject, comma-separated: kill, pause, partition, loss, corrupt-wal, clock; or none.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    nemesis: Option<Vec<String>>,
+    /// Seconds between the starts of two faults (overrides the workload file).
+    #[arg(long, value_name = "SECS")]
+    nemesis_interval: Option<f64>,
+    /// Seed for operations and faults; printed by every run so it can be replayed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where runs are stored: STORE/<workload>/<UTC time>/ and STORE/latest.
+    #[arg(long, default_value = "store")]
+    store: PathBuf,
+    /// The faultline-node binary (default: beside this one).
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    /// An extra argument for every node, e.g. --node-arg=--unsafe-seeded-bug --node-arg=stale-read.
+    #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
+    node_args: Vec<String>,
+}
+
+const NEMESIS_HELP: &str =
+    "Nemeses (each run's schedule comes from the seed; every fault is recorded in the history):
+  kill         SIGKILL a random node (or the leader), restart it when the fault ends
+  pause        SIGSTOP a node, SIGCONT it when the fault ends
+  partition    drop packets with iptables in the run's network namespace; shapes:
+               isolate-one, isolate-leader, halves, majority-ring, bridge, one-way
+  loss         drop a random fraction of packets between nodes (iptables statistic)
+  corrupt-wal  SIGKILL a node, truncate or flip bytes at the tail of its WAL, restart it
+  clock        not implemented yet (the node has no clock-fault service)
+partition and loss need iptables (apt-get install iptables); the others do not.
+Exit status: 0 valid, 1 anomalies found, 2 unknown or harness error.";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The namespace must be entered while this process has one thread: before the
+    // async runtime starts.
+    let mode = match &cli.command {
+        Command::Run(_) => match enter_private_network() {
+            Ok(mode) => Some(mode),
+            Err(error) => {
+                eprintln!(
+                    "faultline: error: cannot create the run's private network namespace: {error}"
+                );
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,6 +116,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => run_command(args, mode).await,
+            Command::Check(args) => check::run(args),
             Command::Kv(args) => kv::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
@@ -52,4 +129,38 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+async fn run_command(args: RunArgs, mode: Option<NamespaceMode>) -> anyhow::Result<ExitCode> {
+    let node_bin = match args.node_bin {
+        Some(path) => path,
+        None => find_node_bin()?,
+    };
+    let options = RunOptions {
+        workload: args.workload,
+        nodes: args.nodes,
+        time_limit_secs: args.time_limit,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        nemesis: args.nemesis.map(|list| {
+            list.into_iter()
+                .filter(|n| n != "none" && !n.is_empty())
+                .collect()
+        }),
+        nemesis_interval_secs: args.nemesis_interval,
+        seed: args.seed,
+        store: args.store,
+        node_bin,
+        node_args: args.node_args,
+    };
+    if options.nodes == 0 || options.nodes > 9 {
+        anyhow::bail!("--nodes must be between 1 and 9, got {}", options.nodes);
+    }
+    let workload = run::prepare_workload(&options)?;
+    if let Some(mode) = mode {
+        eprintln!("faultline run: private network namespace ({mode:?})");
+    }
+    let results = run::run(options, workload).await?;
+    run::print_summary(&results);
+    Ok(ExitCode::from(results.exit_code()))
 }

@@ -1,0 +1,318 @@
+//! The nemesis: carries out a seeded fault schedule against the cluster — signals to
+//! node processes, iptables rules in the private namespace, damage to a WAL — and
+//! records when each fault started and ended in the history.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use faultline_workloads::{CorruptMode, FaultKind, Links, ScheduledFault, Target};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{Mutex, watch};
+
+use crate::cluster::{LocalCluster, status};
+use crate::history::{EventType, History, Process};
+use crate::net::firewall::Firewall;
+use crate::net::namespace::node_ip;
+
+/// What one fault did, for the results: when it ran and how many operations
+/// completed successfully while it was active.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultWindow {
+    pub fault: String,
+    pub detail: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub ok_ops_during: u64,
+}
+
+pub struct Nemesis {
+    pub cluster: Arc<Mutex<LocalCluster>>,
+    pub firewall: Option<Firewall>,
+    pub history: Arc<History>,
+    /// A short description of the fault in force, for the progress line.
+    pub active: Arc<std::sync::Mutex<Option<String>>>,
+    pub seed: u64,
+}
+
+/// Whether a schedule needs iptables.
+pub fn needs_firewall(schedule: &[ScheduledFault]) -> bool {
+    schedule.iter().any(|f| {
+        matches!(
+            f.fault,
+            FaultKind::Partition { .. } | FaultKind::Loss { .. }
+        )
+    })
+}
+
+impl Nemesis {
+    /// Runs the schedule until it ends or `stop` turns true; heals whatever is active
+    /// before returning. Returns the windows of the faults that ran.
+    pub async fn run(
+        &self,
+        schedule: Vec<ScheduledFault>,
+        started: Instant,
+        mut stop: watch::Receiver<bool>,
+    ) -> Vec<FaultWindow> {
+        let mut windows = Vec::new();
+        for (number, fault) in schedule.into_iter().enumerate() {
+            let begin = started + fault.at;
+            if wait_until(begin, &mut stop).await {
+                break;
+            }
+            let start_ns = self.history.elapsed_ns();
+            let detail = match self.start(&fault.fault, number as u64).await {
+                Ok(detail) => detail,
+                Err(error) => {
+                    self.record("error", fault.fault.name(), json!(format!("{error:#}")));
+                    continue;
+                }
+            };
+            *self.active.lock().expect("active lock") =
+                Some(format!("{} {detail}", fault.fault.name()));
+            let _ = wait_until(begin + fault.duration, &mut stop).await;
+            if let Err(error) = self.end(&fault.fault).await {
+                self.record(
+                    "error",
+                    fault.fault.name(),
+                    json!(format!("healing failed: {error:#}")),
+                );
+            }
+            *self.active.lock().expect("active lock") = None;
+            windows.push(FaultWindow {
+                fault: fault.fault.name().to_string(),
+                detail,
+                start_ns,
+                end_ns: self.history.elapsed_ns(),
+                ok_ops_during: 0,
+            });
+        }
+        windows
+    }
+
+    fn record(&self, phase: &str, fault: &str, value: serde_json::Value) {
+        let f = format!("{phase}-{fault}");
+        self.history.record(
+            EventType::Info,
+            Process::Nemesis("nemesis"),
+            &f,
+            None,
+            value,
+            None,
+            None,
+        );
+    }
+
+    async fn resolve(&self, target: Target) -> anyhow::Result<u64> {
+        match target {
+            Target::Random(index) => Ok(index as u64 + 1),
+            Target::Leader => {
+                let cluster = self.cluster.lock().await;
+                let mut best: Option<(u64, u64)> = None;
+                for id in cluster
+                    .ids()
+                    .into_iter()
+                    .filter(|&id| cluster.is_running(id))
+                {
+                    if let Ok(s) = status(cluster.addr(id)).await
+                        && s.role == "leader"
+                        && best.is_none_or(|(_, term)| s.term > term)
+                    {
+                        best = Some((id, s.term));
+                    }
+                }
+                // No leader (an election is under way): hit node 1 rather than nothing.
+                Ok(best.map_or(1, |(id, _)| id))
+            }
+        }
+    }
+
+    async fn leader_index(&self) -> Option<usize> {
+        self.resolve(Target::Leader)
+            .await
+            .ok()
+            .map(|id| id as usize - 1)
+    }
+
+    async fn start(&self, fault: &FaultKind, number: u64) -> anyhow::Result<String> {
+        let detail = match fault {
+            FaultKind::Kill { target } => {
+                let id = self.resolve(*target).await?;
+                self.cluster.lock().await.kill(id)?;
+                format!("node {id}")
+            }
+            FaultKind::Pause { target } => {
+                let id = self.resolve(*target).await?;
+                self.cluster.lock().await.signal(id, libc::SIGSTOP)?;
+                format!("node {id}")
+            }
+            FaultKind::Partition { shape } => {
+                let firewall = self.firewall()?;
+                let node_count = self.cluster.lock().await.ids().len();
+                let links = shape.dropped_links(node_count, self.leader_index().await);
+                let ip_links: Vec<_> = links
+                    .iter()
+                    .map(|&(a, b)| (node_ip(a), node_ip(b)))
+                    .collect();
+                firewall.drop_links(&ip_links)?;
+                let named: Vec<String> = links
+                    .iter()
+                    .map(|(a, b)| format!("{}->{}", a + 1, b + 1))
+                    .collect();
+                format!("{shape:?} dropping {}", named.join(" "))
+            }
+            FaultKind::Loss {
+                probability,
+                between,
+            } => {
+                let firewall = self.firewall()?;
+                let node_count = self.cluster.lock().await.ids().len();
+                let pairs: Vec<(usize, usize)> = match between {
+                    Links::All => (0..node_count)
+                        .flat_map(|a| {
+                            (0..node_count)
+                                .filter(move |&b| b != a)
+                                .map(move |b| (a, b))
+                        })
+                        .collect(),
+                    Links::Pair(a, b) => vec![(*a, *b), (*b, *a)],
+                };
+                for (a, b) in &pairs {
+                    firewall.lossy_link(node_ip(*a), node_ip(*b), *probability)?;
+                }
+                format!("p={probability:.2} on {between:?}")
+            }
+            FaultKind::Clock { .. } => {
+                anyhow::bail!(
+                    "the clock nemesis is not implemented yet: the node has no clock-fault service (issue 4)"
+                )
+            }
+            FaultKind::CorruptWal { target, mode } => {
+                let id = self.resolve(*target).await?;
+                let mut cluster = self.cluster.lock().await;
+                cluster.kill(id)?;
+                let data_dir = cluster.nodes()[id as usize - 1].data_dir.clone();
+                let damage = corrupt_wal_tail(&data_dir, *mode, self.seed ^ number)?;
+                format!("node {id}: {damage}")
+            }
+        };
+        self.record("start", fault.name(), json!(detail));
+        Ok(detail)
+    }
+
+    async fn end(&self, fault: &FaultKind) -> anyhow::Result<()> {
+        match fault {
+            FaultKind::Kill { .. } | FaultKind::CorruptWal { .. } => {
+                let mut cluster = self.cluster.lock().await;
+                for id in cluster.ids() {
+                    if !cluster.is_running(id) {
+                        cluster.start(id)?;
+                    }
+                }
+            }
+            FaultKind::Pause { .. } => {
+                let cluster = self.cluster.lock().await;
+                for id in cluster
+                    .ids()
+                    .into_iter()
+                    .filter(|&id| cluster.is_running(id))
+                {
+                    cluster.signal(id, libc::SIGCONT)?;
+                }
+            }
+            FaultKind::Partition { .. } | FaultKind::Loss { .. } => self.firewall()?.heal()?,
+            FaultKind::Clock { .. } => {}
+        }
+        self.record("stop", fault.name(), json!(null));
+        Ok(())
+    }
+
+    fn firewall(&self) -> anyhow::Result<&Firewall> {
+        self.firewall
+            .as_ref()
+            .context("this fault needs iptables, which was not set up for the run")
+    }
+
+    /// Ends every fault that may be active: restart killed nodes, continue paused ones,
+    /// remove every rule. Safe to call whatever state the cluster is in.
+    pub async fn heal_all(&self) -> anyhow::Result<()> {
+        let mut errors = Vec::new();
+        if let Some(firewall) = &self.firewall
+            && let Err(error) = firewall.heal()
+        {
+            errors.push(format!("{error}"));
+        }
+        let mut cluster = self.cluster.lock().await;
+        for id in cluster.ids() {
+            let result = if cluster.is_running(id) {
+                cluster.signal(id, libc::SIGCONT)
+            } else {
+                cluster.start(id)
+            };
+            if let Err(error) = result {
+                errors.push(format!("node {id}: {error:#}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("healing failed: {}", errors.join("; "))
+        }
+    }
+}
+
+/// Sleeps until `deadline`; true if `stop` turned true first.
+async fn wait_until(deadline: Instant, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+    tokio::select! {
+        () = sleep => {}
+        _ = stop.wait_for(|stopped| *stopped) => return true,
+    }
+    *stop.borrow()
+}
+
+/// Damages the end of the newest WAL segment of a stopped node, as a crash in the middle
+/// of a write (truncate) or a bad disk (flipped bytes) would.
+pub fn corrupt_wal_tail(
+    data_dir: &std::path::Path,
+    mode: CorruptMode,
+    seed: u64,
+) -> anyhow::Result<String> {
+    let wal_dir = data_dir.join("wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal_dir)
+        .with_context(|| format!("cannot list {}", wal_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    let segment = segments
+        .last()
+        .with_context(|| format!("no WAL segment in {}", wal_dir.display()))?;
+    let mut bytes =
+        std::fs::read(segment).with_context(|| format!("cannot read {}", segment.display()))?;
+    // Leave the segment header alone: damage only the records.
+    let header = 8usize;
+    if bytes.len() <= header + 1 {
+        return Ok(format!("{} has no records to damage", segment.display()));
+    }
+    let span = (bytes.len() - header).min(64);
+    let cut = 1 + (seed as usize % span);
+    let description = match mode {
+        CorruptMode::Truncate => {
+            bytes.truncate(bytes.len() - cut);
+            format!("truncated {} by {cut} bytes", segment.display())
+        }
+        CorruptMode::FlipBytes => {
+            let at = bytes.len() - cut;
+            bytes[at] ^= 0xff;
+            format!("flipped the byte at offset {at} of {}", segment.display())
+        }
+    };
+    std::fs::write(segment, &bytes)
+        .with_context(|| format!("cannot write {}", segment.display()))?;
+    Ok(description)
+}

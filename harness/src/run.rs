@@ -1,0 +1,627 @@
+//! `faultline run`: start a cluster in a private network namespace, drive a workload
+//! against it while the nemesis injects faults, heal, read every key once more, stop the
+//! nodes, and check the history.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use faultline_workloads::{
+    FaultName, Generator, Op, OpKind, OpValue, Workload, nemesis_schedule, resolve,
+};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{Mutex, watch};
+
+use crate::client::{Client, Completion, FaultlineClient, Operation};
+use crate::cluster::LocalCluster;
+use crate::history::{Counts, EventType, History, Process};
+use crate::nemesis::{FaultWindow, Nemesis, needs_firewall};
+use crate::net::firewall::Firewall;
+use crate::net::namespace::node_ip;
+
+/// How long a client waits after a failed or unknown operation.
+const FAILURE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Every node listens on this port at its own address in the private namespace.
+pub const NODE_PORT: u16 = 7000;
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub workload: String,
+    pub nodes: usize,
+    pub time_limit_secs: Option<u64>,
+    pub concurrency: Option<u32>,
+    pub rate: Option<f64>,
+    /// Replaces the workload's faults; an empty list means no nemesis.
+    pub nemesis: Option<Vec<String>>,
+    pub nemesis_interval_secs: Option<f64>,
+    pub seed: Option<u64>,
+    pub store: PathBuf,
+    pub node_bin: PathBuf,
+    pub node_args: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Validity {
+    Known(bool),
+    Unknown(&'static str),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub valid: Validity,
+    pub workload: String,
+    pub checker: String,
+    pub model: String,
+    pub seed: u64,
+    pub nodes: usize,
+    pub time_limit_secs: u64,
+    pub concurrency: u32,
+    pub operations: BTreeMap<String, Counts>,
+    pub totals: Counts,
+    pub faults: Vec<FaultWindow>,
+    /// Why the verdict is what it is: the checker's explanation, or the guard that
+    /// refused to call the run valid.
+    pub notes: Vec<String>,
+    pub teardown_errors: Vec<String>,
+    pub run_dir: PathBuf,
+    pub elapsed_secs: f64,
+}
+
+impl Results {
+    pub fn exit_code(&self) -> u8 {
+        match self.valid {
+            Validity::Known(true) => 0,
+            Validity::Known(false) => 1,
+            Validity::Unknown(_) => 2,
+        }
+    }
+}
+
+/// Applies command-line overrides to the workload and validates the result.
+pub fn prepare_workload(options: &RunOptions) -> anyhow::Result<Workload> {
+    let mut workload = resolve(&options.workload).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(secs) = options.time_limit_secs {
+        workload.time_limit_secs = secs;
+        // Phases are scaled to a shorter run by ending where the run ends.
+        workload.phases.retain(|_| false);
+    }
+    if let Some(concurrency) = options.concurrency {
+        workload.concurrency = concurrency;
+    }
+    if options.rate.is_some() {
+        workload.rate = options.rate;
+    }
+    if let Some(names) = &options.nemesis {
+        if names.is_empty() {
+            workload.nemesis = None;
+        } else {
+            let faults = names
+                .iter()
+                .map(|name| {
+                    serde_yaml::from_str::<FaultName>(name).map_err(|_| {
+                        anyhow::anyhow!(
+                            "unknown nemesis {name:?}; choose from kill, pause, partition, loss, clock, corrupt-wal (or none)"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let nemesis = workload
+                .nemesis
+                .get_or_insert_with(|| faultline_workloads::Nemesis {
+                    faults: Vec::new(),
+                    interval_secs: 5.0,
+                    partition_shapes: None,
+                    kill_target: None,
+                });
+            nemesis.faults = faults;
+            if !nemesis.faults.contains(&FaultName::Partition) {
+                nemesis.partition_shapes = None;
+            }
+            if !nemesis.faults.contains(&FaultName::Kill) {
+                nemesis.kill_target = None;
+            }
+        }
+    }
+    if let (Some(interval), Some(nemesis)) =
+        (options.nemesis_interval_secs, workload.nemesis.as_mut())
+    {
+        nemesis.interval_secs = interval;
+    }
+    let text = serde_yaml::to_string(&workload).context("cannot serialize the workload")?;
+    workload
+        .validate(&text, "the workload with command-line options applied")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if workload.checker != faultline_workloads::Checker::Linearizability {
+        anyhow::bail!(
+            "workload {:?} needs the causal checker, which `faultline run` cannot run yet (issue 3); use the register workload",
+            workload.name
+        );
+    }
+    Ok(workload)
+}
+
+fn utc_timestamp() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
+
+fn make_run_dir(store: &Path, workload: &str) -> anyhow::Result<PathBuf> {
+    let dir = store.join(workload).join(utc_timestamp());
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let latest = store.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    let target = dir.strip_prefix(store).unwrap_or(&dir).to_path_buf();
+    std::os::unix::fs::symlink(&target, &latest)
+        .with_context(|| format!("cannot link {}", latest.display()))?;
+    Ok(dir)
+}
+
+fn to_operation(op: &Op) -> Operation {
+    let key = op.key.clone();
+    match (op.f, op.value) {
+        (OpKind::Write, OpValue::Write(value)) => Operation::Write {
+            key,
+            value: value as i64,
+        },
+        (OpKind::Cas, OpValue::Cas { expected, new }) => Operation::Cas {
+            key,
+            expected: expected.map(|v| v as i64),
+            new: new as i64,
+        },
+        _ => Operation::Read { key },
+    }
+}
+
+fn invoke_value(op: &Op) -> Value {
+    serde_json::to_value(op.value).unwrap_or(Value::Null)
+}
+
+struct Shared {
+    history: Arc<History>,
+    generator: std::sync::Mutex<Generator>,
+    addrs: Vec<SocketAddr>,
+    timeout: Duration,
+    started: Instant,
+    deadline: Instant,
+    concurrency: u64,
+    open_loop: bool,
+}
+
+/// One worker: a logical process at a time. After an operation with an unknown
+/// outcome the process is retired and a fresh one takes its place (Jepsen's rule), so
+/// that no process has two operations in flight in the history.
+async fn worker(shared: Arc<Shared>, index: u64, mut stop: watch::Receiver<bool>) {
+    let mut process = index;
+    let node = (index as usize) % shared.addrs.len();
+    let mut client = new_client(&shared, node, process);
+    while Instant::now() < shared.deadline && !*stop.borrow() {
+        let (op, pause) = {
+            let mut generator = shared.generator.lock().expect("generator lock");
+            let op = generator.next_op(process, shared.started.elapsed());
+            let pause = if shared.open_loop {
+                generator.next_interval()
+            } else {
+                None
+            };
+            (op, pause)
+        };
+        if let Some(pause) = pause {
+            // Each worker carries 1/concurrency of the open-loop rate.
+            let pause = pause.mul_f64(shared.concurrency as f64);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        let completion = invoke(&shared, &mut client, process, &op, node).await;
+        if matches!(completion, Completion::Info { .. }) {
+            process += shared.concurrency;
+            client = new_client(&shared, node, process);
+        }
+        let failed = match &completion {
+            Completion::Ok { .. } => false,
+            // A cas whose compare did not match is an answer, not a failure.
+            Completion::Fail { error } => !error.starts_with("compare did not match"),
+            Completion::Info { .. } => true,
+        };
+        if failed {
+            // A node that is down answers at once; without a pause a client would fill
+            // the history with thousands of failures that test nothing.
+            tokio::select! {
+                () = tokio::time::sleep(FAILURE_BACKOFF) => {}
+                _ = stop.changed() => break,
+            }
+        }
+    }
+}
+
+fn new_client(shared: &Shared, node: usize, process: u64) -> FaultlineClient {
+    let addr = shared.addrs[node];
+    FaultlineClient::new(
+        addr,
+        Some(node_ip(node).into()),
+        format!("p{process}"),
+        shared.timeout,
+    )
+}
+
+async fn invoke(
+    shared: &Shared,
+    client: &mut FaultlineClient,
+    process: u64,
+    op: &Op,
+    node: usize,
+) -> Completion {
+    let history = &shared.history;
+    let f = op.f.as_str();
+    let node_id = Some(node as u64 + 1);
+    history.record(
+        EventType::Invoke,
+        Process::Client(process),
+        f,
+        Some(&op.key),
+        invoke_value(op),
+        None,
+        node_id,
+    );
+    let completion = client.invoke(&to_operation(op)).await;
+    let (kind, value, error) = match &completion {
+        Completion::Ok { value } => {
+            let value = if op.f == OpKind::Read {
+                value.clone()
+            } else {
+                invoke_value(op)
+            };
+            (EventType::Ok, value, None)
+        }
+        Completion::Fail { error } => (EventType::Fail, invoke_value(op), Some(error.clone())),
+        Completion::Info { error } => (EventType::Info, invoke_value(op), Some(error.clone())),
+    };
+    history.record(
+        kind,
+        Process::Client(process),
+        f,
+        Some(&op.key),
+        value,
+        error,
+        node_id,
+    );
+    completion
+}
+
+fn progress_line(
+    history: &History,
+    started: Instant,
+    active: &std::sync::Mutex<Option<String>>,
+) -> String {
+    let counts = history.counts();
+    let elapsed = started.elapsed().as_secs_f64();
+    let done = counts.ok + counts.fail + counts.info;
+    let active = active
+        .lock()
+        .expect("active lock")
+        .clone()
+        .unwrap_or_else(|| "none".into());
+    format!(
+        "[{elapsed:6.1}s] {:7.0} ops/s  ok {}  fail {}  info {}  fault: {active}",
+        done as f64 / elapsed.max(0.001),
+        counts.ok,
+        counts.fail,
+        counts.info
+    )
+}
+
+/// Runs everything after the namespace exists. Returns the results whatever happened
+/// after the cluster started, so that a teardown problem never hides the verdict.
+pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Results> {
+    let seed = options.seed.unwrap_or_else(|| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
+    });
+    let run_dir = make_run_dir(&options.store, &workload.name)?;
+    eprintln!(
+        "faultline run: workload {} on {} nodes for {} s, seed {seed} (replay with --seed {seed}); results in {}",
+        workload.name,
+        options.nodes,
+        workload.time_limit_secs,
+        run_dir.display()
+    );
+    let schedule = nemesis_schedule(&workload, seed, options.nodes);
+    let plan: Vec<String> = schedule
+        .iter()
+        .map(|f| {
+            format!(
+                "at {:>7.3}s for {:>6.3}s: {:?}",
+                f.at.as_secs_f64(),
+                f.duration.as_secs_f64(),
+                f.fault
+            )
+        })
+        .collect();
+    std::fs::write(run_dir.join("nemesis.log"), plan.join("\n") + "\n")?;
+    std::fs::write(
+        run_dir.join("workload.yaml"),
+        serde_yaml::to_string(&workload)?,
+    )?;
+    let firewall = if needs_firewall(&schedule) {
+        let firewall = Firewall::new().map_err(|e| anyhow::anyhow!("{e}"))?;
+        firewall.heal().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Some(firewall)
+    } else {
+        None
+    };
+
+    let addrs: Vec<SocketAddr> = (0..options.nodes)
+        .map(|i| SocketAddr::new(node_ip(i).into(), NODE_PORT))
+        .collect();
+    let mut cluster = LocalCluster::new(
+        &options.node_bin,
+        &run_dir,
+        &addrs,
+        options.node_args.clone(),
+    )?;
+    cluster.start_all()?;
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .context("the cluster did not elect a leader")?;
+    let cluster = Arc::new(Mutex::new(cluster));
+
+    let started = Instant::now();
+    let history = Arc::new(History::create(&run_dir.join("history.jsonl"), started)?);
+    let shared = Arc::new(Shared {
+        history: history.clone(),
+        generator: std::sync::Mutex::new(Generator::new(&workload, seed)),
+        addrs: addrs.clone(),
+        timeout: Duration::from_millis(workload.request_timeout_ms),
+        started,
+        deadline: started + Duration::from_secs(workload.time_limit_secs),
+        concurrency: u64::from(workload.concurrency),
+        open_loop: workload.rate.is_some(),
+    });
+    let (stop_tx, stop) = watch::channel(false);
+    let active = Arc::new(std::sync::Mutex::new(None));
+    let nemesis = Arc::new(Nemesis {
+        cluster: cluster.clone(),
+        firewall,
+        history: history.clone(),
+        active: active.clone(),
+        seed,
+    });
+    let nemesis_task = {
+        let (nemesis, stop) = (nemesis.clone(), stop.clone());
+        tokio::spawn(async move { nemesis.run(schedule, started, stop).await })
+    };
+    let workers: Vec<_> = (0..shared.concurrency)
+        .map(|i| tokio::spawn(worker(shared.clone(), i, stop.clone())))
+        .collect();
+
+    let interrupted = drive_until_done(&shared, &history, &active, started).await;
+    if interrupted {
+        eprintln!("\ninterrupted: healing, stopping the nodes and checking what was recorded");
+    }
+    let _ = stop_tx.send(true);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let mut faults = nemesis_task.await.unwrap_or_default();
+    let mut teardown_errors = Vec::new();
+    if let Err(error) = nemesis.heal_all().await {
+        teardown_errors.push(format!("{error:#}"));
+    }
+    eprintln!();
+
+    if workload.final_reads && !interrupted {
+        final_reads(&shared, &cluster, &mut teardown_errors).await;
+    }
+    {
+        let mut cluster = cluster.lock().await;
+        for id in cluster.ids() {
+            match cluster.stop(id, Duration::from_secs(5)) {
+                Ok(true) => {}
+                Ok(false) => teardown_errors.push(format!(
+                    "node {id} did not exit cleanly on SIGTERM (killed)"
+                )),
+                Err(error) => teardown_errors.push(format!("node {id}: {error:#}")),
+            }
+        }
+    }
+    if let Some(firewall) = &nemesis.firewall
+        && let Err(error) = firewall.heal()
+    {
+        teardown_errors.push(format!("cannot remove the iptables rules: {error}"));
+    }
+    history.flush()?;
+    let elapsed_secs = started.elapsed().as_secs_f64();
+    let mut results = Results {
+        valid: Validity::Unknown("not checked"),
+        workload: workload.name.clone(),
+        checker: "linearizability".into(),
+        model: model_name(&workload),
+        seed,
+        nodes: options.nodes,
+        time_limit_secs: workload.time_limit_secs,
+        concurrency: workload.concurrency,
+        operations: BTreeMap::new(),
+        totals: history.counts(),
+        faults: Vec::new(),
+        notes: Vec::new(),
+        teardown_errors,
+        run_dir: run_dir.clone(),
+        elapsed_secs,
+    };
+    count_operations(&run_dir.join("history.jsonl"), &mut results, &mut faults)?;
+    results.faults = faults;
+    crate::verdict::check(&mut results, &run_dir)?;
+    std::fs::write(
+        run_dir.join("results.json"),
+        serde_json::to_string_pretty(&results)? + "\n",
+    )?;
+    Ok(results)
+}
+
+fn model_name(workload: &Workload) -> String {
+    match workload.model() {
+        Some(faultline_workloads::Model::Register) => "register".into(),
+        Some(faultline_workloads::Model::CasRegister) => "cas-register".into(),
+        Some(faultline_workloads::Model::Kv) => "kv".into(),
+        None => "causal".into(),
+    }
+}
+
+/// Prints the progress line every second until the time limit or Ctrl-C. True if
+/// interrupted.
+async fn drive_until_done(
+    shared: &Shared,
+    history: &History,
+    active: &std::sync::Mutex<Option<String>>,
+    started: Instant,
+) -> bool {
+    // On a terminal the line is redrawn every second; in a log, a line every 5 s.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut ticker = tokio::time::interval(Duration::from_secs(if terminal { 1 } else { 5 }));
+    let deadline = tokio::time::Instant::from_std(shared.deadline);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let line = progress_line(history, started, active);
+                if terminal { eprint!("\r{line}") } else { eprintln!("{line}") }
+            }
+            () = tokio::time::sleep_until(deadline) => return false,
+            _ = tokio::signal::ctrl_c() => return true,
+        }
+    }
+}
+
+/// After healing: wait for a leader, then read every key once with fresh processes.
+async fn final_reads(
+    shared: &Arc<Shared>,
+    cluster: &Arc<Mutex<LocalCluster>>,
+    errors: &mut Vec<String>,
+) {
+    if let Err(error) = cluster
+        .lock()
+        .await
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+    {
+        errors.push(format!("no leader after healing: {error:#}"));
+        return;
+    }
+    let ops = shared
+        .generator
+        .lock()
+        .expect("generator lock")
+        .final_read_ops();
+    let mut process = 1_000_000_000;
+    for op in ops {
+        let node = process as usize % shared.addrs.len();
+        let mut client = new_client(shared, node, process);
+        invoke(shared, &mut client, process, &op, node).await;
+        process += 1;
+    }
+}
+
+/// Operations by type and outcome, and for each fault how many operations completed
+/// successfully while it was active.
+fn count_operations(
+    path: &Path,
+    results: &mut Results,
+    faults: &mut [FaultWindow],
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let mut invoked: BTreeMap<u64, u64> = BTreeMap::new();
+    for line in text.lines() {
+        let event: Value = serde_json::from_str(line)?;
+        let Some(process) = event["process"].as_u64() else {
+            continue;
+        };
+        let f = event["f"].as_str().unwrap_or("?").to_string();
+        let time = event["time"].as_u64().unwrap_or(0);
+        let counts = results.operations.entry(f).or_default();
+        match event["type"].as_str() {
+            Some("invoke") => {
+                counts.invoke += 1;
+                invoked.insert(process, time);
+            }
+            Some("ok") => {
+                counts.ok += 1;
+                let begin = invoked.remove(&process).unwrap_or(time);
+                for window in faults.iter_mut() {
+                    if begin < window.end_ns && time > window.start_ns {
+                        window.ok_ops_during += 1;
+                    }
+                }
+            }
+            Some("fail") => counts.fail += 1,
+            Some("info") => counts.info += 1,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+pub fn print_summary(results: &Results) {
+    println!("\noperations (invoke / ok / fail / info):");
+    for (f, c) in &results.operations {
+        println!(
+            "  {f:<8} {:>7} {:>7} {:>7} {:>7}",
+            c.invoke, c.ok, c.fail, c.info
+        );
+    }
+    println!("faults injected: {}", results.faults.len());
+    for window in &results.faults {
+        println!(
+            "  {:>7.2}s-{:>7.2}s {:<12} {} ({} ops completed during it)",
+            window.start_ns as f64 / 1e9,
+            window.end_ns as f64 / 1e9,
+            window.fault,
+            window.detail,
+            window.ok_ops_during
+        );
+    }
+    for error in &results.teardown_errors {
+        println!("teardown: {error}");
+    }
+    for note in &results.notes {
+        println!("{note}");
+    }
+    let verdict = match &results.valid {
+        Validity::Known(true) => "VALID".to_string(),
+        Validity::Known(false) => "INVALID: anomalies found".to_string(),
+        Validity::Unknown(why) => format!("UNKNOWN ({why})"),
+    };
+    println!(
+        "{} checker, {} model: {verdict}",
+        results.checker, results.model
+    );
+    println!("results: {}", results.run_dir.display());
+}

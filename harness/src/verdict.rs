@@ -1,0 +1,65 @@
+//! The verdict of a run: the checker's, guarded against a false "valid".
+
+use std::path::Path;
+use std::time::Duration;
+
+use faultline_checkers::{CheckOptions, CheckResult, Format, check_file, report};
+
+use crate::run::{Results, Validity};
+
+/// How long the checker may take before the verdict is "unknown".
+const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Checks the run's history and sets `results.valid`; writes the explanation and a
+/// timeline (`timeline.html`) next to the history when an anomaly is found.
+pub fn check(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+    let options = CheckOptions {
+        timeout: Some(CHECK_TIMEOUT),
+        ..CheckOptions::default()
+    };
+    let path = run_dir.join("history.jsonl");
+    let (history, verdict) = check_file(&path, Some(Format::Jsonl), &results.model, &options)
+        .map_err(|e| anyhow::anyhow!("cannot check {}: {e}", path.display()))?;
+    results.valid = match &verdict.result {
+        CheckResult::Valid => Validity::Known(true),
+        CheckResult::Invalid => {
+            let text = report::text(&history, &verdict);
+            std::fs::write(run_dir.join("anomalies.txt"), &text)?;
+            std::fs::write(
+                run_dir.join("timeline.html"),
+                report::html(&history, &verdict),
+            )?;
+            results.notes.push(text);
+            results.notes.push(format!(
+                "timeline: {}",
+                run_dir.join("timeline.html").display()
+            ));
+            Validity::Known(false)
+        }
+        CheckResult::Unknown { reason } => {
+            results.notes.push(format!("the checker gave up: {reason}"));
+            Validity::Unknown("the checker could not decide")
+        }
+    };
+    apply_guards(results);
+    Ok(())
+}
+
+/// A valid verdict means little if no operation succeeded while a fault was active: the
+/// faults were never tested. Such a run is "unknown". An invalid verdict stands.
+pub fn apply_guards(results: &mut Results) {
+    if results.valid != Validity::Known(true) || results.faults.is_empty() {
+        return;
+    }
+    let exercised = results.faults.iter().any(|w| w.ok_ops_during > 0);
+    if !exercised {
+        results.valid = Validity::Unknown("no operation completed while a fault was active");
+        results.notes.push(
+            "no operation succeeded during any fault window: the history says nothing about behaviour under faults"
+                .into(),
+        );
+    }
+    if results.totals.ok == 0 {
+        results.valid = Validity::Unknown("no operation succeeded");
+    }
+}

@@ -1,0 +1,349 @@
+//! Seeded operation generators.
+//!
+//! A [`Generator`] turns a workload and a seed into operations. Determinism is what makes a
+//! failing run reproducible, so:
+//! - every random choice comes from ChaCha8 streams derived from the seed, never from the OS;
+//! - each process draws its operation kinds and keys from its own stream, so what process 3 does
+//!   depends only on the seed and process 3's own calls, not on how the processes interleaved;
+//! - written values come from one counter shared by all processes, which makes them unique in the
+//!   run (a read then names the write it saw) and increasing in invocation order.
+//!
+//! The same workload, seed and sequence of `(process, elapsed)` calls therefore give the same
+//! operations.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::ser::{Serialize, SerializeSeq, Serializer};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use crate::schema::{Distribution, Mix, Workload};
+
+/// Seed domains: independent streams for independent purposes, so that adding, say, a nemesis
+/// draw never shifts the operations of the same seed.
+pub(crate) const DOMAIN_OPS: u64 = 0x6f70_7300;
+pub(crate) const DOMAIN_ARRIVALS: u64 = 0x6172_7200;
+pub(crate) const DOMAIN_NEMESIS: u64 = 0x6e65_6d00;
+
+/// Written values per key that `cas` draws its expected value from. Recent values are the likely
+/// current ones, so cas operations succeed often enough to matter, and memory stays bounded.
+const CAS_CANDIDATES: usize = 8;
+/// How often a `cas` expects the key to be absent (the initial nil) although it has been written.
+const CAS_EXPECT_NIL_PROBABILITY: f64 = 0.1;
+
+/// An RNG for `domain` of `seed`. SplitMix64's finaliser spreads nearby seeds (1, 2, 3) and
+/// domains over unrelated ChaCha keys.
+pub(crate) fn derive_rng(seed: u64, domain: u64) -> ChaCha8Rng {
+    let mut z = seed ^ domain.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// The name of the key with index `index`: `k0`, `k1`, ...
+pub fn key_name(index: u32) -> String {
+    format!("k{index}")
+}
+
+/// What an operation does, named as in the history's `f` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpKind {
+    /// Read a key (`Get`, linearizable).
+    Read,
+    /// Write a key (`Put`).
+    Write,
+    /// Compare-and-set a key (`CompareAndSwap`).
+    Cas,
+}
+
+impl OpKind {
+    /// The history's `f`: `read`, `write` or `cas`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Read => "read",
+            OpKind::Write => "write",
+            OpKind::Cas => "cas",
+        }
+    }
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for OpKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// The input of an operation, serialized as the history's `value` of an invocation: `null`, `5`
+/// or `[expected, new]` with `null` for an expected absent key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpValue {
+    /// No input (reads).
+    Nil,
+    /// The value to write, unique in the run.
+    Write(u64),
+    /// Compare-and-set: succeed only if the key holds `expected` (`None`: the key is absent), then
+    /// write `new`, which is unique in the run.
+    Cas {
+        /// A value written to the key earlier in the run, or `None` for the initial absent key.
+        expected: Option<u64>,
+        /// The value to write.
+        new: u64,
+    },
+}
+
+impl Serialize for OpValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OpValue::Nil => serializer.serialize_unit(),
+            OpValue::Write(value) => serializer.serialize_u64(*value),
+            OpValue::Cas { expected, new } => {
+                let mut seq = serializer.serialize_seq(Some(2))?;
+                seq.serialize_element(expected)?;
+                seq.serialize_element(new)?;
+                seq.end()
+            }
+        }
+    }
+}
+
+/// One operation for a client to invoke.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Op {
+    /// What to do.
+    pub f: OpKind,
+    /// Which key, `k0` .. `k{count-1}`.
+    pub key: String,
+    /// The input.
+    pub value: OpValue,
+}
+
+/// The mix and rate in force until `end` (elapsed since the start of the run).
+#[derive(Clone, Debug)]
+struct Plan {
+    end: Duration,
+    mix: Mix,
+    rate: Option<f64>,
+}
+
+/// How keys are picked.
+#[derive(Clone, Debug)]
+enum KeyPicker {
+    Uniform {
+        count: u32,
+    },
+    /// Cumulative weights: `cumulative[i]` is the sum of 1/(j+1)^s for j <= i.
+    Zipf {
+        cumulative: Vec<f64>,
+    },
+}
+
+impl KeyPicker {
+    fn new(workload: &Workload) -> KeyPicker {
+        // Clamped so that an unvalidated workload cannot make an empty keyspace (a panic on the
+        // first draw) or allocate without bound.
+        let count = workload.keys.count.clamp(1, crate::schema::MAX_KEY_COUNT);
+        match workload.keys.distribution {
+            Distribution::Uniform => KeyPicker::Uniform { count },
+            Distribution::Zipf => {
+                let s = workload.keys.zipf_exponent();
+                let mut total = 0.0;
+                let cumulative = (1..=count)
+                    .map(|rank| {
+                        total += 1.0 / f64::from(rank).powf(s);
+                        total
+                    })
+                    .collect();
+                KeyPicker::Zipf { cumulative }
+            }
+        }
+    }
+
+    fn pick(&self, rng: &mut ChaCha8Rng) -> u32 {
+        match self {
+            KeyPicker::Uniform { count } => rng.random_range(0..*count),
+            KeyPicker::Zipf { cumulative } => {
+                // Inverse CDF: the first key whose cumulative weight exceeds a uniform draw.
+                let total = cumulative.last().copied().unwrap_or(0.0);
+                let u = rng.random::<f64>() * total;
+                let index = cumulative.partition_point(|&c| c <= u);
+                // A non-finite total (an absurd exponent) or rounding at the top end lands past
+                // the last key; the last key is the right answer then.
+                index.min(cumulative.len().saturating_sub(1)) as u32
+            }
+        }
+    }
+
+    fn count(&self) -> u32 {
+        match self {
+            KeyPicker::Uniform { count } => *count,
+            KeyPicker::Zipf { cumulative } => cumulative.len() as u32,
+        }
+    }
+}
+
+/// Generates the operations of one run. See the module documentation for what is deterministic.
+#[derive(Clone, Debug)]
+pub struct Generator {
+    ops_seed_rng: ChaCha8Rng,
+    process_rngs: BTreeMap<u64, ChaCha8Rng>,
+    arrivals_rng: ChaCha8Rng,
+    plans: Vec<Plan>,
+    keys: KeyPicker,
+    next_value: u64,
+    /// The last [`CAS_CANDIDATES`] values possibly written to each key, oldest first.
+    recent: HashMap<u32, VecDeque<u64>>,
+    /// Where the open-loop schedule has got to: the sum of the intervals handed out so far.
+    scheduled: Duration,
+    final_reads: bool,
+    time_limit: Duration,
+}
+
+impl Generator {
+    /// A generator for `workload` (assumed validated; an unvalidated one does not panic but may
+    /// be clamped) and `seed`.
+    pub fn new(workload: &Workload, seed: u64) -> Generator {
+        let mut plans = Vec::with_capacity(workload.phases.len() + 1);
+        let mut end = Duration::ZERO;
+        for phase in &workload.phases {
+            end = end.saturating_add(Duration::from_secs(phase.duration_secs));
+            plans.push(Plan {
+                end,
+                mix: phase.mix.unwrap_or(workload.mix),
+                rate: phase.rate.or(workload.rate),
+            });
+        }
+        plans.push(Plan {
+            end: Duration::MAX,
+            mix: workload.mix,
+            rate: workload.rate,
+        });
+        Generator {
+            ops_seed_rng: derive_rng(seed, DOMAIN_OPS),
+            process_rngs: BTreeMap::new(),
+            arrivals_rng: derive_rng(seed, DOMAIN_ARRIVALS),
+            plans,
+            keys: KeyPicker::new(workload),
+            next_value: 1,
+            recent: HashMap::new(),
+            scheduled: Duration::ZERO,
+            final_reads: workload.final_reads,
+            time_limit: Duration::from_secs(workload.time_limit_secs),
+        }
+    }
+
+    fn plan_at(&self, elapsed: Duration) -> &Plan {
+        // The last plan ends at Duration::MAX, so some plan always matches; the fallback only
+        // keeps this total.
+        self.plans
+            .iter()
+            .find(|plan| elapsed < plan.end)
+            .unwrap_or(&self.plans[self.plans.len() - 1])
+    }
+
+    /// The next operation for `process`, `elapsed` after the start of the run (which selects the
+    /// phase).
+    pub fn next_op(&mut self, process: u64, elapsed: Duration) -> Op {
+        let mix = self.plan_at(elapsed).mix;
+        let base = &self.ops_seed_rng;
+        let rng = self.process_rngs.entry(process).or_insert_with(|| {
+            // Same key, one ChaCha stream per process: independent sequences.
+            let mut rng = base.clone();
+            rng.set_stream(process);
+            rng
+        });
+
+        let total = mix.total();
+        // An all-zero mix (only possible unvalidated) reads.
+        let draw = if total == 0 {
+            0
+        } else {
+            rng.random_range(0..total)
+        };
+        let f = if draw < u64::from(mix.read) || total == 0 {
+            OpKind::Read
+        } else if draw < u64::from(mix.read) + u64::from(mix.write) {
+            OpKind::Write
+        } else {
+            OpKind::Cas
+        };
+        let key_index = self.keys.pick(rng);
+
+        let value = match f {
+            OpKind::Read => OpValue::Nil,
+            OpKind::Write => OpValue::Write(self.fresh_value(key_index)),
+            OpKind::Cas => {
+                let expected = match self.recent.get(&key_index) {
+                    Some(values) if !rng.random_bool(CAS_EXPECT_NIL_PROBABILITY) => {
+                        Some(values[rng.random_range(0..values.len())])
+                    }
+                    _ => None,
+                };
+                OpValue::Cas {
+                    expected,
+                    new: self.fresh_value(key_index),
+                }
+            }
+        };
+        Op {
+            f,
+            key: key_name(key_index),
+            value,
+        }
+    }
+
+    /// A value never handed out before, remembered as possibly written to the key.
+    fn fresh_value(&mut self, key_index: u32) -> u64 {
+        let value = self.next_value;
+        self.next_value += 1;
+        let values = self.recent.entry(key_index).or_default();
+        if values.len() == CAS_CANDIDATES {
+            values.pop_front();
+        }
+        values.push_back(value);
+        value
+    }
+
+    /// For open-loop workloads, the time until the next operation should be issued: exponentially
+    /// distributed (a Poisson process) at the rate of the phase the schedule has reached. The
+    /// schedule keeps its own clock (the sum of the intervals so far), so it does not depend on
+    /// how late the caller is. `None` for closed-loop workloads.
+    pub fn next_interval(&mut self) -> Option<Duration> {
+        let rate = self.plan_at(self.scheduled).rate?;
+        // 1 - u is in (0, 1], so the logarithm is finite and the interval non-negative.
+        let u: f64 = self.arrivals_rng.random();
+        let secs = -(1.0 - u).ln() / rate;
+        // A tiny rate (unvalidated) could ask for more than a Duration holds: cap it at the run.
+        let interval = Duration::try_from_secs_f64(secs)
+            .unwrap_or(self.time_limit)
+            .min(self.time_limit);
+        self.scheduled = self.scheduled.saturating_add(interval);
+        Some(interval)
+    }
+
+    /// The names of all keys, `k0` .. `k{count-1}`.
+    pub fn keys(&self) -> impl Iterator<Item = String> + use<> {
+        (0..self.keys.count()).map(key_name)
+    }
+
+    /// The reads to issue after healing: one per key if the workload asks for final reads, else
+    /// none.
+    pub fn final_read_ops(&self) -> Vec<Op> {
+        if !self.final_reads {
+            return Vec::new();
+        }
+        self.keys()
+            .map(|key| Op {
+                f: OpKind::Read,
+                key,
+                value: OpValue::Nil,
+            })
+            .collect()
+    }
+}

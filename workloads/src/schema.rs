@@ -1,0 +1,543 @@
+//! The workload file: what to run, against which model to check it, under which faults.
+//!
+//! A workload is a YAML mapping. Every struct denies unknown fields, so a typo (`mixx:`) is an
+//! error with its line and column rather than a silently ignored setting. Loading happens in two
+//! steps: serde_yaml checks the shape and types (its errors carry positions), then
+//! [`Workload::validate`] checks ranges and the rules between fields, locating the offending field
+//! in the text again (see `locate`).
+//!
+//! ```yaml
+//! name: register
+//! checker: linearizability
+//! model: cas-register
+//! keys: { count: 5, distribution: uniform }
+//! mix: { read: 2, write: 1, cas: 1 }
+//! concurrency: 10
+//! time_limit_secs: 30
+//! nemesis: { faults: [partition, kill, pause], interval_secs: 5 }
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::error::WorkloadError;
+use crate::locate::locate;
+
+/// Largest keyspace: the zipf sampler keeps one `f64` per key, so this bounds its memory (8 MB).
+pub const MAX_KEY_COUNT: u32 = 1_000_000;
+/// Most logical client processes a workload may ask for.
+pub const MAX_CONCURRENCY: u32 = 1024;
+/// Longest run: one day.
+pub const MAX_TIME_LIMIT_SECS: u64 = 86_400;
+/// Highest open-loop rate, in operations per second.
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// Shortest nemesis interval: faults closer than this would not let anything happen between them,
+/// and it bounds the schedule to a million faults per day.
+pub const MIN_INTERVAL_SECS: f64 = 0.1;
+/// Longest request timeout: ten minutes.
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 600_000;
+/// Largest zipf exponent; beyond it nearly every operation hits `k0` anyway.
+pub const MAX_ZIPF_EXPONENT: f64 = 10.0;
+
+/// A workload, as read from YAML and validated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Names the workload in reports and in the results directory (`store/<name>/...`), so it is
+    /// limited to letters, digits, `-`, `_` and `.` (not leading). Required.
+    pub name: String,
+    /// Free text for people. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Which consistency property the history is checked for. Required.
+    pub checker: Checker,
+    /// For `checker: linearizability`, the sequential object each key (or the whole map, for `kv`)
+    /// is checked against. Defaults to `cas-register`, which also accepts histories without `cas`.
+    /// Must be absent for `checker: causal`. Use [`Workload::model`] for the effective value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Model>,
+    /// The keyspace. Defaults to 5 keys, uniform.
+    #[serde(default)]
+    pub keys: Keys,
+    /// Relative weights of the operations. Required.
+    pub mix: Mix,
+    /// Number of logical client processes, 1..=1024. Defaults to 10.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Open-loop arrival rate in operations per second, over all processes: operations are issued
+    /// at exponentially distributed intervals whether or not earlier ones completed. Absent means
+    /// closed loop: each process issues its next operation when the previous one completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// How long clients issue operations, in seconds, 1..=86400. Required.
+    pub time_limit_secs: u64,
+    /// Consecutive phases from the start of the run, each able to change the mix and the rate.
+    /// Their durations may sum to less than the time limit; the top-level `mix` and `rate` apply
+    /// after the last phase. Optional.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
+    /// Faults to inject while the clients run. Absent means no faults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nemesis: Option<Nemesis>,
+    /// After the time limit and healing every fault, read every key once, so that lost writes show
+    /// up even if no later read happened to look. Defaults to true.
+    #[serde(default = "default_true")]
+    pub final_reads: bool,
+    /// Client request timeout in milliseconds, 1..=600000; a request that times out is recorded as
+    /// `info` (outcome unknown). Defaults to 1000.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_concurrency() -> u32 {
+    10
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_request_timeout_ms() -> u64 {
+    1000
+}
+
+/// The property a history is checked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Checker {
+    /// Every operation appears to take effect at one instant between its invocation and completion.
+    Linearizability,
+    /// Every process observes writes in an order that respects causality (sessions: read your
+    /// writes, monotonic reads, writes follow reads). Reads and writes only.
+    Causal,
+}
+
+/// The sequential model a linearizability checker replays operations against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Model {
+    /// A read/write register per key; `cas` is not allowed in the mix.
+    Register,
+    /// A register per key with compare-and-set.
+    CasRegister,
+    /// One map over all keys, checked as a whole (slower: no per-key decomposition).
+    Kv,
+}
+
+/// The keyspace: keys are named `k0` .. `k{count-1}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// Number of keys, 1..=1000000. Few keys mean more contention, which is what finds bugs.
+    /// Defaults to 5.
+    #[serde(default = "default_key_count")]
+    pub count: u32,
+    /// How operations pick keys. Defaults to `uniform`.
+    #[serde(default)]
+    pub distribution: Distribution,
+    /// For `distribution: zipf`, the exponent s: key `k{i}` is picked with weight 1/(i+1)^s.
+    /// In (0, 10]; defaults to 1.0. Not allowed with `uniform`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zipf_exponent: Option<f64>,
+}
+
+fn default_key_count() -> u32 {
+    5
+}
+
+impl Default for Keys {
+    fn default() -> Keys {
+        Keys {
+            count: default_key_count(),
+            distribution: Distribution::Uniform,
+            zipf_exponent: None,
+        }
+    }
+}
+
+impl Keys {
+    /// The zipf exponent in force (1.0 unless given).
+    pub fn zipf_exponent(&self) -> f64 {
+        self.zipf_exponent.unwrap_or(1.0)
+    }
+}
+
+/// How keys are picked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Distribution {
+    /// Every key equally likely.
+    #[default]
+    Uniform,
+    /// Low keys much more likely than high ones (hot keys).
+    Zipf,
+}
+
+/// Relative weights of the operations; each defaults to 0 and at least one must be nonzero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mix {
+    /// Weight of reads.
+    #[serde(default)]
+    pub read: u32,
+    /// Weight of writes (each writes a value unique in the run).
+    #[serde(default)]
+    pub write: u32,
+    /// Weight of compare-and-set (linearizability with `cas-register` or `kv` only).
+    #[serde(default)]
+    pub cas: u32,
+}
+
+impl Mix {
+    /// Sum of the weights, in u64 so that three `u32::MAX` weights do not overflow.
+    pub fn total(&self) -> u64 {
+        u64::from(self.read) + u64::from(self.write) + u64::from(self.cas)
+    }
+}
+
+/// A stretch of the run with its own mix and rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    /// Names the phase in reports. Required, unique within the workload.
+    pub name: String,
+    /// Length of the phase in seconds, at least 1. Required.
+    pub duration_secs: u64,
+    /// Replaces the top-level mix during this phase. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<Mix>,
+    /// Replaces the top-level rate (ops/s) during this phase. Only for open-loop workloads (those
+    /// with a top-level `rate`), so that a run is either open or closed loop throughout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+}
+
+/// The faults to inject: one every `interval_secs`, starting one interval into the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nemesis {
+    /// Faults to pick from, uniformly per slot; a fault listed twice is picked twice as often.
+    /// At least one.
+    pub faults: Vec<FaultName>,
+    /// Seconds between the starts of consecutive faults, at least 0.1. Each fault lasts a seeded
+    /// fraction of it, so the cluster is healthy for a while between faults. Two intervals must fit
+    /// in the time limit. Defaults to 5.
+    #[serde(default = "default_interval_secs")]
+    pub interval_secs: f64,
+    /// Partition shapes to pick from. Only with the `partition` fault; defaults to all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_shapes: Option<Vec<ShapeName>>,
+    /// Which node `kill` hits. Only with the `kill` fault; defaults to `random`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_target: Option<KillTarget>,
+}
+
+fn default_interval_secs() -> f64 {
+    5.0
+}
+
+/// A kind of fault, as named in YAML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultName {
+    /// SIGKILL a node, restart it when the fault ends.
+    Kill,
+    /// SIGSTOP a node, SIGCONT it when the fault ends.
+    Pause,
+    /// Cut network links (see [`ShapeName`]).
+    Partition,
+    /// Drop a fraction of packets.
+    Loss,
+    /// Step a node's clock.
+    Clock,
+    /// Damage a stopped node's write-ahead log, then restart it.
+    CorruptWal,
+}
+
+/// A partition shape, as named in YAML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShapeName {
+    /// One node cut off from all others.
+    IsolateOne,
+    /// Whichever node leads when the fault starts, cut off from all others.
+    IsolateLeader,
+    /// A minority and a majority that cannot talk to each other.
+    Halves,
+    /// Every node sees a majority, but no two nodes see the same one.
+    MajorityRing,
+    /// Two halves that only one bridge node connects.
+    Bridge,
+    /// Traffic from (or to) one node is dropped, the other direction flows.
+    OneWay,
+}
+
+/// Which node `kill` hits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KillTarget {
+    /// A node chosen by the seed.
+    #[default]
+    Random,
+    /// The leader when the fault starts.
+    Leader,
+}
+
+/// Every shape, in the order a default `partition_shapes` lists them.
+pub const ALL_SHAPES: [ShapeName; 6] = [
+    ShapeName::IsolateOne,
+    ShapeName::IsolateLeader,
+    ShapeName::Halves,
+    ShapeName::MajorityRing,
+    ShapeName::Bridge,
+    ShapeName::OneWay,
+];
+
+impl Workload {
+    /// Parses and validates a workload. `file` only names the text in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Workload, WorkloadError> {
+        let workload: Workload =
+            serde_yaml::from_str(text).map_err(|e| WorkloadError::from_yaml(file, &e))?;
+        workload.validate(text, file)?;
+        Ok(workload)
+    }
+
+    /// Reads, parses and validates a workload file.
+    pub fn from_path(path: &Path) -> Result<Workload, WorkloadError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| WorkloadError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        Workload::from_yaml(&text, &file)
+    }
+
+    /// The model a linearizability checker uses (`None` for the causal checker).
+    pub fn model(&self) -> Option<Model> {
+        match self.checker {
+            Checker::Linearizability => Some(self.model.unwrap_or(Model::CasRegister)),
+            Checker::Causal => None,
+        }
+    }
+
+    /// Checks ranges and the rules between fields. `text` and `file` are the source the workload
+    /// was parsed from, used to point at the offending field.
+    pub fn validate(&self, text: &str, file: &str) -> Result<(), WorkloadError> {
+        self.check()
+            .map_err(|(field, message)| WorkloadError::Invalid {
+                file: file.to_owned(),
+                at: locate(text, &field),
+                field,
+                message,
+            })
+    }
+
+    /// The first broken rule, as (field path, message), in the order fields are usually written.
+    fn check(&self) -> Result<(), (String, String)> {
+        check_name("name", &self.name)?;
+        if self.checker == Checker::Causal && self.model.is_some() {
+            return Err(fail(
+                "model",
+                "only applies to `checker: linearizability`; remove it for `checker: causal`",
+            ));
+        }
+        self.check_keys()?;
+        self.check_mix("mix", &self.mix)?;
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            return Err(fail(
+                "concurrency",
+                format!("must be 1..={MAX_CONCURRENCY}, got {}", self.concurrency),
+            ));
+        }
+        if let Some(rate) = self.rate {
+            check_rate("rate", rate)?;
+        }
+        if !(1..=MAX_TIME_LIMIT_SECS).contains(&self.time_limit_secs) {
+            return Err(fail(
+                "time_limit_secs",
+                format!(
+                    "must be 1..={MAX_TIME_LIMIT_SECS}, got {}",
+                    self.time_limit_secs
+                ),
+            ));
+        }
+        self.check_phases()?;
+        if let Some(nemesis) = &self.nemesis {
+            self.check_nemesis(nemesis)?;
+        }
+        if !(1..=MAX_REQUEST_TIMEOUT_MS).contains(&self.request_timeout_ms) {
+            return Err(fail(
+                "request_timeout_ms",
+                format!(
+                    "must be 1..={MAX_REQUEST_TIMEOUT_MS}, got {}",
+                    self.request_timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_keys(&self) -> Result<(), (String, String)> {
+        let keys = &self.keys;
+        if !(1..=MAX_KEY_COUNT).contains(&keys.count) {
+            return Err(fail(
+                "keys.count",
+                format!("must be 1..={MAX_KEY_COUNT}, got {}", keys.count),
+            ));
+        }
+        if let Some(s) = keys.zipf_exponent {
+            if keys.distribution != Distribution::Zipf {
+                return Err(fail(
+                    "keys.zipf_exponent",
+                    "only applies to `distribution: zipf`",
+                ));
+            }
+            if !(s > 0.0 && s <= MAX_ZIPF_EXPONENT) {
+                return Err(fail(
+                    "keys.zipf_exponent",
+                    format!("must be in (0, {MAX_ZIPF_EXPONENT}], got {s}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_mix(&self, field: &str, mix: &Mix) -> Result<(), (String, String)> {
+        if mix.total() == 0 {
+            return Err(fail(field, "needs at least one nonzero weight"));
+        }
+        if mix.cas > 0 {
+            let reason = match self.model() {
+                None => Some("the causal checker handles only reads and writes"),
+                Some(Model::Register) => Some("`model: register` has no compare-and-set"),
+                Some(Model::CasRegister | Model::Kv) => None,
+            };
+            if let Some(reason) = reason {
+                return Err(fail(
+                    &format!("{field}.cas"),
+                    format!("must be 0: {reason}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_phases(&self) -> Result<(), (String, String)> {
+        let mut total_secs: u64 = 0;
+        for (i, phase) in self.phases.iter().enumerate() {
+            let at = |field: &str| format!("phases[{i}].{field}");
+            check_name(&at("name"), &phase.name)?;
+            if self.phases[..i].iter().any(|p| p.name == phase.name) {
+                return Err(fail(
+                    &at("name"),
+                    format!("phase `{}` is defined twice", phase.name),
+                ));
+            }
+            if phase.duration_secs == 0 {
+                return Err(fail(&at("duration_secs"), "must be at least 1"));
+            }
+            total_secs = total_secs.saturating_add(phase.duration_secs);
+            if total_secs > self.time_limit_secs {
+                return Err(fail(
+                    &at("duration_secs"),
+                    format!(
+                        "phases up to `{}` last {total_secs} s, more than time_limit_secs ({})",
+                        phase.name, self.time_limit_secs
+                    ),
+                ));
+            }
+            if let Some(mix) = &phase.mix {
+                self.check_mix(&at("mix"), mix)?;
+            }
+            if let Some(rate) = phase.rate {
+                if self.rate.is_none() {
+                    return Err(fail(
+                        &at("rate"),
+                        "a closed-loop workload (no top-level `rate`) cannot have open-loop phases",
+                    ));
+                }
+                check_rate(&at("rate"), rate)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_nemesis(&self, nemesis: &Nemesis) -> Result<(), (String, String)> {
+        if nemesis.faults.is_empty() {
+            return Err(fail(
+                "nemesis.faults",
+                "needs at least one fault; remove `nemesis` for a run without faults",
+            ));
+        }
+        let interval = nemesis.interval_secs;
+        if !(interval.is_finite() && interval >= MIN_INTERVAL_SECS) {
+            return Err(fail(
+                "nemesis.interval_secs",
+                format!("must be at least {MIN_INTERVAL_SECS}, got {interval}"),
+            ));
+        }
+        // The first fault starts one interval in and none starts later than one interval before
+        // the end, so a run shorter than two intervals would have no fault at all.
+        if 2.0 * interval > self.time_limit_secs as f64 {
+            return Err(fail(
+                "nemesis.interval_secs",
+                format!(
+                    "{interval} s leaves no room for a fault: two intervals must fit in \
+                     time_limit_secs ({})",
+                    self.time_limit_secs
+                ),
+            ));
+        }
+        if let Some(shapes) = &nemesis.partition_shapes {
+            if !nemesis.faults.contains(&FaultName::Partition) {
+                return Err(fail(
+                    "nemesis.partition_shapes",
+                    "only applies when `faults` includes `partition`",
+                ));
+            }
+            if shapes.is_empty() {
+                return Err(fail(
+                    "nemesis.partition_shapes",
+                    "needs at least one shape; omit it for all shapes",
+                ));
+            }
+        }
+        if nemesis.kill_target.is_some() && !nemesis.faults.contains(&FaultName::Kill) {
+            return Err(fail(
+                "nemesis.kill_target",
+                "only applies when `faults` includes `kill`",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn fail(field: &str, message: impl Into<String>) -> (String, String) {
+    (field.to_owned(), message.into())
+}
+
+/// Names end up in directory names and reports: keep them to a portable character set.
+fn check_name(field: &str, name: &str) -> Result<(), (String, String)> {
+    let portable = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if name.is_empty() || name.len() > 64 || !portable || name.starts_with('.') {
+        return Err(fail(
+            field,
+            format!(
+                "`{name}` must be 1 to 64 of letters, digits, `-`, `_`, `.`, not starting with `.`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_rate(field: &str, rate: f64) -> Result<(), (String, String)> {
+    if !(rate > 0.0 && rate <= MAX_RATE) {
+        return Err(fail(
+            field,
+            format!("must be in (0, {MAX_RATE}] ops/s, got {rate}"),
+        ));
+    }
+    Ok(())
+}
