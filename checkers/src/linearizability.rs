@@ -678,7 +678,7 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
         let mut iterations: u64 = 0;
         while self.list.next[HEAD] != NONE {
             iterations += 1;
-            if iterations % LIMIT_CHECK_ITERATIONS == 0 {
+            if iterations.is_multiple_of(LIMIT_CHECK_ITERATIONS) {
                 if iterations_max.is_some_and(|max| iterations > max) {
                     return SearchOutcome::OverBudget;
                 }

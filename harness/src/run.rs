@@ -541,12 +541,11 @@ async fn final_reads(
         .lock()
         .expect("generator lock")
         .final_read_ops();
-    let mut process = 1_000_000_000;
-    for op in ops {
+    // Fresh process ids, far above the workers', one per final read.
+    for (process, op) in (1_000_000_000u64..).zip(ops) {
         let node = process as usize % shared.addrs.len();
         let mut client = new_client(shared, node, process);
         invoke(shared, &mut client, process, &op, node).await;
-        process += 1;
     }
 }
 
