@@ -156,7 +156,12 @@ async fn run_command(args: RunArgs, mode: Option<NamespaceMode>) -> anyhow::Resu
     if options.nodes == 0 || options.nodes > 9 {
         anyhow::bail!("--nodes must be between 1 and 9, got {}", options.nodes);
     }
-    let workload = run::prepare_workload(&options)?;
+    let mut workload = run::prepare_workload(&options)?;
+    if let Some(warning) =
+        run::drop_faults_needing_iptables(&mut workload, options.nemesis.is_some())?
+    {
+        eprintln!("{warning}");
+    }
     if let Some(mode) = mode {
         eprintln!("faultline run: private network namespace ({mode:?})");
     }

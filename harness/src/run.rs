@@ -146,6 +146,36 @@ pub fn prepare_workload(options: &RunOptions) -> anyhow::Result<Workload> {
     Ok(workload)
 }
 
+/// Without iptables, partition and loss cannot run. If the user asked for them
+/// (`--nemesis`), that is an error naming the fix; if they came from the workload file,
+/// the run goes on without them and says so.
+pub fn drop_faults_needing_iptables(
+    workload: &mut Workload,
+    asked_explicitly: bool,
+) -> anyhow::Result<Option<String>> {
+    let Some(nemesis) = workload.nemesis.as_mut() else {
+        return Ok(None);
+    };
+    let needs = |f: &FaultName| matches!(f, FaultName::Partition | FaultName::Loss);
+    if !nemesis.faults.iter().any(needs) {
+        return Ok(None);
+    }
+    let Err(error) = Firewall::new() else {
+        return Ok(None);
+    };
+    if asked_explicitly {
+        anyhow::bail!("{error}");
+    }
+    nemesis.faults.retain(|f| !needs(f));
+    nemesis.partition_shapes = None;
+    let warning =
+        format!("WARNING: {error}\nWARNING: running without the partition and loss faults");
+    if nemesis.faults.is_empty() {
+        workload.nemesis = None;
+    }
+    Ok(Some(warning))
+}
+
 fn utc_timestamp() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
