@@ -251,3 +251,73 @@ async fn a_node_refuses_to_start_on_a_wal_corrupted_before_its_tail() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot_and_all_restart_from_it() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = root.path().join("node.yaml");
+    std::fs::write(&config, "snapshot_interval_entries: 20\n").expect("config");
+    let node_bin = find_node_bin().expect("node binary");
+    let addrs = free_loopback_addrs(3).expect("ports");
+    let extra = vec!["--config".to_string(), config.display().to_string()];
+    let mut cluster = LocalCluster::new(&node_bin, root.path(), &addrs, extra).expect("layout");
+    cluster.start_all().expect("start");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader");
+    let lagging = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    cluster.kill(lagging).expect("kill a follower");
+
+    let acked = write_keys(&cluster, leader, "snap", 100).await;
+    assert_eq!(acked.len(), 100);
+    let leader_status = status(cluster.addr(leader)).await.expect("status");
+    assert!(
+        leader_status.snapshot_index >= 80,
+        "the leader compacted its log: {leader_status:?}"
+    );
+
+    cluster.start(lagging).expect("restart the follower");
+    cluster
+        .wait_until_serving(lagging, Duration::from_secs(20))
+        .await
+        .expect("serving");
+    let applied = wait_until_converged(&cluster, Duration::from_secs(20)).await;
+    assert!(
+        applied.windows(2).all(|w| w[0].1 == w[1].1),
+        "replicas did not converge: {applied:?}"
+    );
+    let lagging_status = status(cluster.addr(lagging)).await.expect("status");
+    assert!(
+        lagging_status.snapshot_index > 0,
+        "the follower installed a snapshot: {lagging_status:?}"
+    );
+    for (key, value) in &acked {
+        assert_eq!(
+            read(&cluster, lagging, key, true).await.as_ref(),
+            Some(value),
+            "{key} on the follower"
+        );
+    }
+
+    // Every node restarts from its snapshot file and the WAL after it.
+    for id in cluster.ids() {
+        assert!(cluster.stop(id, Duration::from_secs(10)).expect("stop"));
+    }
+    cluster.start_all().expect("restart all");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader after restart");
+    for (key, value) in &acked {
+        assert_eq!(
+            read(&cluster, leader, key, false).await.as_ref(),
+            Some(value),
+            "{key} after restart"
+        );
+    }
+}
