@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/faultline/kv/v1/kv.proto",
         "proto/faultline/raft/v1/raft.proto",
+        "proto/faultline/admin/v1/admin.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

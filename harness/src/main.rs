@@ -84,7 +84,9 @@ const NEMESIS_HELP: &str =
                isolate-one, isolate-leader, halves, majority-ring, bridge, one-way
   loss         drop a random fraction of packets between nodes (iptables statistic)
   corrupt-wal  SIGKILL a node, truncate or flip bytes at the tail of its WAL, restart it
-  clock        not implemented yet (the node has no clock-fault service)
+  clock        step a node's timer clock forward or back (through the fault-injection
+               service, switched on for the run's nodes); its election and heartbeat
+               timers fire early or late
 partition and loss need iptables (apt-get install iptables); the others do not.
 Exit status: 0 valid, 1 anomalies found, 2 unknown or harness error.";
 

@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, watch};
 use crate::client::{Client, Completion, FaultlineClient, Operation};
 use crate::cluster::LocalCluster;
 use crate::history::{Counts, EventType, History, Process};
-use crate::nemesis::{FaultWindow, Nemesis, needs_firewall};
+use crate::nemesis::{FaultWindow, Nemesis, needs_fault_injection, needs_firewall};
 use crate::net::firewall::Firewall;
 use crate::net::namespace::node_ip;
 
@@ -412,12 +412,11 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
     let addrs: Vec<SocketAddr> = (0..options.nodes)
         .map(|i| SocketAddr::new(node_ip(i).into(), NODE_PORT))
         .collect();
-    let mut cluster = LocalCluster::new(
-        &options.node_bin,
-        &run_dir,
-        &addrs,
-        options.node_args.clone(),
-    )?;
+    let mut node_args = options.node_args.clone();
+    if needs_fault_injection(&schedule) {
+        node_args.push("--enable-fault-injection".into());
+    }
+    let mut cluster = LocalCluster::new(&options.node_bin, &run_dir, &addrs, node_args)?;
     cluster.start_all()?;
     cluster
         .wait_for_leader(Duration::from_secs(30))
@@ -445,6 +444,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         history: history.clone(),
         active: active.clone(),
         seed,
+        clock_stepped: std::sync::Mutex::new(Vec::new()),
     });
     let nemesis_task = {
         let (nemesis, stop) = (nemesis.clone(), stop.clone());

@@ -143,6 +143,11 @@ fn corrupt_wal() {
 }
 
 #[test]
+fn clock() {
+    check_nemesis("clock");
+}
+
+#[test]
 fn partition() {
     if !iptables_missing() {
         check_nemesis("partition");

@@ -17,6 +17,9 @@ pub mod proto {
     pub mod raft {
         tonic::include_proto!("faultline.raft.v1");
     }
+    pub mod admin {
+        tonic::include_proto!("faultline.admin.v1");
+    }
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("faultline_descriptor");
 }

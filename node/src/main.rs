@@ -35,6 +35,9 @@ struct Args {
     /// Seed for election timeouts (default: the node id).
     #[arg(long)]
     seed: Option<u64>,
+    /// Serve the fault-injection service (clock steps) for a test harness.
+    #[arg(long)]
+    enable_fault_injection: bool,
     /// UNSAFE: switch on a deliberate bug so tests can show it is caught. Never in production.
     #[arg(long = "unsafe-seeded-bug", value_enum, value_name = "BUG")]
     bugs: Vec<SeededBug>,
@@ -111,6 +114,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.seed.is_some() {
         config.seed = args.seed;
+    }
+    if args.enable_fault_injection {
+        config.fault_injection = true;
     }
     let mut bugs = NodeBugs::default();
     for bug in &args.bugs {

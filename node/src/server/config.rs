@@ -39,6 +39,8 @@ pub struct NodeConfig {
     /// Events the replication thread takes in one batch (one fsync per batch).
     pub batch_events_max: usize,
     pub seed: Option<u64>,
+    /// Serve `faultline.admin.v1.FaultInjection` (test harnesses only).
+    pub fault_injection: bool,
 }
 
 impl Default for NodeConfig {
@@ -63,6 +65,7 @@ impl Default for NodeConfig {
             peer_queue_max: 8_192,
             batch_events_max: 1_024,
             seed: None,
+            fault_injection: false,
         }
     }
 }

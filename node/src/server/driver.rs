@@ -18,6 +18,9 @@ use crate::proto::raft::{ApplyResult, Command, Message, message::Body};
 use crate::replication::{RaftCore, Ready, Role};
 use crate::store::KvStore;
 
+/// Ticks fired by one forward clock step; more would only repeat elections.
+const CLOCK_STEP_TICKS_MAX: i64 = 1_000;
+
 pub enum WriteOutcome {
     Applied(ApplyResult),
     NotLeader(Option<u64>),
@@ -60,6 +63,8 @@ pub struct View {
 
 pub struct DriverOptions {
     pub tick: Duration,
+    /// The clock the timers read; the fault-injection service may step it.
+    pub clock: super::clock::TimerClock,
     pub snapshot_interval_entries: u64,
     pub batch_events_max: usize,
     pub double_apply: bool,
@@ -111,6 +116,7 @@ impl Driver {
     /// failure: the node must stop rather than acknowledge what it cannot persist.
     pub fn run(mut self, events: Receiver<Event>) -> anyhow::Result<()> {
         let mut next_tick = Instant::now() + self.options.tick;
+        let mut clock_offset_ms = self.options.clock.offset_ms();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let mut handled = 0;
@@ -134,6 +140,11 @@ impl Driver {
                     Err(_) => break,
                 }
             }
+            let offset_ms = self.options.clock.offset_ms();
+            if offset_ms != clock_offset_ms {
+                self.step_clock(offset_ms - clock_offset_ms, &mut next_tick);
+                clock_offset_ms = offset_ms;
+            }
             if Instant::now() >= next_tick {
                 self.core.tick();
                 next_tick += self.options.tick;
@@ -145,6 +156,20 @@ impl Driver {
             }
             self.process_ready()?;
             self.publish_view();
+        }
+    }
+
+    /// A clock step: forward fires the ticks of the skipped time at once (bounded),
+    /// backward holds the next tick back by the step.
+    fn step_clock(&mut self, delta_ms: i64, next_tick: &mut Instant) {
+        let tick_ms = self.options.tick.as_millis().max(1) as i64;
+        if delta_ms > 0 {
+            let ticks = (delta_ms / tick_ms).min(CLOCK_STEP_TICKS_MAX);
+            for _ in 0..ticks {
+                self.core.tick();
+            }
+        } else {
+            *next_tick += Duration::from_millis(delta_ms.unsigned_abs());
         }
     }
 

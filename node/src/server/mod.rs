@@ -2,6 +2,7 @@
 //! transport, the client API and the process lifecycle. The only IO in the node.
 //! See README.md in this folder.
 
+pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod durable;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::watch;
 
+use crate::proto::admin::fault_injection_server::FaultInjectionServer;
 use crate::proto::kv::kv_client::KvClient;
 use crate::proto::kv::kv_server::KvServer;
 use crate::proto::raft::raft_server::RaftServer;
@@ -119,8 +121,10 @@ pub async fn run(
         &config.peers,
         &transport_options,
     );
+    let clock = clock::TimerClock::default();
     let driver_options = DriverOptions {
         tick: Duration::from_millis(config.tick_ms),
+        clock: clock.clone(),
         snapshot_interval_entries: config.snapshot_interval_entries,
         batch_events_max: config.batch_events_max,
         double_apply: bugs.double_apply,
@@ -188,6 +192,12 @@ pub async fn run(
         }))
         .add_service(health_service)
         .add_service(reflection)
+        .add_optional_service(config.fault_injection.then(|| {
+            tracing::warn!("fault injection is enabled: this node lets anyone step its clock");
+            FaultInjectionServer::new(clock::FaultInjectionService {
+                clock: clock.clone(),
+            })
+        }))
         .serve_with_incoming_shutdown(incoming, stop);
     // Peers' streams never end by themselves: give in-flight requests a moment to
     // finish, then close what is left.
