@@ -193,13 +193,22 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// SIGTERM, and SIGKILL if it has not exited after `grace`. Returns whether it
-    /// exited by itself and with success.
+    /// SIGTERM, and SIGKILL if it has not exited after `grace`. Ok(true) when it exited
+    /// by itself with success; Ok(false) when it had to be killed. An Err says the
+    /// node had already exited, with its status and the end of its log.
     pub fn stop(&mut self, id: u64, grace: Duration) -> anyhow::Result<bool> {
+        let log_path = self.node(id).log_path.clone();
         let Some(mut child) = self.node_mut(id).child.take() else {
             return Ok(true);
         };
-        // SAFETY: as in `signal`; a process that is paused is continued so it can exit.
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "node {id} had already exited ({status}); its log ends:\n{}",
+                log_tail(&log_path, 5)
+            );
+        }
+        // SAFETY: kill(2) on our own unreaped child; a paused node is continued so that
+        // it can handle SIGTERM.
         unsafe {
             libc::kill(child.id() as i32, libc::SIGCONT);
             libc::kill(child.id() as i32, libc::SIGTERM);
@@ -267,6 +276,13 @@ impl Drop for LocalCluster {
             }
         }
     }
+}
+
+/// The last `lines` lines of a log file, for error messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 pub async fn status(addr: SocketAddr) -> anyhow::Result<faultline_node::proto::kv::StatusResponse> {

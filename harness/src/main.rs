@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod kv;
+mod suite;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run a workload against a local cluster under faults and check the history.
     Run(RunArgs),
+    /// Run a suite of cases, each with the verdict it must give (e.g. ci/smoke.yaml).
+    Suite(suite::SuiteArgs),
     /// Check a recorded history (Faultline JSON Lines or Jepsen EDN).
     Check(check::CheckArgs),
     /// Talk to a node by hand: put, get, delete, cas, status.
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run_command(args, mode).await,
             Command::Check(args) => check::run(args),
+            Command::Suite(args) => suite::run(args),
             Command::Kv(args) => kv::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

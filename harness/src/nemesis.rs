@@ -145,6 +145,7 @@ impl Nemesis {
     async fn resolve(&self, target: Target) -> anyhow::Result<u64> {
         match target {
             Target::Random(index) => Ok(index as u64 + 1),
+            Target::All => anyhow::bail!("only kill can target every node"),
             Target::Leader => {
                 let cluster = self.cluster.lock().await;
                 let mut best: Option<(u64, u64)> = None;
@@ -175,6 +176,15 @@ impl Nemesis {
 
     async fn start(&self, fault: &FaultKind, number: u64) -> anyhow::Result<String> {
         let detail = match fault {
+            FaultKind::Kill {
+                target: Target::All,
+            } => {
+                let mut cluster = self.cluster.lock().await;
+                for id in cluster.ids() {
+                    cluster.kill(id)?;
+                }
+                "every node".to_string()
+            }
             FaultKind::Kill { target } => {
                 let id = self.resolve(*target).await?;
                 self.cluster.lock().await.kill(id)?;
@@ -322,13 +332,17 @@ async fn wait_until(deadline: Instant, stop: &mut watch::Receiver<bool>) -> bool
     *stop.borrow()
 }
 
-/// Damages the end of the newest WAL segment of a stopped node, as a crash in the middle
-/// of a write (truncate) or a bad disk (flipped bytes) would.
+/// Leaves what a crash in the middle of a write would leave at the end of a stopped
+/// node's newest WAL segment: a record cut short (`Truncate`) or one whose bytes are not
+/// those written (`FlipBytes`). Records already there were fsynced and acknowledged;
+/// damaging them would model a disk that breaks its fsync promise, which no consensus
+/// protocol can mask (the `no-fsync` seeded bug shows what that costs).
 pub fn corrupt_wal_tail(
     data_dir: &std::path::Path,
     mode: CorruptMode,
     seed: u64,
 ) -> anyhow::Result<String> {
+    use std::io::Write as _;
     let wal_dir = data_dir.join("wal");
     let mut segments: Vec<_> = std::fs::read_dir(&wal_dir)
         .with_context(|| format!("cannot list {}", wal_dir.display()))?
@@ -339,27 +353,23 @@ pub fn corrupt_wal_tail(
     let segment = segments
         .last()
         .with_context(|| format!("no WAL segment in {}", wal_dir.display()))?;
-    let mut bytes =
-        std::fs::read(segment).with_context(|| format!("cannot read {}", segment.display()))?;
-    // Leave the segment header alone: damage only the records.
-    let header = 8usize;
-    if bytes.len() <= header + 1 {
-        return Ok(format!("{} has no records to damage", segment.display()));
-    }
-    let span = (bytes.len() - header).min(64);
-    let cut = 1 + (seed as usize % span);
-    let description = match mode {
-        CorruptMode::Truncate => {
-            bytes.truncate(bytes.len() - cut);
-            format!("truncated {} by {cut} bytes", segment.display())
-        }
-        CorruptMode::FlipBytes => {
-            let at = bytes.len() - cut;
-            bytes[at] ^= 0xff;
-            format!("flipped the byte at offset {at} of {}", segment.display())
-        }
+    let payload_len = 16 + (seed % 200) as u32;
+    let written = (seed / 7 % u64::from(payload_len)) as u32;
+    let (bytes, description) = match mode {
+        CorruptMode::Truncate => (
+            faultline_node::storage::wal::torn_record(payload_len, written, false),
+            format!("appended a record cut short ({written} of {payload_len} payload bytes)"),
+        ),
+        CorruptMode::FlipBytes => (
+            faultline_node::storage::wal::torn_record(payload_len, payload_len, true),
+            format!("appended a {payload_len}-byte record with garbled bytes"),
+        ),
     };
-    std::fs::write(segment, &bytes)
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(segment)
+        .with_context(|| format!("cannot open {}", segment.display()))?;
+    file.write_all(&bytes)
         .with_context(|| format!("cannot write {}", segment.display()))?;
-    Ok(description)
+    Ok(format!("{description} to {}", segment.display()))
 }

@@ -69,6 +69,8 @@ pub struct Results {
     /// refused to call the run valid.
     pub notes: Vec<String>,
     pub teardown_errors: Vec<String>,
+    /// When the earliest operation the checker could not linearize was invoked.
+    pub first_anomaly_secs: Option<f64>,
     pub run_dir: PathBuf,
     pub elapsed_secs: f64,
 }
@@ -505,6 +507,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         faults: Vec::new(),
         notes: Vec::new(),
         teardown_errors,
+        first_anomaly_secs: None,
         run_dir: run_dir.clone(),
         elapsed_secs,
     };

@@ -23,6 +23,15 @@ pub fn check(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     results.valid = match &verdict.result {
         CheckResult::Valid => Validity::Known(true),
         CheckResult::Invalid => {
+            // The earliest operation at which some key could not be linearized: when the
+            // anomaly became visible.
+            results.first_anomaly_secs = verdict
+                .partitions
+                .iter()
+                .filter_map(|p| p.explanation.as_ref())
+                .filter_map(|e| history.operations.get(e.failing_op))
+                .map(|op| op.invoke_time as f64 / 1e9)
+                .min_by(f64::total_cmp);
             let text = report::text(&history, &verdict);
             std::fs::write(run_dir.join("anomalies.txt"), &text)?;
             std::fs::write(

@@ -45,7 +45,7 @@ struct Args {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum SeededBug {
-    /// Serve linearizable gets without confirming leadership with a quorum.
+    /// Serve gets from the contacted node's local state without confirming leadership.
     StaleRead,
     /// Acknowledge writes before the WAL is fsynced.
     NoFsync,

@@ -48,6 +48,8 @@ pub enum Target {
     Random(usize),
     /// Whichever node leads when the fault starts.
     Leader,
+    /// Every node (only for kill).
+    All,
 }
 
 /// A fault with every detail the seed decides.
@@ -313,6 +315,7 @@ fn choose_fault(
             target: match kill_target {
                 KillTarget::Random => Target::Random(random_node(rng)),
                 KillTarget::Leader => Target::Leader,
+                KillTarget::All => Target::All,
             },
         },
         FaultName::Pause => FaultKind::Pause {

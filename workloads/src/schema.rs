@@ -281,6 +281,8 @@ pub enum KillTarget {
     Random,
     /// The leader when the fault starts.
     Leader,
+    /// Every node at once, as a power failure would: what was not fsynced is lost.
+    All,
 }
 
 /// Every shape, in the order a default `partition_shapes` lists them.

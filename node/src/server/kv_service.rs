@@ -40,6 +40,9 @@ pub struct KvService {
     pub request_timeout: Duration,
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
+    /// The seeded bug `stale-read`: every get is answered from this node's local state,
+    /// without confirming leadership.
+    pub stale_read: bool,
 }
 
 enum Route<T> {
@@ -298,13 +301,9 @@ impl Kv for KvService {
         let (deadline, forwarded) = (self.deadline(&request), forwarded(&request));
         let message = request.into_inner();
         self.check_key(&message.key)?;
+        let serializable = message.serializable || self.stale_read;
         match self
-            .read(
-                message.key.clone(),
-                message.serializable,
-                deadline,
-                forwarded,
-            )
+            .read(message.key.clone(), serializable, deadline, forwarded)
             .await?
         {
             Route::Local(value) => {

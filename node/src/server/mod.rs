@@ -161,6 +161,7 @@ pub async fn run(
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         key_bytes_max: config.key_bytes_max,
         value_bytes_max: config.value_bytes_max,
+        stale_read: bugs.raft.stale_read,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;

@@ -478,6 +478,28 @@ fn encode_record(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// What a crash in the middle of appending a record of `payload_len` bytes can leave at
+/// the end of a segment: with `garbled` false, the header and the first `written` bytes
+/// of the payload (the rest never reached the disk); with `garbled` true, the whole
+/// record with payload bytes that were not the ones written (sectors written out of
+/// order), so its checksum fails. Replay must treat both as a torn tail. The harness's
+/// `corrupt-wal` nemesis appends these to a killed node's WAL.
+pub fn torn_record(payload_len: u32, written: u32, garbled: bool) -> Vec<u8> {
+    let payload: Vec<u8> = (0..payload_len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
+        .collect();
+    let mut record = Vec::new();
+    encode_record(&mut record, &payload);
+    if garbled {
+        if let Some(last) = record.last_mut() {
+            *last ^= 0xff;
+        }
+    } else {
+        record.truncate(HEADER_LEN + written.min(payload_len.saturating_sub(1)) as usize);
+    }
+    record
+}
+
 fn segment_name(seq: u64) -> String {
     format!("{seq:016x}{SEGMENT_SUFFIX}")
 }
@@ -623,6 +645,27 @@ mod tests {
         for r in records {
             wal.append(r).unwrap();
             wal.sync().unwrap();
+        }
+    }
+
+    #[test]
+    fn torn_records_left_by_a_crash_are_dropped_and_every_synced_record_kept() {
+        for (garbled, written) in [(false, 0), (false, 9), (true, 40)] {
+            let dir = tempfile::tempdir().unwrap();
+            write_synced(dir.path(), opts(1 << 20), &recs(5));
+            let segment = segment_path(dir.path(), 1);
+            let mut bytes = std::fs::read(&segment).unwrap();
+            let good_len = bytes.len() as u64;
+            bytes.extend(torn_record(40, written, garbled));
+            std::fs::write(&segment, &bytes).unwrap();
+            let replay = open(dir.path(), opts(1 << 20));
+            assert_eq!(
+                replay.records,
+                recs(5),
+                "garbled {garbled}, written {written}"
+            );
+            let torn = replay.torn_tail.expect("a torn tail is reported");
+            assert_eq!(torn.offset, good_len);
         }
     }
 

@@ -1,0 +1,300 @@
+//! `faultline suite FILE.yaml`: a list of runs with the verdict each must give — the
+//! correct node valid under every fault, each seeded bug caught. Each run is a separate
+//! `faultline run` process (each gets its own network namespace).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Args)]
+pub struct SuiteArgs {
+    /// The suite file (e.g. ci/smoke.yaml).
+    file: PathBuf,
+    /// Where the runs are stored: STORE/suite-<name>/<case>-seed<seed>/...
+    #[arg(long, default_value = "store")]
+    store: PathBuf,
+    /// Run only the cases whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// Write the table as JSON to this file too.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Suite {
+    name: String,
+    #[serde(default)]
+    defaults: CaseSettings,
+    cases: Vec<Case>,
+}
+
+/// Settings a case may give or inherit from the suite's defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseSettings {
+    nodes: Option<usize>,
+    time_limit_secs: Option<u64>,
+    concurrency: Option<u32>,
+    nemesis_interval_secs: Option<f64>,
+    seeds: Option<Vec<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    /// A builtin workload name or a path relative to the suite file.
+    #[serde(default = "default_workload")]
+    workload: String,
+    /// Replaces the workload's faults.
+    nemesis: Option<Vec<String>>,
+    /// A seeded bug to switch on in every node.
+    bug: Option<String>,
+    expect: Expect,
+    #[serde(flatten)]
+    settings: CaseSettings,
+}
+
+fn default_workload() -> String {
+    "register".into()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Expect {
+    Valid,
+    Invalid,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    case: String,
+    seed: u64,
+    expected: Expect,
+    got: String,
+    passed: bool,
+    operations: u64,
+    faults: usize,
+    first_anomaly_secs: Option<f64>,
+    wall_secs: f64,
+    run_dir: String,
+    problem: Option<String>,
+}
+
+fn load(path: &Path) -> anyhow::Result<Suite> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read suite {}", path.display()))?;
+    let suite: Suite = serde_yaml::from_str(&text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(":{}:{}", l.line(), l.column()))
+            .unwrap_or_default();
+        anyhow::anyhow!("{}{at}: {e}", path.display())
+    })?;
+    if suite.cases.is_empty() {
+        anyhow::bail!("{}: the suite has no cases", path.display());
+    }
+    Ok(suite)
+}
+
+fn resolve_workload(suite_file: &Path, workload: &str) -> String {
+    if faultline_workloads::builtin(workload).is_some() {
+        return workload.to_string();
+    }
+    let base = suite_file.parent().unwrap_or(Path::new("."));
+    base.join(workload).display().to_string()
+}
+
+pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
+    let suite = load(&args.file)?;
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let store = args.store.join(format!("suite-{}", suite.name));
+    let mut rows = Vec::new();
+    for case in suite.cases.iter().filter(|c| {
+        args.only
+            .as_ref()
+            .is_none_or(|o| c.name.contains(o.as_str()))
+    }) {
+        let pick = |own: Option<u64>, default: Option<u64>, fallback: u64| {
+            own.or(default).unwrap_or(fallback)
+        };
+        let seeds = case
+            .settings
+            .seeds
+            .clone()
+            .or(suite.defaults.seeds.clone())
+            .unwrap_or_else(|| vec![1]);
+        for seed in seeds {
+            let mut command = Command::new(&exe);
+            command
+                .arg("run")
+                .arg(resolve_workload(&args.file, &case.workload));
+            let nodes = case.settings.nodes.or(suite.defaults.nodes).unwrap_or(3);
+            command.args(["--nodes", &nodes.to_string(), "--seed", &seed.to_string()]);
+            let time_limit = pick(
+                case.settings.time_limit_secs,
+                suite.defaults.time_limit_secs,
+                8,
+            );
+            command.args(["--time-limit", &time_limit.to_string()]);
+            if let Some(concurrency) = case.settings.concurrency.or(suite.defaults.concurrency) {
+                command.args(["--concurrency", &concurrency.to_string()]);
+            }
+            if let Some(interval) = case
+                .settings
+                .nemesis_interval_secs
+                .or(suite.defaults.nemesis_interval_secs)
+            {
+                command.args(["--nemesis-interval", &interval.to_string()]);
+            }
+            if let Some(nemesis) = &case.nemesis {
+                let list = if nemesis.is_empty() {
+                    "none".to_string()
+                } else {
+                    nemesis.join(",")
+                };
+                command.args(["--nemesis", &list]);
+            }
+            if let Some(bug) = &case.bug {
+                command
+                    .arg("--node-arg=--unsafe-seeded-bug")
+                    .arg(format!("--node-arg={bug}"));
+            }
+            let case_store = store.join(format!("{}-seed{seed}", case.name));
+            command.arg("--store").arg(&case_store);
+            eprintln!(
+                "== {} (seed {seed}): expecting {:?}",
+                case.name, case.expect
+            );
+            let started = Instant::now();
+            let output = command
+                .stdin(Stdio::null())
+                .output()
+                .with_context(|| format!("cannot run {}", exe.display()))?;
+            let wall_secs = started.elapsed().as_secs_f64();
+            rows.push(judge(case, seed, &output, &case_store, wall_secs));
+        }
+    }
+    print_table(&rows);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")?;
+    }
+    let failed = rows.iter().filter(|r| !r.passed).count();
+    println!(
+        "{} of {} runs as expected{}",
+        rows.len() - failed,
+        rows.len(),
+        if failed > 0 { "; FAILED" } else { "" }
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn judge(
+    case: &Case,
+    seed: u64,
+    output: &std::process::Output,
+    case_store: &Path,
+    wall_secs: f64,
+) -> Row {
+    let mut row = Row {
+        case: case.name.clone(),
+        seed,
+        expected: case.expect,
+        got: "error".into(),
+        passed: false,
+        operations: 0,
+        faults: 0,
+        first_anomaly_secs: None,
+        wall_secs,
+        run_dir: String::new(),
+        problem: None,
+    };
+    let run_dir = std::fs::canonicalize(case_store.join("latest")).ok();
+    let results: Option<Value> = run_dir
+        .as_ref()
+        .and_then(|dir| std::fs::read_to_string(dir.join("results.json")).ok())
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let Some(results) = results else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output");
+        row.problem = Some(format!("the run left no results: {last}"));
+        return row;
+    };
+    let run_dir = run_dir.expect("results came from it");
+    row.run_dir = run_dir.display().to_string();
+    row.got = match &results["valid"] {
+        Value::Bool(true) => "valid".into(),
+        Value::Bool(false) => "invalid".into(),
+        other => format!("unknown ({})", other.as_str().unwrap_or("?")),
+    };
+    row.operations = results["totals"]["invoke"].as_u64().unwrap_or(0);
+    row.faults = results["faults"].as_array().map_or(0, Vec::len);
+    row.first_anomaly_secs = results["first_anomaly_secs"].as_f64();
+    let expected = match case.expect {
+        Expect::Valid => "valid",
+        Expect::Invalid => "invalid",
+    };
+    row.passed = row.got == expected;
+    if !row.passed {
+        row.problem = Some(format!("expected {expected}, got {}", row.got));
+    } else if case.nemesis.as_ref().is_none_or(|n| !n.is_empty()) && row.faults == 0 {
+        row.passed = false;
+        row.problem = Some("no fault was injected".into());
+    } else if let Some(errors) = results["teardown_errors"]
+        .as_array()
+        .filter(|e| !e.is_empty())
+    {
+        row.passed = false;
+        row.problem = Some(format!(
+            "teardown: {}",
+            errors
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    row
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n{:<24} {:>6} {:<9} {:<12} {:>8} {:>6} {:>10} {:>7}  result",
+        "case", "seed", "expected", "got", "ops", "faults", "anomaly at", "wall s"
+    );
+    for row in rows {
+        let anomaly = row
+            .first_anomaly_secs
+            .map_or("-".to_string(), |s| format!("{s:.2}s"));
+        let result = match &row.problem {
+            None => "PASS".to_string(),
+            Some(problem) => format!("FAIL: {problem}"),
+        };
+        println!(
+            "{:<24} {:>6} {:<9} {:<12} {:>8} {:>6} {:>10} {:>7.1}  {result}",
+            row.case,
+            row.seed,
+            format!("{:?}", row.expected).to_lowercase(),
+            row.got,
+            row.operations,
+            row.faults,
+            anomaly,
+            row.wall_secs
+        );
+    }
+}
