@@ -8,6 +8,20 @@
 
 use std::path::PathBuf;
 
+use crate::history::Value;
+
+/// " (line N)" when the line is known.
+fn at_line(line: &Option<usize>) -> String {
+    line.map(|l| format!(" (line {l})")).unwrap_or_default()
+}
+
+/// `"x"`, or "the register" for key-less operations.
+fn key_name(key: &Option<String>) -> String {
+    key.as_ref()
+        .map(|k| format!("key {k:?}"))
+        .unwrap_or_else(|| "the register".to_string())
+}
+
 /// Errors from reading histories and setting up a check.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,4 +70,40 @@ pub enum Error {
         "cannot tell the history format of {0}: use a .jsonl or .edn extension or name the format"
     )]
     UnknownFormat(PathBuf),
+    /// Two writes of one value to one key: a read of that value could not name the write it
+    /// saw, which the causal checker needs (the history must be *differentiated*).
+    #[error(
+        "operations {first}{} and {second}{} both write {value} to {}; the causal checker \
+         needs every value written to a key to be unique, so that a read names the write it \
+         saw: make the workload write unique values",
+        at_line(first_line),
+        at_line(second_line),
+        key_name(key)
+    )]
+    DuplicateWrite {
+        /// The key both write.
+        key: Option<String>,
+        /// The value both write.
+        value: Value,
+        /// The earlier write's operation id.
+        first: usize,
+        /// Its invocation's line, when read from a file.
+        first_line: Option<usize>,
+        /// The later write's operation id.
+        second: usize,
+        /// Its invocation's line, when read from a file.
+        second_line: Option<usize>,
+    },
+    /// More operations than a checker's bound allows.
+    #[error(
+        "{operations} operations take part in the causal check, more than its bound of \
+         {operations_max} (its causal order takes n^2 / 8 bytes for n operations); split the history \
+         into shorter time windows and check each, or raise operations_max"
+    )]
+    TooManyOperations {
+        /// Operations that would take part.
+        operations: usize,
+        /// The bound.
+        operations_max: usize,
+    },
 }

@@ -3,15 +3,21 @@
 //! Module layout, one concept each:
 //! - [`history`]: events, operations and the pairing of one into the other.
 //! - [`formats`]: reading and writing history files ([`formats::jsonl`], [`formats::edn`]).
+//! - [`generate`]: simulated linearizable histories, for benchmarks and tests.
 //! - [`model`]: sequential specifications (register, cas-register, kv, set, counter).
 //! - [`linearizability`]: the checker (Wing & Gong's search with Lowe's cache, per partition).
-//! - [`report`]: a verdict as text, JSON, or a standalone HTML timeline.
+//! - [`causal`]: the causal checker (Bouajjani et al.'s bad patterns for CC and CCv, and the
+//!   four session guarantees), for read/write histories with unique written values.
+//! - [`report`]: a verdict as text, JSON, or a standalone HTML timeline; [`report::causal`]
+//!   does the same (text and JSON) for a causal verdict.
 //! - [`error`]: the crate's error type.
 //!
-//! [`check_file`] ties them together for a command line:
+//! [`check_file`] ties them together for a command line, with the models by name
+//! ([`model::MODEL_NAMES`]); [`check_causal_file`] does the same for the checker called
+//! `causal` (a workload's `checker: causal`):
 //!
 //! ```
-//! use faultline_checkers::{formats, linearizability, model};
+//! use faultline_checkers::{causal, formats, linearizability, model};
 //!
 //! let text = r#"{"type":"invoke","process":0,"f":"write","value":1}
 //! {"type":"ok","process":0,"f":"write","value":1}
@@ -20,10 +26,22 @@
 //! let history = formats::read_history(text, formats::Format::Jsonl).unwrap();
 //! let verdict = linearizability::check(&model::Register, &history, &Default::default()).unwrap();
 //! assert_eq!(verdict.result, linearizability::CheckResult::Valid);
+//!
+//! // The same history is causally consistent; a session that then reads nil is not.
+//! let causal = causal::check_causal(&history, &Default::default()).unwrap();
+//! assert!(causal.valid);
+//! let stale = format!("{text}\n{}\n{}",
+//!     r#"{"type":"invoke","process":1,"f":"read"}"#,
+//!     r#"{"type":"ok","process":1,"f":"read","value":null}"#);
+//! let history = formats::read_history(&stale, formats::Format::Jsonl).unwrap();
+//! let causal = causal::check_causal(&history, &Default::default()).unwrap();
+//! assert_eq!(causal.anomalies[0].kind, causal::AnomalyKind::MonotonicReads);
 //! ```
 
+pub mod causal;
 pub mod error;
 pub mod formats;
+pub mod generate;
 pub mod history;
 pub mod linearizability;
 pub mod model;
@@ -31,6 +49,9 @@ pub mod report;
 
 use std::path::Path;
 
+pub use causal::{
+    Anomaly, AnomalyKind, CausalOptions, CausalVerdict, ConsistencyLevel, check_causal,
+};
 pub use error::Error;
 pub use formats::Format;
 pub use history::{History, Operation, Outcome, Value};
@@ -70,4 +91,18 @@ pub fn check_by_name(
         "counter" => check(&model::Counter, history, options),
         other => Err(Error::UnknownModel(other.to_string())),
     }
+}
+
+/// Reads a history file and checks it for causal consistency ([`causal::check_causal`]).
+///
+/// `format` `None` guesses from the extension. Returns the history too, since reports need
+/// its operations.
+pub fn check_causal_file(
+    path: &Path,
+    format: Option<Format>,
+    options: &CausalOptions,
+) -> Result<(History, CausalVerdict), Error> {
+    let history = formats::read_history_file(path, format)?;
+    let verdict = check_causal(&history, options)?;
+    Ok((history, verdict))
 }

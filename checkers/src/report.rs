@@ -11,6 +11,10 @@
 //! resources, so it can be attached to a bug report or opened offline. Time is drawn by rank
 //! (each distinct invoke or complete time gets the next column), which keeps short operations
 //! visible next to long ones; the real times are in each bar's tooltip.
+//!
+//! [`causal`] reports a causal verdict ([`crate::causal`]) as text and JSON.
+
+pub mod causal;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use faultline_checkers::{CasFail, CheckOptions, CheckResult, Format, check_file, report};
+use faultline_checkers::causal::CausalOptions;
+use faultline_checkers::{
+    CasFail, CheckOptions, CheckResult, Format, check_causal_file, check_file, report,
+};
 
 #[derive(Args)]
 pub struct CheckArgs {
@@ -38,12 +41,32 @@ enum ModelName {
     Kv,
     Set,
     Counter,
+    /// Causal consistency (CC) of sessions, with the session guarantees.
+    Causal,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum FormatName {
     Jsonl,
     Edn,
+}
+
+fn check_causal(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let format = args.format.map(|f| match f {
+        FormatName::Jsonl => Format::Jsonl,
+        FormatName::Edn => Format::Edn,
+    });
+    let (history, verdict) = check_causal_file(&args.history, format, &CausalOptions::default())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.history.display()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report::causal::json(&history, &verdict))?
+        );
+    } else {
+        print!("{}", report::causal::text(&history, &verdict));
+    }
+    Ok(ExitCode::from(if verdict.valid { 0 } else { 1 }))
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -53,6 +76,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         ModelName::Kv => "kv",
         ModelName::Set => "set",
         ModelName::Counter => "counter",
+        ModelName::Causal => return check_causal(&args),
     };
     let format = args.format.map(|f| match f {
         FormatName::Jsonl => Format::Jsonl,

@@ -139,12 +139,6 @@ pub fn prepare_workload(options: &RunOptions) -> anyhow::Result<Workload> {
     workload
         .validate(&text, "the workload with command-line options applied")
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if workload.checker != faultline_workloads::Checker::Linearizability {
-        anyhow::bail!(
-            "workload {:?} needs the causal checker, which `faultline run` cannot run yet (issue 3); use the register workload",
-            workload.name
-        );
-    }
     Ok(workload)
 }
 
@@ -496,7 +490,10 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
     let mut results = Results {
         valid: Validity::Unknown("not checked"),
         workload: workload.name.clone(),
-        checker: "linearizability".into(),
+        checker: match workload.checker {
+            faultline_workloads::Checker::Linearizability => "linearizability".into(),
+            faultline_workloads::Checker::Causal => "causal".into(),
+        },
         model: model_name(&workload),
         seed,
         nodes: options.nodes,

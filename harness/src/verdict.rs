@@ -3,7 +3,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use faultline_checkers::{CheckOptions, CheckResult, Format, check_file, report};
+use faultline_checkers::causal::CausalOptions;
+use faultline_checkers::{
+    CheckOptions, CheckResult, Format, check_causal_file, check_file, report,
+};
 
 use crate::run::{Results, Validity};
 
@@ -13,6 +16,9 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Checks the run's history and sets `results.valid`; writes the explanation and a
 /// timeline (`timeline.html`) next to the history when an anomaly is found.
 pub fn check(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+    if results.checker == "causal" {
+        return check_causal(results, run_dir);
+    }
     let options = CheckOptions {
         timeout: Some(CHECK_TIMEOUT),
         ..CheckOptions::default()
@@ -50,6 +56,24 @@ pub fn check(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
             Validity::Unknown("the checker could not decide")
         }
     };
+    apply_guards(results);
+    Ok(())
+}
+
+fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+    let path = run_dir.join("history.jsonl");
+    let (history, verdict) =
+        check_causal_file(&path, Some(Format::Jsonl), &CausalOptions::default())
+            .map_err(|e| anyhow::anyhow!("cannot check {}: {e}", path.display()))?;
+    results.model = format!("{:?}", verdict.level);
+    if verdict.valid {
+        results.valid = Validity::Known(true);
+    } else {
+        let text = report::causal::text(&history, &verdict);
+        std::fs::write(run_dir.join("anomalies.txt"), &text)?;
+        results.notes.push(text);
+        results.valid = Validity::Known(false);
+    }
     apply_guards(results);
     Ok(())
 }

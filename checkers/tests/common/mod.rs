@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod causal;
+
 use faultline_checkers::formats::{Format, read_history};
 use faultline_checkers::{History, Operation, Outcome, Value};
 
