@@ -253,6 +253,7 @@ impl RegisterWorkload {
                     invoke_time: op.invoke,
                     complete_time: Some(op.complete),
                     line: None,
+                    not_applied: false,
                 }
             })
             .collect();

@@ -146,6 +146,11 @@ pub struct Event {
     pub key: Option<String>,
     /// Input on invocations, output on completions.
     pub value: Value,
+    /// On a `fail` completion: the operation definitely did not take effect for a
+    /// reason other than its own semantics (the node refused it before applying it).
+    /// A `cas` failed this way is not read as "the compare did not match". Faultline's
+    /// histories say so with `"not_applied": true`.
+    pub not_applied: bool,
 }
 
 /// How an operation ended.
@@ -185,6 +190,9 @@ pub struct Operation {
     pub complete_time: Option<u64>,
     /// The invocation's line in the history file, for messages (`None` if built by hand).
     pub line: Option<usize>,
+    /// Failed, and the history says it definitely did not take effect (see
+    /// [`Event::not_applied`]).
+    pub not_applied: bool,
 }
 
 /// A history: client operations to check, and nemesis events kept for reports.
@@ -253,6 +261,7 @@ impl History {
                     invoke_time: time,
                     complete_time: None,
                     line: Some(event.line),
+                    not_applied: false,
                 });
                 continue;
             }
@@ -292,6 +301,7 @@ impl History {
                 });
             }
             op.complete_time = Some(time);
+            op.not_applied = event.kind == EventType::Fail && event.not_applied;
             match event.kind {
                 EventType::Ok => {
                     op.outcome = Outcome::Ok;
@@ -353,6 +363,7 @@ impl History {
                 f: op.f.clone(),
                 key: op.key.clone(),
                 value: op.input.clone(),
+                not_applied: false,
             };
             if let Some(t) = op.complete_time {
                 let (kind, value) = match op.outcome {
@@ -364,6 +375,7 @@ impl History {
                     kind,
                     time: Some(t),
                     value,
+                    not_applied: op.not_applied,
                     ..base.clone()
                 };
                 // At equal times invocations go first: they were concurrent.
@@ -402,6 +414,7 @@ mod tests {
             f: f.to_string(),
             key: None,
             value,
+            not_applied: false,
         }
     }
 

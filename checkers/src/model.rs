@@ -291,7 +291,9 @@ impl Model for CasRegister {
     fn include(&self, op: &Operation) -> bool {
         match op.outcome {
             Outcome::Ok => true,
-            Outcome::Fail => op.f == "cas" && self.cas_fail == CasFail::CompareMismatch,
+            Outcome::Fail => {
+                op.f == "cas" && self.cas_fail == CasFail::CompareMismatch && !op.not_applied
+            }
             Outcome::Unknown => !self.is_read_only(op),
         }
     }
@@ -578,6 +580,7 @@ mod tests {
             invoke_time: 0,
             complete_time: Some(1),
             line: None,
+            not_applied: false,
         }
     }
 

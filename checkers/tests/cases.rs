@@ -271,3 +271,34 @@ fn operations_a_model_cannot_read_are_errors() {
         .to_string();
     assert!(err.contains("[from to]"), "{err}");
 }
+
+/// A cas the node refused (it never reached the state machine) says so with
+/// `"not_applied": true`; it is then not read as "the compare did not match", which
+/// would wrongly demand that the register held some other value. Found by a nightly run:
+/// a cas forwarded to a leader that had just stepped down came back ABORTED.
+#[test]
+fn a_refused_cas_is_not_read_as_a_mismatch() {
+    let text = |flag: &str| {
+        format!(
+            r#"{{"type":"invoke","process":0,"time":1,"f":"write","key":"k","value":5}}
+{{"type":"ok","process":0,"time":2,"f":"write","key":"k","value":5}}
+{{"type":"invoke","process":1,"time":3,"f":"cas","key":"k","value":[5,6]}}
+{{"type":"fail","process":1,"time":4,"f":"cas","key":"k","value":[5,6]{flag}}}
+{{"type":"invoke","process":2,"time":5,"f":"read","key":"k","value":null}}
+{{"type":"ok","process":2,"time":6,"f":"read","key":"k","value":5}}"#
+        )
+    };
+    let model = CasRegister::new(CasFail::CompareMismatch);
+    let read = |t: String| {
+        faultline_checkers::formats::read_history(&t, faultline_checkers::Format::Jsonl).unwrap()
+    };
+    assert_eq!(
+        verdict(&model, &read(text(r#","not_applied":true"#))),
+        CheckResult::Valid
+    );
+    assert_eq!(
+        verdict(&model, &read(text(""))),
+        CheckResult::Invalid,
+        "without the flag the cas saw 5 and failed"
+    );
+}

@@ -144,6 +144,7 @@ fn small_random_history(seed: u64, cas: bool) -> History {
             invoke_time,
             complete_time: Some(complete_time),
             line: None,
+            not_applied: false,
         });
     }
     ops.sort_by_key(|o| o.invoke_time);

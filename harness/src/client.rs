@@ -35,8 +35,10 @@ pub enum Operation {
 pub enum Completion {
     /// It happened; `value` is what a read returned.
     Ok { value: Value },
-    /// It definitely did not happen (for a cas: the compare did not match).
+    /// It happened and failed by its own semantics: a cas whose compare did not match.
     Fail { error: String },
+    /// It definitely did not happen: the node refused it, or it never reached a node.
+    Refused { error: String },
     /// Unknown: it may have happened, now or later.
     Info { error: String },
 }
@@ -100,6 +102,22 @@ fn decode(bytes: &[u8]) -> Value {
     }
 }
 
+/// Whether the request cannot have reached the node: the connection was never made.
+fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != Code::Unavailable {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        let text = error.to_string();
+        if text.contains("tcp connect error") || text.contains("Connection refused") {
+            return true;
+        }
+        source = error.source();
+    }
+    status.message().contains("tcp connect error")
+}
+
 /// A write whose status says nothing definite is an unknown outcome.
 fn write_error(status: &tonic::Status) -> Completion {
     let error = format!("{:?}: {}", status.code(), status.message());
@@ -107,7 +125,8 @@ fn write_error(status: &tonic::Status) -> Completion {
         Code::InvalidArgument
         | Code::Aborted
         | Code::ResourceExhausted
-        | Code::FailedPrecondition => Completion::Fail { error },
+        | Code::FailedPrecondition => Completion::Refused { error },
+        _ if never_sent(status) => Completion::Refused { error },
         _ => Completion::Info { error },
     }
 }
@@ -132,7 +151,7 @@ impl Client for FaultlineClient {
                         Completion::Ok { value }
                     }
                     // A read has no effect: whatever went wrong, it did not happen.
-                    Err(status) => Completion::Fail {
+                    Err(status) => Completion::Refused {
                         error: format!("{:?}: {}", status.code(), status.message()),
                     },
                 }

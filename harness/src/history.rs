@@ -17,7 +17,12 @@ use serde_json::Value;
 pub enum EventType {
     Invoke,
     Ok,
+    /// Failed by its own semantics (a cas whose compare did not match).
     Fail,
+    /// Definitely not applied: written as `fail` with `"not_applied": true`, so that the
+    /// checker does not read a refused cas as one whose compare did not match.
+    #[serde(rename = "fail")]
+    Refused,
     Info,
 }
 
@@ -46,6 +51,8 @@ pub struct Event {
     /// The node the client talked to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub not_applied: bool,
 }
 
 #[derive(Default, Clone, Copy, Debug, Serialize)]
@@ -109,7 +116,7 @@ impl History {
             match kind {
                 EventType::Invoke => inner.counts.invoke += 1,
                 EventType::Ok => inner.counts.ok += 1,
-                EventType::Fail => inner.counts.fail += 1,
+                EventType::Fail | EventType::Refused => inner.counts.fail += 1,
                 EventType::Info => inner.counts.info += 1,
             }
         }
@@ -123,6 +130,7 @@ impl History {
             value,
             error,
             node,
+            not_applied: kind == EventType::Refused,
         };
         let line = serde_json::to_string(&event).expect("events serialize");
         if let Err(e) = writeln!(inner.out, "{line}") {

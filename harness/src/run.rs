@@ -273,8 +273,8 @@ async fn worker(shared: Arc<Shared>, index: u64, mut stop: watch::Receiver<bool>
         let failed = match &completion {
             Completion::Ok { .. } => false,
             // A cas whose compare did not match is an answer, not a failure.
-            Completion::Fail { error } => !error.starts_with("compare did not match"),
-            Completion::Info { .. } => true,
+            Completion::Fail { .. } => false,
+            Completion::Refused { .. } | Completion::Info { .. } => true,
         };
         if failed {
             // A node that is down answers at once; without a pause a client would fill
@@ -327,6 +327,9 @@ async fn invoke(
             (EventType::Ok, value, None)
         }
         Completion::Fail { error } => (EventType::Fail, invoke_value(op), Some(error.clone())),
+        Completion::Refused { error } => {
+            (EventType::Refused, invoke_value(op), Some(error.clone()))
+        }
         Completion::Info { error } => (EventType::Info, invoke_value(op), Some(error.clone())),
     };
     history.record(

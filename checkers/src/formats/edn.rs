@@ -515,6 +515,7 @@ fn event_from_form(form: &Form) -> Result<Event, Error> {
         f,
         key,
         value,
+        not_applied: false,
     })
 }
 

@@ -51,6 +51,9 @@ pub fn write_events(events: &[Event], out: &mut impl std::io::Write) -> std::io:
             object.insert("key".into(), key.clone().into());
         }
         object.insert("value".into(), to_json(&event.value));
+        if event.not_applied {
+            object.insert("not_applied".into(), true.into());
+        }
         writeln!(out, "{}", Json::Object(object))?;
     }
     Ok(())
@@ -133,6 +136,16 @@ fn parse_event(line: usize, raw: &str) -> Result<Event, Error> {
         None => Value::Nil,
         Some(v) => from_json(v).map_err(|m| syntax(line, format!("field \"value\": {m}")))?,
     };
+    let not_applied = match object.get("not_applied") {
+        None | Some(Json::Null) => false,
+        Some(Json::Bool(b)) => *b,
+        Some(other) => {
+            return Err(syntax(
+                line,
+                format!("field \"not_applied\" must be true or false; got {other}"),
+            ));
+        }
+    };
     Ok(Event {
         line,
         index,
@@ -142,6 +155,7 @@ fn parse_event(line: usize, raw: &str) -> Result<Event, Error> {
         f,
         key,
         value,
+        not_applied,
     })
 }
 

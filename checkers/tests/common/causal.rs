@@ -45,6 +45,7 @@ pub fn ops(text: &str) -> History {
             invoke_time: 2 * id as u64,
             complete_time: Some(2 * id as u64 + 1),
             line: None,
+            not_applied: false,
         });
     }
     let history = History {
@@ -178,6 +179,7 @@ pub fn simulate(plan: StorePlan) -> History {
             invoke_time: time,
             complete_time: Some(time),
             line: None,
+            not_applied: false,
         };
         if rng.chance(50) {
             fresh += 1;

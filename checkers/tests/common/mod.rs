@@ -261,6 +261,7 @@ pub fn generate(plan: Plan) -> History {
                     invoke_time: time,
                     complete_time: None,
                     line: None,
+                    not_applied: false,
                 });
                 let lost = rng.chance(plan.unknown_percent / 2);
                 in_flight[p] = Some(InFlight {
