@@ -8,6 +8,7 @@ use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{
     CompareAndSwapRequest, GetRequest, PutRequest, WriteId, compare_and_swap_request::Expected,
 };
+use faultline_node::server::transport::node_endpoint;
 use serde_json::Value;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -64,11 +65,7 @@ impl FaultlineClient {
         client_id: String,
         timeout: Duration,
     ) -> Self {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("a socket address is a valid URI")
-            .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .local_address(source);
+        let endpoint = node_endpoint(addr, source, timeout);
         Self {
             kv: KvClient::new(endpoint.connect_lazy()),
             client_id,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use faultline_node::proto::kv::StatusRequest;
 use faultline_node::proto::kv::kv_client::KvClient;
+use faultline_node::server::transport::node_endpoint;
 
 pub struct NodeProcess {
     pub id: u64,
@@ -286,9 +287,8 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 }
 
 pub async fn status(addr: SocketAddr) -> anyhow::Result<faultline_node::proto::kv::StatusResponse> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_millis(300))
-        .timeout(Duration::from_millis(500));
+    let endpoint =
+        node_endpoint(addr, None, Duration::from_millis(300)).timeout(Duration::from_millis(500));
     let mut client = KvClient::new(endpoint.connect().await?);
     Ok(client.status(StatusRequest {}).await?.into_inner())
 }

@@ -48,9 +48,12 @@ pub fn needs_fault_injection(schedule: &[ScheduledFault]) -> bool {
 async fn set_clock_offset(addr: std::net::SocketAddr, offset_ms: i64) -> anyhow::Result<()> {
     use faultline_node::proto::admin::ClockOffset;
     use faultline_node::proto::admin::fault_injection_client::FaultInjectionClient;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(std::time::Duration::from_millis(500))
-        .timeout(std::time::Duration::from_secs(1));
+    let endpoint = faultline_node::server::transport::node_endpoint(
+        addr,
+        None,
+        std::time::Duration::from_millis(500),
+    )
+    .timeout(std::time::Duration::from_secs(1));
     let mut client = FaultInjectionClient::new(
         endpoint
             .connect()

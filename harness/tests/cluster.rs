@@ -10,9 +10,12 @@ use faultline_node::proto::kv::{GetRequest, PutRequest, WriteId};
 use tonic::transport::Channel;
 
 async fn client(cluster: &LocalCluster, id: u64) -> KvClient<Channel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.addr(id)))
-        .expect("uri")
-        .timeout(Duration::from_secs(3));
+    let endpoint = faultline_node::server::transport::node_endpoint(
+        cluster.addr(id),
+        None,
+        Duration::from_secs(3),
+    )
+    .timeout(Duration::from_secs(3));
     KvClient::new(endpoint.connect_lazy())
 }
 

@@ -145,11 +145,8 @@ pub async fn run(
         .peers
         .iter()
         .map(|(&id, &addr)| {
-            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .expect("a socket address is a valid URI")
-                .connect_timeout(Duration::from_millis(500))
-                .tcp_nodelay(true)
-                .local_address(config.source_ip());
+            let endpoint =
+                transport::node_endpoint(addr, config.source_ip(), Duration::from_millis(500));
             (id, KvClient::new(endpoint.connect_lazy()))
         })
         .collect();

@@ -60,16 +60,27 @@ impl Transport {
     }
 }
 
-pub fn endpoint(addr: SocketAddr, source_ip: Option<IpAddr>) -> Endpoint {
+/// A gRPC endpoint for a node at `addr`, with Nagle off and connections bound to
+/// `source_ip` when given (so firewall rules can match both ends). Every client of a
+/// node — peers, forwarding, the harness — starts from this.
+pub fn node_endpoint(
+    addr: SocketAddr,
+    source_ip: Option<IpAddr>,
+    connect_timeout: Duration,
+) -> Endpoint {
     Endpoint::from_shared(format!("http://{addr}"))
         .expect("a socket address is a valid URI")
-        .connect_timeout(Duration::from_millis(500))
+        .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
+        .local_address(source_ip)
+}
+
+pub fn endpoint(addr: SocketAddr, source_ip: Option<IpAddr>) -> Endpoint {
+    node_endpoint(addr, source_ip, Duration::from_millis(500))
         // A partition that drops packets silently is noticed by missing pings.
         .http2_keep_alive_interval(Duration::from_millis(500))
         .keep_alive_timeout(Duration::from_secs(1))
         .keep_alive_while_idle(true)
-        .local_address(source_ip)
 }
 
 /// Batches written to one stream and not yet taken by HTTP/2; beyond it batches are
