@@ -375,6 +375,9 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
             .unwrap_or_default();
         now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
     });
+    // Registered before any node starts, so that Ctrl-C (or SIGTERM) at any moment
+    // leads to healing, stopping the nodes and checking what was recorded.
+    let mut interrupt = interrupt_signals()?;
     let run_dir = make_run_dir(&options.store, &workload.name)?;
     eprintln!(
         "faultline run: workload {} on {} nodes for {} s, seed {seed} (replay with --seed {seed}); results in {}",
@@ -453,7 +456,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         .map(|i| tokio::spawn(worker(shared.clone(), i, stop.clone())))
         .collect();
 
-    let interrupted = drive_until_done(&shared, &history, &active, started).await;
+    let interrupted = drive_until_done(&shared, &history, &active, started, &mut interrupt).await;
     if interrupted {
         eprintln!("\ninterrupted: healing, stopping the nodes and checking what was recorded");
     }
@@ -521,6 +524,25 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
     Ok(results)
 }
 
+fn interrupt_signals() -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
 fn model_name(workload: &Workload) -> String {
     match workload.model() {
         Some(faultline_workloads::Model::Register) => "register".into(),
@@ -537,6 +559,7 @@ async fn drive_until_done(
     history: &History,
     active: &std::sync::Mutex<Option<String>>,
     started: Instant,
+    interrupt: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
 ) -> bool {
     // On a terminal the line is redrawn every second; in a log, a line every 5 s.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -549,7 +572,7 @@ async fn drive_until_done(
                 if terminal { eprint!("\r{line}") } else { eprintln!("{line}") }
             }
             () = tokio::time::sleep_until(deadline) => return false,
-            _ = tokio::signal::ctrl_c() => return true,
+            _ = interrupt.recv() => return true,
         }
     }
 }

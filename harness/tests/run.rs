@@ -218,3 +218,77 @@ fn a_bad_workload_file_is_named_with_its_line() {
         "{stderr}"
     );
 }
+
+/// Starts a long run, waits until clients are recording, then sends `signal` to the
+/// harness; returns the store directory and the harness's exit status.
+fn interrupt_a_run(signal: i32) -> (tempfile::TempDir, std::process::ExitStatus) {
+    let store = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args([
+            "run",
+            "--nodes",
+            "3",
+            "--time-limit",
+            "60",
+            "--nemesis",
+            "none",
+            "--seed",
+            "9",
+        ])
+        .arg("--store")
+        .arg(store.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start faultline run");
+    let history = store.path().join("latest/history.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::metadata(&history).map_or(true, |m| m.len() == 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started recording"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !processes_mentioning(store.path()).is_empty(),
+        "nodes are running before the signal"
+    );
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let status = child.wait().expect("wait for the harness");
+    (store, status)
+}
+
+fn assert_no_node_survives(store: &Path) {
+    // The kernel delivers the parent-death signal as the harness exits; give it a moment.
+    for _ in 0..50 {
+        if processes_mentioning(store).is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!(
+        "node processes outlived the harness: {:?}",
+        processes_mentioning(store)
+    );
+}
+
+#[test]
+fn ctrl_c_heals_stops_the_nodes_and_still_checks_the_history() {
+    let (store, status) = interrupt_a_run(libc::SIGINT);
+    assert_no_node_survives(store.path());
+    assert!(
+        status.code().is_some(),
+        "the harness exits by itself on Ctrl-C: {status}"
+    );
+    let results = std::fs::read_to_string(store.path().join("latest/results.json"))
+        .expect("results after Ctrl-C");
+    assert!(results.contains("\"valid\""), "{results}");
+}
+
+#[test]
+fn no_node_outlives_a_killed_harness() {
+    let (store, _) = interrupt_a_run(libc::SIGKILL);
+    assert_no_node_survives(store.path());
+}
