@@ -324,3 +324,42 @@ async fn a_follower_behind_the_compacted_log_catches_up_from_a_snapshot_and_all_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_one_mebibyte_values_replicate() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let node_bin = find_node_bin().expect("node binary");
+    let addrs = free_loopback_addrs(3).expect("ports");
+    let mut cluster =
+        LocalCluster::new(&node_bin, root.path(), &addrs, Vec::new()).expect("layout");
+    cluster.start_all().expect("start");
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader");
+    // Eight values of the maximal size at once: more than a default gRPC message (4 MiB)
+    // can carry in one AppendEntries or batch.
+    let mut writes = Vec::new();
+    for i in 0..8u8 {
+        let mut kv = client(&cluster, leader).await;
+        writes.push(tokio::spawn(async move {
+            let request = PutRequest {
+                key: vec![b'b', i],
+                value: vec![i; 1 << 20],
+                write_id: None,
+            };
+            kv.put(request).await.map(|_| ())
+        }));
+    }
+    for write in writes {
+        write
+            .await
+            .expect("task")
+            .expect("a 1 MiB put is acknowledged");
+    }
+    let applied = wait_until_converged(&cluster, Duration::from_secs(30)).await;
+    assert!(
+        applied.windows(2).all(|w| w[0].1 == w[1].1),
+        "replicas did not converge: {applied:?}"
+    );
+}

@@ -46,6 +46,8 @@ pub struct RaftConfig {
     pub heartbeat_interval_ticks: u32,
     /// Entries in one AppendEntries message.
     pub append_entries_max: usize,
+    /// Bytes of entry data in one AppendEntries message (beyond one entry).
+    pub append_bytes_max: usize,
     /// AppendEntries messages sent to one follower and not yet acknowledged.
     pub inflight_appends_max: usize,
     /// Committed entries handed to the driver in one Ready.
@@ -68,6 +70,7 @@ impl RaftConfig {
             election_timeout_ticks_max: 20,
             heartbeat_interval_ticks: 2,
             append_entries_max: 256,
+            append_bytes_max: 4 << 20,
             inflight_appends_max: 64,
             apply_batch_max: 1024,
             pre_vote: true,

@@ -18,13 +18,13 @@ impl LamportClock {
 
     /// A local event (sending a message): advances and returns the new time.
     pub fn tick(&mut self) -> u64 {
-        self.time += 1;
+        self.time = self.time.saturating_add(1);
         self.time
     }
 
     /// Receiving a message stamped `remote`: the receive happens after the send.
     pub fn observe(&mut self, remote: u64) -> u64 {
-        self.time = self.time.max(remote) + 1;
+        self.time = self.time.max(remote).saturating_add(1);
         self.time
     }
 }

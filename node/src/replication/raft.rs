@@ -136,7 +136,12 @@ struct Progress {
     /// match_index when the previous heartbeat went out; no progress over a whole
     /// heartbeat interval with appends in flight means one was lost.
     match_at_heartbeat: u64,
+    /// Heartbeats since a snapshot was sent: it is resent only after
+    /// `SNAPSHOT_RESEND_HEARTBEATS`, not on every heartbeat (it may be large).
+    heartbeats_since_snapshot: u32,
 }
+
+const SNAPSHOT_RESEND_HEARTBEATS: u32 = 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PendingRead {
@@ -405,6 +410,9 @@ impl RaftCore {
         let Some(body) = message.body.clone() else {
             return;
         };
+        if !self.is_well_formed(&message, &body) {
+            return;
+        }
         self.lamport.observe(message.lamport_time);
         if message.term > self.term {
             match &body {
@@ -448,6 +456,41 @@ impl RaftCore {
             Body::AppendEntriesResponse(r) => self.handle_append_response(&message, r),
             Body::InstallSnapshot(s) => self.handle_install_snapshot(&message, s),
             Body::InstallSnapshotResponse(r) => self.handle_snapshot_response(&message, r),
+        }
+    }
+
+    /// Peer input is not trusted to be well formed: a message that breaks the
+    /// protocol's shape (a sender outside the group, entries that do not follow `prev`,
+    /// a match beyond our log) is dropped, as a lossy network would, instead of
+    /// tripping an assertion.
+    fn is_well_formed(&self, message: &Message, body: &Body) -> bool {
+        if message.from == self.config.id || !self.config.voters.contains(&message.from) {
+            return false;
+        }
+        match body {
+            Body::AppendEntries(append) => {
+                let mut previous_term = append.prev_log_term;
+                for (offset, entry) in append.entries.iter().enumerate() {
+                    let expected_index = append.prev_log_index.checked_add(1 + offset as u64);
+                    if Some(entry.index) != expected_index
+                        || entry.term < previous_term
+                        || entry.term > message.term
+                    {
+                        return false;
+                    }
+                    previous_term = entry.term;
+                }
+                true
+            }
+            Body::AppendEntriesResponse(response) => {
+                !response.success || response.match_index <= self.log.last_index()
+            }
+            Body::InstallSnapshotResponse(response) => response.last_index <= self.log.last_index(),
+            Body::InstallSnapshot(install) => install
+                .meta
+                .as_ref()
+                .is_some_and(|m| m.last_included_term <= message.term),
+            Body::RequestVote(_) | Body::RequestVoteResponse(_) => true,
         }
     }
 
@@ -564,12 +607,16 @@ impl RaftCore {
             last_log_term: self.log.last_term(),
         };
         for peer in self.peers() {
-            self.send(peer, self.term + 1, Body::RequestVote(request));
+            self.send(
+                peer,
+                self.term.saturating_add(1),
+                Body::RequestVote(request),
+            );
         }
     }
 
     fn become_candidate(&mut self) {
-        self.term += 1;
+        self.term = self.term.saturating_add(1);
         self.voted_for = self.config.id;
         self.role = Role::Candidate;
         self.leader_id = None;
@@ -610,6 +657,7 @@ impl RaftCore {
                     recent_active: true,
                     read_ack: 0,
                     match_at_heartbeat: 0,
+                    heartbeats_since_snapshot: 0,
                 };
                 (peer, progress)
             })
@@ -670,7 +718,8 @@ impl RaftCore {
     fn handle_vote_response(&mut self, message: &Message, response: RequestVoteResponse) {
         let counts = match self.role {
             Role::PreCandidate => {
-                response.pre_vote && message.term == self.term + 1 || !response.granted
+                response.pre_vote && message.term == self.term.saturating_add(1)
+                    || !response.granted
             }
             Role::Candidate => !response.pre_vote && message.term == self.term,
             _ => false,
@@ -878,9 +927,21 @@ impl RaftCore {
             self.send_snapshot(peer);
             return false;
         };
-        let entries = self
-            .log
-            .slice(prev_index + 1, last_index, self.config.append_entries_max);
+        let mut entries =
+            self.log
+                .slice(prev_index + 1, last_index, self.config.append_entries_max);
+        // At least one entry, then no more than append_bytes_max: a message must stay
+        // below what a peer will decode.
+        let mut bytes = 0usize;
+        let keep = entries
+            .iter()
+            .take_while(|e| {
+                bytes += e.data.len();
+                bytes <= self.config.append_bytes_max
+            })
+            .count()
+            .max(1);
+        entries.truncate(keep);
         let sent_last = entries.last().map_or(prev_index, |e| e.index);
         let append = AppendEntries {
             prev_log_index: prev_index,
@@ -914,6 +975,7 @@ impl RaftCore {
         };
         let progress = self.progress.get_mut(&peer).expect("peer has progress");
         progress.state = ProgressState::Snapshot;
+        progress.heartbeats_since_snapshot = 0;
         progress.inflight.clear();
         let install = InstallSnapshot {
             meta: Some(snapshot.meta),
@@ -939,9 +1001,12 @@ impl RaftCore {
             progress.match_at_heartbeat = progress.match_index;
             progress.probe_sent = false;
             if progress.state == ProgressState::Snapshot {
-                // Resend a snapshot that may have been lost.
-                progress.state = ProgressState::Probe;
-                progress.next_index = progress.match_index + 1;
+                progress.heartbeats_since_snapshot += 1;
+                if progress.heartbeats_since_snapshot >= SNAPSHOT_RESEND_HEARTBEATS {
+                    // The snapshot or its answer was probably lost: send it again.
+                    progress.state = ProgressState::Probe;
+                    progress.next_index = progress.match_index + 1;
+                }
             }
             // A heartbeat is an empty AppendEntries at the point known to match, so it
             // never truncates anything (thesis §3.5).

@@ -743,3 +743,81 @@ fn check_state_machine_safety(sim: &Sim, seed: u64) {
         }
     }
 }
+
+#[test]
+fn malformed_or_foreign_peer_messages_are_dropped_without_a_panic() {
+    use crate::proto::raft::{AppendEntries, AppendEntriesResponse, InstallSnapshotResponse};
+    let mut sim = Sim::new(3, |_| {});
+    sim.elect(1);
+    let term = sim.node(1).term();
+    let message = |from: u64, to: u64, term: u64, body: Body| Message {
+        group_id: 1,
+        from,
+        to,
+        term,
+        lamport_time: u64::MAX,
+        body: Some(body),
+    };
+    let gap = AppendEntries {
+        prev_log_index: 1,
+        prev_log_term: 1,
+        entries: vec![Entry {
+            index: 5,
+            term,
+            data: Vec::new(),
+        }],
+        leader_commit: 0,
+        read_context: 0,
+    };
+    let future_term = AppendEntries {
+        prev_log_index: sim.node(2).log().last_index(),
+        prev_log_term: sim.node(2).log().last_term(),
+        entries: vec![Entry {
+            index: sim.node(2).log().last_index() + 1,
+            term: term + 5,
+            data: Vec::new(),
+        }],
+        leader_commit: 0,
+        read_context: 0,
+    };
+    let before = sim.log_terms(2);
+    sim.node_mut(2)
+        .step(message(1, 2, term, Body::AppendEntries(gap)));
+    sim.node_mut(2)
+        .step(message(1, 2, term, Body::AppendEntries(future_term)));
+    assert_eq!(
+        sim.log_terms(2),
+        before,
+        "neither append may change the log"
+    );
+    let beyond = AppendEntriesResponse {
+        success: true,
+        match_index: u64::MAX,
+        ..Default::default()
+    };
+    sim.node_mut(1)
+        .step(message(2, 1, term, Body::AppendEntriesResponse(beyond)));
+    let snapshot_beyond = InstallSnapshotResponse {
+        last_index: u64::MAX,
+    };
+    sim.node_mut(1).step(message(
+        3,
+        1,
+        term,
+        Body::InstallSnapshotResponse(snapshot_beyond),
+    ));
+    // A node outside the group, with a huge term, must not depose the leader.
+    let stranger = crate::proto::raft::RequestVote {
+        pre_vote: false,
+        last_log_index: 9,
+        last_log_term: 9,
+    };
+    sim.node_mut(1)
+        .step(message(9, 1, u64::MAX, Body::RequestVote(stranger)));
+    sim.drive();
+    assert!(sim.node(1).is_leader());
+    assert_eq!(sim.node(1).term(), term);
+    let (index, _) = sim.propose(1, b"still works");
+    sim.tick_all(2);
+    assert_eq!(sim.node(2).commit_index(), index);
+}

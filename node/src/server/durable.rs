@@ -124,11 +124,14 @@ impl Durable {
             let (hard_state, entries) = retained();
             self.write_snapshot(snapshot, hard_state, &entries)?;
         }
-        if let Some(hard_state) = ready.hard_state {
-            self.append(Record::HardState(hard_state))?;
-        }
+        // Entries before the hard state: a torn write may then lose the hard state's new
+        // commit index (harmless: it is a hint), never keep a commit index whose entries
+        // were lost (which would apply entries this node never had committed).
         for entry in &ready.entries {
             self.append(Record::Entry(entry.clone()))?;
+        }
+        if let Some(hard_state) = ready.hard_state {
+            self.append(Record::HardState(hard_state))?;
         }
         if ready.must_sync && !self.skip_fsync {
             self.wal.sync()?;

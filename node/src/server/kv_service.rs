@@ -105,9 +105,14 @@ impl KvService {
         }
     }
 
-    /// Waits until the view names a leader or changes, or the deadline passes.
-    async fn wait_for_leader_change(&self, deadline: Instant, what: &str) -> Result<(), Status> {
-        let mut view = self.view.clone();
+    /// Waits until the view changes (a leader is elected or leadership moves), or the
+    /// deadline passes. `view` is the request's own receiver: `borrow_and_update` marks
+    /// what it has seen, so this waits for something new.
+    async fn wait_for_leader_change(
+        view: &mut watch::Receiver<View>,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<(), Status> {
         match tokio::time::timeout_at(deadline, view.changed()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Status::unavailable("the node is shutting down")),
@@ -138,8 +143,9 @@ impl KvService {
         deadline: Instant,
         forwarded: bool,
     ) -> Result<Route<ApplyResult>, Status> {
+        let mut view = self.view.clone();
         loop {
-            let leader = self.view.borrow().leader_id;
+            let leader = view.borrow_and_update().leader_id;
             match leader {
                 Some(leader) if leader == self.node_id => {
                     let (reply, outcome) = oneshot::channel();
@@ -150,13 +156,22 @@ impl KvService {
                     match tokio::time::timeout_at(deadline, outcome).await {
                         Ok(Ok(WriteOutcome::Applied(result))) => {
                             if result.stale_sequence {
-                                return Err(Status::aborted(
-                                    "a later write of this client_id was applied already; this retry was not applied",
+                                // An earlier attempt may have been applied before the later
+                                // sequence was: the session table no longer knows.
+                                return Err(Status::failed_precondition(
+                                    "a later write of this client_id was applied already; whether this one was is no longer known",
                                 ));
                             }
                             return Ok(Route::Local(result));
                         }
-                        Ok(Ok(WriteOutcome::NotLeader(_))) => {}
+                        Ok(Ok(WriteOutcome::NotLeader(_))) => {
+                            Self::wait_for_leader_change(
+                                &mut view,
+                                deadline,
+                                "the write was not applied",
+                            )
+                            .await?
+                        }
                         Ok(Ok(WriteOutcome::Superseded)) => {
                             return Err(Status::aborted(
                                 "leadership changed before the write committed; not applied",
@@ -171,7 +186,7 @@ impl KvService {
                 }
                 Some(leader) => return self.route_to(forwarded, leader),
                 None => {
-                    self.wait_for_leader_change(deadline, "the write was not applied")
+                    Self::wait_for_leader_change(&mut view, deadline, "the write was not applied")
                         .await?
                 }
             }
@@ -185,8 +200,9 @@ impl KvService {
         deadline: Instant,
         forwarded: bool,
     ) -> Result<Route<Option<(Vec<u8>, u64)>>, Status> {
+        let mut view = self.view.clone();
         loop {
-            let leader = self.view.borrow().leader_id;
+            let leader = view.borrow_and_update().leader_id;
             match leader {
                 _ if serializable => {
                     let (reply, outcome) = oneshot::channel();
@@ -211,7 +227,14 @@ impl KvService {
                     })?;
                     match tokio::time::timeout_at(deadline, outcome).await {
                         Ok(Ok(ReadOutcome::Value(value))) => return Ok(Route::Local(value)),
-                        Ok(Ok(ReadOutcome::NotLeader(_))) => {}
+                        Ok(Ok(ReadOutcome::NotLeader(_))) => {
+                            Self::wait_for_leader_change(
+                                &mut view,
+                                deadline,
+                                "the read was not served",
+                            )
+                            .await?
+                        }
                         Ok(Ok(ReadOutcome::Dropped)) => {
                             return Err(Status::aborted(
                                 "leadership was lost before the read was confirmed",
@@ -226,7 +249,7 @@ impl KvService {
                 }
                 Some(leader) => return self.route_to(forwarded, leader),
                 None => {
-                    self.wait_for_leader_change(deadline, "the read was not served")
+                    Self::wait_for_leader_change(&mut view, deadline, "the read was not served")
                         .await?
                 }
             }

@@ -150,6 +150,8 @@ pub async fn run(
             (id, KvClient::new(endpoint.connect_lazy()))
         })
         .collect();
+    // The largest request a client may send: a compare-and-swap with two maximal values.
+    let kv_request_bytes_max = config.key_bytes_max + 2 * config.value_bytes_max + 4096;
     let kv = KvService {
         node_id: config.id,
         events: events.clone(),
@@ -184,10 +186,13 @@ pub async fn run(
     };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = tonic::transport::Server::builder()
-        .add_service(KvServer::new(kv))
-        .add_service(RaftServer::new(RaftService {
-            events: events.clone(),
-        }))
+        .add_service(KvServer::new(kv).max_decoding_message_size(kv_request_bytes_max))
+        .add_service(
+            RaftServer::new(RaftService {
+                events: events.clone(),
+            })
+            .max_decoding_message_size(transport::PEER_MESSAGE_BYTES_MAX),
+        )
         .add_service(health_service)
         .add_service(reflection)
         .add_optional_service(config.fault_injection.then(|| {

@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
@@ -87,6 +88,12 @@ pub fn endpoint(addr: SocketAddr, source_ip: Option<IpAddr>) -> Endpoint {
 /// dropped, as a congested network would.
 const STREAM_BATCHES_MAX: usize = 64;
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+/// A batch stops growing past this many bytes.
+const BATCH_BYTES_MAX: usize = 16 << 20;
+/// What a node decodes from a peer in one batch: a batch of BATCH_BYTES_MAX plus one
+/// message (an AppendEntries of `append_bytes_max`, or a whole snapshot, which is not
+/// chunked yet and so bounds the store's size).
+pub const PEER_MESSAGE_BYTES_MAX: usize = 256 << 20;
 
 async fn deliver_loop(
     peer: u64,
@@ -95,7 +102,8 @@ async fn deliver_loop(
     batch_messages_max: usize,
     mut queue: mpsc::Receiver<Message>,
 ) {
-    let client = RaftClient::new(endpoint(addr, source_ip).connect_lazy());
+    let client = RaftClient::new(endpoint(addr, source_ip).connect_lazy())
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
     let mut failures = 0u32;
     loop {
         let (stream_tx, stream_rx) = mpsc::channel::<MessageBatch>(STREAM_BATCHES_MAX);
@@ -110,9 +118,13 @@ async fn deliver_loop(
                         return;
                     };
                     let mut messages = vec![first];
-                    while messages.len() < batch_messages_max {
+                    let mut bytes = messages[0].encoded_len();
+                    while messages.len() < batch_messages_max && bytes < BATCH_BYTES_MAX {
                         match queue.try_recv() {
-                            Ok(message) => messages.push(message),
+                            Ok(message) => {
+                                bytes += message.encoded_len();
+                                messages.push(message);
+                            }
                             Err(_) => break,
                         }
                     }
