@@ -15,10 +15,12 @@
 //! is expressed.
 //!
 //! The hot loop allocates nothing but new states: the event list is index arrays, the
-//! linearized set is a `Vec<u64>` bitset with an incremental (Zobrist) hash, states are
-//! interned so the cache compares integers, and the cache is an open-addressing table over
-//! flat arrays. A deadline and a memory bound turn an over-long search into `Unknown`, never a
-//! guess.
+//! linearized set is a bitset with an incremental (Zobrist) hash, and the cache is an
+//! open-addressing table over flat arrays. Cache entries keep the set as a watermark plus a
+//! window ([`LinearizedSet`]), so memory grows with the history's length, not its square.
+//! Operations that never change the state (reads) are linearized as soon as the model accepts
+//! them and never tried later instead ([`Model::never_changes_state`]). A deadline and a
+//! memory bound turn an over-long search into `Unknown`, never a guess.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -528,6 +530,87 @@ fn splitmix64(seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The set of linearized operations, as a bitset that the cache stores compactly.
+///
+/// A full bitset per cache entry makes the cache grow with the square of the operations per
+/// key. But the search only linearizes operations called before the first pending return, so
+/// the set is always "every operation up to some point, plus some of those just after it":
+/// ops with a known return get bits in order of invocation, and an entry keeps the index of
+/// the first word that is not all ones (`low`) and the words from there to the last non-zero
+/// one. Unknown-outcome ops may stay out of the set for ever and would hold `low` back, so
+/// their bits live in a second region that entries keep whole. Equal sets give equal
+/// (`low`, words), so entries compare exactly.
+struct LinearizedSet {
+    words: Vec<u64>,
+    /// Words of the first region (ops with a known return).
+    known_words: usize,
+    /// The first word of the first region that is not all ones (or `known_words`).
+    low: usize,
+    /// One past the last non-zero word of the first region; never below `low`.
+    high: usize,
+    /// Bit of each (partition-local) op.
+    bit_of: Vec<u32>,
+}
+
+impl LinearizedSet {
+    fn new(ops: &[&Operation]) -> LinearizedSet {
+        let returns = |op: &Operation| op.outcome != Outcome::Unknown && op.complete_time.is_some();
+        let mut known: Vec<usize> = (0..ops.len()).filter(|&i| returns(ops[i])).collect();
+        known.sort_by_key(|&i| ops[i].invoke_time);
+        let known_words = known.len().div_ceil(64);
+        let mut bit_of = vec![NONE; ops.len()];
+        for (bit, &i) in known.iter().enumerate() {
+            bit_of[i] = bit as u32;
+        }
+        let mut next = known_words * 64;
+        for (i, op) in ops.iter().enumerate() {
+            if !returns(op) {
+                bit_of[i] = next as u32;
+                next += 1;
+            }
+        }
+        LinearizedSet {
+            words: vec![0; next.div_ceil(64).max(1)],
+            known_words,
+            low: 0,
+            high: 0,
+            bit_of,
+        }
+    }
+
+    fn insert(&mut self, op: usize) {
+        let bit = self.bit_of[op] as usize;
+        let word = bit / 64;
+        self.words[word] |= 1 << (bit % 64);
+        if word < self.known_words {
+            self.high = self.high.max(word + 1);
+            while self.low < self.known_words && self.words[self.low] == u64::MAX {
+                self.low += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, op: usize) {
+        let bit = self.bit_of[op] as usize;
+        let word = bit / 64;
+        self.words[word] &= !(1 << (bit % 64));
+        if word < self.known_words {
+            self.low = self.low.min(word);
+            while self.high > self.low && self.words[self.high - 1] == 0 {
+                self.high -= 1;
+            }
+        }
+    }
+
+    /// The words an entry keeps: the window of the first region, then the second region.
+    fn window(&self) -> (&[u64], &[u64]) {
+        (
+            &self.words[self.low..self.high],
+            &self.words[self.known_words..],
+        )
+    }
+}
+
 /// One partition's search state.
 ///
 /// The cache is keyed by a hash of (linearized set, state); entries with the same key are
@@ -540,16 +623,24 @@ struct Search<'m, 'o, M: Model> {
     list: EventList,
     /// Zobrist key of each operation: the linearized set's hash is the XOR of its members'.
     zobrist: Vec<u64>,
-    words: usize,
+    /// Operations that never change the state ([`Model::never_changes_state`]).
+    pure: Vec<bool>,
+    /// Per operation, the last state (index) the model rejected it from. States are never
+    /// renumbered, so this stays true; it saves asking again after a pure operation is
+    /// linearized, when the scan starts over from the same state.
+    rejected_at: Vec<u32>,
     /// States by index; configurations and the call stack refer to states by index.
     states: Vec<M::State>,
     /// `state_hashes[i]` is the hash of `states[i]`.
     state_hashes: Vec<u64>,
     /// Configuration key -> first cache entry with that key.
     heads: HeadTable,
-    /// Cache entry `e`: linearized set `entry_bits[e * words..][..words]`, state
+    /// Cache entry `e`: linearized set `entry_low[e]` and the words
+    /// `entry_bits[entry_start[e]..entry_start[e + 1]]` ([`LinearizedSet::window`]), state
     /// `entry_state[e]`, next entry with the same key `entry_next[e]`.
     entry_bits: Vec<u64>,
+    entry_start: Vec<usize>,
+    entry_low: Vec<u32>,
     entry_state: Vec<u32>,
     entry_next: Vec<u32>,
     bytes: usize,
@@ -559,8 +650,8 @@ struct Search<'m, 'o, M: Model> {
 
 /// A snapshot of the search where it got furthest.
 struct DeepestPoint {
-    /// (call node, state before it) per linearized op, in order.
-    calls: Vec<(u32, u32)>,
+    /// (call node, state before it, forced) per linearized op, in order.
+    calls: Vec<(u32, u32, bool)>,
     /// The state after the last of them.
     state: u32,
     /// The (partition-local) op whose return stopped the search there.
@@ -577,7 +668,6 @@ enum Candidate<S> {
 
 impl<'m, 'o, M: Model> Search<'m, 'o, M> {
     fn new(model: &'m M, ops: &'o [&'o Operation]) -> Self {
-        let words = ops.len().div_ceil(64).max(1);
         // Most searches cache a few configurations per operation; growing from empty would
         // reallocate a dozen times.
         let entries_guess = ops.len() * 2;
@@ -586,11 +676,18 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
             ops,
             list: EventList::new(ops),
             zobrist: (0..ops.len() as u64).map(splitmix64).collect(),
-            words,
+            pure: ops.iter().map(|op| model.never_changes_state(op)).collect(),
+            rejected_at: vec![NONE; ops.len()],
             states: Vec::with_capacity(entries_guess),
             state_hashes: Vec::with_capacity(entries_guess),
             heads: HeadTable::new(ops.len()),
-            entry_bits: Vec::with_capacity(entries_guess * words),
+            entry_bits: Vec::with_capacity(entries_guess * 2),
+            entry_start: {
+                let mut starts = Vec::with_capacity(entries_guess + 1);
+                starts.push(0);
+                starts
+            },
+            entry_low: Vec::with_capacity(entries_guess),
             entry_state: Vec::with_capacity(entries_guess),
             entry_next: Vec::with_capacity(entries_guess),
             bytes: 0,
@@ -606,11 +703,12 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
     /// an equal configuration is cached already.
     fn cache_insert(
         &mut self,
-        linearized: &[u64],
+        linearized: &LinearizedSet,
         set_hash: u64,
         candidate: Candidate<M::State>,
     ) -> Option<u32> {
-        let words = self.words;
+        let (window, unknown) = linearized.window();
+        let low = linearized.low as u32;
         let state_hash = match &candidate {
             Candidate::Known(index) => self.state_hashes[*index as usize],
             Candidate::New(state) => {
@@ -626,9 +724,12 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
         while entry != NONE {
             let e = entry as usize;
             let cached = self.entry_state[e] as usize;
-            if self.state_hashes[cached] == state_hash
-                && self.entry_bits[e * words..(e + 1) * words] == *linearized
-            {
+            if self.state_hashes[cached] == state_hash && self.entry_low[e] == low && {
+                let bits = &self.entry_bits[self.entry_start[e]..self.entry_start[e + 1]];
+                bits.len() == window.len() + unknown.len()
+                    && bits[..window.len()] == *window
+                    && bits[window.len()..] == *unknown
+            } {
                 let same = match &candidate {
                     Candidate::Known(index) => {
                         *index as usize == cached
@@ -653,11 +754,14 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
             }
         };
         let new_entry = u32::try_from(self.entry_state.len()).expect("fewer than 2^32 entries");
-        self.entry_bits.extend_from_slice(linearized);
+        self.entry_bits.extend_from_slice(window);
+        self.entry_bits.extend_from_slice(unknown);
+        self.entry_start.push(self.entry_bits.len());
+        self.entry_low.push(low);
         self.entry_state.push(state);
         self.entry_next.push(head);
         self.heads.set_head(slot, key, new_entry);
-        self.bytes += words * 8 + 8;
+        self.bytes += (window.len() + unknown.len()) * 8 + 20;
         Some(state)
     }
 
@@ -666,14 +770,17 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
     }
 
     fn run(&mut self, limits: &Limits, iterations_max: Option<u64>) -> SearchOutcome {
-        let mut linearized = vec![0u64; self.words];
+        let mut linearized = LinearizedSet::new(self.ops);
         let mut set_hash = 0u64;
         let init = self.model.init();
         let mut state = self
             .cache_insert(&linearized, set_hash, Candidate::New(init))
             .expect("the cache starts empty");
-        // (call node, state before it) for each linearized op, in order.
-        let mut calls: Vec<(u32, u32)> = Vec::with_capacity(self.ops.len());
+        // (call node, state before it, forced) for each linearized op, in order. A forced op
+        // never changes the state and was linearized as soon as it could be: if nothing works
+        // after it, nothing works without it either, so backtracking goes straight past it
+        // (see `Model::never_changes_state`).
+        let mut calls: Vec<(u32, u32, bool)> = Vec::with_capacity(self.ops.len());
         let mut node = self.list.next[HEAD];
         let mut iterations: u64 = 0;
         while self.list.next[HEAD] != NONE {
@@ -689,29 +796,37 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
             let current = node as usize;
             if self.list.is_call(current) {
                 let op = self.list.op[current] as usize;
+                if self.rejected_at[op] == state {
+                    node = self.list.next[current];
+                    continue;
+                }
+                let mut forced = false;
                 let candidate = match self
                     .model
                     .transition(&self.states[state as usize], self.ops[op])
                 {
                     Transition::Impossible => {
+                        self.rejected_at[op] = state;
                         node = self.list.next[current];
                         continue;
                     }
-                    Transition::Unchanged => Candidate::Known(state),
+                    Transition::Unchanged => {
+                        forced = self.pure[op];
+                        Candidate::Known(state)
+                    }
                     Transition::To(next) => Candidate::New(next),
                 };
-                let (word, bit) = (op / 64, 1u64 << (op % 64));
-                linearized[word] |= bit;
+                linearized.insert(op);
                 let next_hash = set_hash ^ self.zobrist[op];
                 if let Some(next_state) = self.cache_insert(&linearized, next_hash, candidate) {
-                    calls.push((node, state));
+                    calls.push((node, state, forced));
                     state = next_state;
                     set_hash = next_hash;
                     self.list.lift(current);
                     node = self.list.next[HEAD];
                 } else {
                     // Explored before from an equivalent configuration: skip it.
-                    linearized[word] &= !bit;
+                    linearized.remove(op);
                     node = self.list.next[current];
                 }
             } else {
@@ -728,15 +843,20 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
                         blocked_by: self.list.op[current],
                     });
                 }
-                let Some((call, before)) = calls.pop() else {
-                    return SearchOutcome::NotLinearizable;
-                };
-                let op = self.list.op[call as usize] as usize;
-                linearized[op / 64] &= !(1u64 << (op % 64));
-                set_hash ^= self.zobrist[op];
-                state = before;
-                self.list.unlift(call as usize);
-                node = self.list.next[call as usize];
+                loop {
+                    let Some((call, before, forced)) = calls.pop() else {
+                        return SearchOutcome::NotLinearizable;
+                    };
+                    let op = self.list.op[call as usize] as usize;
+                    linearized.remove(op);
+                    set_hash ^= self.zobrist[op];
+                    state = before;
+                    self.list.unlift(call as usize);
+                    node = self.list.next[call as usize];
+                    if !forced {
+                        break;
+                    }
+                }
             }
         }
         SearchOutcome::Linearizable
@@ -771,11 +891,11 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
             .expect("a failed search passed at least one return event");
         let prefix = calls
             .iter()
-            .map(|&(node, _)| self.ops[self.list.op[node as usize] as usize].id)
+            .map(|&(node, _, _)| self.ops[self.list.op[node as usize] as usize].id)
             .collect();
         let states = calls
             .iter()
-            .map(|&(_, before)| before)
+            .map(|&(_, before, _)| before)
             .chain(std::iter::once(*last_state))
             .map(|s| self.model.describe_state(&self.states[s as usize]))
             .collect();
@@ -785,5 +905,111 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
             prefix,
             states,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Value;
+
+    /// The compact form computed from scratch: the first word not all ones, and the words up
+    /// to the last non-zero one.
+    fn expected_window(set: &LinearizedSet) -> (usize, Vec<u64>, Vec<u64>) {
+        let known = &set.words[..set.known_words];
+        let low = known
+            .iter()
+            .position(|&w| w != u64::MAX)
+            .unwrap_or(known.len());
+        let high = known
+            .iter()
+            .rposition(|&w| w != 0)
+            .map_or(0, |i| i + 1)
+            .max(low);
+        (
+            low,
+            known[low..high].to_vec(),
+            set.words[set.known_words..].to_vec(),
+        )
+    }
+
+    fn op(id: usize, outcome: Outcome) -> Operation {
+        Operation {
+            id,
+            process: id as u64 % 7,
+            f: "write".into(),
+            key: None,
+            input: Value::Int(1),
+            output: Some(Value::Int(1)),
+            outcome,
+            invoke_time: id as u64,
+            complete_time: Some(id as u64 + 5),
+            line: None,
+            not_applied: false,
+        }
+    }
+
+    #[test]
+    fn the_compact_set_is_canonical_under_any_inserts_and_removes() {
+        let ops: Vec<Operation> = (0..300)
+            .map(|i| {
+                op(
+                    i,
+                    if i % 37 == 5 {
+                        Outcome::Unknown
+                    } else {
+                        Outcome::Ok
+                    },
+                )
+            })
+            .collect();
+        let refs: Vec<&Operation> = ops.iter().collect();
+        let mut rng = 0x1234_5678_u64;
+        let mut members = vec![false; ops.len()];
+        let mut set = LinearizedSet::new(&refs);
+        assert!(
+            set.known_words < set.words.len(),
+            "unknown ops get a region"
+        );
+        let (mut longest_window, mut highest_low) = (0, 0);
+        for step in 0..20_000 {
+            rng = splitmix64(rng);
+            // Mostly add one of the first few missing ops, as the search does, and now and
+            // then flip any op.
+            let op = if rng.is_multiple_of(10) {
+                (rng >> 8) as usize % ops.len()
+            } else {
+                let nth = (rng >> 8) as usize % 8;
+                let mut missing = (0..ops.len()).filter(|&i| !members[i]);
+                missing.nth(nth).unwrap_or(0)
+            };
+            if members[op] {
+                set.remove(op);
+            } else {
+                set.insert(op);
+            }
+            members[op] = !members[op];
+            let (window, unknown) = set.window();
+            let expected = expected_window(&set);
+            assert_eq!(
+                (set.low, window.to_vec(), unknown.to_vec()),
+                expected,
+                "step {step}"
+            );
+            longest_window = longest_window.max(window.len());
+            highest_low = highest_low.max(set.low);
+            if step % 5000 == 4999 {
+                // Empty it: every path back to the empty set must be canonical too.
+                for (i, m) in members.iter_mut().enumerate() {
+                    if *m {
+                        set.remove(i);
+                        *m = false;
+                    }
+                }
+                assert_eq!((set.low, set.high), (0, 0));
+            }
+        }
+        assert!(longest_window > 1, "the test reached multi-word windows");
+        assert!(highest_low > 1, "the test filled whole words");
     }
 }

@@ -75,6 +75,16 @@ pub trait Model: Sync {
         false
     }
 
+    /// Whether `op`, from any state that accepts it, leaves the state as it is: reads, and
+    /// for the cas-register a failed cas read as a compare mismatch. The checker linearizes
+    /// such an operation as soon as it can and never tries it later instead: whatever order
+    /// works with it later also works with it first, since moving it forward changes no state
+    /// and breaks no real-time order. Must be `false` when unsure; the default is
+    /// [`Model::is_read_only`].
+    fn never_changes_state(&self, op: &Operation) -> bool {
+        self.is_read_only(op)
+    }
+
     /// Whether `op` takes part in the check. See the module docs for the rules.
     fn include(&self, op: &Operation) -> bool {
         match op.outcome {
@@ -286,6 +296,11 @@ impl Model for CasRegister {
 
     fn is_read_only(&self, op: &Operation) -> bool {
         op.f == "read"
+    }
+
+    fn never_changes_state(&self, op: &Operation) -> bool {
+        // A failed cas that is checked at all is a compare that did not match.
+        op.f == "read" || (op.f == "cas" && op.outcome == Outcome::Fail)
     }
 
     fn include(&self, op: &Operation) -> bool {
