@@ -10,6 +10,8 @@
 //!   four session guarantees), for read/write histories with unique written values.
 //! - [`report`]: a verdict as text, JSON, or a standalone HTML timeline; [`report::causal`]
 //!   does the same (text and JSON) for a causal verdict.
+//! - [`models`]: stateright models of the node's protocols, on the node's own code
+//!   ([`models::raft`], behind `faultline model raft`).
 //! - [`error`]: the crate's error type.
 //!
 //! [`check_file`] ties them together for a command line, with the models by name
@@ -45,6 +47,7 @@ pub mod generate;
 pub mod history;
 pub mod linearizability;
 pub mod model;
+pub mod models;
 pub mod report;
 
 use std::path::Path;

@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod kv;
+mod model;
 mod suite;
 
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ enum Command {
     Kv(kv::KvArgs),
     /// Measure put and get throughput and latency against a local cluster.
     Bench(bench::BenchArgs),
+    /// Model-check a protocol of the node (its own code) with stateright: `model raft`.
+    Model(model::ModelArgs),
 }
 
 /// With no arguments: the `register` workload on 5 nodes for 30 s with partitions,
@@ -100,6 +103,11 @@ Exit status: 0 valid, 1 anomalies found, 2 unknown or harness error.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The model checker runs its own threads and may serve the Explorer: no runtime.
+    let cli = match cli.command {
+        Command::Model(args) => return model::run(args),
+        command => Cli { command },
+    };
     // The namespace must be entered while this process has one thread: before the
     // async runtime starts.
     let mode = match &cli.command {
@@ -131,6 +139,7 @@ fn main() -> ExitCode {
             Command::Suite(args) => suite::run(args),
             Command::Kv(args) => kv::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Model(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

@@ -55,6 +55,7 @@ fn main() {
                     s.core.commit_index()
                 )),
                 ActorState::Client(c) => key.push(format!("op{}", c.next_op)),
+                ActorState::Down => key.push("down".into()),
             }
         }
         let key = key.join(" ");

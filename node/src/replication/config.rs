@@ -52,6 +52,9 @@ pub struct RaftConfig {
     pub inflight_appends_max: usize,
     /// Committed entries handed to the driver in one Ready.
     pub apply_batch_max: usize,
+    /// Heartbeat intervals a leader waits for the answer to an InstallSnapshot before it
+    /// sends the snapshot again (it may be large, so not on every heartbeat).
+    pub snapshot_resend_heartbeats: u32,
     pub pre_vote: bool,
     /// A leader that has not heard from a quorum for an election timeout steps down,
     /// and followers that heard from a leader recently refuse pre-votes (thesis §6.2).
@@ -73,6 +76,7 @@ impl RaftConfig {
             append_bytes_max: 4 << 20,
             inflight_appends_max: 64,
             apply_batch_max: 1024,
+            snapshot_resend_heartbeats: 20,
             pre_vote: true,
             check_quorum: true,
             seed: id,
@@ -100,6 +104,11 @@ impl RaftConfig {
                 "voters {:?} name a node twice",
                 self.voters
             )));
+        }
+        if self.snapshot_resend_heartbeats == 0 {
+            return Err(ConfigError(
+                "snapshot_resend_heartbeats must be at least 1".into(),
+            ));
         }
         if self.heartbeat_interval_ticks == 0 {
             return Err(ConfigError(

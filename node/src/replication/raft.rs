@@ -137,11 +137,9 @@ struct Progress {
     /// heartbeat interval with appends in flight means one was lost.
     match_at_heartbeat: u64,
     /// Heartbeats since a snapshot was sent: it is resent only after
-    /// `SNAPSHOT_RESEND_HEARTBEATS`, not on every heartbeat (it may be large).
+    /// `RaftConfig::snapshot_resend_heartbeats`, not on every heartbeat (it may be large).
     heartbeats_since_snapshot: u32,
 }
-
-const SNAPSHOT_RESEND_HEARTBEATS: u32 = 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PendingRead {
@@ -1002,7 +1000,7 @@ impl RaftCore {
             progress.probe_sent = false;
             if progress.state == ProgressState::Snapshot {
                 progress.heartbeats_since_snapshot += 1;
-                if progress.heartbeats_since_snapshot >= SNAPSHOT_RESEND_HEARTBEATS {
+                if progress.heartbeats_since_snapshot >= self.config.snapshot_resend_heartbeats {
                     // The snapshot or its answer was probably lost: send it again.
                     progress.state = ProgressState::Probe;
                     progress.next_index = progress.match_index + 1;

@@ -1,0 +1,10 @@
+//! Model checking of Faultline's protocols with stateright, on the node's own code.
+//!
+//! - [`raft`]: server actors wrapping the node's `faultline_node::replication::RaftCore`,
+//!   register clients, the properties of the Raft paper, and [`raft::check`], which runs a
+//!   checker and returns a [`raft::ModelReport`]. `faultline model raft` is its command.
+//!
+//! README.md in this folder says what is modelled, what is abstracted away, the bounds and
+//! how to read and replay a counterexample.
+
+pub mod raft;

@@ -1,0 +1,100 @@
+//! The stateright model of the node's Raft core (`faultline_checkers::models::raft`): the
+//! correct core satisfies every property at the default bounds, exhaustively, and each seeded
+//! bug is caught with a counterexample. The unique-state count of the default bounds is
+//! pinned, so that a change to the core or the model that changes the explored space shows up
+//! here (update the figure, and BENCHMARKS.md, when the change is meant).
+
+use faultline_checkers::models::raft::{Bug, ModelOptions, ModelReport, Verdict, check};
+
+/// Unique states at the default bounds (`faultline model raft` with no options).
+const DEFAULT_UNIQUE_STATES: usize = 2_573_935;
+
+fn options() -> ModelOptions {
+    ModelOptions {
+        threads: 2,
+        ..ModelOptions::default()
+    }
+}
+
+#[test]
+fn the_core_satisfies_every_property_at_the_default_bounds() {
+    let report = check(options());
+    assert!(
+        report.complete,
+        "the default bounds are exhausted:\n{report}"
+    );
+    assert!(
+        report.all_hold(),
+        "every always holds and every sometimes is witnessed:\n{report}"
+    );
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(
+        report.unique_states, DEFAULT_UNIQUE_STATES,
+        "the explored space changed; if that is meant, pin the new count:\n{report}"
+    );
+}
+
+/// Checks with `bug` until the first violation and returns the report.
+fn caught(bug: Bug, options: ModelOptions) -> ModelReport {
+    let report = check(ModelOptions {
+        bug: Some(bug),
+        stop_at_first_violation: true,
+        ..options
+    });
+    assert_eq!(report.exit_code(), 1, "{bug} is caught:\n{report}");
+    report
+}
+
+fn assert_counterexample(report: &ModelReport, property: &str) {
+    let found = report.property(property);
+    assert_eq!(found.verdict, Verdict::Violated, "{property}:\n{report}");
+    assert!(!found.steps.is_empty(), "a counterexample has steps");
+    assert!(found.path.is_some(), "a counterexample can be replayed");
+}
+
+#[test]
+fn a_second_vote_in_one_term_is_caught() {
+    // The candidate that also votes for a rival trips the core's own invariant (a leader
+    // voted for itself) the moment it wins; without that assertion election safety would.
+    let report = caught(Bug::DoubleVote, options());
+    let violated: Vec<&str> = report.violations().map(|p| p.name).collect();
+    assert!(
+        violated
+            .iter()
+            .any(|&p| p == "core assertions hold" || p == "election safety"),
+        "{report}"
+    );
+    let name = violated[0];
+    assert_counterexample(&report, name);
+}
+
+#[test]
+fn a_vote_forgotten_across_a_crash_elects_two_leaders() {
+    let report = caught(Bug::VoteAmnesia, options());
+    assert_counterexample(&report, "election safety");
+}
+
+#[test]
+fn a_read_answered_without_confirming_leadership_is_stale() {
+    let report = caught(Bug::StaleRead, options());
+    assert_counterexample(&report, "linearizable");
+}
+
+#[test]
+fn keeping_a_conflicting_suffix_breaks_log_matching() {
+    let report = caught(Bug::KeepConflicts, options());
+    assert_counterexample(&report, "log matching");
+}
+
+#[test]
+fn a_counterexample_replays_to_the_same_steps() {
+    let options = ModelOptions {
+        bug: Some(Bug::VoteAmnesia),
+        ..options()
+    };
+    let report = caught(Bug::VoteAmnesia, options.clone());
+    let found = report.property("election safety");
+    let path = found.path.as_ref().expect("a path");
+    let steps = faultline_checkers::models::raft::replay(&options, path).expect("replays");
+    assert_eq!(steps, found.steps);
+}

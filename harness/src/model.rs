@@ -1,0 +1,136 @@
+//! `faultline model raft`: model-check the node's Raft core with stateright.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use faultline_checkers::models::raft::{
+    Bug, CheckerKind, ModelOptions, NetworkKind, check, replay,
+};
+
+#[derive(Args)]
+pub struct ModelArgs {
+    #[command(subcommand)]
+    model: ModelCommand,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// The node's own RaftCore in stateright server actors, with register clients, crashes
+    /// and a lossy network; checks election safety, log matching, leader completeness,
+    /// state machine safety and linearizability (checkers/src/models/README.md).
+    #[command(after_help = RAFT_HELP)]
+    Raft(RaftArgs),
+}
+
+const RAFT_HELP: &str = "The defaults are the bounds CI checks exhaustively. Exit status: 0 every \
+property holds (and every `sometimes` was witnessed in an exhaustive run), 1 a property failed, \
+2 error, or a bound was not reached (not exhaustive, or a witness missing).
+A counterexample is printed step by step with its path; `--replay PATH` prints it again, and \
+`--explore 127.0.0.1:3000` opens it in stateright's Explorer at /#/steps/PATH.";
+
+#[derive(Args)]
+struct RaftArgs {
+    /// Server actors, each wrapping the node's RaftCore.
+    #[arg(long, default_value_t = ModelOptions::default().servers)]
+    servers: usize,
+    /// Client actors, each running a short script of put, get and cas.
+    #[arg(long, default_value_t = ModelOptions::default().clients)]
+    clients: usize,
+    /// Operations in each client's script.
+    #[arg(long, default_value_t = ModelOptions::default().client_ops)]
+    client_ops: usize,
+    /// States with a server past this term are not explored.
+    #[arg(long, default_value_t = ModelOptions::default().max_term)]
+    max_term: u64,
+    /// States with a server's last log index past this are not explored.
+    #[arg(long, default_value_t = ModelOptions::default().max_log)]
+    max_log: u64,
+    /// States with more peer messages in flight are not explored.
+    #[arg(long, default_value_t = ModelOptions::default().max_in_flight)]
+    max_in_flight: usize,
+    /// unordered | duplicating | lossy
+    #[arg(long, default_value = "lossy")]
+    network: NetworkKind,
+    /// Server crashes over a run (each may be followed by a recovery from disk).
+    #[arg(long, default_value_t = ModelOptions::default().crashes)]
+    crashes: usize,
+    /// bfs | dfs | simulation
+    #[arg(long, default_value = "bfs")]
+    checker: CheckerKind,
+    /// Seeds the cores' RNGs and the simulation checker's walks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// A seeded bug: double-vote, commit-old-term, keep-conflicts, stale-read, vote-amnesia.
+    #[arg(long, value_name = "NAME")]
+    bug: Option<Bug>,
+    /// Serve stateright's Explorer on this address (e.g. 127.0.0.1:3000) instead of checking.
+    #[arg(long, value_name = "ADDR")]
+    explore: Option<String>,
+    /// A server compacts its log after this many applied entries (0: never).
+    #[arg(long, default_value_t = ModelOptions::default().snapshot_interval_entries)]
+    snapshot_interval_entries: u64,
+    /// Pre-vote on, as the node runs it.
+    #[arg(long, default_value_t = ModelOptions::default().pre_vote, action = clap::ArgAction::Set)]
+    pre_vote: bool,
+    /// Checker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Stop after this many seconds (verdicts not reached then say unknown).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// Stop after generating this many states (simulation: 1,000,000 unless set).
+    #[arg(long)]
+    max_states: Option<usize>,
+    /// Stop at the first violated property.
+    #[arg(long)]
+    first_violation: bool,
+    /// Print the steps of a path (as a counterexample prints it) instead of checking.
+    #[arg(long, value_name = "PATH")]
+    replay: Option<String>,
+}
+
+pub fn run(args: ModelArgs) -> ExitCode {
+    let ModelCommand::Raft(args) = args.model;
+    if args.servers == 0 {
+        eprintln!("faultline model: error: --servers must be at least 1");
+        return ExitCode::from(2);
+    }
+    let options = ModelOptions {
+        servers: args.servers,
+        clients: args.clients,
+        client_ops: args.client_ops,
+        max_term: args.max_term,
+        max_log: args.max_log,
+        max_in_flight: args.max_in_flight,
+        network: args.network,
+        crashes: args.crashes,
+        checker: args.checker,
+        seed: args.seed,
+        bug: args.bug,
+        explore: args.explore,
+        snapshot_interval_entries: args.snapshot_interval_entries,
+        pre_vote: args.pre_vote,
+        threads: args.threads,
+        timeout: args.timeout.map(Duration::from_secs),
+        max_states: args.max_states,
+        stop_at_first_violation: args.first_violation,
+    };
+    if let Some(path) = args.replay {
+        return match replay(&options, &path) {
+            Ok(steps) => {
+                for (i, step) in steps.iter().enumerate() {
+                    println!("{:>3}. {step}", i + 1);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("faultline model: error: cannot replay {path:?}: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let report = check(options);
+    print!("{report}");
+    ExitCode::from(report.exit_code())
+}
