@@ -9,7 +9,9 @@
 //! - `ok`: the operation happened and its output is what was recorded.
 //! - `fail`: it did not happen, and is dropped before checking — except a `cas` under
 //!   [`CasFail::CompareMismatch`] (the default, as Porcupine reads it): the cas happened and
-//!   saw a value other than its `from`.
+//!   saw a value other than its `from`. When the completion's value is `[from to seen]` (a
+//!   store that answers a failed compare with the current value, as Faultline and etcd do),
+//!   it saw exactly `seen`.
 //! - unknown (`info`, or never completed): it may have happened with any output, or not at all.
 //!   A read-only operation with an unknown outcome constrains nothing and is dropped; any other
 //!   is kept and its step applies its effect. "Never happened" is covered because the checker
@@ -228,7 +230,8 @@ fn register_transition(state: &Value, op: &Operation) -> Transition<Value> {
 /// A register with compare-and-set, `nil` at first.
 ///
 /// `read`, `write`, and `cas` with input `[from, to]`: sets `to` if the value is `from`.
-/// A failed cas is read as [`CasFail`] says. Partitions by key.
+/// A failed cas is read as [`CasFail`] says; under [`CasFail::CompareMismatch`] a failed
+/// completion `[from, to, seen]` also says the value was `seen`. Partitions by key.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CasRegister {
     /// How a `fail` completion of a cas is read.
@@ -245,6 +248,14 @@ impl CasRegister {
 fn cas_arguments(op: &Operation) -> Option<(&Value, &Value)> {
     match op.input.as_list()? {
         [from, to] => Some((from, to)),
+        _ => None,
+    }
+}
+
+/// The value a failed cas reported seeing, when its completion carries one.
+fn cas_seen(op: &Operation) -> Option<&Value> {
+    match op.output.as_ref()?.as_list()? {
+        [_, _, seen] => Some(seen),
         _ => None,
     }
 }
@@ -275,7 +286,9 @@ impl Model for CasRegister {
             Outcome::Ok if state == from => Transition::To(to.clone()),
             Outcome::Ok => Transition::Impossible,
             // Included only under CompareMismatch: it saw something other than `from`.
-            Outcome::Fail => Transition::when(state != from),
+            Outcome::Fail => {
+                Transition::when(state != from && cas_seen(op).is_none_or(|seen| seen == state))
+            }
             // It happened with whichever result the state gives, or never (see module docs).
             Outcome::Unknown if state == from => Transition::To(to.clone()),
             Outcome::Unknown => Transition::Unchanged,
@@ -622,6 +635,16 @@ mod tests {
             Some(one.clone())
         );
         assert!(m.include(&cas(3, 2, Outcome::Fail)));
+        let saw = |seen: i64| Operation {
+            output: Some(Value::List(vec![
+                Value::Int(3),
+                Value::Int(2),
+                Value::Int(seen),
+            ])),
+            ..cas(3, 2, Outcome::Fail)
+        };
+        assert_eq!(m.step(&one, &saw(1)), Some(one.clone()));
+        assert_eq!(m.step(&one, &saw(4)), None);
         assert!(!CasRegister::new(CasFail::DidNotHappen).include(&cas(3, 2, Outcome::Fail)));
     }
 

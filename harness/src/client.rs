@@ -36,8 +36,9 @@ pub enum Operation {
 pub enum Completion {
     /// It happened; `value` is what a read returned.
     Ok { value: Value },
-    /// It happened and failed by its own semantics: a cas whose compare did not match.
-    Fail { error: String },
+    /// It happened and failed by its own semantics: a cas whose compare did not match;
+    /// `seen` is the value the node compared against (nil: absent).
+    Fail { error: String, seen: Value },
     /// It definitely did not happen: the node refused it, or it never reached a node.
     Refused { error: String },
     /// Unknown: it may have happened, now or later.
@@ -47,10 +48,13 @@ pub enum Completion {
 #[tonic::async_trait]
 pub trait Client: Send {
     async fn invoke(&mut self, operation: &Operation) -> Completion;
+    /// Sends the last write or cas again as the same write (same idempotency key), after
+    /// its outcome was unknown: the system must not apply it twice.
+    async fn resend(&mut self, operation: &Operation) -> Completion;
 }
 
-/// A Faultline node's `Kv` API. Writes carry a `WriteId` so a retried write could not
-/// apply twice; the harness itself never retries (an unknown outcome is recorded).
+/// A Faultline node's `Kv` API. Writes carry a `WriteId` (client id, sequence) so that a
+/// resent write is recognised by the store and applied once.
 pub struct FaultlineClient {
     kv: KvClient<Channel>,
     client_id: String,
@@ -74,8 +78,14 @@ impl FaultlineClient {
         }
     }
 
-    fn write_id(&mut self) -> Option<WriteId> {
-        self.sequence += 1;
+    /// Talks to another node from now on, as the same client: a resend after a fault
+    /// usually has to go elsewhere, and must still carry the same write id.
+    pub fn retarget(&mut self, addr: SocketAddr, source: Option<std::net::IpAddr>) {
+        let endpoint = node_endpoint(addr, source, self.timeout);
+        self.kv = KvClient::new(endpoint.connect_lazy());
+    }
+
+    fn write_id(&self) -> Option<WriteId> {
         Some(WriteId {
             client_id: self.client_id.clone(),
             sequence: self.sequence,
@@ -131,6 +141,19 @@ fn write_error(status: &tonic::Status) -> Completion {
 #[tonic::async_trait]
 impl Client for FaultlineClient {
     async fn invoke(&mut self, operation: &Operation) -> Completion {
+        if !matches!(operation, Operation::Read { .. }) {
+            self.sequence += 1;
+        }
+        self.send(operation).await
+    }
+
+    async fn resend(&mut self, operation: &Operation) -> Completion {
+        self.send(operation).await
+    }
+}
+
+impl FaultlineClient {
+    async fn send(&mut self, operation: &Operation) -> Completion {
         match operation {
             Operation::Read { key } => {
                 let request = self.request(GetRequest {
@@ -190,6 +213,7 @@ impl Client for FaultlineClient {
                         };
                         Completion::Fail {
                             error: format!("compare did not match: current value {current}"),
+                            seen: current,
                         }
                     }
                     Err(status) => write_error(&status),

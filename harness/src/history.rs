@@ -53,6 +53,14 @@ pub struct Event {
     pub node: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub not_applied: bool,
+    /// On a completion: how many times the client resent the write with the same write id
+    /// before this answer (workload `write_retries`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resends: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Default, Clone, Copy, Debug, Serialize)]
@@ -107,6 +115,22 @@ impl History {
         error: Option<String>,
         node: Option<u64>,
     ) -> u64 {
+        self.record_resent(kind, process, f, key, value, error, node, 0)
+    }
+
+    /// [`History::record`] for a completion that came after `resends` resends.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_resent(
+        &self,
+        kind: EventType,
+        process: Process,
+        f: &str,
+        key: Option<&str>,
+        value: Value,
+        error: Option<String>,
+        node: Option<u64>,
+        resends: u32,
+    ) -> u64 {
         let mut inner = self.inner.lock().expect("history lock");
         // The time is taken under the lock so that indices and times agree.
         let time = self.elapsed_ns();
@@ -131,6 +155,7 @@ impl History {
             error,
             node,
             not_applied: kind == EventType::Refused,
+            resends,
         };
         let line = serde_json::to_string(&event).expect("events serialize");
         if let Err(e) = writeln!(inner.out, "{line}") {

@@ -237,6 +237,7 @@ struct Shared {
     deadline: Instant,
     concurrency: u64,
     open_loop: bool,
+    write_retries: u32,
 }
 
 /// One worker: a logical process at a time. After an operation with an unknown
@@ -306,7 +307,6 @@ async fn invoke(
 ) -> Completion {
     let history = &shared.history;
     let f = op.f.as_str();
-    let node_id = Some(node as u64 + 1);
     history.record(
         EventType::Invoke,
         Process::Client(process),
@@ -314,9 +314,34 @@ async fn invoke(
         Some(&op.key),
         invoke_value(op),
         None,
-        node_id,
+        Some(node as u64 + 1),
     );
-    let completion = client.invoke(&to_operation(op)).await;
+    let operation = to_operation(op);
+    let mut completion = client.invoke(&operation).await;
+    let (mut resends, mut answered_by) = (0, node);
+    let mut unknown = None;
+    while op.f != OpKind::Read && resends < shared.write_retries && Instant::now() < shared.deadline
+    {
+        match &completion {
+            Completion::Info { error } => unknown = Some(error.clone()),
+            // Once an attempt may have taken effect, a later refusal says nothing about it.
+            Completion::Refused { .. } if unknown.is_some() => {}
+            _ => break,
+        }
+        tokio::time::sleep(FAILURE_BACKOFF).await;
+        resends += 1;
+        answered_by = (node + resends as usize) % shared.addrs.len();
+        client.retarget(shared.addrs[answered_by], Some(node_ip(answered_by).into()));
+        completion = client.resend(&operation).await;
+    }
+    if let (Some(error), Completion::Refused { .. }) = (&unknown, &completion) {
+        completion = Completion::Info {
+            error: error.clone(),
+        };
+    }
+    if answered_by != node {
+        client.retarget(shared.addrs[node], Some(node_ip(node).into()));
+    }
     let (kind, value, error) = match &completion {
         Completion::Ok { value } => {
             let value = if op.f == OpKind::Read {
@@ -326,20 +351,28 @@ async fn invoke(
             };
             (EventType::Ok, value, None)
         }
-        Completion::Fail { error } => (EventType::Fail, invoke_value(op), Some(error.clone())),
+        Completion::Fail { error, seen } => {
+            // `[from, to, seen]`: what the compare saw is an observation the checker uses.
+            let mut value = invoke_value(op);
+            if let Value::Array(items) = &mut value {
+                items.push(seen.clone());
+            }
+            (EventType::Fail, value, Some(error.clone()))
+        }
         Completion::Refused { error } => {
             (EventType::Refused, invoke_value(op), Some(error.clone()))
         }
         Completion::Info { error } => (EventType::Info, invoke_value(op), Some(error.clone())),
     };
-    history.record(
+    history.record_resent(
         kind,
         Process::Client(process),
         f,
         Some(&op.key),
         value,
         error,
-        node_id,
+        Some(answered_by as u64 + 1),
+        resends,
     );
     completion
 }
@@ -437,6 +470,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         deadline: started + Duration::from_secs(workload.time_limit_secs),
         concurrency: u64::from(workload.concurrency),
         open_loop: workload.rate.is_some(),
+        write_retries: workload.write_retries,
     });
     let (stop_tx, stop) = watch::channel(false);
     let active = Arc::new(std::sync::Mutex::new(None));

@@ -273,8 +273,14 @@ fn judge(
 }
 
 fn print_table(rows: &[Row]) {
+    let width = rows
+        .iter()
+        .map(|row| row.case.len())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     println!(
-        "\n{:<24} {:>6} {:<9} {:<12} {:>8} {:>6} {:>10} {:>7}  result",
+        "\n{:<width$} {:>6} {:<9} {:<12} {:>8} {:>6} {:>10} {:>7}  result",
         "case", "seed", "expected", "got", "ops", "faults", "anomaly at", "wall s"
     );
     for row in rows {
@@ -286,7 +292,7 @@ fn print_table(rows: &[Row]) {
             Some(problem) => format!("FAIL: {problem}"),
         };
         println!(
-            "{:<24} {:>6} {:<9} {:<12} {:>8} {:>6} {:>10} {:>7.1}  {result}",
+            "{:<width$} {:>6} {:<9} {:<12} {:>8} {:>6} {:>10} {:>7.1}  {result}",
             row.case,
             row.seed,
             format!("{:?}", row.expected).to_lowercase(),

@@ -36,6 +36,8 @@ fn the_smoke_suite_passes_every_case() {
         "bug-early-ack",
         "bug-stale-read",
         "bug-no-fsync",
+        "correct-resend-kill",
+        "bug-double-apply",
     ] {
         assert!(
             stdout

@@ -38,6 +38,8 @@ pub const MIN_INTERVAL_SECS: f64 = 0.1;
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 600_000;
 /// Largest zipf exponent; beyond it nearly every operation hits `k0` anyway.
 pub const MAX_ZIPF_EXPONENT: f64 = 10.0;
+/// More resends than this only lengthen a run stuck behind a fault.
+pub const MAX_WRITE_RETRIES: u32 = 10;
 
 /// A workload, as read from YAML and validated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +89,16 @@ pub struct Workload {
     /// `info` (outcome unknown). Defaults to 1000.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// How many times a client resends a write or cas whose outcome is unknown, with the same
+    /// write id and to the next node, as etcd's and most production clients do, 0..=10. The node
+    /// must apply it at most once; the history records one operation from the first send to the
+    /// last answer. Defaults to 0: an unknown outcome is recorded as `info`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub write_retries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_concurrency() -> u32 {
@@ -373,6 +385,15 @@ impl Workload {
                 format!(
                     "must be 1..={MAX_REQUEST_TIMEOUT_MS}, got {}",
                     self.request_timeout_ms
+                ),
+            ));
+        }
+        if self.write_retries > MAX_WRITE_RETRIES {
+            return Err(fail(
+                "write_retries",
+                format!(
+                    "must be 0..={MAX_WRITE_RETRIES}, got {}",
+                    self.write_retries
                 ),
             ));
         }

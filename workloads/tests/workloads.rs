@@ -202,6 +202,19 @@ fn zero_concurrency_is_rejected_at_its_line() {
 }
 
 #[test]
+fn write_retries_default_to_none_and_are_bounded() {
+    assert_eq!(parse(BASE).unwrap().write_retries, 0);
+    assert_eq!(workload("write_retries: 3\n").write_retries, 3);
+    let error = expect_error(
+        &format!("{BASE}write_retries: 11\n"),
+        11,
+        1,
+        &["write_retries", "0..=10", "got 11"],
+    );
+    assert_eq!(error.field(), Some("write_retries"));
+}
+
+#[test]
 fn phases_longer_than_the_time_limit_are_rejected() {
     let text = format!(
         "{BASE}phases:\n  - name: warmup\n    duration_secs: 10\n  - name: main\n    duration_secs: 25\n"

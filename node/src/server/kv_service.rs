@@ -157,8 +157,9 @@ impl KvService {
                         Ok(Ok(WriteOutcome::Applied(result))) => {
                             if result.stale_sequence {
                                 // An earlier attempt may have been applied before the later
-                                // sequence was: the session table no longer knows.
-                                return Err(Status::failed_precondition(
+                                // sequence was: the session table no longer knows. `Unknown`,
+                                // not a refusal: a client must not read it as "not applied".
+                                return Err(Status::unknown(
                                     "a later write of this client_id was applied already; whether this one was is no longer known",
                                 ));
                             }
