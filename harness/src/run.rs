@@ -25,6 +25,8 @@ use crate::net::namespace::node_ip;
 
 /// How long a client waits after a failed or unknown operation.
 const FAILURE_BACKOFF: Duration = Duration::from_millis(100);
+/// Final reads stop after this many failures in a row: the cluster has not recovered.
+const FINAL_READ_FAILURES_TO_GIVE_UP: usize = 3;
 
 /// Every node listens on this port at its own address in the private namespace.
 pub const NODE_PORT: u16 = 7000;
@@ -631,11 +633,29 @@ async fn final_reads(
         .lock()
         .expect("generator lock")
         .final_read_ops();
+    let total = ops.len();
+    let mut failures_in_a_row = 0;
     // Fresh process ids, far above the workers', one per final read.
-    for (process, op) in (1_000_000_000u64..).zip(ops) {
+    for (read, (process, op)) in (1_000_000_000u64..).zip(ops).enumerate() {
         let node = process as usize % shared.addrs.len();
         let mut client = new_client(shared, node, process);
-        invoke(shared, &mut client, process, &op, node).await;
+        match invoke(shared, &mut client, process, &op, node).await {
+            Completion::Ok { .. } => failures_in_a_row = 0,
+            Completion::Fail { error, .. }
+            | Completion::Refused { error }
+            | Completion::Info { error } => {
+                failures_in_a_row += 1;
+                // A cluster that does not serve after healing would otherwise hold the
+                // run for a request timeout per key (hours for a large keyspace).
+                if failures_in_a_row == FINAL_READ_FAILURES_TO_GIVE_UP {
+                    errors.push(format!(
+                        "the cluster did not recover after healing: {failures_in_a_row} final reads in a row failed (last: {error}); {} of {total} keys not read",
+                        total - read - 1
+                    ));
+                    return;
+                }
+            }
+        }
     }
 }
 
