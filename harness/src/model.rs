@@ -73,6 +73,9 @@ struct RaftArgs {
     /// Pre-vote on, as the node runs it.
     #[arg(long, default_value_t = ModelOptions::default().pre_vote, action = clap::ArgAction::Set)]
     pre_vote: bool,
+    /// Most entries per AppendEntries (0: the node's default, 256).
+    #[arg(long, default_value_t = 0)]
+    append_entries_max: usize,
     /// Checker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -111,6 +114,7 @@ pub fn run(args: ModelArgs) -> ExitCode {
         explore: args.explore,
         snapshot_interval_entries: args.snapshot_interval_entries,
         pre_vote: args.pre_vote,
+        append_entries_max: args.append_entries_max,
         threads: args.threads,
         timeout: args.timeout.map(Duration::from_secs),
         max_states: args.max_states,

@@ -321,6 +321,9 @@ pub struct ModelOptions {
     /// on, as in the node: without it a leader's `election_elapsed` counts up forever
     /// and no bound makes the space finite.)
     pub pre_vote: bool,
+    /// Most entries in one AppendEntries (0: the node's default). 1 lets an old-term entry
+    /// travel without the new leader's no-op, which a Figure 8 history needs.
+    pub append_entries_max: usize,
     pub threads: usize,
     /// Stop after this long (the verdicts then say "unknown" where nothing was found).
     pub timeout: Option<Duration>,
@@ -347,6 +350,7 @@ impl Default for ModelOptions {
             explore: None,
             snapshot_interval_entries: 2,
             pre_vote: false,
+            append_entries_max: 0,
             threads: 1,
             timeout: None,
             max_states: None,
@@ -502,6 +506,9 @@ pub fn raft_config(id: u64, options: &ModelOptions) -> RaftConfig {
     // one, which is allowed (a resent snapshot is idempotent) and keeps the counter 0 or 1.
     config.snapshot_resend_heartbeats = 1;
     config.pre_vote = options.pre_vote;
+    if options.append_entries_max > 0 {
+        config.append_entries_max = options.append_entries_max;
+    }
     config.check_quorum = true;
     // A seed no term, index or counter can equal: server::core_fingerprint finds the
     // core's RNG fields next to it.

@@ -201,7 +201,7 @@ pub(super) fn build<C: Checker<RaftModel>>(
 pub fn describe_options(o: &ModelOptions) -> String {
     format!(
         "servers {} clients {} (ops {}) max-term {} max-log {} max-in-flight {} network {:?} crashes {} \
-         snapshot-every {} pre-vote {} checker {:?} seed {} bug {}",
+         snapshot-every {} pre-vote {} append-entries-max {} checker {:?} seed {} bug {}",
         o.servers,
         o.clients,
         o.client_ops,
@@ -212,6 +212,7 @@ pub fn describe_options(o: &ModelOptions) -> String {
         o.crashes,
         o.snapshot_interval_entries,
         o.pre_vote,
+        o.append_entries_max,
         o.checker,
         o.seed,
         o.bug.map_or("none".to_string(), |b| b.to_string()),
