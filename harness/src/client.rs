@@ -69,9 +69,8 @@ impl FaultlineClient {
         client_id: String,
         timeout: Duration,
     ) -> Self {
-        let endpoint = node_endpoint(addr, source, timeout);
         Self {
-            kv: KvClient::new(endpoint.connect_lazy()),
+            kv: connect(addr, source, timeout),
             client_id,
             sequence: 0,
             timeout,
@@ -81,8 +80,7 @@ impl FaultlineClient {
     /// Talks to another node from now on, as the same client: a resend after a fault
     /// usually has to go elsewhere, and must still carry the same write id.
     pub fn retarget(&mut self, addr: SocketAddr, source: Option<std::net::IpAddr>) {
-        let endpoint = node_endpoint(addr, source, self.timeout);
-        self.kv = KvClient::new(endpoint.connect_lazy());
+        self.kv = connect(addr, source, self.timeout);
     }
 
     fn write_id(&self) -> Option<WriteId> {
@@ -97,6 +95,16 @@ impl FaultlineClient {
         request.set_timeout(self.timeout);
         request
     }
+}
+
+/// A lazily connected `Kv` client: connecting waits for the first request, so a node
+/// that is down costs nothing until then.
+fn connect(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> KvClient<Channel> {
+    KvClient::new(node_endpoint(addr, source, timeout).connect_lazy())
 }
 
 fn decode(bytes: &[u8]) -> Value {

@@ -103,24 +103,10 @@ impl History {
         self.started.elapsed().as_nanos() as u64
     }
 
-    /// Records an event; returns its index.
+    /// Records an event; returns its index. `resends`: on a completion, how many times the
+    /// client resent the write before this answer (0 otherwise).
     #[allow(clippy::too_many_arguments)]
     pub fn record(
-        &self,
-        kind: EventType,
-        process: Process,
-        f: &str,
-        key: Option<&str>,
-        value: Value,
-        error: Option<String>,
-        node: Option<u64>,
-    ) -> u64 {
-        self.record_resent(kind, process, f, key, value, error, node, 0)
-    }
-
-    /// [`History::record`] for a completion that came after `resends` resends.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_resent(
         &self,
         kind: EventType,
         process: Process,

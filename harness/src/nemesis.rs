@@ -142,6 +142,7 @@ impl Nemesis {
             value,
             None,
             None,
+            0,
         );
     }
 

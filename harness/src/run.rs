@@ -291,13 +291,14 @@ async fn worker(shared: Arc<Shared>, index: u64, mut stop: watch::Receiver<bool>
 }
 
 fn new_client(shared: &Shared, node: usize, process: u64) -> FaultlineClient {
-    let addr = shared.addrs[node];
-    FaultlineClient::new(
-        addr,
-        Some(node_ip(node).into()),
-        format!("p{process}"),
-        shared.timeout,
-    )
+    let (addr, source) = route(shared, node);
+    FaultlineClient::new(addr, source, format!("p{process}"), shared.timeout)
+}
+
+/// Node `node`'s address, and the source address a client of it sends from (the node's
+/// own, so that partitions cut clients off with their node).
+fn route(shared: &Shared, node: usize) -> (SocketAddr, Option<std::net::IpAddr>) {
+    (shared.addrs[node], Some(node_ip(node).into()))
 }
 
 async fn invoke(
@@ -317,6 +318,7 @@ async fn invoke(
         invoke_value(op),
         None,
         Some(node as u64 + 1),
+        0,
     );
     let operation = to_operation(op);
     let mut completion = client.invoke(&operation).await;
@@ -333,7 +335,8 @@ async fn invoke(
         tokio::time::sleep(FAILURE_BACKOFF).await;
         resends += 1;
         answered_by = (node + resends as usize) % shared.addrs.len();
-        client.retarget(shared.addrs[answered_by], Some(node_ip(answered_by).into()));
+        let (addr, source) = route(shared, answered_by);
+        client.retarget(addr, source);
         completion = client.resend(&operation).await;
     }
     if let (Some(error), Completion::Refused { .. }) = (&unknown, &completion) {
@@ -342,7 +345,8 @@ async fn invoke(
         };
     }
     if answered_by != node {
-        client.retarget(shared.addrs[node], Some(node_ip(node).into()));
+        let (addr, source) = route(shared, node);
+        client.retarget(addr, source);
     }
     let (kind, value, error) = match &completion {
         Completion::Ok { value } => {
@@ -366,7 +370,7 @@ async fn invoke(
         }
         Completion::Info { error } => (EventType::Info, invoke_value(op), Some(error.clone())),
     };
-    history.record_resent(
+    history.record(
         kind,
         Process::Client(process),
         f,

@@ -4,10 +4,12 @@
 pub mod config;
 pub mod lamport;
 pub mod log;
+pub mod memory_disk;
 pub mod raft;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{RaftConfig, SeededBugs};
+pub use memory_disk::MemoryDisk;
 pub use raft::{NotLeader, PersistedState, RaftCore, ReadState, Ready, Role, Snapshot};

@@ -10,52 +10,10 @@ use rand_chacha::ChaCha8Rng;
 use super::*;
 use crate::proto::raft::{Entry, HardState, Message, message::Body};
 
-/// What one simulated node has on "disk".
-#[derive(Clone, Default)]
-struct Disk {
-    hard_state: HardState,
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
-}
-
-impl Disk {
-    fn persist(&mut self, ready: &Ready) {
-        if let Some(hs) = ready.hard_state {
-            self.hard_state = hs;
-        }
-        if let Some(snapshot) = &ready.snapshot {
-            let index = snapshot.meta.last_included_index;
-            self.entries.retain(|e| e.index > index);
-            self.snapshot = Some(snapshot.clone());
-        }
-        for entry in &ready.entries {
-            self.entries.retain(|e| e.index < entry.index);
-            self.entries.push(entry.clone());
-        }
-    }
-
-    fn recover(&self) -> PersistedState {
-        let base = self
-            .snapshot
-            .as_ref()
-            .map_or(0, |s| s.meta.last_included_index);
-        PersistedState {
-            hard_state: self.hard_state,
-            snapshot: self.snapshot.clone(),
-            entries: self
-                .entries
-                .iter()
-                .filter(|e| e.index > base)
-                .cloned()
-                .collect(),
-        }
-    }
-}
-
 struct Sim {
     configs: BTreeMap<u64, RaftConfig>,
     nodes: BTreeMap<u64, RaftCore>,
-    disks: BTreeMap<u64, Disk>,
+    disks: BTreeMap<u64, MemoryDisk>,
     network: VecDeque<Message>,
     /// Directed links that drop everything.
     cut: BTreeSet<(u64, u64)>,
@@ -85,7 +43,7 @@ impl Sim {
             let mut config = RaftConfig::new(id, voters.clone());
             configure(&mut config);
             sim.configs.insert(id, config.clone());
-            sim.disks.insert(id, Disk::default());
+            sim.disks.insert(id, MemoryDisk::default());
             sim.nodes
                 .insert(id, RaftCore::new(config, PersistedState::default()));
             sim.applied.insert(id, Vec::new());
@@ -104,7 +62,7 @@ impl Sim {
                 data: vec![t as u8],
             })
             .collect();
-        let disk = Disk {
+        let disk = MemoryDisk {
             hard_state: HardState {
                 term,
                 voted_for: 0,

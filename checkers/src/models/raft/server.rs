@@ -9,8 +9,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
-use faultline_node::proto::raft::{ApplyResult, Command, Entry, HardState};
-use faultline_node::replication::{PersistedState, RaftConfig, RaftCore, Ready, Role, Snapshot};
+use faultline_node::proto::raft::{ApplyResult, Command, Entry};
+use faultline_node::replication::{MemoryDisk, RaftConfig, RaftCore, Ready, Role};
 use faultline_node::store::KvStore;
 use prost::Message as _;
 use stateright::actor::{Id, Out, model_timeout};
@@ -39,49 +39,12 @@ pub struct AppliedEntry {
 /// handed to the core.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Disk {
-    pub hard_state: HardState,
-    pub snapshot: Option<Snapshot>,
-    pub entries: Vec<Entry>,
+    /// Step 1 of the `Ready` contract persists here.
+    pub durable: MemoryDisk,
     /// Ghost: how many times this server recovered from a crash.
     pub ghost_recoveries: u32,
     /// Ghost: every entry this server ever applied, by index.
     pub ghost_applied: BTreeMap<u64, AppliedEntry>,
-}
-
-impl Disk {
-    /// Step 1 of the `Ready` contract: make hard state, snapshot and entries durable. An
-    /// entry supersedes any stored entry at the same or a higher index.
-    fn persist(&mut self, ready: &Ready) {
-        if let Some(hard_state) = ready.hard_state {
-            self.hard_state = hard_state;
-        }
-        if let Some(snapshot) = &ready.snapshot {
-            let index = snapshot.meta.last_included_index;
-            self.entries.retain(|e| e.index > index);
-            self.snapshot = Some(snapshot.clone());
-        }
-        for entry in &ready.entries {
-            self.entries.retain(|e| e.index < entry.index);
-            self.entries.push(entry.clone());
-        }
-    }
-
-    fn recover(&self) -> PersistedState {
-        let base = self
-            .snapshot
-            .as_ref()
-            .map_or(0, |s| s.meta.last_included_index);
-        PersistedState {
-            hard_state: self.hard_state,
-            snapshot: self.snapshot.clone(),
-            entries: self
-                .entries
-                .iter()
-                .filter(|e| e.index > base)
-                .cloned()
-                .collect(),
-        }
-    }
 }
 
 /// A write a leader proposed and will answer once the entry applies.
@@ -338,13 +301,13 @@ impl ServerActor {
         if storage.is_some() {
             disk.ghost_recoveries += 1;
             if self.vote_amnesia {
-                disk.hard_state.voted_for = 0;
+                disk.durable.hard_state.voted_for = 0;
             }
         }
-        let core = RaftCore::new(self.config.clone(), disk.recover());
+        let core = RaftCore::new(self.config.clone(), disk.durable.recover());
         // The state machine is not persisted: it restarts from the snapshot and the
         // core hands the committed entries after it out again.
-        let (store, applied_index) = match &disk.snapshot {
+        let (store, applied_index) = match &disk.durable.snapshot {
             Some(s) => (s.data.clone(), s.meta.last_included_index),
             None => (KvStore::default().snapshot(), 0),
         };
@@ -532,7 +495,7 @@ impl ServerState {
             rounds += 1;
             assert!(rounds <= 64, "Ready does not settle");
             let ready = self.core.ready();
-            self.disk.persist(&ready);
+            self.disk.durable.persist(&ready);
             for message in &ready.messages {
                 let mut message = message.clone();
                 message.lamport_time = 0;
@@ -627,9 +590,7 @@ impl ServerState {
         }
         self.core.compact(self.applied_index, self.store.clone());
         let snapshot = self.core.snapshot().expect("just compacted").clone();
-        let index = snapshot.meta.last_included_index;
-        self.disk.entries.retain(|e| e.index > index);
-        self.disk.snapshot = Some(snapshot);
+        self.disk.durable.keep_snapshot(snapshot);
     }
 
     fn serve_confirmed_reads(&mut self, o: &mut Out<RaftActor>) {
