@@ -90,16 +90,37 @@ pub struct ServerState {
     pub ghost: Ghost,
 }
 
+/// Everything that identifies a server's state, with the core as its fingerprint: the one
+/// list equality and hashing both use, so that they cannot disagree.
+type StateKey<'a> = (
+    u64,
+    &'a Disk,
+    &'a [u8],
+    u64,
+    &'a BTreeMap<u64, PendingWrite>,
+    &'a BTreeMap<u64, (usize, u64)>,
+    &'a [(u64, u64)],
+    &'a Ghost,
+);
+
+impl ServerState {
+    fn key(&self) -> StateKey<'_> {
+        (
+            self.core_fingerprint,
+            &self.disk,
+            &self.store,
+            self.applied_index,
+            &self.pending_writes,
+            &self.pending_reads,
+            &self.confirmed_reads,
+            &self.ghost,
+        )
+    }
+}
+
 impl PartialEq for ServerState {
     fn eq(&self, other: &Self) -> bool {
-        self.core_fingerprint == other.core_fingerprint
-            && self.disk == other.disk
-            && self.store == other.store
-            && self.applied_index == other.applied_index
-            && self.pending_writes == other.pending_writes
-            && self.pending_reads == other.pending_reads
-            && self.confirmed_reads == other.confirmed_reads
-            && self.ghost == other.ghost
+        self.key() == other.key()
     }
 }
 
@@ -107,14 +128,7 @@ impl Eq for ServerState {}
 
 impl Hash for ServerState {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.core_fingerprint.hash(state);
-        self.disk.hash(state);
-        self.store.hash(state);
-        self.applied_index.hash(state);
-        self.pending_writes.hash(state);
-        self.pending_reads.hash(state);
-        self.confirmed_reads.hash(state);
-        self.ghost.hash(state);
+        self.key().hash(state);
     }
 }
 
