@@ -4,7 +4,9 @@
 //! pinned, so that a change to the core or the model that changes the explored space shows up
 //! here (update the figure, and BENCHMARKS.md, when the change is meant).
 
-use faultline_checkers::models::raft::{Bug, ModelOptions, ModelReport, Verdict, check};
+use faultline_checkers::models::raft::{
+    Bug, ModelOptions, ModelReport, Verdict, check, read_start, replay,
+};
 
 /// Unique states at the default bounds (`faultline model raft` with no options).
 const DEFAULT_UNIQUE_STATES: usize = 2_573_935;
@@ -18,7 +20,7 @@ fn options() -> ModelOptions {
 
 #[test]
 fn the_core_satisfies_every_property_at_the_default_bounds() {
-    let report = check(options());
+    let report = check(options()).expect("valid options");
     assert!(
         report.complete,
         "the default bounds are exhausted:\n{report}"
@@ -40,7 +42,8 @@ fn caught(bug: Bug, options: ModelOptions) -> ModelReport {
         bug: Some(bug),
         stop_at_first_violation: true,
         ..options
-    });
+    })
+    .expect("valid options");
     assert_eq!(report.exit_code(), 1, "{bug} is caught:\n{report}");
     report
 }
@@ -95,6 +98,85 @@ fn a_counterexample_replays_to_the_same_steps() {
     let report = caught(Bug::VoteAmnesia, options.clone());
     let found = report.property("election safety");
     let path = found.path.as_ref().expect("a path");
-    let steps = faultline_checkers::models::raft::replay(&options, path).expect("replays");
+    let steps = replay(&options, path).expect("replays");
     assert_eq!(steps, found.steps);
+}
+
+/// The bounds `figure8.steps` was written for: one entry per AppendEntries (so an old-term
+/// entry can travel without the new leader's no-op), terms up to 6 and 3 messages in flight
+/// (the voter's own campaign at term 5 must fail before the overwriting leader wins term
+/// 6), and the two crashes the start itself uses, so that none is left for the search.
+fn figure8() -> ModelOptions {
+    ModelOptions {
+        start: read_start("figure8").expect("a built-in start"),
+        append_entries_max: 1,
+        max_term: 6,
+        max_log: 3,
+        max_in_flight: 3,
+        crashes: 2,
+        client_ops: 1,
+        ..options()
+    }
+}
+
+#[test]
+fn committing_an_old_term_entry_by_counting_replicas_is_caught_from_figure_8() {
+    let report = caught(Bug::CommitOldTerm, figure8());
+    assert_counterexample(&report, "leader completeness");
+    let found = report.property("leader completeness");
+    assert!(
+        found.steps.iter().any(|s| s.starts_with("(start) ")),
+        "the counterexample shows the start it was found from:\n{report}"
+    );
+    let path = found.path.as_ref().expect("a path");
+    let options = ModelOptions {
+        bug: Some(Bug::CommitOldTerm),
+        ..figure8()
+    };
+    assert_eq!(replay(&options, path).expect("replays"), found.steps);
+}
+
+#[test]
+fn the_correct_core_passes_from_figure_8_under_the_same_bounds() {
+    let report = check(figure8()).expect("valid options");
+    assert!(report.complete, "exhausted:\n{report}");
+    for property in report.properties.iter().filter(|p| p.always) {
+        assert_eq!(
+            property.verdict,
+            Verdict::Holds,
+            "{}:\n{report}",
+            property.name
+        );
+    }
+    // One operation per client leaves "a read observes a write" unreachable; the rest of
+    // the witnesses show the search gets past the start.
+    for witness in [
+        "a value is committed",
+        "a second leader takes over after a crash",
+    ] {
+        assert_eq!(
+            report.property(witness).verdict,
+            Verdict::Witnessed,
+            "{report}"
+        );
+    }
+}
+
+#[test]
+fn a_start_that_cannot_be_played_is_an_error_naming_the_step() {
+    let error = check(ModelOptions {
+        start: vec!["n1 tick".into(), "n1 -> n2: AppendEntries".into()],
+        ..options()
+    })
+    .expect_err("the second step cannot be played");
+    assert!(error.contains("start step 2"), "{error}");
+    assert!(
+        error.contains("n1 -> n2: RequestVote"),
+        "lists what is enabled: {error}"
+    );
+    let error = read_start("no/such/start").expect_err("no such file");
+    assert!(
+        error.contains("figure8"),
+        "names the built-in starts: {error}"
+    );
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use faultline_checkers::models::raft::{
-    Bug, CheckerKind, ModelOptions, NetworkKind, check, replay,
+    Bug, CheckerKind, ModelOptions, NetworkKind, check, read_start, replay,
 };
 
 #[derive(Args)]
@@ -91,14 +91,22 @@ struct RaftArgs {
     /// Print the steps of a path (as a counterexample prints it) instead of checking.
     #[arg(long, value_name = "PATH")]
     replay: Option<String>,
+    /// Start the search from the state these steps reach from the empty cluster: a built-in
+    /// start (figure8) or a file with one step per line, worded as counterexamples print
+    /// them (`n1 tick`, `n2 -> n1: RequestVoteResponse`, `n1 crashed`).
+    #[arg(long, value_name = "NAME|FILE")]
+    start: Option<String>,
 }
 
 pub fn run(args: ModelArgs) -> ExitCode {
     let ModelCommand::Raft(args) = args.model;
-    if args.servers == 0 {
-        eprintln!("faultline model: error: --servers must be at least 1");
-        return ExitCode::from(2);
-    }
+    let start = match args.start.as_deref().map(read_start).transpose() {
+        Ok(start) => start.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("faultline model: error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let options = ModelOptions {
         servers: args.servers,
         clients: args.clients,
@@ -119,6 +127,7 @@ pub fn run(args: ModelArgs) -> ExitCode {
         timeout: args.timeout.map(Duration::from_secs),
         max_states: args.max_states,
         stop_at_first_violation: args.first_violation,
+        start,
     };
     if let Some(path) = args.replay {
         return match replay(&options, &path) {
@@ -134,7 +143,14 @@ pub fn run(args: ModelArgs) -> ExitCode {
             }
         };
     }
-    let report = check(options);
-    print!("{report}");
-    ExitCode::from(report.exit_code())
+    match check(options) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::from(report.exit_code())
+        }
+        Err(error) => {
+            eprintln!("faultline model: error: {error}");
+            ExitCode::from(2)
+        }
+    }
 }

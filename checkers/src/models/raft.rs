@@ -59,6 +59,16 @@ pub struct RaftModel {
     pub system: RaftSystem,
     pub cfg: ModelConfig,
     properties: Vec<Property<RaftModel>>,
+    /// Where the search starts when `ModelOptions::start` is set, with the steps that led
+    /// there in words.
+    start: Option<(RaftState, Vec<String>)>,
+}
+
+impl RaftModel {
+    /// The steps `ModelOptions::start` played before the search, in words.
+    pub fn start_steps(&self) -> &[String] {
+        self.start.as_ref().map_or(&[], |(_, steps)| steps)
+    }
 }
 
 impl Model for RaftModel {
@@ -66,7 +76,10 @@ impl Model for RaftModel {
     type Action = RaftAction;
 
     fn init_states(&self) -> Vec<RaftState> {
-        self.system.init_states()
+        match &self.start {
+            Some((state, _)) => vec![state.clone()],
+            None => self.system.init_states(),
+        }
     }
 
     fn actions(&self, state: &RaftState, actions: &mut Vec<RaftAction>) {
@@ -331,6 +344,9 @@ pub struct ModelOptions {
     pub max_states: Option<usize>,
     /// Stop at the first violated `always` (for the seeded-bug runs).
     pub stop_at_first_violation: bool,
+    /// Steps played from the empty cluster before the search starts (see `start`); empty:
+    /// the search starts from the empty cluster.
+    pub start: Vec<String>,
 }
 
 impl Default for ModelOptions {
@@ -355,6 +371,7 @@ impl Default for ModelOptions {
             timeout: None,
             max_states: None,
             stop_at_first_violation: false,
+            start: Vec::new(),
         }
     }
 }
@@ -517,8 +534,12 @@ pub fn raft_config(id: u64, options: &ModelOptions) -> RaftConfig {
     config
 }
 
-pub fn build_model(options: &ModelOptions) -> RaftModel {
-    assert!(options.servers >= 1, "at least one server");
+/// Builds the model, playing `options.start` if it is set. An error names the start step
+/// that could not be played and what could have been.
+pub fn build_model(options: &ModelOptions) -> Result<RaftModel, String> {
+    if options.servers == 0 {
+        return Err("--servers must be at least 1".to_string());
+    }
     let cfg = ModelConfig {
         servers: options.servers,
         network: options.network,
@@ -577,17 +598,102 @@ pub fn build_model(options: &ModelOptions) -> RaftModel {
         ),
         sometimes("a snapshot is installed", p::snapshot_installed),
     ];
-    RaftModel {
+    let mut model = RaftModel {
         system,
         cfg,
         properties,
+        start: None,
+    };
+    if !options.start.is_empty() {
+        model.start = Some(play_start(&model, &options.start)?);
     }
+    Ok(model)
 }
+
+/// Plays `patterns` from the empty cluster. Each pattern picks the first enabled action
+/// whose description, as a counterexample prints it (the part before `⇒`), starts with
+/// the pattern: `n1 tick`, `n1 -> n2: RequestVote`, `c1 -> n1: Request`, `n2 crashed`.
+/// The words, not action indices, so that a start survives changes to the action order.
+pub fn play_start(
+    model: &RaftModel,
+    patterns: &[String],
+) -> Result<(RaftState, Vec<String>), String> {
+    let mut state = model
+        .system
+        .init_states()
+        .into_iter()
+        .next()
+        .ok_or("the model has no initial state")?;
+    let mut steps = Vec::new();
+    for (n, pattern) in patterns.iter().enumerate() {
+        let mut actions = Vec::new();
+        model.actions(&state, &mut actions);
+        let mut enabled = Vec::new();
+        let mut played = None;
+        for action in actions {
+            let next = model
+                .next_state(&state, action.clone())
+                .unwrap_or_else(|| state.clone());
+            let step = report::describe_step(model, &state, &action, &next);
+            let words = step.split("  ⇒").next().unwrap_or_default().trim_end();
+            if words.starts_with(pattern.trim()) {
+                played = Some((next, step));
+                break;
+            }
+            enabled.push(words.to_string());
+        }
+        let Some((next, step)) = played else {
+            return Err(format!(
+                "start step {} {pattern:?} matches no enabled action\nplayed:\n  {}\nenabled:\n  {}",
+                n + 1,
+                steps.join("\n  "),
+                enabled.join("\n  ")
+            ));
+        };
+        if !within_boundary(&model.cfg, &next) {
+            return Err(format!(
+                "start step {} {pattern:?} leaves the bounds (raise --max-term, --max-log, \
+                 --max-in-flight or --crashes): {step}",
+                n + 1
+            ));
+        }
+        steps.push(step);
+        state = next;
+    }
+    Ok((state, steps))
+}
+
+/// Reads a start: the name of a built-in one (`figure8`) or a file with one step per line
+/// (`#` starts a comment).
+pub fn read_start(name_or_path: &str) -> Result<Vec<String>, String> {
+    let text = match START_SCENARIOS
+        .iter()
+        .find(|(name, _)| *name == name_or_path)
+    {
+        Some((_, text)) => (*text).to_string(),
+        None => std::fs::read_to_string(name_or_path).map_err(|e| {
+            let names: Vec<_> = START_SCENARIOS.iter().map(|(name, _)| *name).collect();
+            format!(
+                "cannot read start {name_or_path:?}: {e} (give a file of steps, or one of: {})",
+                names.join(", ")
+            )
+        })?,
+    };
+    Ok(text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .filter(|line| !line.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Built-in starts, by name.
+pub const START_SCENARIOS: &[(&str, &str)] = &[("figure8", include_str!("raft/figure8.steps"))];
 
 /// Checks the model under `options` and reports what it found. With `explore` set, serves
 /// stateright's Explorer instead and does not return.
-pub fn check(options: ModelOptions) -> ModelReport {
-    let model = build_model(&options);
+pub fn check(options: ModelOptions) -> Result<ModelReport, String> {
+    let model = build_model(&options)?;
     let mut builder: CheckerBuilder<RaftModel> = model.checker().threads(options.threads.max(1));
     if options.stop_at_first_violation {
         builder = builder.finish_when(HasDiscoveries::AnyFailures);
@@ -601,7 +707,7 @@ pub fn check(options: ModelOptions) -> ModelReport {
         builder = builder.target_state_count(states);
     }
     let started = Instant::now();
-    match options.checker {
+    Ok(match options.checker {
         CheckerKind::Bfs => finish(&options, builder.spawn_bfs(), started),
         CheckerKind::Dfs => finish(&options, builder.spawn_dfs(), started),
         CheckerKind::Simulation => {
@@ -616,7 +722,7 @@ pub fn check(options: ModelOptions) -> ModelReport {
                 started,
             )
         }
-    }
+    })
 }
 
 /// Waits for the checker, or for `options.timeout`. stateright 0.31's own timeout is only
@@ -641,7 +747,7 @@ fn finish<C: Checker<RaftModel>>(
 /// Replays a path (as `ModelReport` prints it: action indices joined by `/`, the first
 /// one the initial state's) and returns its steps in words.
 pub fn replay(options: &ModelOptions, path: &str) -> Result<Vec<String>, String> {
-    let model = build_model(options);
+    let model = build_model(options)?;
     let mut indices = path.trim_matches('/').split('/').map(|i| {
         i.parse::<usize>()
             .map_err(|e| format!("bad path index {i:?}: {e}"))
@@ -652,7 +758,11 @@ pub fn replay(options: &ModelOptions, path: &str) -> Result<Vec<String>, String>
         .into_iter()
         .nth(init)
         .ok_or("no such initial state")?;
-    let mut steps = Vec::new();
+    let mut steps: Vec<String> = model
+        .start_steps()
+        .iter()
+        .map(|s| format!("(start) {s}"))
+        .collect();
     for index in indices {
         let index = index?;
         let mut actions = Vec::new();

@@ -167,12 +167,12 @@ pub(super) fn build<C: Checker<RaftModel>>(
                 Some(path) => {
                     let encoded = path.encode(model);
                     let states = path.clone().into_vec();
-                    let steps = states
-                        .windows(2)
-                        .filter_map(|pair| {
+                    let start = model.start_steps().iter().map(|s| format!("(start) {s}"));
+                    let steps = start
+                        .chain(states.windows(2).filter_map(|pair| {
                             let action = pair[0].1.as_ref()?;
                             Some(describe_step(model, &pair[0].0, action, &pair[1].0))
-                        })
+                        }))
                         .collect();
                     (Some(encoded), steps)
                 }
@@ -201,7 +201,7 @@ pub(super) fn build<C: Checker<RaftModel>>(
 pub fn describe_options(o: &ModelOptions) -> String {
     format!(
         "servers {} clients {} (ops {}) max-term {} max-log {} max-in-flight {} network {:?} crashes {} \
-         snapshot-every {} pre-vote {} append-entries-max {} checker {:?} seed {} bug {}",
+         snapshot-every {} pre-vote {} append-entries-max {} checker {:?} seed {} bug {}{}",
         o.servers,
         o.clients,
         o.client_ops,
@@ -216,6 +216,11 @@ pub fn describe_options(o: &ModelOptions) -> String {
         o.checker,
         o.seed,
         o.bug.map_or("none".to_string(), |b| b.to_string()),
+        if o.start.is_empty() {
+            String::new()
+        } else {
+            format!(" start {} steps in", o.start.len())
+        },
     )
 }
 
