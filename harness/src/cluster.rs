@@ -96,6 +96,15 @@ impl LocalCluster {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
+    /// Id and address of every node whose process is running.
+    pub fn running(&self) -> Vec<(u64, SocketAddr)> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| (n.id, n.addr))
+            .collect()
+    }
+
     pub fn addr(&self, id: u64) -> SocketAddr {
         self.node(id).addr
     }
@@ -287,8 +296,28 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 }
 
 pub async fn status(addr: SocketAddr) -> anyhow::Result<faultline_node::proto::kv::StatusResponse> {
+    status_request(addr, StatusRequest::default()).await
+}
+
+/// Status with the digest of the node's state machine as it stood at `index` (0: at its
+/// applied index); no digest if the node no longer remembers that state.
+pub async fn status_with_digest(
+    addr: SocketAddr,
+    index: u64,
+) -> anyhow::Result<faultline_node::proto::kv::StatusResponse> {
+    let request = StatusRequest {
+        state_digest: true,
+        digest_index: index,
+    };
+    status_request(addr, request).await
+}
+
+async fn status_request(
+    addr: SocketAddr,
+    request: StatusRequest,
+) -> anyhow::Result<faultline_node::proto::kv::StatusResponse> {
     let endpoint =
         node_endpoint(addr, None, Duration::from_millis(300)).timeout(Duration::from_millis(500));
     let mut client = KvClient::new(endpoint.connect().await?);
-    Ok(client.status(StatusRequest {}).await?.into_inner())
+    Ok(client.status(request).await?.into_inner())
 }

@@ -143,7 +143,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
                 Err(status) => Err(status),
             }
         }
-        KvOp::Status => client.status(request(StatusRequest {}, timeout)).await.map(|r| {
+        KvOp::Status => client.status(request(StatusRequest::default(), timeout)).await.map(|r| {
             let s = r.into_inner();
             println!(
                 "node {} {} term {} leader {} commit {} applied {} last {} snapshot {} lamport {} voters {:?}{}",

@@ -6,12 +6,14 @@
 //! - `history`: the JSON Lines history of a run.
 //! - `net`: private network namespace, iptables, partition shapes.
 //! - `nemesis`: carries out a seeded fault schedule and records it.
-//! - `run`: `faultline run` from start to verdict; `verdict`: the checker and its guards.
+//! - `run`: `faultline run` from start to verdict; `verdict`: the checker and its guards;
+//!   `replicas`: whether the nodes' states agree after the run.
 
 pub mod client;
 pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod replicas;
 pub mod run;
 pub mod verdict;

@@ -22,6 +22,7 @@ use crate::history::{Counts, EventType, History, Process};
 use crate::nemesis::{FaultWindow, Nemesis, needs_fault_injection, needs_firewall};
 use crate::net::firewall::Firewall;
 use crate::net::namespace::node_ip;
+use crate::replicas::Replicas;
 
 /// How long a client waits after a failed or unknown operation.
 const FAILURE_BACKOFF: Duration = Duration::from_millis(100);
@@ -71,6 +72,9 @@ pub struct Results {
     /// refused to call the run valid.
     pub notes: Vec<String>,
     pub teardown_errors: Vec<String>,
+    /// Whether the nodes' states agreed after the final reads (none when the run had no
+    /// final reads or was interrupted).
+    pub replicas: Option<Replicas>,
     /// When the earliest operation the checker could not linearize was invoked.
     pub first_anomaly_secs: Option<f64>,
     pub run_dir: PathBuf,
@@ -511,8 +515,15 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
     }
     eprintln!();
 
+    let mut replicas = None;
     if workload.final_reads && !interrupted {
         final_reads(&shared, &cluster, &mut teardown_errors).await;
+        let nodes = cluster.lock().await.running();
+        let compared = crate::replicas::compare(&nodes, crate::replicas::SETTLE).await;
+        if matches!(compared, Replicas::Unsettled { .. }) {
+            teardown_errors.push(compared.describe());
+        }
+        replicas = Some(compared);
     }
     {
         let mut cluster = cluster.lock().await;
@@ -550,6 +561,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         faults: Vec::new(),
         notes: Vec::new(),
         teardown_errors,
+        replicas,
         first_anomaly_secs: None,
         run_dir: run_dir.clone(),
         elapsed_secs,
@@ -723,6 +735,10 @@ pub fn print_summary(results: &Results) {
     }
     for error in &results.teardown_errors {
         println!("teardown: {error}");
+    }
+    // A divergence is among the notes and an unsettled cluster among the teardown errors.
+    if let Some(replicas @ Replicas::Agree { .. }) = &results.replicas {
+        println!("{}", replicas.describe());
     }
     for note in &results.notes {
         println!("{note}");

@@ -8,6 +8,7 @@ use faultline_checkers::{
     CheckOptions, CheckResult, Format, check_causal_file, check_file, report,
 };
 
+use crate::replicas::Replicas;
 use crate::run::{Results, Validity};
 
 /// How long the checker may take before the verdict is "unknown".
@@ -79,8 +80,15 @@ fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// A valid verdict means little if no operation succeeded while a fault was active: the
-/// faults were never tested. Such a run is "unknown". An invalid verdict stands.
+/// faults were never tested. Such a run is "unknown". An invalid verdict stands, and
+/// replicas that diverged make any verdict invalid: whatever the clients saw, two nodes
+/// applied different commands at one index.
 pub fn apply_guards(results: &mut Results) {
+    if let Some(diverged @ Replicas::Diverged { .. }) = &results.replicas {
+        results.notes.push(diverged.describe());
+        results.valid = Validity::Known(false);
+        return;
+    }
     if results.valid != Validity::Known(true) || results.faults.is_empty() {
         return;
     }

@@ -38,6 +38,8 @@ fn the_smoke_suite_passes_every_case() {
         "bug-no-fsync",
         "correct-resend-kill",
         "bug-double-apply",
+        "correct-isolate-leader-long",
+        "bug-keep-conflicts",
     ] {
         assert!(
             stdout

@@ -4,7 +4,7 @@
 //!
 //! It is a plain thread, not a tokio task, because fsync blocks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,8 @@ pub enum Event {
         reply: oneshot::Sender<ReadOutcome>,
     },
     Status {
+        /// The index to report the state digest at (0: the applied index), if wanted.
+        digest_index: Option<u64>,
         reply: oneshot::Sender<StatusResponse>,
     },
     Shutdown,
@@ -85,7 +87,14 @@ pub struct Driver {
     confirmed_reads: Vec<(u64, u64)>,
     next_read_id: u64,
     applied_index: u64,
+    /// (applied index, state digest) for the last `DIGESTS_KEPT` states the store passed
+    /// through, so that replicas at different indices can still be compared at a common
+    /// one after a run (StatusRequest.digest_index).
+    digests: VecDeque<(u64, u64)>,
 }
+
+/// 16 bytes each: about 1 MiB.
+const DIGESTS_KEPT: usize = 65_536;
 
 impl Driver {
     pub fn new(
@@ -97,6 +106,7 @@ impl Driver {
         view: watch::Sender<View>,
     ) -> Self {
         let applied_index = core.log().snapshot_index();
+        let digests = VecDeque::from([(applied_index, store.digest())]);
         Self {
             core,
             store,
@@ -107,6 +117,7 @@ impl Driver {
             pending_writes: HashMap::new(),
             pending_reads: HashMap::new(),
             confirmed_reads: Vec::new(),
+            digests,
             next_read_id: 1,
             applied_index,
         }
@@ -218,8 +229,21 @@ impl Driver {
                     }
                 }
             }
-            Event::Status { reply } => {
-                let _ = reply.send(self.status());
+            Event::Status {
+                digest_index,
+                reply,
+            } => {
+                let mut status = self.status();
+                if let Some(index) = digest_index {
+                    let index = if index == 0 {
+                        self.applied_index
+                    } else {
+                        index
+                    };
+                    status.state_digest = self.digest_at(index);
+                    status.digest_index = index;
+                }
+                let _ = reply.send(status);
             }
             Event::Shutdown => {}
         }
@@ -259,6 +283,9 @@ impl Driver {
             self.store = KvStore::restore(&snapshot.data)
                 .map_err(|e| anyhow::anyhow!("snapshot from the leader does not decode: {e}"))?;
             self.applied_index = snapshot.meta.last_included_index;
+            // Earlier digests belong to a history this node no longer holds.
+            self.digests.clear();
+            self.remember_digest();
         }
         for entry in &ready.committed_entries {
             let result = if entry.data.is_empty() {
@@ -271,6 +298,7 @@ impl Driver {
                     .apply(entry.index, &command, self.options.double_apply)
             };
             self.applied_index = entry.index;
+            self.remember_digest();
             if let Some((term, reply)) = self.pending_writes.remove(&entry.index) {
                 let outcome = if term == entry.term {
                     WriteOutcome::Applied(result)
@@ -335,6 +363,23 @@ impl Driver {
         Ok(())
     }
 
+    fn remember_digest(&mut self) {
+        if self.digests.len() == DIGESTS_KEPT {
+            self.digests.pop_front();
+        }
+        self.digests
+            .push_back((self.applied_index, self.store.digest()));
+    }
+
+    fn digest_at(&self, index: u64) -> Option<u64> {
+        // Indices only grow within `digests` (a snapshot clears it).
+        let position = self
+            .digests
+            .binary_search_by_key(&index, |&(i, _)| i)
+            .ok()?;
+        Some(self.digests[position].1)
+    }
+
     fn status(&self) -> StatusResponse {
         let log = self.core.log();
         StatusResponse {
@@ -350,6 +395,8 @@ impl Driver {
             group_id: self.core.group_id(),
             voters: self.core.config().voters.clone(),
             seeded_bugs: self.options.seeded_bugs.clone(),
+            state_digest: None,
+            digest_index: 0,
         }
     }
 

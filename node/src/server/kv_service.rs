@@ -424,7 +424,12 @@ impl Kv for KvService {
     ) -> Result<Response<StatusResponse>, Status> {
         let deadline = self.deadline(&request);
         let (reply, status) = oneshot::channel();
-        self.submit(Event::Status { reply })?;
+        let wanted = request.get_ref();
+        let digest_index = wanted.state_digest.then_some(wanted.digest_index);
+        self.submit(Event::Status {
+            digest_index,
+            reply,
+        })?;
         match tokio::time::timeout_at(deadline, status).await {
             Ok(Ok(status)) => Ok(Response::new(status)),
             _ => Err(Status::unavailable(

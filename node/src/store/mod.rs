@@ -16,6 +16,9 @@ pub struct KvStore {
     data: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
     /// client_id -> (last applied sequence, its result): exactly-once retries.
     sessions: HashMap<String, (u64, ApplyResult)>,
+    /// Sum of one hash per key and per session, kept up to date by every change so that
+    /// a replica can report the digest of each state it passes through (see `digest`).
+    digest: u64,
 }
 
 impl KvStore {
@@ -53,20 +56,43 @@ impl KvStore {
         }
         let result = self.execute(index, command);
         if tracked {
-            self.sessions.insert(
+            self.digest = self.digest.wrapping_add(session_hash(
+                &command.client_id,
+                command.sequence,
+                &result,
+            ));
+            if let Some((sequence, old)) = self.sessions.insert(
                 command.client_id.clone(),
                 (command.sequence, result.clone()),
-            );
+            ) {
+                self.digest =
+                    self.digest
+                        .wrapping_sub(session_hash(&command.client_id, sequence, &old));
+            }
         }
         result
+    }
+
+    /// Sets or removes `key`, keeping the digest.
+    fn set(&mut self, key: &[u8], value: Option<(Vec<u8>, u64)>) -> bool {
+        if let Some((value, revision)) = &value {
+            self.digest = self.digest.wrapping_add(key_hash(key, value, *revision));
+        }
+        let old = match value {
+            Some(value) => self.data.insert(key.to_vec(), value),
+            None => self.data.remove(key),
+        };
+        if let Some((value, revision)) = &old {
+            self.digest = self.digest.wrapping_sub(key_hash(key, value, *revision));
+        }
+        old.is_some()
     }
 
     fn execute(&mut self, index: u64, command: &Command) -> ApplyResult {
         match &command.op {
             None => ApplyResult::default(),
             Some(Op::Put(put)) => {
-                self.data
-                    .insert(put.key.clone(), (put.value.clone(), index));
+                self.set(&put.key, Some((put.value.clone(), index)));
                 ApplyResult {
                     succeeded: true,
                     revision: index,
@@ -74,7 +100,7 @@ impl KvStore {
                 }
             }
             Some(Op::Delete(delete)) => {
-                let existed = self.data.remove(&delete.key).is_some();
+                let existed = self.set(&delete.key, None);
                 ApplyResult {
                     succeeded: existed,
                     revision: index,
@@ -91,8 +117,7 @@ impl KvStore {
                     _ => false,
                 };
                 if matches {
-                    self.data
-                        .insert(cas.key.clone(), (cas.new_value.clone(), index));
+                    self.set(&cas.key, Some((cas.new_value.clone(), index)));
                     ApplyResult {
                         succeeded: true,
                         revision: index,
@@ -136,6 +161,14 @@ impl KvStore {
         StoreSnapshot { keys, sessions }.encode_to_vec()
     }
 
+    /// A digest of the whole state (keys, values, revisions, sessions): replicas that
+    /// applied the same entries agree on it, and one that applied something else almost
+    /// surely does not. Order-independent (a sum of per-key and per-session hashes), so a
+    /// change costs one hash instead of a pass over the state.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
     pub fn restore(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
         let snapshot = StoreSnapshot::decode(bytes)?;
         let data = snapshot
@@ -148,8 +181,53 @@ impl KvStore {
             let result = ApplyResult::decode(session.result.as_slice())?;
             sessions.insert(session.client_id, (session.sequence, result));
         }
-        Ok(Self { data, sessions })
+        let mut store = Self {
+            data,
+            sessions,
+            digest: 0,
+        };
+        store.digest = store.full_digest();
+        Ok(store)
     }
+
+    /// The digest computed from scratch.
+    fn full_digest(&self) -> u64 {
+        let keys = self
+            .data
+            .iter()
+            .fold(0u64, |sum, (key, (value, revision))| {
+                sum.wrapping_add(key_hash(key, value, *revision))
+            });
+        self.sessions
+            .iter()
+            .fold(keys, |sum, (client_id, (sequence, result))| {
+                sum.wrapping_add(session_hash(client_id, *sequence, result))
+            })
+    }
+}
+
+/// FNV-1a over length-prefixed fields, so that field boundaries count.
+fn fnv(fields: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for field in fields {
+        for byte in (field.len() as u64).to_le_bytes().iter().chain(*field) {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+fn key_hash(key: &[u8], value: &[u8], revision: u64) -> u64 {
+    fnv(&[b"key", key, value, &revision.to_le_bytes()])
+}
+
+fn session_hash(client_id: &str, sequence: u64, result: &ApplyResult) -> u64 {
+    fnv(&[
+        b"session",
+        client_id.as_bytes(),
+        &sequence.to_le_bytes(),
+        &result.encode_to_vec(),
+    ])
 }
 
 #[cfg(test)]
@@ -178,6 +256,38 @@ mod tests {
                 new_value: new_value.into(),
             })),
         }
+    }
+
+    #[test]
+    fn replicas_that_applied_the_same_entries_agree_on_the_digest() {
+        let (mut a, mut b) = (KvStore::default(), KvStore::default());
+        for (index, command) in [put("k", "1", "c", 1), put("j", "2", "c", 2)]
+            .iter()
+            .enumerate()
+        {
+            a.apply(index as u64 + 1, command, false);
+            b.apply(index as u64 + 1, command, false);
+        }
+        assert_eq!(a.digest(), b.digest());
+        let restored = KvStore::restore(&a.snapshot()).expect("decodes");
+        assert_eq!(restored.digest(), a.digest(), "a snapshot keeps the digest");
+        a.apply(3, &put("k", "3", "c", 3), false);
+        a.apply(
+            4,
+            &cas("j", Expected::ExpectedValue(b"2".to_vec()), "5"),
+            false,
+        );
+        assert_ne!(a.digest(), b.digest());
+        assert_eq!(
+            a.digest(),
+            a.full_digest(),
+            "kept up to date by every change"
+        );
+        // The same key and value written at another index is another state.
+        let mut c = KvStore::default();
+        c.apply(1, &put("j", "2", "d", 1), false);
+        c.apply(2, &put("k", "1", "d", 2), false);
+        assert_ne!(c.digest(), a.digest());
     }
 
     #[test]
