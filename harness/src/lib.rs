@@ -5,15 +5,19 @@
 //! - `client`: the system under test behind a small trait, and Faultline's client.
 //! - `history`: the JSON Lines history of a run.
 //! - `net`: private network namespace, iptables, partition shapes.
-//! - `nemesis`: carries out a seeded fault schedule and records it.
+//! - `nemesis`: carries out a seeded fault schedule and records it; `restart_voter`: the
+//!   fault that puts two same-term candidates before one restarted voter.
 //! - `run`: `faultline run` from start to verdict; `verdict`: the checker and its guards;
-//!   `replicas`: whether the nodes' states agree after the run.
+//!   `replicas`: whether the nodes' states agree after the run; `leaders`: whether any
+//!   term had two leaders.
 
 pub mod client;
 pub mod cluster;
 pub mod history;
+pub mod leaders;
 pub mod nemesis;
 pub mod net;
 pub mod replicas;
+pub mod restart_voter;
 pub mod run;
 pub mod verdict;

@@ -67,7 +67,7 @@ struct RunArgs {
     /// Open-loop rate in operations per second over all clients (default: the workload's, or closed loop).
     #[arg(long, value_name = "OPS_PER_S")]
     rate: Option<f64>,
-    /// Faults to inject, comma-separated: kill, pause, partition, loss, corrupt-wal, clock; or none.
+    /// Faults to inject, comma-separated: kill, pause, partition, loss, corrupt-wal, clock, restart-voter; or none.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     nemesis: Option<Vec<String>>,
     /// Seconds between the starts of two faults (overrides the workload file).
@@ -98,7 +98,12 @@ const NEMESIS_HELP: &str =
   clock        step a node's timer clock forward or back (through the fault-injection
                service, switched on for the run's nodes); its election and heartbeat
                timers fire early or late
-partition and loss need iptables (apt-get install iptables); the others do not.
+  restart-voter  (3 nodes) the leader is cut off until it steps down, then wins the
+               next term with one follower's vote over a slowed link; that voter is
+               restarted before the first append reaches it, and the third node asks it
+               for a vote in the same term: a voter that forgets votes elects two leaders
+partition, loss and restart-voter need iptables (apt-get install iptables); the others
+do not.
 Exit status: 0 valid, 1 anomalies found, 2 unknown or harness error.";
 
 fn main() -> ExitCode {

@@ -13,6 +13,8 @@ use tokio::sync::{Mutex, watch};
 
 use crate::cluster::{LocalCluster, status};
 use crate::history::{EventType, History, Process};
+use crate::leaders::Leaders;
+use crate::net::delay::LinkDelay;
 use crate::net::firewall::Firewall;
 use crate::net::namespace::node_ip;
 
@@ -36,16 +38,23 @@ pub struct Nemesis {
     pub seed: u64,
     /// Nodes whose clock is stepped now.
     pub clock_stepped: std::sync::Mutex<Vec<u64>>,
+    /// The slowed link's packet holder, while a fault needs one.
+    pub link_delay: std::sync::Mutex<Option<LinkDelay>>,
+    /// Leadership claims the nemesis sees in the statuses it reads.
+    pub leaders: Arc<Leaders>,
 }
 
 /// Whether a schedule steps clocks: the nodes must serve the fault-injection service.
 pub fn needs_fault_injection(schedule: &[ScheduledFault]) -> bool {
     schedule
         .iter()
-        .any(|f| matches!(f.fault, FaultKind::Clock { .. }))
+        .any(|f| matches!(f.fault, FaultKind::Clock { .. } | FaultKind::RestartVoter))
 }
 
-async fn set_clock_offset(addr: std::net::SocketAddr, offset_ms: i64) -> anyhow::Result<()> {
+pub(crate) async fn set_clock_offset(
+    addr: std::net::SocketAddr,
+    offset_ms: i64,
+) -> anyhow::Result<()> {
     use faultline_node::proto::admin::ClockOffset;
     use faultline_node::proto::admin::fault_injection_client::FaultInjectionClient;
     let endpoint = faultline_node::server::transport::node_endpoint(
@@ -72,7 +81,7 @@ pub fn needs_firewall(schedule: &[ScheduledFault]) -> bool {
     schedule.iter().any(|f| {
         matches!(
             f.fault,
-            FaultKind::Partition { .. } | FaultKind::Loss { .. }
+            FaultKind::Partition { .. } | FaultKind::Loss { .. } | FaultKind::RestartVoter
         )
     })
 }
@@ -112,7 +121,9 @@ impl Nemesis {
             };
             *self.active.lock().expect("active lock") =
                 Some(format!("{} {detail}", fault.fault.name()));
-            let _ = wait_until(begin + fault.duration, &mut stop).await;
+            // The duration counts from when the fault is in force: restart-voter takes a
+            // second or two to set up, the others milliseconds.
+            let _ = wait_until(Instant::now() + fault.duration, &mut stop).await;
             if let Err(error) = self.end(&fault.fault).await {
                 self.record(
                     "error",
@@ -250,6 +261,7 @@ impl Nemesis {
                 let damage = corrupt_wal_tail(&data_dir, *mode, self.seed ^ number)?;
                 format!("node {id}: {damage}")
             }
+            FaultKind::RestartVoter => crate::restart_voter::start(self).await?,
         };
         self.record("start", fault.name(), json!(detail));
         Ok(detail)
@@ -276,6 +288,7 @@ impl Nemesis {
                 }
             }
             FaultKind::Partition { .. } | FaultKind::Loss { .. } => self.firewall()?.heal()?,
+            FaultKind::RestartVoter => crate::restart_voter::end(self).await?,
             FaultKind::Clock { .. } => {
                 let stepped: Vec<u64> =
                     std::mem::take(&mut *self.clock_stepped.lock().expect("clock lock"));
@@ -289,7 +302,7 @@ impl Nemesis {
         Ok(())
     }
 
-    fn firewall(&self) -> anyhow::Result<&Firewall> {
+    pub(crate) fn firewall(&self) -> anyhow::Result<&Firewall> {
         self.firewall
             .as_ref()
             .context("this fault needs iptables, which was not set up for the run")
@@ -301,6 +314,12 @@ impl Nemesis {
         let mut errors = Vec::new();
         if let Some(firewall) = &self.firewall
             && let Err(error) = firewall.heal()
+        {
+            errors.push(format!("{error}"));
+        }
+        let delay = self.link_delay.lock().expect("link delay lock").take();
+        if let Some(delay) = delay
+            && let Err(error) = delay.stop()
         {
             errors.push(format!("{error}"));
         }

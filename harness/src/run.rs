@@ -19,6 +19,7 @@ use tokio::sync::{Mutex, watch};
 use crate::client::{Client, Completion, FaultlineClient, Operation};
 use crate::cluster::LocalCluster;
 use crate::history::{Counts, EventType, History, Process};
+use crate::leaders::{Leaders, SharedTerm};
 use crate::nemesis::{FaultWindow, Nemesis, needs_fault_injection, needs_firewall};
 use crate::net::firewall::Firewall;
 use crate::net::namespace::node_ip;
@@ -75,6 +76,8 @@ pub struct Results {
     /// Whether the nodes' states agreed after the final reads (none when the run had no
     /// final reads or was interrupted).
     pub replicas: Option<Replicas>,
+    /// Terms that more than one node claimed to lead (election safety violated).
+    pub shared_terms: Vec<SharedTerm>,
     /// When the earliest operation the checker could not linearize was invoked.
     pub first_anomaly_secs: Option<f64>,
     pub run_dir: PathBuf,
@@ -114,7 +117,7 @@ pub fn prepare_workload(options: &RunOptions) -> anyhow::Result<Workload> {
                 .map(|name| {
                     serde_yaml::from_str::<FaultName>(name).map_err(|_| {
                         anyhow::anyhow!(
-                            "unknown nemesis {name:?}; choose from kill, pause, partition, loss, clock, corrupt-wal (or none)"
+                            "unknown nemesis {name:?}; choose from kill, pause, partition, loss, clock, corrupt-wal, restart-voter (or none)"
                         )
                     })
                 })
@@ -158,7 +161,12 @@ pub fn drop_faults_needing_iptables(
     let Some(nemesis) = workload.nemesis.as_mut() else {
         return Ok(None);
     };
-    let needs = |f: &FaultName| matches!(f, FaultName::Partition | FaultName::Loss);
+    let needs = |f: &FaultName| {
+        matches!(
+            f,
+            FaultName::Partition | FaultName::Loss | FaultName::RestartVoter
+        )
+    };
     if !nemesis.faults.iter().any(needs) {
         return Ok(None);
     }
@@ -170,8 +178,9 @@ pub fn drop_faults_needing_iptables(
     }
     nemesis.faults.retain(|f| !needs(f));
     nemesis.partition_shapes = None;
-    let warning =
-        format!("WARNING: {error}\nWARNING: running without the partition and loss faults");
+    let warning = format!(
+        "WARNING: {error}\nWARNING: running without the partition, loss and restart-voter faults"
+    );
     if nemesis.faults.is_empty() {
         workload.nemesis = None;
     }
@@ -484,6 +493,17 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
     });
     let (stop_tx, stop) = watch::channel(false);
     let active = Arc::new(std::sync::Mutex::new(None));
+    let leaders = Arc::new(Leaders::default());
+    let leaders_task = {
+        let (cluster, leaders, history, stop) = (
+            cluster.clone(),
+            leaders.clone(),
+            history.clone(),
+            stop.clone(),
+        );
+        let elapsed = move || history.elapsed_ns() as f64 / 1e9;
+        tokio::spawn(crate::leaders::watch(cluster, leaders, elapsed, stop))
+    };
     let nemesis = Arc::new(Nemesis {
         cluster: cluster.clone(),
         firewall,
@@ -491,6 +511,8 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         active: active.clone(),
         seed,
         clock_stepped: std::sync::Mutex::new(Vec::new()),
+        link_delay: std::sync::Mutex::new(None),
+        leaders: leaders.clone(),
     });
     let nemesis_task = {
         let (nemesis, stop) = (nemesis.clone(), stop.clone());
@@ -509,6 +531,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         let _ = worker.await;
     }
     let mut faults = nemesis_task.await.unwrap_or_default();
+    let _ = leaders_task.await;
     let mut teardown_errors = Vec::new();
     if let Err(error) = nemesis.heal_all().await {
         teardown_errors.push(format!("{error:#}"));
@@ -562,6 +585,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         notes: Vec::new(),
         teardown_errors,
         replicas,
+        shared_terms: leaders.shared_terms(),
         first_anomaly_secs: None,
         run_dir: run_dir.clone(),
         elapsed_secs,

@@ -8,6 +8,7 @@ use faultline_checkers::{
     CheckOptions, CheckResult, Format, check_causal_file, check_file, report,
 };
 
+use crate::leaders;
 use crate::replicas::Replicas;
 use crate::run::{Results, Validity};
 
@@ -81,12 +82,21 @@ fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
 
 /// A valid verdict means little if no operation succeeded while a fault was active: the
 /// faults were never tested. Such a run is "unknown". An invalid verdict stands, and
-/// replicas that diverged make any verdict invalid: whatever the clients saw, two nodes
-/// applied different commands at one index.
+/// replicas that diverged or a term with two leaders make any verdict invalid: whatever
+/// the clients saw, the protocol's safety was broken.
 pub fn apply_guards(results: &mut Results) {
+    if !results.shared_terms.is_empty() {
+        results.notes.push(leaders::describe(&results.shared_terms));
+        results.valid = Validity::Known(false);
+        let seen = results.shared_terms.iter().map(|s| s.seen_secs);
+        let first = results.first_anomaly_secs.into_iter().chain(seen);
+        results.first_anomaly_secs = first.min_by(f64::total_cmp);
+    }
     if let Some(diverged @ Replicas::Diverged { .. }) = &results.replicas {
         results.notes.push(diverged.describe());
         results.valid = Validity::Known(false);
+    }
+    if results.valid == Validity::Known(false) {
         return;
     }
     if results.valid != Validity::Known(true) || results.faults.is_empty() {

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use faultline_harness::net::delay::LinkDelay;
 use faultline_harness::net::firewall::Firewall;
 use faultline_harness::net::namespace::{NamespaceMode, NetError, enter_private_network, node_ip};
 use faultline_harness::net::shapes::isolate_one;
@@ -61,6 +62,16 @@ const CASES: &[Case] = &[
     Case {
         name: "lossy_link_drops_about_the_given_fraction_once",
         run: lossy_link_drops_about_the_given_fraction_once,
+        unprivileged: false,
+    },
+    Case {
+        name: "delay_link_holds_packets_and_keeps_their_order",
+        run: delay_link_holds_packets_and_keeps_their_order,
+        unprivileged: false,
+    },
+    Case {
+        name: "undrop_links_lifts_only_the_named_links",
+        run: undrop_links_lifts_only_the_named_links,
         unprivileged: false,
     },
     Case {
@@ -323,6 +334,49 @@ fn udp_delivered(src: Ipv4Addr, dst: Ipv4Addr) -> bool {
     tx.send_to(b"x", rx.local_addr().unwrap())
         .expect("send must not see the drop");
     rx.recv(&mut [0; 8]).is_ok()
+}
+
+fn delay_link_holds_packets_and_keeps_their_order() {
+    let fw = setup();
+    let (n1, n2, n3) = (node_ip(0), node_ip(1), node_ip(2));
+    let delay = LinkDelay::start(0, Duration::from_millis(300)).expect("start the delay");
+    fw.delay_link(n1, n2, 0).unwrap();
+    let rx = UdpSocket::bind((n2, 0)).unwrap();
+    rx.set_read_timeout(Some(WORKS_TIMEOUT)).unwrap();
+    let slow = UdpSocket::bind((n1, 0)).unwrap();
+    let fast = UdpSocket::bind((n3, 0)).unwrap();
+    let to = rx.local_addr().unwrap();
+    slow.send_to(b"slow-1", to).unwrap();
+    slow.send_to(b"slow-2", to).unwrap();
+    fast.send_to(b"fast", to).unwrap();
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let mut buf = [0; 16];
+        let n = rx
+            .recv(&mut buf)
+            .expect("every datagram arrives: a slow link loses nothing");
+        order.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // Sent last, delivered first: the slowed link held the others back, in their order.
+    assert_eq!(order, ["fast", "slow-1", "slow-2"]);
+    assert_eq!(delay.stop().expect("stop the delay"), 2);
+    // With nothing bound to the queue the rule lets packets through (--queue-bypass).
+    assert!(
+        udp_delivered(n1, n2),
+        "a stopped delay must not drop packets"
+    );
+    fw.heal().unwrap();
+    assert!(udp_delivered(n1, n2));
+}
+
+fn undrop_links_lifts_only_the_named_links() {
+    let fw = setup();
+    let (n1, n2, n3) = (node_ip(0), node_ip(1), node_ip(2));
+    fw.drop_links(&[(n1, n2), (n3, n2)]).unwrap();
+    assert!(!udp_delivered(n1, n2));
+    fw.undrop_links(&[(n1, n2)]).unwrap();
+    assert!(udp_delivered(n1, n2), "n1 -> n2 was lifted");
+    assert!(!udp_delivered(n3, n2), "n3 -> n2 must stay dropped");
 }
 
 fn one_way_drop_link_and_heal() {

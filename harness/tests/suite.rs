@@ -40,6 +40,9 @@ fn the_smoke_suite_passes_every_case() {
         "bug-double-apply",
         "correct-isolate-leader-long",
         "bug-keep-conflicts",
+        "correct-restart-voter",
+        "bug-vote-amnesia",
+        "bug-double-vote",
     ] {
         assert!(
             stdout

@@ -93,6 +93,13 @@ pub enum FaultKind {
         /// How to damage the log.
         mode: CorruptMode,
     },
+    /// On three nodes: the leader is cut off until it steps down, then wins the next term
+    /// with the vote of one follower over a slowed link; that voter is killed and restarted
+    /// before the new leader's first append reaches it, and the third node, which never
+    /// heard of the new term, asks it for a vote in that same term. A voter that forgets
+    /// its vote elects a second leader. Roles are chosen when the fault starts, from the
+    /// nodes' state; the fault ends by healing everything.
+    RestartVoter,
 }
 
 impl FaultKind {
@@ -105,6 +112,7 @@ impl FaultKind {
             FaultKind::Loss { .. } => "loss",
             FaultKind::Clock { .. } => "clock",
             FaultKind::CorruptWal { .. } => "corrupt-wal",
+            FaultKind::RestartVoter => "restart-voter",
         }
     }
 }
@@ -352,6 +360,7 @@ fn choose_fault(
                 offset_ms: sign * magnitude_ms,
             }
         }
+        FaultName::RestartVoter => FaultKind::RestartVoter,
         FaultName::CorruptWal => FaultKind::CorruptWal {
             target: Target::Random(random_node(rng)),
             mode: if rng.random_bool(0.5) {

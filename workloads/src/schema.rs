@@ -264,6 +264,9 @@ pub enum FaultName {
     Clock,
     /// Damage a stopped node's write-ahead log, then restart it.
     CorruptWal,
+    /// Restart a node right after it voted, and have a second candidate ask it for a vote
+    /// in the same term (three nodes).
+    RestartVoter,
 }
 
 /// A partition shape, as named in YAML.

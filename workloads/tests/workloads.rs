@@ -580,7 +580,9 @@ fn nemesis_uses_only_configured_faults_shapes_and_targets() {
             FaultKind::CorruptWal { target, .. } => {
                 assert!(matches!(target, Target::Random(n) if *n < 5))
             }
-            FaultKind::Pause { .. } => panic!("pause is not configured"),
+            FaultKind::Pause { .. } | FaultKind::RestartVoter => {
+                panic!("{} is not configured", fault.fault.name())
+            }
         }
     }
     assert_eq!(names.len(), 5);

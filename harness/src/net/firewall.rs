@@ -164,6 +164,45 @@ impl Firewall {
         .map(drop)
     }
 
+    /// Hands every packet sent from `from` to `to` to NFQUEUE queue `queue_num`, where a
+    /// [`LinkDelay`](super::delay::LinkDelay) holds it back. Without one bound to the queue,
+    /// packets pass (`--queue-bypass`).
+    pub fn delay_link(&self, from: Ipv4Addr, to: Ipv4Addr, queue_num: u16) -> Result<(), NetError> {
+        let queue = queue_num.to_string();
+        self.run(&[
+            "-A",
+            CHAIN,
+            "-s",
+            &host(from),
+            "-d",
+            &host(to),
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &queue,
+            "--queue-bypass",
+        ])
+        .map(drop)
+    }
+
+    /// Removes the rules [`drop_links`](Self::drop_links) added for each `(from, to)`, and
+    /// only those: other faults stay in force.
+    pub fn undrop_links(&self, links: &[(Ipv4Addr, Ipv4Addr)]) -> Result<(), NetError> {
+        links.iter().try_for_each(|&(from, to)| {
+            self.run(&[
+                "-D",
+                CHAIN,
+                "-s",
+                &host(from),
+                "-d",
+                &host(to),
+                "-j",
+                "DROP",
+            ])
+            .map(drop)
+        })
+    }
+
     /// Removes every fault rule: one flush of [`CHAIN`].
     pub fn heal(&self) -> Result<(), NetError> {
         self.run(&["-F", CHAIN]).map(drop)

@@ -80,6 +80,20 @@ pub enum NetError {
     IptablesMissing,
 
     #[error(
+        "cannot slow a link: taking packets from the kernel through NFQUEUE failed ({step}: \
+         {source}); the kernel needs netfilter queueing (CONFIG_NETFILTER_NETLINK_QUEUE, module \
+         nfnetlink_queue: `modprobe nfnetlink_queue` on the host), and the process CAP_NET_ADMIN \
+         in its namespace (call enter_private_network first)"
+    )]
+    Nfqueue {
+        step: &'static str,
+        source: io::Error,
+    },
+
+    #[error("the thread delaying packets of NFQUEUE queue {queue} failed: {reason}")]
+    NfqueueStopped { queue: u16, reason: String },
+
+    #[error(
         "no iptables backend works in this network namespace; tried: {tried}. If the errors say \
          \"Permission denied\", call enter_private_network() first so the process has \
          CAP_NET_ADMIN in its own namespace; if they mention missing tables or modules, load \

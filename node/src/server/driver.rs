@@ -170,18 +170,16 @@ impl Driver {
         }
     }
 
-    /// A clock step: forward fires the ticks of the skipped time at once (bounded),
-    /// backward holds the next tick back by the step.
+    /// A clock step. Ticks are due on the node's own clock, so every deadline moves with
+    /// it: backward holds the next tick back by the step; forward brings it nearer and fires
+    /// every tick whose time the step skipped (bounded). A forward step that only undoes an
+    /// earlier backward one therefore fires nothing, as on a real clock.
     fn step_clock(&mut self, delta_ms: i64, next_tick: &mut Instant) {
-        let tick_ms = self.options.tick.as_millis().max(1) as i64;
-        if delta_ms > 0 {
-            let ticks = (delta_ms / tick_ms).min(CLOCK_STEP_TICKS_MAX);
-            for _ in 0..ticks {
-                self.core.tick();
-            }
-        } else {
-            *next_tick += Duration::from_millis(delta_ms.unsigned_abs());
+        let (ticks, next) = clock_step(*next_tick, delta_ms, Instant::now(), self.options.tick);
+        for _ in 0..ticks {
+            self.core.tick();
         }
+        *next_tick = next;
     }
 
     fn handle(&mut self, event: Event) {
@@ -420,5 +418,56 @@ impl Driver {
             }
             changed
         });
+    }
+}
+
+/// For a clock step of `delta_ms` at `now`: how many ticks the step skipped (bounded) and
+/// when the next tick is due, in real time.
+fn clock_step(next_tick: Instant, delta_ms: i64, now: Instant, tick: Duration) -> (i64, Instant) {
+    let step = Duration::from_millis(delta_ms.unsigned_abs());
+    if delta_ms < 0 {
+        return (0, next_tick + step);
+    }
+    let mut due = next_tick.checked_sub(step).unwrap_or(now);
+    let mut skipped = 0;
+    while due <= now && skipped < CLOCK_STEP_TICKS_MAX {
+        due += tick;
+        skipped += 1;
+    }
+    (skipped, due.max(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICK: Duration = Duration::from_millis(10);
+
+    #[test]
+    fn a_forward_step_fires_the_ticks_it_skips() {
+        let now = Instant::now();
+        let (ticks, next) = clock_step(now + TICK, 300, now, TICK);
+        assert_eq!(ticks, 30);
+        assert_eq!(next, now + TICK);
+    }
+
+    #[test]
+    fn a_forward_step_that_undoes_a_backward_one_fires_nothing() {
+        let now = Instant::now();
+        let (ticks, held) = clock_step(now + TICK, -5_000, now, TICK);
+        assert_eq!((ticks, held), (0, now + TICK + Duration::from_secs(5)));
+        let (ticks, next) = clock_step(held, 5_000, now, TICK);
+        assert_eq!((ticks, next), (0, now + TICK));
+        // Going past where the clock stood fires what the excess skipped.
+        let (ticks, _) = clock_step(held, 5_300, now, TICK);
+        assert_eq!(ticks, 30);
+    }
+
+    #[test]
+    fn a_huge_forward_step_fires_a_bounded_number_of_ticks() {
+        let now = Instant::now();
+        let (ticks, next) = clock_step(now + TICK, 3_600_000, now, TICK);
+        assert_eq!(ticks, CLOCK_STEP_TICKS_MAX);
+        assert_eq!(next, now);
     }
 }
