@@ -76,6 +76,9 @@ pub struct Results {
     /// Whether the nodes' states agreed after the final reads (none when the run had no
     /// final reads or was interrupted).
     pub replicas: Option<Replicas>,
+    /// Why the cluster is not known to have recovered after healing (no leader, the final
+    /// reads given up, the replicas never at one applied index); none if it recovered.
+    pub unrecovered: Option<String>,
     /// Terms that more than one node claimed to lead (election safety violated).
     pub shared_terms: Vec<SharedTerm>,
     /// When the earliest operation the checker could not linearize was invoked.
@@ -539,15 +542,17 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
     eprintln!();
 
     let mut replicas = None;
+    let mut unrecovered = None;
     if workload.final_reads && !interrupted {
-        final_reads(&shared, &cluster, &mut teardown_errors).await;
+        unrecovered = final_reads(&shared, &cluster).await;
         let nodes = cluster.lock().await.running();
         let compared = crate::replicas::compare(&nodes, crate::replicas::SETTLE).await;
         if matches!(compared, Replicas::Unsettled { .. }) {
-            teardown_errors.push(compared.describe());
+            unrecovered.get_or_insert_with(|| compared.describe());
         }
         replicas = Some(compared);
     }
+    teardown_errors.extend(unrecovered.clone());
     {
         let mut cluster = cluster.lock().await;
         for id in cluster.ids() {
@@ -585,6 +590,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         notes: Vec::new(),
         teardown_errors,
         replicas,
+        unrecovered,
         shared_terms: leaders.shared_terms(),
         first_anomaly_secs: None,
         run_dir: run_dir.clone(),
@@ -653,20 +659,16 @@ async fn drive_until_done(
     }
 }
 
-/// After healing: wait for a leader, then read every key once with fresh processes.
-async fn final_reads(
-    shared: &Arc<Shared>,
-    cluster: &Arc<Mutex<LocalCluster>>,
-    errors: &mut Vec<String>,
-) {
+/// After healing: wait for a leader, then read every key once with fresh processes. Says
+/// why, if the cluster did not serve them.
+async fn final_reads(shared: &Arc<Shared>, cluster: &Arc<Mutex<LocalCluster>>) -> Option<String> {
     if let Err(error) = cluster
         .lock()
         .await
         .wait_for_leader(Duration::from_secs(30))
         .await
     {
-        errors.push(format!("no leader after healing: {error:#}"));
-        return;
+        return Some(format!("no leader after healing: {error:#}"));
     }
     let ops = shared
         .generator
@@ -688,15 +690,15 @@ async fn final_reads(
                 // A cluster that does not serve after healing would otherwise hold the
                 // run for a request timeout per key (hours for a large keyspace).
                 if failures_in_a_row == FINAL_READ_FAILURES_TO_GIVE_UP {
-                    errors.push(format!(
+                    return Some(format!(
                         "the cluster did not recover after healing: {failures_in_a_row} final reads in a row failed (last: {error}); {} of {total} keys not read",
                         total - read - 1
                     ));
-                    return;
                 }
             }
         }
     }
+    None
 }
 
 /// Operations by type and outcome, and for each fault how many operations completed

@@ -99,6 +99,15 @@ pub fn apply_guards(results: &mut Results) {
     if results.valid == Validity::Known(false) {
         return;
     }
+    if let Some(why) = &results.unrecovered {
+        // Safety held as far as the history shows, but a store that stops serving after
+        // the faults heal is not a correct one either, and the final reads are missing.
+        results
+            .notes
+            .push(format!("the history is valid, but {why}"));
+        results.valid = Validity::Unknown("the cluster did not recover after healing");
+        return;
+    }
     if results.valid != Validity::Known(true) || results.faults.is_empty() {
         return;
     }
@@ -112,5 +121,65 @@ pub fn apply_guards(results: &mut Results) {
     }
     if results.totals.ok == 0 {
         results.valid = Validity::Unknown("no operation succeeded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Counts;
+    use crate::leaders::SharedTerm;
+
+    fn valid_results() -> Results {
+        Results {
+            valid: Validity::Known(true),
+            workload: "w".into(),
+            checker: "linearizability".into(),
+            model: "cas-register".into(),
+            seed: 1,
+            nodes: 3,
+            time_limit_secs: 1,
+            concurrency: 1,
+            operations: Default::default(),
+            totals: Counts {
+                ok: 10,
+                ..Counts::default()
+            },
+            faults: Vec::new(),
+            notes: Vec::new(),
+            teardown_errors: Vec::new(),
+            replicas: None,
+            unrecovered: None,
+            shared_terms: Vec::new(),
+            first_anomaly_secs: None,
+            run_dir: "/nonexistent".into(),
+            elapsed_secs: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_cluster_that_did_not_recover_makes_a_valid_history_unknown() {
+        let mut results = valid_results();
+        apply_guards(&mut results);
+        assert_eq!(results.valid, Validity::Known(true));
+        results.unrecovered = Some("no leader after healing".into());
+        apply_guards(&mut results);
+        assert_eq!(results.exit_code(), 2);
+        assert!(results.notes[0].contains("no leader after healing"));
+    }
+
+    #[test]
+    fn a_term_with_two_leaders_makes_any_run_invalid_and_dates_the_anomaly() {
+        let mut results = valid_results();
+        results.unrecovered = Some("no leader after healing".into());
+        results.shared_terms = vec![SharedTerm {
+            term: 4,
+            leaders: vec![1, 3],
+            seen_secs: 5.5,
+        }];
+        apply_guards(&mut results);
+        assert_eq!(results.valid, Validity::Known(false));
+        assert_eq!(results.first_anomaly_secs, Some(5.5));
+        assert!(results.notes[0].contains("ELECTION SAFETY VIOLATED"));
     }
 }
