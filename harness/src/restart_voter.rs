@@ -35,7 +35,6 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{PutRequest, StatusResponse};
 use faultline_node::server::transport::node_endpoint;
@@ -128,16 +127,20 @@ async fn choreograph(nemesis: &Nemesis) -> anyhow::Result<String> {
     let ip = |id: u64| -> Ipv4Addr { node_ip(id as usize - 1) };
 
     // 1. Cut the leader off, and have it append an entry nobody else gets.
-    let mut leader: Option<StatusResponse> = None;
-    for &id in &ids {
-        if let Ok(s) = status(nemesis, addr(id)).await
-            && s.role == "leader"
-            && leader.as_ref().is_none_or(|l| s.term > l.term)
-        {
-            leader = Some(s);
+    // The previous fault may have left an election under way.
+    let leader = wait_for(STEP_TIMEOUT, "a leader to start from", || async {
+        let mut leader: Option<StatusResponse> = None;
+        for &id in &ids {
+            if let Ok(s) = status(nemesis, addr(id)).await
+                && s.role == "leader"
+                && leader.as_ref().is_none_or(|l| s.term > l.term)
+            {
+                leader = Some(s);
+            }
         }
-    }
-    let leader = leader.context("no node leads; restart-voter starts from a stable leader")?;
+        leader
+    })
+    .await?;
     let (x, term) = (leader.id, leader.term);
     let others: Vec<u64> = ids.iter().copied().filter(|&id| id != x).collect();
     let cut: Vec<(Ipv4Addr, Ipv4Addr)> = others
