@@ -289,14 +289,7 @@ impl Nemesis {
             }
             FaultKind::Partition { .. } | FaultKind::Loss { .. } => self.firewall()?.heal()?,
             FaultKind::RestartVoter => crate::restart_voter::end(self).await?,
-            FaultKind::Clock { .. } => {
-                let stepped: Vec<u64> =
-                    std::mem::take(&mut *self.clock_stepped.lock().expect("clock lock"));
-                for id in stepped {
-                    let addr = self.cluster.lock().await.addr(id);
-                    set_clock_offset(addr, 0).await?;
-                }
-            }
+            FaultKind::Clock { .. } => self.reset_clocks().await?,
         }
         self.record("stop", fault.name(), json!(null));
         Ok(())
@@ -306,6 +299,25 @@ impl Nemesis {
         self.firewall
             .as_ref()
             .context("this fault needs iptables, which was not set up for the run")
+    }
+
+    /// Steps every clock the nemesis stepped back to real time. A node restarted since
+    /// keeps real time already and is skipped.
+    pub(crate) async fn reset_clocks(&self) -> anyhow::Result<()> {
+        let stepped: Vec<u64> =
+            std::mem::take(&mut *self.clock_stepped.lock().expect("clock lock"));
+        let mut errors = Vec::new();
+        let cluster = self.cluster.lock().await;
+        for id in stepped.into_iter().filter(|&id| cluster.is_running(id)) {
+            if let Err(error) = set_clock_offset(cluster.addr(id), 0).await {
+                errors.push(format!("{error:#}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("{}", errors.join("; "))
+        }
     }
 
     /// Ends every fault that may be active: restart killed nodes, continue paused ones,

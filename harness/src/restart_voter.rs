@@ -71,38 +71,15 @@ pub async fn start(nemesis: &Nemesis) -> anyhow::Result<String> {
     result
 }
 
-/// Heals everything the fault did: links, the slowed link's queue, clocks, dead nodes.
+/// Heals everything the fault did: clocks first (while every node it stepped still runs),
+/// then links, the slowed link's queue and dead nodes.
 pub async fn end(nemesis: &Nemesis) -> anyhow::Result<()> {
-    let mut errors = Vec::new();
-    if let Err(error) = nemesis.firewall().and_then(|f| Ok(f.heal()?)) {
-        errors.push(format!("{error:#}"));
-    }
-    let delay = nemesis.link_delay.lock().expect("link delay lock").take();
-    if let Some(delay) = delay
-        && let Err(error) = delay.stop()
-    {
-        errors.push(error.to_string());
-    }
-    let stepped: Vec<u64> = std::mem::take(&mut *nemesis.clock_stepped.lock().expect("clock lock"));
-    let mut cluster = nemesis.cluster.lock().await;
-    for id in stepped {
-        if cluster.is_running(id)
-            && let Err(error) = set_clock_offset(cluster.addr(id), 0).await
-        {
-            errors.push(format!("{error:#}"));
-        }
-    }
-    for id in cluster.ids() {
-        if !cluster.is_running(id)
-            && let Err(error) = cluster.start(id)
-        {
-            errors.push(format!("{error:#}"));
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!("{}", errors.join("; "))
+    let clocks = nemesis.reset_clocks().await;
+    let rest = nemesis.heal_all().await;
+    match (clocks, rest) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(error), Ok(())) | (Ok(()), Err(error)) => Err(error),
+        (Err(clocks), Err(rest)) => anyhow::bail!("{clocks:#}; {rest:#}"),
     }
 }
 
@@ -257,11 +234,7 @@ async fn restart(nemesis: &Nemesis, id: u64, addr: SocketAddr) -> anyhow::Result
         cluster.kill(id)?;
         cluster.start(id)?;
     }
-    nemesis
-        .clock_stepped
-        .lock()
-        .expect("clock lock")
-        .retain(|&stepped| stepped != id);
+    forget_clock(nemesis, id);
     wait_for(STEP_TIMEOUT, "the restarted node to serve", || async {
         status(nemesis, addr).await.ok().map(drop)
     })
@@ -278,12 +251,17 @@ async fn freeze(nemesis: &Nemesis, id: u64, addr: SocketAddr) -> anyhow::Result<
 /// Undoes [`freeze`]: the node ticks on from where it stopped.
 async fn thaw(nemesis: &Nemesis, id: u64, addr: SocketAddr) -> anyhow::Result<()> {
     set_clock_offset(addr, 0).await?;
+    forget_clock(nemesis, id);
+    Ok(())
+}
+
+/// The node's clock keeps real time again: nothing to step back when the fault ends.
+fn forget_clock(nemesis: &Nemesis, id: u64) {
     nemesis
         .clock_stepped
         .lock()
         .expect("clock lock")
         .retain(|&stepped| stepped != id);
-    Ok(())
 }
 
 /// The node's status, noted for the election-safety check.

@@ -27,7 +27,6 @@ const QUEUE_MAX_LEN: u32 = 65_536;
 #[derive(Debug)]
 pub struct LinkDelay {
     queue_num: u16,
-    delay: Duration,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<u64, String>>>,
 }
@@ -58,14 +57,9 @@ impl LinkDelay {
         };
         Ok(LinkDelay {
             queue_num,
-            delay,
             stop,
             thread: Some(thread),
         })
-    }
-
-    pub fn delay(&self) -> Duration {
-        self.delay
     }
 
     /// Delivers every packet still held, unbinds the queue and returns how many packets

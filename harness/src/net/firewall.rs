@@ -95,17 +95,7 @@ impl Firewall {
     /// Note that TCP needs both directions: a one-way drop also stops new
     /// connections from `to` to `from`, whose handshake replies are dropped.
     pub fn drop_link(&self, from: Ipv4Addr, to: Ipv4Addr) -> Result<(), NetError> {
-        self.run(&[
-            "-A",
-            CHAIN,
-            "-s",
-            &host(from),
-            "-d",
-            &host(to),
-            "-j",
-            "DROP",
-        ])
-        .map(drop)
+        self.link_rule("-A", from, to, &["-j", "DROP"])
     }
 
     /// Drops every packet on each `(from, to)` link, in a single
@@ -144,24 +134,21 @@ impl Firewall {
         }
         // f64's Display never uses exponent notation, which iptables rejects.
         let p = probability.to_string();
-        let (from, to) = (host(from), host(to));
-        self.run(&[
+        self.link_rule(
             "-A",
-            CHAIN,
-            "-s",
-            &from,
-            "-d",
-            &to,
-            "-m",
-            "statistic",
-            "--mode",
-            "random",
-            "--probability",
-            &p,
-            "-j",
-            "DROP",
-        ])
-        .map(drop)
+            from,
+            to,
+            &[
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                "DROP",
+            ],
+        )
     }
 
     /// Hands every packet sent from `from` to `to` to NFQUEUE queue `queue_num`, where a
@@ -169,38 +156,20 @@ impl Firewall {
     /// packets pass (`--queue-bypass`).
     pub fn delay_link(&self, from: Ipv4Addr, to: Ipv4Addr, queue_num: u16) -> Result<(), NetError> {
         let queue = queue_num.to_string();
-        self.run(&[
+        self.link_rule(
             "-A",
-            CHAIN,
-            "-s",
-            &host(from),
-            "-d",
-            &host(to),
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            &queue,
-            "--queue-bypass",
-        ])
-        .map(drop)
+            from,
+            to,
+            &["-j", "NFQUEUE", "--queue-num", &queue, "--queue-bypass"],
+        )
     }
 
     /// Removes the rules [`drop_links`](Self::drop_links) added for each `(from, to)`, and
     /// only those: other faults stay in force.
     pub fn undrop_links(&self, links: &[(Ipv4Addr, Ipv4Addr)]) -> Result<(), NetError> {
-        links.iter().try_for_each(|&(from, to)| {
-            self.run(&[
-                "-D",
-                CHAIN,
-                "-s",
-                &host(from),
-                "-d",
-                &host(to),
-                "-j",
-                "DROP",
-            ])
-            .map(drop)
-        })
+        links
+            .iter()
+            .try_for_each(|&(from, to)| self.link_rule("-D", from, to, &["-j", "DROP"]))
     }
 
     /// Removes every fault rule: one flush of [`CHAIN`].
@@ -211,6 +180,20 @@ impl Firewall {
     /// The current fault rules with packet counters, for logs.
     pub fn rules(&self) -> Result<String, NetError> {
         self.run(&["-L", CHAIN, "-n", "-v", "-x"])
+    }
+
+    /// Adds (`-A`) or deletes (`-D`) the rule in [`CHAIN`] that matches packets from `from`
+    /// to `to` and then applies `rest` (further matches and the target).
+    fn link_rule(
+        &self,
+        action: &str,
+        from: Ipv4Addr,
+        to: Ipv4Addr,
+        rest: &[&str],
+    ) -> Result<(), NetError> {
+        let (from, to) = (host(from), host(to));
+        let rule = [action, CHAIN, "-s", &from, "-d", &to];
+        self.run(&[&rule[..], rest].concat()).map(drop)
     }
 
     fn install_chain(&self) -> Result<(), NetError> {
