@@ -6,13 +6,17 @@
 //! - `history`: the JSON Lines history of a run.
 //! - `net`: private network namespace, iptables, partition shapes.
 //! - `nemesis`: carries out a seeded fault schedule and records it; `restart_voter`: the
-//!   fault that puts two same-term candidates before one restarted voter.
+//!   fault that puts two same-term candidates before one restarted voter; `diverge_leader`:
+//!   the fault that leaves a deposed leader holding entries that conflict with committed
+//!   ones; `choreography`: what such faults share (waits on observed state, preconditions).
 //! - `run`: `faultline run` from start to verdict; `verdict`: the checker and its guards;
 //!   `replicas`: whether the nodes' states agree after the run; `leaders`: whether any
 //!   term had two leaders.
 
+pub mod choreography;
 pub mod client;
 pub mod cluster;
+pub mod diverge_leader;
 pub mod history;
 pub mod leaders;
 pub mod nemesis;

@@ -67,7 +67,7 @@ struct RunArgs {
     /// Open-loop rate in operations per second over all clients (default: the workload's, or closed loop).
     #[arg(long, value_name = "OPS_PER_S")]
     rate: Option<f64>,
-    /// Faults to inject, comma-separated: kill, pause, partition, loss, corrupt-wal, clock, restart-voter; or none.
+    /// Faults to inject, comma-separated: kill, pause, partition, loss, corrupt-wal, clock, restart-voter, diverge-leader; or none.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     nemesis: Option<Vec<String>>,
     /// Seconds between the starts of two faults (overrides the workload file).
@@ -102,7 +102,13 @@ const NEMESIS_HELP: &str =
                next term with one follower's vote over a slowed link; that voter is
                restarted before the first append reaches it, and the third node asks it
                for a vote in the same term: a voter that forgets votes elects two leaders
-partition, loss and restart-voter need iptables (apt-get install iptables); the others
+  diverge-leader  (3+ nodes) the leader is cut off until it has appended entries nobody
+               else has and stepped down, and a new leader has committed other entries
+               past them; then it heals: a follower that keeps a conflicting suffix
+               applies entries no quorum agreed on
+restart-voter and diverge-leader wait on the nodes' status for each step and report
+whether they reached the condition they exist for (\"precondition not reached\" if not).
+partition, loss, restart-voter and diverge-leader need iptables (apt-get install iptables); the others
 do not.
 Exit status: 0 valid, 1 anomalies found, 2 unknown or harness error.";
 

@@ -11,7 +11,9 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{Mutex, watch};
 
+use crate::choreography::Precondition;
 use crate::cluster::{LocalCluster, status};
+use crate::diverge_leader::Diverged;
 use crate::history::{EventType, History, Process};
 use crate::leaders::Leaders;
 use crate::net::delay::LinkDelay;
@@ -27,6 +29,10 @@ pub struct FaultWindow {
     pub start_ns: u64,
     pub end_ns: u64,
     pub ok_ops_during: u64,
+    /// For a fault that sets up a condition (restart-voter, diverge-leader): whether it
+    /// got there. None for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precondition: Option<Precondition>,
 }
 
 pub struct Nemesis {
@@ -42,6 +48,8 @@ pub struct Nemesis {
     pub link_delay: std::sync::Mutex<Option<LinkDelay>>,
     /// Leadership claims the nemesis sees in the statuses it reads.
     pub leaders: Arc<Leaders>,
+    /// What diverge-leader set up, until it heals.
+    pub diverged: std::sync::Mutex<Option<Diverged>>,
 }
 
 /// Whether a schedule steps clocks: the nodes must serve the fault-injection service.
@@ -81,7 +89,10 @@ pub fn needs_firewall(schedule: &[ScheduledFault]) -> bool {
     schedule.iter().any(|f| {
         matches!(
             f.fault,
-            FaultKind::Partition { .. } | FaultKind::Loss { .. } | FaultKind::RestartVoter
+            FaultKind::Partition { .. }
+                | FaultKind::Loss { .. }
+                | FaultKind::RestartVoter
+                | FaultKind::DivergeLeader
         )
     })
 }
@@ -102,8 +113,8 @@ impl Nemesis {
                 break;
             }
             let start_ns = self.history.elapsed_ns();
-            let detail = match self.start(&fault.fault, number as u64).await {
-                Ok(detail) => detail,
+            let (detail, mut precondition) = match self.start(&fault.fault, number as u64).await {
+                Ok(started) => started,
                 Err(error) => {
                     let message = format!("{error:#}");
                     self.record("error", fault.fault.name(), json!(message));
@@ -115,6 +126,7 @@ impl Nemesis {
                         start_ns,
                         end_ns: start_ns,
                         ok_ops_during: 0,
+                        precondition: None,
                     });
                     continue;
                 }
@@ -124,11 +136,20 @@ impl Nemesis {
             // The duration counts from when the fault is in force: restart-voter takes a
             // second or two to set up, the others milliseconds.
             let _ = wait_until(Instant::now() + fault.duration, &mut stop).await;
-            if let Err(error) = self.end(&fault.fault).await {
-                self.record(
+            match self.end(&fault.fault).await {
+                Ok(Some(last_word)) => precondition = Some(last_word),
+                Ok(None) => {}
+                Err(error) => self.record(
                     "error",
                     fault.fault.name(),
                     json!(format!("healing failed: {error:#}")),
+                ),
+            }
+            if let Some(precondition) = precondition.as_ref().filter(|p| !p.reached) {
+                self.record(
+                    "precondition-not-reached",
+                    fault.fault.name(),
+                    json!(precondition.detail),
                 );
             }
             *self.active.lock().expect("active lock") = None;
@@ -138,6 +159,7 @@ impl Nemesis {
                 start_ns,
                 end_ns: self.history.elapsed_ns(),
                 ok_ops_during: 0,
+                precondition,
             });
         }
         windows
@@ -189,7 +211,14 @@ impl Nemesis {
             .map(|id| id as usize - 1)
     }
 
-    async fn start(&self, fault: &FaultKind, number: u64) -> anyhow::Result<String> {
+    /// Injects the fault; returns what was done and, for a fault that sets up a
+    /// condition, whether it got there.
+    async fn start(
+        &self,
+        fault: &FaultKind,
+        number: u64,
+    ) -> anyhow::Result<(String, Option<Precondition>)> {
+        let mut precondition = None;
         let detail = match fault {
             FaultKind::Kill {
                 target: Target::All,
@@ -261,13 +290,25 @@ impl Nemesis {
                 let damage = corrupt_wal_tail(&data_dir, *mode, self.seed ^ number)?;
                 format!("node {id}: {damage}")
             }
-            FaultKind::RestartVoter => crate::restart_voter::start(self).await?,
+            FaultKind::RestartVoter => {
+                let (detail, reached) = crate::restart_voter::start(self).await?;
+                precondition = Some(reached);
+                detail
+            }
+            FaultKind::DivergeLeader => {
+                let (detail, reached) = crate::diverge_leader::start(self).await?;
+                precondition = Some(reached);
+                detail
+            }
         };
         self.record("start", fault.name(), json!(detail));
-        Ok(detail)
+        Ok((detail, precondition))
     }
 
-    async fn end(&self, fault: &FaultKind) -> anyhow::Result<()> {
+    /// Heals the fault. A fault that sets up a condition may have the last word on
+    /// whether it reached it (diverge-leader checks how the healed node caught up).
+    async fn end(&self, fault: &FaultKind) -> anyhow::Result<Option<Precondition>> {
+        let mut last_word = None;
         match fault {
             FaultKind::Kill { .. } | FaultKind::CorruptWal { .. } => {
                 let mut cluster = self.cluster.lock().await;
@@ -289,10 +330,11 @@ impl Nemesis {
             }
             FaultKind::Partition { .. } | FaultKind::Loss { .. } => self.firewall()?.heal()?,
             FaultKind::RestartVoter => crate::restart_voter::end(self).await?,
+            FaultKind::DivergeLeader => last_word = crate::diverge_leader::end(self).await?,
             FaultKind::Clock { .. } => self.reset_clocks().await?,
         }
         self.record("stop", fault.name(), json!(null));
-        Ok(())
+        Ok(last_word)
     }
 
     pub(crate) fn firewall(&self) -> anyhow::Result<&Firewall> {

@@ -33,13 +33,11 @@
 //! `b`'s acknowledgements return.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use faultline_node::proto::kv::kv_client::KvClient;
-use faultline_node::proto::kv::{PutRequest, StatusResponse};
-use faultline_node::server::transport::node_endpoint;
-
-use crate::cluster;
+use crate::choreography::{
+    Precondition, append_uncommittable, leader_among, running_nodes, status, wait_for,
+};
 use crate::nemesis::{Nemesis, set_clock_offset};
 use crate::net::delay::LinkDelay;
 use crate::net::namespace::node_ip;
@@ -55,20 +53,36 @@ const FREEZE_MS: i64 = -600_000;
 const CAMPAIGN_MS: i64 = 400;
 /// Longest wait for any one step of the choreography.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
-const POLL: Duration = Duration::from_millis(2);
 /// The key of the write the cut-off leader appends (no workload uses it).
 const MARKER_KEY: &[u8] = b"faultline/restart-voter";
 /// How long to watch whether the second candidate wins.
 const WATCH: Duration = Duration::from_millis(500);
 
-/// Runs the choreography; on failure undoes whatever it had done, so that the run goes on
+/// Runs the choreography. A cluster it cannot work on (no iptables, not three running
+/// nodes) is an error: nothing was injected. A step that does not happen in time leaves
+/// the precondition unreached; everything done so far is undone, so that the run goes on
 /// with a healthy cluster.
-pub async fn start(nemesis: &Nemesis) -> anyhow::Result<String> {
-    let result = choreograph(nemesis).await;
-    if result.is_err() {
-        let _ = end(nemesis).await;
+pub async fn start(nemesis: &Nemesis) -> anyhow::Result<(String, Precondition)> {
+    nemesis.firewall()?;
+    let nodes = running_nodes(nemesis, "restart-voter", 3, 3).await?;
+    match choreograph(nemesis, &nodes).await {
+        Ok((detail, second_leader)) => {
+            let what = if second_leader {
+                "a second candidate asked the restarted voter in the same term, and won"
+            } else {
+                "a second candidate asked the restarted voter in the same term"
+            };
+            Ok((detail, Precondition::reached(what)))
+        }
+        Err(error) => {
+            let _ = end(nemesis).await;
+            let why = format!("{error:#}");
+            Ok((
+                format!("precondition not reached: {why}"),
+                Precondition::missed(why),
+            ))
+        }
     }
-    result
 }
 
 /// Heals everything the fault did: clocks first (while every node it stepped still runs),
@@ -83,41 +97,18 @@ pub async fn end(nemesis: &Nemesis) -> anyhow::Result<()> {
     }
 }
 
-async fn choreograph(nemesis: &Nemesis) -> anyhow::Result<String> {
+async fn choreograph(
+    nemesis: &Nemesis,
+    nodes: &[(u64, SocketAddr)],
+) -> anyhow::Result<(String, bool)> {
     let firewall = nemesis.firewall()?;
-    let (ids, addrs): (Vec<u64>, Vec<SocketAddr>) = {
-        let cluster = nemesis.cluster.lock().await;
-        let ids = cluster.ids();
-        anyhow::ensure!(
-            ids.len() == 3,
-            "restart-voter needs exactly 3 nodes (the cluster has {}): one leader, one voter, \
-             one late candidate",
-            ids.len()
-        );
-        if let Some(id) = ids.iter().find(|&&id| !cluster.is_running(id)) {
-            anyhow::bail!("node {id} is down; restart-voter needs all three running");
-        }
-        let addrs = ids.iter().map(|&id| cluster.addr(id)).collect();
-        (ids, addrs)
-    };
-    let addr = |id: u64| addrs[ids.iter().position(|&i| i == id).expect("known id")];
+    let ids: Vec<u64> = nodes.iter().map(|&(id, _)| id).collect();
+    let addr = |id: u64| nodes[ids.iter().position(|&i| i == id).expect("known id")].1;
     let ip = |id: u64| -> Ipv4Addr { node_ip(id as usize - 1) };
 
     // 1. Cut the leader off, and have it append an entry nobody else gets.
     // The previous fault may have left an election under way.
-    let leader = wait_for(STEP_TIMEOUT, "a leader to start from", || async {
-        let mut leader: Option<StatusResponse> = None;
-        for &id in &ids {
-            if let Ok(s) = status(nemesis, addr(id)).await
-                && s.role == "leader"
-                && leader.as_ref().is_none_or(|l| s.term > l.term)
-            {
-                leader = Some(s);
-            }
-        }
-        leader
-    })
-    .await?;
+    let leader = leader_among(nemesis, nodes, STEP_TIMEOUT, "a leader to start from").await?;
     let (x, term) = (leader.id, leader.term);
     let others: Vec<u64> = ids.iter().copied().filter(|&id| id != x).collect();
     let cut: Vec<(Ipv4Addr, Ipv4Addr)> = others
@@ -125,7 +116,11 @@ async fn choreograph(nemesis: &Nemesis) -> anyhow::Result<String> {
         .flat_map(|&o| [(ip(x), ip(o)), (ip(o), ip(x))])
         .collect();
     firewall.drop_links(&cut)?;
-    append_uncommittable(addr(x), term);
+    append_uncommittable(
+        addr(x),
+        MARKER_KEY,
+        format!("appended by the leader of term {term} while cut off"),
+    );
 
     // 2. The follower with the longer log is the late candidate; its ticks stop while it
     //    still counts the old leader's lease, so it refuses the voter's pre-votes.
@@ -200,30 +195,15 @@ async fn choreograph(nemesis: &Nemesis) -> anyhow::Result<String> {
     } else {
         format!("n{y} did not win it")
     };
-    Ok(format!(
-        "n{x} won term {new_term} with n{b}'s vote over a link slowed to {} ms; n{b} restarted \
-         before n{x}'s first append reached it; n{y}, still in term {term}, then asked n{b} \
-         for a vote in term {new_term}: {outcome}",
-        LINK_DELAY.as_millis()
+    Ok((
+        format!(
+            "n{x} won term {new_term} with n{b}'s vote over a link slowed to {} ms; n{b} \
+             restarted before n{x}'s first append reached it; n{y}, still in term {term}, \
+             then asked n{b} for a vote in term {new_term}: {outcome}",
+            LINK_DELAY.as_millis()
+        ),
+        second_leader,
     ))
-}
-
-/// Has the cut-off leader append a write (to a key no workload uses) that it cannot commit
-/// while cut off. Its log is then longer than its followers', so it refuses their votes.
-fn append_uncommittable(addr: SocketAddr, term: u64) {
-    tokio::spawn(async move {
-        let endpoint =
-            node_endpoint(addr, None, Duration::from_millis(300)).timeout(Duration::from_secs(1));
-        if let Ok(channel) = endpoint.connect().await {
-            let request = PutRequest {
-                key: MARKER_KEY.to_vec(),
-                value: format!("appended by the leader of term {term} while cut off").into_bytes(),
-                write_id: None,
-            };
-            // It cannot succeed (no quorum); the entry in the log is the point.
-            let _ = KvClient::new(channel).put(request).await;
-        }
-    });
 }
 
 /// SIGKILL (if still running), start again, and wait until it answers. A restarted node's
@@ -262,30 +242,4 @@ fn forget_clock(nemesis: &Nemesis, id: u64) {
         .lock()
         .expect("clock lock")
         .retain(|&stepped| stepped != id);
-}
-
-/// The node's status, noted for the election-safety check.
-async fn status(nemesis: &Nemesis, addr: SocketAddr) -> anyhow::Result<StatusResponse> {
-    let s = cluster::status(addr).await?;
-    let at_secs = nemesis.history.elapsed_ns() as f64 / 1e9;
-    nemesis.leaders.note(&s, at_secs);
-    Ok(s)
-}
-
-/// Polls `check` until it yields a value, for at most `timeout`.
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }

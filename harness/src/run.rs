@@ -120,7 +120,7 @@ pub fn prepare_workload(options: &RunOptions) -> anyhow::Result<Workload> {
                 .map(|name| {
                     serde_yaml::from_str::<FaultName>(name).map_err(|_| {
                         anyhow::anyhow!(
-                            "unknown nemesis {name:?}; choose from kill, pause, partition, loss, clock, corrupt-wal, restart-voter (or none)"
+                            "unknown nemesis {name:?}; choose from kill, pause, partition, loss, clock, corrupt-wal, restart-voter, diverge-leader (or none)"
                         )
                     })
                 })
@@ -167,7 +167,10 @@ pub fn drop_faults_needing_iptables(
     let needs = |f: &FaultName| {
         matches!(
             f,
-            FaultName::Partition | FaultName::Loss | FaultName::RestartVoter
+            FaultName::Partition
+                | FaultName::Loss
+                | FaultName::RestartVoter
+                | FaultName::DivergeLeader
         )
     };
     if !nemesis.faults.iter().any(needs) {
@@ -182,7 +185,7 @@ pub fn drop_faults_needing_iptables(
     nemesis.faults.retain(|f| !needs(f));
     nemesis.partition_shapes = None;
     let warning = format!(
-        "WARNING: {error}\nWARNING: running without the partition, loss and restart-voter faults"
+        "WARNING: {error}\nWARNING: running without the partition, loss, restart-voter and diverge-leader faults"
     );
     if nemesis.faults.is_empty() {
         workload.nemesis = None;
@@ -516,6 +519,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         clock_stepped: std::sync::Mutex::new(Vec::new()),
         link_delay: std::sync::Mutex::new(None),
         leaders: leaders.clone(),
+        diverged: std::sync::Mutex::new(None),
     });
     let nemesis_task = {
         let (nemesis, stop) = (nemesis.clone(), stop.clone());

@@ -24,6 +24,11 @@ pub struct SuiteArgs {
     /// Write the table as JSON to this file too.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Run every case this many times per seed, and report how many runs of each case came
+    /// out as expected: a seed fixes the operations and the fault times, not how the
+    /// processes are scheduled, so one run per seed does not show that a case holds.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +49,9 @@ struct CaseSettings {
     concurrency: Option<u32>,
     nemesis_interval_secs: Option<f64>,
     seeds: Option<Vec<u64>>,
+    /// Extra arguments for every node (e.g. [--snapshot-interval-entries, "1000000"]);
+    /// a case's list replaces the defaults'.
+    node_args: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,13 +81,34 @@ enum Expect {
     Invalid,
 }
 
+/// How a run came out, against what its case expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Outcome {
+    /// The expected verdict, with every guard satisfied.
+    Pass,
+    /// A seeded bug's run came out valid although its faults set up what the bug needs.
+    Escape,
+    /// The correct node's run came out invalid.
+    FalseAlarm,
+    /// The faults that set up the case's condition never got there: the run shows nothing
+    /// either way (not an escape, but not a pass either).
+    PreconditionNotReached,
+    /// Anything else: no fault injected, an unknown verdict, teardown errors with the
+    /// correct node, no results.
+    Other,
+}
+
 #[derive(Debug, Serialize)]
 struct Row {
     case: String,
     seed: u64,
+    /// Which repetition of the case and seed (1-based).
+    run: u32,
     expected: Expect,
     got: String,
     passed: bool,
+    outcome: Outcome,
     operations: u64,
     faults: usize,
     first_anomaly_secs: Option<f64>,
@@ -167,22 +196,47 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
                     .arg("--node-arg=--unsafe-seeded-bug")
                     .arg(format!("--node-arg={bug}"));
             }
-            let case_store = store.join(format!("{}-seed{seed}", case.name));
-            command.arg("--store").arg(&case_store);
-            eprintln!(
-                "== {} (seed {seed}): expecting {:?}",
-                case.name, case.expect
-            );
-            let started = Instant::now();
-            let output = command
-                .stdin(Stdio::null())
-                .output()
-                .with_context(|| format!("cannot run {}", exe.display()))?;
-            let wall_secs = started.elapsed().as_secs_f64();
-            rows.push(judge(case, seed, &output, &case_store, wall_secs));
+            let node_args = case
+                .settings
+                .node_args
+                .as_ref()
+                .or(suite.defaults.node_args.as_ref());
+            for arg in node_args.into_iter().flatten() {
+                command.arg(format!("--node-arg={arg}"));
+            }
+            for run in 1..=args.repeat {
+                let case_store = if args.repeat == 1 {
+                    store.join(format!("{}-seed{seed}", case.name))
+                } else {
+                    store.join(format!("{}-seed{seed}-run{run}", case.name))
+                };
+                let mut command = clone_command(&command);
+                command.arg("--store").arg(&case_store);
+                let of = if args.repeat == 1 {
+                    String::new()
+                } else {
+                    format!(", run {run} of {}", args.repeat)
+                };
+                eprintln!(
+                    "== {} (seed {seed}{of}): expecting {:?}",
+                    case.name, case.expect
+                );
+                let started = Instant::now();
+                let output = command
+                    .stdin(Stdio::null())
+                    .output()
+                    .with_context(|| format!("cannot run {}", exe.display()))?;
+                let wall_secs = started.elapsed().as_secs_f64();
+                let mut row = judge(case, seed, &output, &case_store, wall_secs);
+                row.run = run;
+                rows.push(row);
+            }
         }
     }
     print_table(&rows);
+    if args.repeat > 1 {
+        print_rates(&rows);
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")?;
     }
@@ -200,6 +254,13 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A copy of a command with the same program and arguments (Command is not Clone).
+fn clone_command(command: &Command) -> Command {
+    let mut copy = Command::new(command.get_program());
+    copy.args(command.get_args());
+    copy
+}
+
 fn judge(
     case: &Case,
     seed: u64,
@@ -210,9 +271,11 @@ fn judge(
     let mut row = Row {
         case: case.name.clone(),
         seed,
+        run: 1,
         expected: case.expect,
         got: "error".into(),
         passed: false,
+        outcome: Outcome::Other,
         operations: 0,
         faults: 0,
         first_anomaly_secs: None,
@@ -249,9 +312,40 @@ fn judge(
         Expect::Valid => "valid",
         Expect::Invalid => "invalid",
     };
+    let staged: Vec<&Value> = results["faults"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.get("precondition"))
+        .collect();
+    let precondition_missed =
+        !staged.is_empty() && staged.iter().all(|p| p["reached"].as_bool() != Some(true));
     row.passed = row.got == expected;
-    if !row.passed {
-        row.problem = Some(format!("expected {expected}, got {}", row.got));
+    if precondition_missed && row.got != "invalid" {
+        // An invalid verdict stands (the anomaly is real), but a valid or unknown one
+        // after faults that never set up their condition is neither a pass nor an escape.
+        row.passed = false;
+        row.outcome = Outcome::PreconditionNotReached;
+        let first = staged
+            .first()
+            .and_then(|p| p["detail"].as_str())
+            .unwrap_or("?");
+        row.problem = Some(format!(
+            "precondition not reached in any of {} faults (first: {first})",
+            staged.len()
+        ));
+    } else if !row.passed {
+        row.outcome = match (case.expect, row.got.as_str()) {
+            (Expect::Invalid, "valid") => Outcome::Escape,
+            (Expect::Valid, "invalid") => Outcome::FalseAlarm,
+            _ => Outcome::Other,
+        };
+        let label = match row.outcome {
+            Outcome::Escape => "ESCAPE: ",
+            Outcome::FalseAlarm => "FALSE ALARM: ",
+            _ => "",
+        };
+        row.problem = Some(format!("{label}expected {expected}, got {}", row.got));
     } else if case.nemesis.as_ref().is_none_or(|n| !n.is_empty()) && row.faults == 0 {
         row.passed = false;
         row.problem = Some("no fault was injected".into());
@@ -270,8 +364,39 @@ fn judge(
                 .collect::<Vec<_>>()
                 .join("; ")
         ));
+    } else {
+        row.outcome = Outcome::Pass;
     }
     row
+}
+
+/// Per case, how many of its runs came out as expected, and how the others came out.
+fn print_rates(rows: &[Row]) {
+    let mut cases: Vec<&str> = Vec::new();
+    for row in rows {
+        if !cases.contains(&row.case.as_str()) {
+            cases.push(&row.case);
+        }
+    }
+    let width = cases.iter().map(|c| c.len()).max().unwrap_or(0).max(24);
+    println!(
+        "\n{:<width$} {:<9} {:>11} {:>7} {:>12} {:>13} {:>6}",
+        "case", "expected", "as expected", "escape", "false alarm", "precond. miss", "other"
+    );
+    for case in cases {
+        let of: Vec<&Row> = rows.iter().filter(|r| r.case == case).collect();
+        let count = |outcome: Outcome| of.iter().filter(|r| r.outcome == outcome).count();
+        println!(
+            "{:<width$} {:<9} {:>11} {:>7} {:>12} {:>13} {:>6}",
+            case,
+            format!("{:?}", of[0].expected).to_lowercase(),
+            format!("{}/{}", count(Outcome::Pass), of.len()),
+            count(Outcome::Escape),
+            count(Outcome::FalseAlarm),
+            count(Outcome::PreconditionNotReached),
+            count(Outcome::Other),
+        );
+    }
 }
 
 fn print_table(rows: &[Row]) {
@@ -282,8 +407,8 @@ fn print_table(rows: &[Row]) {
         .unwrap_or(0)
         .max(24);
     println!(
-        "\n{:<width$} {:>6} {:<9} {:<12} {:>8} {:>6} {:>10} {:>7}  result",
-        "case", "seed", "expected", "got", "ops", "faults", "anomaly at", "wall s"
+        "\n{:<width$} {:>6} {:>4} {:<9} {:<12} {:>8} {:>6} {:>10} {:>7}  result",
+        "case", "seed", "run", "expected", "got", "ops", "faults", "anomaly at", "wall s"
     );
     for row in rows {
         let anomaly = row
@@ -294,9 +419,10 @@ fn print_table(rows: &[Row]) {
             Some(problem) => format!("FAIL: {problem}"),
         };
         println!(
-            "{:<width$} {:>6} {:<9} {:<12} {:>8} {:>6} {:>10} {:>7.1}  {result}",
+            "{:<width$} {:>6} {:>4} {:<9} {:<12} {:>8} {:>6} {:>10} {:>7.1}  {result}",
             row.case,
             row.seed,
+            row.run,
             format!("{:?}", row.expected).to_lowercase(),
             row.got,
             row.operations,

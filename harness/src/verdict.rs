@@ -111,6 +111,13 @@ pub fn apply_guards(results: &mut Results) {
     if results.valid != Validity::Known(true) || results.faults.is_empty() {
         return;
     }
+    if let Some(missed) = precondition_missed(results) {
+        // The faults that exist to set up one condition never set it up: a pass of the
+        // correct node and an escape of a seeded bug would look the same.
+        results.notes.push(missed);
+        results.valid = Validity::Unknown("no fault reached its precondition");
+        return;
+    }
     let exercised = results.faults.iter().any(|w| w.ok_ops_during > 0);
     if !exercised {
         results.valid = Validity::Unknown("no operation completed while a fault was active");
@@ -122,6 +129,36 @@ pub fn apply_guards(results: &mut Results) {
     if results.totals.ok == 0 {
         results.valid = Validity::Unknown("no operation succeeded");
     }
+}
+
+/// If the run had faults that set up a condition (restart-voter, diverge-leader) and none
+/// of them reached it, says so, with each one's reason.
+pub fn precondition_missed(results: &Results) -> Option<String> {
+    let staged: Vec<_> = results
+        .faults
+        .iter()
+        .filter_map(|w| w.precondition.as_ref().map(|p| (w, p)))
+        .collect();
+    if staged.is_empty() || staged.iter().any(|(_, p)| p.reached) {
+        return None;
+    }
+    let reasons: Vec<String> = staged
+        .iter()
+        .map(|(w, p)| {
+            format!(
+                "{} at {:.2}s: {}",
+                w.fault,
+                w.start_ns as f64 / 1e9,
+                p.detail
+            )
+        })
+        .collect();
+    Some(format!(
+        "PRECONDITION NOT REACHED: none of the {} faults that set up a condition got there, so \
+         this run shows nothing about the bug that condition exposes ({})",
+        staged.len(),
+        reasons.join("; ")
+    ))
 }
 
 #[cfg(test)]
@@ -166,6 +203,46 @@ mod tests {
         apply_guards(&mut results);
         assert_eq!(results.exit_code(), 2);
         assert!(results.notes[0].contains("no leader after healing"));
+    }
+
+    #[test]
+    fn a_valid_run_whose_staged_faults_all_missed_their_precondition_is_unknown() {
+        use crate::choreography::Precondition;
+        use crate::nemesis::FaultWindow;
+        let window = |precondition: Option<Precondition>| FaultWindow {
+            fault: "diverge-leader".into(),
+            detail: String::new(),
+            start_ns: 2_000_000_000,
+            end_ns: 3_000_000_000,
+            ok_ops_during: 5,
+            precondition,
+        };
+        let mut results = valid_results();
+        results.faults = vec![
+            window(Some(Precondition::missed("no new leader"))),
+            window(None),
+        ];
+        apply_guards(&mut results);
+        assert_eq!(
+            results.valid,
+            Validity::Unknown("no fault reached its precondition")
+        );
+        assert!(results.notes[0].contains("diverge-leader at 2.00s: no new leader"));
+
+        let mut one_reached = valid_results();
+        one_reached.faults = vec![
+            window(Some(Precondition::missed("no new leader"))),
+            window(Some(Precondition::reached("conflict stood"))),
+        ];
+        apply_guards(&mut one_reached);
+        assert_eq!(one_reached.valid, Validity::Known(true));
+
+        // An anomaly found stands whatever the faults reached.
+        let mut invalid = valid_results();
+        invalid.valid = Validity::Known(false);
+        invalid.faults = vec![window(Some(Precondition::missed("no new leader")))];
+        apply_guards(&mut invalid);
+        assert_eq!(invalid.valid, Validity::Known(false));
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn the_smoke_suite_passes_every_case() {
         "correct-resend-kill",
         "bug-double-apply",
         "correct-isolate-leader-long",
+        "correct-diverge-leader",
         "bug-keep-conflicts",
         "correct-restart-voter",
         "bug-vote-amnesia",
@@ -80,4 +81,66 @@ fn a_bad_suite_file_is_named_with_its_line() {
     let output = suite(&file, store.path());
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("bad.yaml:4"), "{}", text(&output));
+}
+
+#[test]
+fn repeat_runs_every_case_n_times_and_reports_its_rate() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let file = store.path().join("twice.yaml");
+    std::fs::write(
+        &file,
+        "name: twice\ncases:\n  - name: healthy\n    nemesis: []\n    time_limit_secs: 2\n    expect: valid\n",
+    )
+    .expect("write suite");
+    let output = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("suite")
+        .arg(&file)
+        .arg("--store")
+        .arg(store.path())
+        .args(["--repeat", "2"])
+        .output()
+        .expect("run faultline suite");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let rate = stdout
+        .lines()
+        .rfind(|l| l.starts_with("healthy"))
+        .expect("a rate row");
+    assert!(rate.contains("2/2"), "{stdout}");
+    for run in [1, 2] {
+        assert!(
+            store
+                .path()
+                .join(format!(
+                    "suite-twice/healthy-seed1-run{run}/latest/results.json"
+                ))
+                .exists()
+        );
+    }
+}
+
+/// A new leader that snapshots after every entry always sends the healed old leader a
+/// snapshot, never the conflicting entries: diverge-leader cannot set up its conflict, and
+/// the suite must say so rather than count the valid verdict as a pass or an escape.
+#[test]
+fn a_fault_that_never_reaches_its_precondition_is_marked_apart_from_an_escape() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let file = store.path().join("unreachable.yaml");
+    std::fs::write(
+        &file,
+        "name: unreachable\ncases:\n  - name: keep-conflicts-without-conflicts\n    \
+         nemesis: [diverge-leader]\n    node_args: [--snapshot-interval-entries, \"1\"]\n    \
+         bug: keep-conflicts\n    time_limit_secs: 4\n    nemesis_interval_secs: 2\n    \
+         expect: invalid\n",
+    )
+    .expect("write suite");
+    let output = suite(&file, store.path());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        stdout.contains("FAIL: precondition not reached") && stdout.contains("compacted its log"),
+        "{}",
+        text(&output)
+    );
+    assert!(!stdout.contains("ESCAPE"), "{stdout}");
 }

@@ -35,6 +35,10 @@ struct Args {
     /// Seed for election timeouts (default: the node id).
     #[arg(long)]
     seed: Option<u64>,
+    /// Take a snapshot and compact the log after this many applied entries (overrides the
+    /// config file; default 10000).
+    #[arg(long, value_name = "N")]
+    snapshot_interval_entries: Option<u64>,
     /// Serve the fault-injection service (clock steps) for a test harness.
     #[arg(long)]
     enable_fault_injection: bool,
@@ -114,6 +118,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.seed.is_some() {
         config.seed = args.seed;
+    }
+    if let Some(entries) = args.snapshot_interval_entries {
+        config.snapshot_interval_entries = entries;
     }
     if args.enable_fault_injection {
         config.fault_injection = true;

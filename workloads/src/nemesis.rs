@@ -100,6 +100,13 @@ pub enum FaultKind {
     /// its vote elects a second leader. Roles are chosen when the fault starts, from the
     /// nodes' state; the fault ends by healing everything.
     RestartVoter,
+    /// The leader is cut off until it has appended entries that nobody else has (a write it
+    /// is made to append, and any its clients send) and has stepped down, and until a new
+    /// leader has committed entries of a later term at those same indices (past the old
+    /// leader's last index, so that the old leader's whole uncommitted suffix conflicts).
+    /// Then it heals: a correct follower truncates the suffix, one that keeps it applies
+    /// entries no quorum agreed on. Whether that condition was reached is reported.
+    DivergeLeader,
 }
 
 impl FaultKind {
@@ -113,7 +120,14 @@ impl FaultKind {
             FaultKind::Clock { .. } => "clock",
             FaultKind::CorruptWal { .. } => "corrupt-wal",
             FaultKind::RestartVoter => "restart-voter",
+            FaultKind::DivergeLeader => "diverge-leader",
         }
+    }
+
+    /// Faults that set up a specific condition, and report whether they reached it: a run
+    /// in which none did shows nothing about the bug the condition exposes.
+    pub fn has_precondition(&self) -> bool {
+        matches!(self, FaultKind::RestartVoter | FaultKind::DivergeLeader)
     }
 }
 
@@ -361,6 +375,7 @@ fn choose_fault(
             }
         }
         FaultName::RestartVoter => FaultKind::RestartVoter,
+        FaultName::DivergeLeader => FaultKind::DivergeLeader,
         FaultName::CorruptWal => FaultKind::CorruptWal {
             target: Target::Random(random_node(rng)),
             mode: if rng.random_bool(0.5) {

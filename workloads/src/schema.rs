@@ -267,6 +267,9 @@ pub enum FaultName {
     /// Restart a node right after it voted, and have a second candidate ask it for a vote
     /// in the same term (three nodes).
     RestartVoter,
+    /// Cut the leader off until it holds entries nobody else has and a new leader has
+    /// committed different entries at the same indices, then heal.
+    DivergeLeader,
 }
 
 /// A partition shape, as named in YAML.

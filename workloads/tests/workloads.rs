@@ -580,7 +580,7 @@ fn nemesis_uses_only_configured_faults_shapes_and_targets() {
             FaultKind::CorruptWal { target, .. } => {
                 assert!(matches!(target, Target::Random(n) if *n < 5))
             }
-            FaultKind::Pause { .. } | FaultKind::RestartVoter => {
+            FaultKind::Pause { .. } | FaultKind::RestartVoter | FaultKind::DivergeLeader => {
                 panic!("{} is not configured", fault.fault.name())
             }
         }
