@@ -20,6 +20,10 @@ use crate::net::delay::LinkDelay;
 use crate::net::firewall::Firewall;
 use crate::net::namespace::node_ip;
 
+/// After a fault heals, how long its recovery counts as part of it (see
+/// [`FaultWindow::ok_ops_after`]).
+pub const RECOVERY_WINDOW_NS: u64 = 1_000_000_000;
+
 /// What one fault did, for the results: when it ran and how many operations
 /// completed successfully while it was active.
 #[derive(Clone, Debug, Serialize)]
@@ -29,6 +33,11 @@ pub struct FaultWindow {
     pub start_ns: u64,
     pub end_ns: u64,
     pub ok_ops_during: u64,
+    /// How many completed successfully in the [`RECOVERY_WINDOW`] after it healed, having
+    /// been invoked after it started: what a fault that stops every node (kill-all) can be
+    /// judged by, since nothing can complete while it lasts.
+    #[serde(default)]
+    pub ok_ops_after: u64,
     /// For a fault that sets up a condition (restart-voter, diverge-leader): whether it
     /// got there. None for the others.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,6 +135,7 @@ impl Nemesis {
                         start_ns,
                         end_ns: start_ns,
                         ok_ops_during: 0,
+                        ok_ops_after: 0,
                         precondition: None,
                     });
                     continue;
@@ -159,6 +169,7 @@ impl Nemesis {
                 start_ns,
                 end_ns: self.history.elapsed_ns(),
                 ok_ops_during: 0,
+                ok_ops_after: 0,
                 precondition,
             });
         }

@@ -733,6 +733,11 @@ fn count_operations(
                 for window in faults.iter_mut() {
                     if begin < window.end_ns && time > window.start_ns {
                         window.ok_ops_during += 1;
+                    } else if begin >= window.start_ns
+                        && time >= window.end_ns
+                        && time < window.end_ns + crate::nemesis::RECOVERY_WINDOW_NS
+                    {
+                        window.ok_ops_after += 1;
                     }
                 }
             }
@@ -755,12 +760,13 @@ pub fn print_summary(results: &Results) {
     println!("faults injected: {}", results.faults.len());
     for window in &results.faults {
         println!(
-            "  {:>7.2}s-{:>7.2}s {:<12} {} ({} ops completed during it)",
+            "  {:>7.2}s-{:>7.2}s {:<12} {} ({} ops completed during it, {} in the second after)",
             window.start_ns as f64 / 1e9,
             window.end_ns as f64 / 1e9,
             window.fault,
             window.detail,
-            window.ok_ops_during
+            window.ok_ops_during,
+            window.ok_ops_after
         );
     }
     for error in &results.teardown_errors {

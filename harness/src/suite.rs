@@ -27,14 +27,20 @@ pub struct SuiteArgs {
     /// Run every case this many times per seed, and report how many runs of each case came
     /// out as expected: a seed fixes the operations and the fault times, not how the
     /// processes are scheduled, so one run per seed does not show that a case holds.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    repeat: u32,
+    /// Overrides the suite file's `repeat` (default 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=REPEAT_MAX as i64))]
+    repeat: Option<u32>,
 }
+
+/// Most repetitions of a case a suite may ask for.
+const REPEAT_MAX: u32 = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Suite {
     name: String,
+    /// How many times every case runs per seed, unless `--repeat` says otherwise.
+    repeat: Option<u32>,
     #[serde(default)]
     defaults: CaseSettings,
     cases: Vec<Case>,
@@ -130,6 +136,14 @@ fn load(path: &Path) -> anyhow::Result<Suite> {
     if suite.cases.is_empty() {
         anyhow::bail!("{}: the suite has no cases", path.display());
     }
+    if let Some(repeat) = suite.repeat
+        && !(1..=REPEAT_MAX).contains(&repeat)
+    {
+        anyhow::bail!(
+            "{}: repeat must be between 1 and {REPEAT_MAX}, got {repeat}",
+            path.display()
+        );
+    }
     Ok(suite)
 }
 
@@ -145,6 +159,7 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     let suite = load(&args.file)?;
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let store = args.store.join(format!("suite-{}", suite.name));
+    let repeat = args.repeat.or(suite.repeat).unwrap_or(1);
     let mut rows = Vec::new();
     for case in suite.cases.iter().filter(|c| {
         args.only
@@ -204,18 +219,18 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
             for arg in node_args.into_iter().flatten() {
                 command.arg(format!("--node-arg={arg}"));
             }
-            for run in 1..=args.repeat {
-                let case_store = if args.repeat == 1 {
+            for run in 1..=repeat {
+                let case_store = if repeat == 1 {
                     store.join(format!("{}-seed{seed}", case.name))
                 } else {
                     store.join(format!("{}-seed{seed}-run{run}", case.name))
                 };
                 let mut command = clone_command(&command);
                 command.arg("--store").arg(&case_store);
-                let of = if args.repeat == 1 {
+                let of = if repeat == 1 {
                     String::new()
                 } else {
-                    format!(", run {run} of {}", args.repeat)
+                    format!(", run {run} of {}", repeat)
                 };
                 eprintln!(
                     "== {} (seed {seed}{of}): expecting {:?}",
@@ -234,7 +249,7 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
         }
     }
     print_table(&rows);
-    if args.repeat > 1 {
+    if repeat > 1 {
         print_rates(&rows);
     }
     if let Some(path) = &args.json {

@@ -144,3 +144,21 @@ fn a_fault_that_never_reaches_its_precondition_is_marked_apart_from_an_escape() 
     );
     assert!(!stdout.contains("ESCAPE"), "{stdout}");
 }
+
+#[test]
+fn a_suite_file_asking_for_zero_repetitions_is_refused() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let file = store.path().join("zero.yaml");
+    std::fs::write(
+        &file,
+        "name: zero\nrepeat: 0\ncases:\n  - name: x\n    nemesis: []\n    expect: valid\n",
+    )
+    .expect("write suite");
+    let output = suite(&file, store.path());
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("repeat must be between 1 and 1000, got 0"),
+        "{}",
+        text(&output)
+    );
+}
