@@ -1,25 +1,41 @@
 //! Faultline's key-value node.
 //!
 //! - `replication/`: chapter 1, the sans-IO Raft core (no IO, no clock, no global RNG).
+//! - `partitioning/`: chapter 2, sans-IO: descriptors and epochs, partitioners,
+//!   consistent placement, the partition map and the routing check.
 //! - `storage/`: the write-ahead log and snapshot files.
 //! - `store/`: the key-value state machine the log drives.
 //! - `server/`: the async shell: drives the core, serves gRPC, talks to peers.
 
+pub mod partitioning;
 pub mod replication;
 pub mod server;
 pub mod storage;
 pub mod store;
 
 pub mod proto {
-    pub mod kv {
-        tonic::include_proto!("faultline.kv.v1");
+    //! The generated gRPC and message types, nested as their packages are (so that one
+    //! package's messages can name another's), with short aliases.
+    pub mod faultline {
+        pub mod kv {
+            pub mod v1 {
+                tonic::include_proto!("faultline.kv.v1");
+            }
+        }
+        pub mod raft {
+            pub mod v1 {
+                tonic::include_proto!("faultline.raft.v1");
+            }
+        }
+        pub mod admin {
+            pub mod v1 {
+                tonic::include_proto!("faultline.admin.v1");
+            }
+        }
     }
-    pub mod raft {
-        tonic::include_proto!("faultline.raft.v1");
-    }
-    pub mod admin {
-        tonic::include_proto!("faultline.admin.v1");
-    }
+    pub use faultline::admin::v1 as admin;
+    pub use faultline::kv::v1 as kv;
+    pub use faultline::raft::v1 as raft;
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("faultline_descriptor");
 }

@@ -39,12 +39,35 @@ struct Args {
     /// config file; default 10000).
     #[arg(long, value_name = "N")]
     snapshot_interval_entries: Option<u64>,
+    /// Number of partitions the cluster is formed with (default 1; with --split-at, one
+    /// more than the split keys). Honoured only when the cluster is first formed: every
+    /// node must be given the same layout flags, and later starts read it from disk.
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
+    /// How keys map to partitions: range (contiguous key ranges, split at --split-at or
+    /// evenly over the first two key bytes) or hash (buckets by a stable hash of the key).
+    #[arg(long, value_enum, value_name = "SCHEME")]
+    partitioning: Option<PartitioningArg>,
+    /// For --partitioning range: a key where one partition ends and the next begins
+    /// (repeat, in increasing order).
+    #[arg(long = "split-at", value_name = "KEY")]
+    split_at: Vec<String>,
+    /// Voting replicas per partition, placed by rendezvous hashing (default 3; fewer if
+    /// the cluster is smaller). Fixed when the cluster is first formed, like the layout.
+    #[arg(long, value_name = "N")]
+    replicas: Option<u32>,
     /// Serve the fault-injection service (clock steps) for a test harness.
     #[arg(long)]
     enable_fault_injection: bool,
     /// UNSAFE: switch on a deliberate bug so tests can show it is caught. Never in production.
     #[arg(long = "unsafe-seeded-bug", value_enum, value_name = "BUG")]
     bugs: Vec<SeededBug>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PartitioningArg {
+    Range,
+    Hash,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -65,6 +88,13 @@ enum SeededBug {
     VoteAmnesia,
     /// Acknowledge a write once the leader appended it, before a quorum has it.
     EarlyAck,
+    /// A scan across range partitions leaves out the first key of each later partition.
+    ScanSkipsBoundary,
+    /// Coordinators keep sending reads to the first leader they saw, which serves them
+    /// from local state.
+    StaleLeaderRoute,
+    /// Recovery gives one partition's WAL records to another.
+    WalGroupMixup,
 }
 
 fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
@@ -119,6 +149,21 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.seed.is_some() {
         config.seed = args.seed;
     }
+    if args.partitions.is_some() {
+        config.partitions = args.partitions;
+    }
+    if let Some(scheme) = args.partitioning {
+        config.partitioning = Some(match scheme {
+            PartitioningArg::Range => faultline_node::partitioning::Scheme::Range,
+            PartitioningArg::Hash => faultline_node::partitioning::Scheme::Hash,
+        });
+    }
+    if !args.split_at.is_empty() {
+        config.split_at = args.split_at;
+    }
+    if args.replicas.is_some() {
+        config.replicas = args.replicas;
+    }
     if let Some(entries) = args.snapshot_interval_entries {
         config.snapshot_interval_entries = entries;
     }
@@ -136,6 +181,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::CommitOldTerm => bugs.raft.commit_old_term = true,
             SeededBug::VoteAmnesia => bugs.vote_amnesia = true,
             SeededBug::EarlyAck => bugs.early_ack = true,
+            SeededBug::ScanSkipsBoundary => bugs.route.scan_skips_boundary = true,
+            SeededBug::StaleLeaderRoute => bugs.route.stale_leader_route = true,
+            SeededBug::WalGroupMixup => bugs.wal_group_mixup = true,
         }
     }
     if !args.bugs.is_empty() {

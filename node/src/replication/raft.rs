@@ -273,6 +273,53 @@ impl RaftCore {
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
     }
+    /// Whether this leader's group has nothing left to do until a proposal or a message
+    /// arrives: every follower holds the whole log, all of it is committed, applied and
+    /// durable, and no read or message is waiting. The host may then stop ticking it
+    /// (quiescence, as CockroachDB quiesces idle ranges): no heartbeats, no elections.
+    pub fn is_quiescent(&self) -> bool {
+        self.quiescence_blocker().is_none()
+    }
+
+    /// What keeps this group from being quiescent ([`RaftCore::is_quiescent`]), if anything.
+    pub fn quiescence_blocker(&self) -> Option<&'static str> {
+        let last = self.log.last_index();
+        if self.role != Role::Leader {
+            Some("not the leader")
+        } else if self.log.commit_index != last {
+            Some("uncommitted entries")
+        } else if self.log.applied_index != last {
+            Some("unapplied entries")
+        } else if self.persisted_index != last {
+            Some("entries not yet durable")
+        } else if !self.messages.is_empty() {
+            Some("messages to send")
+        } else if !self.reads.is_empty() || !self.reads_awaiting_commit.is_empty() {
+            Some("reads waiting")
+        } else if self.broadcast_append_pending || self.read_broadcast_pending {
+            Some("a broadcast pending")
+        } else if self
+            .progress
+            .values()
+            .any(|p| p.match_index != last || !p.inflight.is_empty())
+        {
+            Some("a follower behind")
+        } else {
+            None
+        }
+    }
+
+    /// Whether a follower's log is exactly what an idle leader said it has (`last_index`,
+    /// `commit`), all applied: then it may stop ticking too.
+    pub fn may_quiesce_with(&self, leader: u64, last_index: u64, commit: u64) -> bool {
+        self.role == Role::Follower
+            && self.leader_id == Some(leader)
+            && self.log.last_index() == last_index
+            && self.log.commit_index == commit
+            && self.log.applied_index == commit
+            && self.persisted_index == last_index
+    }
+
     pub fn is_leader(&self) -> bool {
         self.role == Role::Leader
     }
@@ -454,6 +501,9 @@ impl RaftCore {
             Body::AppendEntriesResponse(r) => self.handle_append_response(&message, r),
             Body::InstallSnapshot(s) => self.handle_install_snapshot(&message, s),
             Body::InstallSnapshotResponse(r) => self.handle_snapshot_response(&message, r),
+            Body::Quiesce(_) | Body::NodeHeartbeat(_) => {
+                unreachable!("is_well_formed drops host-to-host messages")
+            }
         }
     }
 
@@ -489,6 +539,9 @@ impl RaftCore {
                 .as_ref()
                 .is_some_and(|m| m.last_included_term <= message.term),
             Body::RequestVote(_) | Body::RequestVoteResponse(_) => true,
+            // Host-to-host messages (quiescence, node liveness) are the host's business;
+            // one that reaches a core is dropped.
+            Body::Quiesce(_) | Body::NodeHeartbeat(_) => false,
         }
     }
 

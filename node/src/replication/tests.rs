@@ -779,3 +779,28 @@ fn malformed_or_foreign_peer_messages_are_dropped_without_a_panic() {
     sim.tick_all(2);
     assert_eq!(sim.node(2).commit_index(), index);
 }
+
+#[test]
+fn an_idle_leader_and_its_caught_up_followers_may_quiesce_and_a_busy_one_may_not() {
+    let mut sim = Sim::new(3, |_| {});
+    sim.elect(1);
+    sim.tick_all(5);
+    let leader = sim.node(1);
+    assert!(
+        leader.is_quiescent(),
+        "an idle leader with caught-up followers"
+    );
+    let (last, commit) = (leader.log().last_index(), leader.commit_index());
+    for follower in [2, 3] {
+        assert!(sim.node(follower).may_quiesce_with(1, last, commit));
+        assert!(!sim.node(follower).may_quiesce_with(1, last + 1, commit));
+    }
+    sim.node_mut(1).propose(b"x".to_vec()).expect("leader");
+    assert!(!sim.node(1).is_quiescent(), "a proposal is work");
+    sim.drive();
+    sim.tick_all(3);
+    assert!(
+        sim.node(1).is_quiescent(),
+        "committed and applied everywhere"
+    );
+}

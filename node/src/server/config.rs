@@ -41,6 +41,16 @@ pub struct NodeConfig {
     pub seed: Option<u64>,
     /// Serve `faultline.admin.v1.FaultInjection` (test harnesses only).
     pub fault_injection: bool,
+    /// The bootstrap layout (`--partitions`, `--partitioning`, `--split-at`), honoured
+    /// only when the cluster is first formed; afterwards the layout comes from the data
+    /// directory, and flags that disagree with it are an error.
+    pub partitions: Option<u32>,
+    pub partitioning: Option<crate::partitioning::Scheme>,
+    pub split_at: Vec<String>,
+    /// Voting replicas per partition (default 3).
+    pub replicas: Option<u32>,
+    /// Most keys one scan may return.
+    pub scan_limit_max: u32,
 }
 
 impl Default for NodeConfig {
@@ -66,6 +76,11 @@ impl Default for NodeConfig {
             batch_events_max: 1_024,
             seed: None,
             fault_injection: false,
+            partitions: None,
+            partitioning: None,
+            split_at: Vec::new(),
+            replicas: None,
+            scan_limit_max: 10_000,
         }
     }
 }
@@ -107,6 +122,9 @@ impl NodeConfig {
                 "client_queue_max, peer_queue_max and batch_events_max must be at least 1"
             );
         }
+        if self.scan_limit_max == 0 {
+            anyhow::bail!("scan_limit_max must be at least 1");
+        }
         self.raft_config(SeededBugs::default()).validate()?;
         Ok(())
     }
@@ -116,6 +134,18 @@ impl NodeConfig {
         voters.push(self.id);
         voters.sort_unstable();
         voters
+    }
+
+    /// The Raft configuration of one group this node hosts, with `voters` as its
+    /// members. Each group draws its election timeouts from its own seed.
+    pub fn group_config(&self, group: u64, voters: Vec<u64>, bugs: SeededBugs) -> RaftConfig {
+        let mut config = self.raft_config(bugs);
+        config.group_id = group;
+        config.voters = voters;
+        config.seed = crate::partitioning::hashing::mix(
+            config.seed ^ group.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        config
     }
 
     pub fn raft_config(&self, bugs: SeededBugs) -> RaftConfig {

@@ -1,52 +1,121 @@
-//! The replication thread: the one owner of the Raft core, the state machine and the
-//! WAL. It takes events in batches (group commit: one fsync per batch), drives the core,
-//! and acts on each `Ready` in the order its contract gives.
+//! The replication thread: the one owner of every Raft group the node hosts (one
+//! `RaftCore` and one state machine per group: the consistent core's partition map for
+//! group 0, a key-value store for each data partition) and of the WAL they share.
 //!
-//! It is a plain thread, not a tokio task, because fsync blocks.
+//! It runs rounds: take a batch of events and step the cores they are for, tick the
+//! groups that are not quiesced, then take a `Ready` from every group that has one,
+//! stage them all in the WAL, fdatasync once (group commit across groups), and only then
+//! send acknowledgements, advance and apply each, in the order the `Ready` contract
+//! gives. It is a plain thread, not a tokio task, because fsync blocks.
+//!
+//! **Quiescence.** A node with a thousand idle partitions must stay cheap, so a leader
+//! whose group has been idle for `QUIESCE_AFTER_TICKS` ticks ([`RaftCore::is_quiescent`])
+//! tells its followers (`Quiesce`) and stops ticking the group; a follower whose log
+//! matches what the leader said stops too. Anything for the group (a message, a
+//! proposal, a read) wakes it. While quiesced, elections cannot notice a dead leader, so
+//! nodes exchange one `NodeHeartbeat` per peer per heartbeat interval, whatever the number
+//! of groups; a quiesced follower whose leader's node has been silent for an election
+//! timeout wakes the group (which then elects), and a quiesced leader that hears from no
+//! quorum of its voters wakes it (and check-quorum steps it down). CockroachDB quiesces
+//! ranges the same way, with node liveness in place of these heartbeats.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::durable::Durable;
 use super::transport::Transport;
-use crate::proto::kv::StatusResponse;
-use crate::proto::raft::{ApplyResult, Command, Message, message::Body};
+use crate::partitioning::convert::to_wire;
+use crate::partitioning::core_store::{CoreApplied, CoreStore};
+use crate::partitioning::{CORE_GROUP, Load, PartitionMap};
+use crate::proto::kv::{GroupStatus, StatusResponse};
+use crate::proto::raft::{
+    ApplyResult, Command, CoreCommand, Message, NodeHeartbeat, PartitionReport, Quiesce,
+    core_command, message::Body,
+};
 use crate::replication::{RaftCore, Ready, Role};
-use crate::store::KvStore;
+use crate::store::{KvStore, ScanItem};
 
 /// Ticks fired by one forward clock step; more would only repeat elections.
 const CLOCK_STEP_TICKS_MAX: i64 = 1_000;
+/// A leader's group quiesces after this many idle ticks in a row.
+const QUIESCE_AFTER_TICKS: u32 = 20;
+/// A leader reports its load to the consistent core this often (in ticks), if it had any.
+const LOAD_REPORT_TICKS: u64 = 500;
+/// Digests of recent states kept over all groups (16 bytes each: 16 MiB), shared out
+/// evenly; each group keeps at least `DIGESTS_KEPT_MIN`.
+const DIGESTS_BUDGET: usize = 1 << 20;
+const DIGESTS_KEPT_MIN: usize = 1_024;
 
 pub enum WriteOutcome {
     Applied(ApplyResult),
     NotLeader(Option<u64>),
     /// Another leader's entry took the proposal's index: it was not applied.
     Superseded,
+    /// This node holds no replica of the group.
+    NoSuchGroup,
 }
 
-pub enum ReadOutcome {
-    Value(Option<(Vec<u8>, u64)>),
+/// How a read (a get: [`GetValue`]; a scan: [`ScanItems`]) ended.
+pub enum ReadOutcome<T> {
+    Value(T),
     NotLeader(Option<u64>),
     /// Leadership was lost before the read was confirmed.
     Dropped,
+    NoSuchGroup,
+}
+
+/// What a get finds: the value and its revision, if the key exists.
+pub type GetValue = Option<(Vec<u8>, u64)>;
+/// What a scan finds: the items, and whether the limit left more out.
+pub type ScanItems = (Vec<ScanItem>, bool);
+
+impl<T> ReadOutcome<T> {
+    /// Answers a read that will not be served here: `Some(hint)` if this replica does not
+    /// lead, `None` if it stopped leading before the read was confirmed.
+    fn refuse(reply: oneshot::Sender<ReadOutcome<T>>, not_leader: Option<Option<u64>>) {
+        let outcome = match not_leader {
+            Some(hint) => ReadOutcome::NotLeader(hint),
+            None => ReadOutcome::Dropped,
+        };
+        let _ = reply.send(outcome);
+    }
 }
 
 pub enum Event {
     Peer(Message),
     Write {
+        group: u64,
         command: Command,
         reply: oneshot::Sender<WriteOutcome>,
     },
+    /// A command for the consistent core (group 0).
+    CoreWrite {
+        command: CoreCommand,
+        reply: oneshot::Sender<WriteOutcome>,
+    },
     Read {
+        group: u64,
         key: Vec<u8>,
         serializable: bool,
-        reply: oneshot::Sender<ReadOutcome>,
+        reply: oneshot::Sender<ReadOutcome<GetValue>>,
+    },
+    Scan {
+        group: u64,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        serializable: bool,
+        reply: oneshot::Sender<ReadOutcome<ScanItems>>,
     },
     Status {
+        /// The group the top-level fields describe (None: the first data group).
+        group: Option<u64>,
+        all_groups: bool,
         /// The index to report the state digest at (0: the applied index), if wanted.
         digest_index: Option<u64>,
         reply: oneshot::Sender<StatusResponse>,
@@ -54,7 +123,7 @@ pub enum Event {
     Shutdown,
 }
 
-/// What request handlers need to know without asking the thread.
+/// What request handlers need to know about a group without asking the thread.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct View {
     pub leader_id: Option<u64>,
@@ -64,63 +133,246 @@ pub struct View {
 }
 
 pub struct DriverOptions {
+    pub node_id: u64,
+    /// Every other node of the cluster.
+    pub peers: Vec<u64>,
     pub tick: Duration,
     /// The clock the timers read; the fault-injection service may step it.
     pub clock: super::clock::TimerClock,
     pub snapshot_interval_entries: u64,
     pub batch_events_max: usize,
+    pub heartbeat_interval_ticks: u32,
+    /// How long a silent node is taken to be alive, for quiesced groups.
+    pub liveness_ticks: u64,
     pub double_apply: bool,
     pub early_ack: bool,
     pub seeded_bugs: Vec<String>,
 }
 
-pub struct Driver {
+/// A group's state machine.
+pub enum Machine {
+    Data(KvStore),
+    Core(CoreStore),
+}
+
+impl Machine {
+    fn digest(&self) -> u64 {
+        match self {
+            Machine::Data(store) => store.digest(),
+            Machine::Core(core) => core.digest(),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        match self {
+            Machine::Data(store) => store.snapshot(),
+            Machine::Core(core) => core.snapshot(),
+        }
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Machine::Data(store) => {
+                *store = KvStore::restore(bytes)
+                    .map_err(|e| anyhow::anyhow!("snapshot from the leader does not decode: {e}"))?
+            }
+            Machine::Core(core) => *core = CoreStore::restore(bytes).map_err(anyhow::Error::msg)?,
+        }
+        Ok(())
+    }
+}
+
+/// One group as the node starts it.
+pub struct GroupStart {
+    pub core: RaftCore,
+    pub machine: Machine,
+}
+
+enum PendingRead {
+    Get {
+        key: Vec<u8>,
+        reply: oneshot::Sender<ReadOutcome<GetValue>>,
+    },
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        reply: oneshot::Sender<ReadOutcome<ScanItems>>,
+    },
+}
+
+impl PendingRead {
+    fn drop_with(self, not_leader: Option<Option<u64>>) {
+        match self {
+            PendingRead::Get { reply, .. } => ReadOutcome::refuse(reply, not_leader),
+            PendingRead::Scan { reply, .. } => ReadOutcome::refuse(reply, not_leader),
+        }
+    }
+}
+
+struct Group {
     core: RaftCore,
-    store: KvStore,
+    machine: Machine,
+    pending_writes: HashMap<u64, (u64, oneshot::Sender<WriteOutcome>)>,
+    pending_reads: HashMap<u64, PendingRead>,
+    /// Confirmed reads waiting for the state machine to reach their index.
+    confirmed_reads: Vec<(u64, u64)>,
+    applied_index: u64,
+    /// (applied index, state digest) for the group's recent states, so that replicas at
+    /// different indices can still be compared at a common one after a run.
+    digests: VecDeque<(u64, u64)>,
+    digests_kept: usize,
+    quiesced: bool,
+    idle_ticks: u32,
+    view: watch::Sender<View>,
+    /// The term in which this node last reported leading the group to the core.
+    reported_term: u64,
+    reads_since_report: u64,
+    writes_since_report: u64,
+    ticks_since_report: u64,
+    reported_load: Load,
+}
+
+impl Group {
+    /// Resumes ticking a quiesced group. A message to a group that is not quiesced (a
+    /// heartbeat's answer) changes nothing: whether it is idle is judged at each tick.
+    fn wake(&mut self) {
+        if self.quiesced {
+            self.quiesced = false;
+            self.idle_ticks = 0;
+        }
+    }
+
+    fn remember_digest(&mut self) {
+        if self.digests.len() >= self.digests_kept {
+            self.digests.pop_front();
+        }
+        self.digests
+            .push_back((self.applied_index, self.machine.digest()));
+    }
+
+    fn digest_at(&self, index: u64) -> Option<u64> {
+        // Indices only grow within `digests` (a snapshot clears it).
+        let position = self
+            .digests
+            .binary_search_by_key(&index, |&(i, _)| i)
+            .ok()?;
+        Some(self.digests[position].1)
+    }
+
+    fn status(&self) -> GroupStatus {
+        let log = self.core.log();
+        GroupStatus {
+            group_id: self.core.group_id(),
+            role: self.core.role().as_str().to_string(),
+            term: self.core.term(),
+            leader_id: self.core.leader_id().unwrap_or(0),
+            commit_index: self.core.commit_index(),
+            applied_index: self.applied_index,
+            last_index: log.last_index(),
+            snapshot_index: log.snapshot_index(),
+            voters: self.core.config().voters.clone(),
+            quiesced: self.quiesced,
+        }
+    }
+
+    fn serve(&self, read: PendingRead) {
+        let Machine::Data(store) = &self.machine else {
+            read.drop_with(None);
+            return;
+        };
+        match read {
+            PendingRead::Get { key, reply } => {
+                let value = store.get(&key).map(|(v, r)| (v.to_vec(), r));
+                let _ = reply.send(ReadOutcome::Value(value));
+            }
+            PendingRead::Scan {
+                start,
+                end,
+                limit,
+                reply,
+            } => {
+                let (items, more) = store.scan(&start, &end, limit);
+                let _ = reply.send(ReadOutcome::Value((items, more)));
+            }
+        }
+    }
+}
+
+/// What the thread shares with the request handlers: per-group views and the map.
+pub struct Published {
+    pub views: HashMap<u64, watch::Receiver<View>>,
+}
+
+pub struct Driver {
+    groups: BTreeMap<u64, Group>,
     durable: Durable,
     transport: Transport,
     options: DriverOptions,
-    view: watch::Sender<View>,
-    pending_writes: HashMap<u64, (u64, oneshot::Sender<WriteOutcome>)>,
-    pending_reads: HashMap<u64, (Vec<u8>, oneshot::Sender<ReadOutcome>)>,
-    /// Confirmed reads waiting for the state machine to reach their index.
-    confirmed_reads: Vec<(u64, u64)>,
+    /// The partition map as the consistent core's replica here applied it.
+    map: Arc<watch::Sender<Arc<PartitionMap>>>,
+    /// Reports for a core leader on another node.
+    reports: mpsc::Sender<PartitionReport>,
     next_read_id: u64,
-    applied_index: u64,
-    /// (applied index, state digest) for the last `DIGESTS_KEPT` states the store passed
-    /// through, so that replicas at different indices can still be compared at a common
-    /// one after a run (StatusRequest.digest_index).
-    digests: VecDeque<(u64, u64)>,
+    ticks: u64,
+    /// The tick at which each peer node was last heard from.
+    last_heard: HashMap<u64, u64>,
+    unknown_groups_logged: HashSet<u64>,
 }
-
-/// 16 bytes each: about 1 MiB.
-const DIGESTS_KEPT: usize = 65_536;
 
 impl Driver {
     pub fn new(
-        core: RaftCore,
-        store: KvStore,
+        starts: Vec<GroupStart>,
         durable: Durable,
         transport: Transport,
         options: DriverOptions,
-        view: watch::Sender<View>,
-    ) -> Self {
-        let applied_index = core.log().snapshot_index();
-        let digests = VecDeque::from([(applied_index, store.digest())]);
-        Self {
-            core,
-            store,
+        map: Arc<watch::Sender<Arc<PartitionMap>>>,
+        reports: mpsc::Sender<PartitionReport>,
+    ) -> (Self, Published) {
+        let digests_kept = (DIGESTS_BUDGET / starts.len().max(1)).max(DIGESTS_KEPT_MIN);
+        let mut groups = BTreeMap::new();
+        let mut views = HashMap::new();
+        for start in starts {
+            let applied_index = start.core.log().snapshot_index();
+            let digests = VecDeque::from([(applied_index, start.machine.digest())]);
+            let (view, receiver) = watch::channel(View::default());
+            let id = start.core.group_id();
+            views.insert(id, receiver);
+            groups.insert(
+                id,
+                Group {
+                    core: start.core,
+                    machine: start.machine,
+                    pending_writes: HashMap::new(),
+                    pending_reads: HashMap::new(),
+                    confirmed_reads: Vec::new(),
+                    applied_index,
+                    digests,
+                    digests_kept,
+                    quiesced: false,
+                    idle_ticks: 0,
+                    view,
+                    reported_term: 0,
+                    reads_since_report: 0,
+                    writes_since_report: 0,
+                    ticks_since_report: 0,
+                    reported_load: Load::default(),
+                },
+            );
+        }
+        let driver = Self {
+            groups,
             durable,
             transport,
             options,
-            view,
-            pending_writes: HashMap::new(),
-            pending_reads: HashMap::new(),
-            confirmed_reads: Vec::new(),
-            digests,
+            map,
+            reports,
             next_read_id: 1,
-            applied_index,
-        }
+            ticks: 0,
+            last_heard: HashMap::new(),
+            unknown_groups_logged: HashSet::new(),
+        };
+        (driver, Published { views })
     }
 
     /// Runs until `Event::Shutdown` or every sender is gone. An error is a storage
@@ -140,7 +392,7 @@ impl Driver {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            // Batch what else is queued: one Ready, one fsync for all of it.
+            // Batch what else is queued: one round, one fsync for all of it.
             while handled < self.options.batch_events_max {
                 match events.try_recv() {
                     Ok(Event::Shutdown) => return Ok(()),
@@ -157,7 +409,7 @@ impl Driver {
                 clock_offset_ms = offset_ms;
             }
             if Instant::now() >= next_tick {
-                self.core.tick();
+                self.tick();
                 next_tick += self.options.tick;
                 if next_tick < Instant::now() {
                     // Paused (SIGSTOP) or overloaded: do not replay the missed ticks in
@@ -166,7 +418,7 @@ impl Driver {
                 }
             }
             self.process_ready()?;
-            self.publish_view();
+            self.publish_views();
         }
     }
 
@@ -177,127 +429,381 @@ impl Driver {
     fn step_clock(&mut self, delta_ms: i64, next_tick: &mut Instant) {
         let (ticks, next) = clock_step(*next_tick, delta_ms, Instant::now(), self.options.tick);
         for _ in 0..ticks {
-            self.core.tick();
+            self.tick();
         }
         *next_tick = next;
     }
 
+    /// One tick for every group that is not quiesced; quiescence and liveness; reports.
+    fn tick(&mut self) {
+        self.ticks += 1;
+        if self
+            .ticks
+            .is_multiple_of(u64::from(self.options.heartbeat_interval_ticks))
+        {
+            let heartbeats = self.options.peers.iter().map(|&peer| Message {
+                group_id: CORE_GROUP,
+                from: self.options.node_id,
+                to: peer,
+                body: Some(Body::NodeHeartbeat(NodeHeartbeat {})),
+                ..Default::default()
+            });
+            self.transport.send(heartbeats);
+        }
+        let node_id = self.options.node_id;
+        let mut quiesce_messages = Vec::new();
+        let mut reports = Vec::new();
+        for (&id, group) in &mut self.groups {
+            if group.quiesced
+                && !keeps_quiet(
+                    group,
+                    node_id,
+                    self.ticks,
+                    &self.last_heard,
+                    self.options.liveness_ticks,
+                )
+            {
+                tracing::debug!(
+                    group = id,
+                    "woken: its leader's node (or a quorum) went silent"
+                );
+                group.wake();
+            }
+            if group.quiesced {
+                continue;
+            }
+            // Judged before this tick: the last round has sent what the previous one
+            // produced, so a heartbeat waiting to go out does not count as work.
+            if group.core.is_quiescent() {
+                group.idle_ticks += 1;
+                if group.idle_ticks >= QUIESCE_AFTER_TICKS {
+                    tracing::debug!(group = id, "quiescing");
+                    group.quiesced = true;
+                    let log = group.core.log();
+                    for &voter in &group.core.config().voters {
+                        if voter != node_id {
+                            quiesce_messages.push(Message {
+                                group_id: id,
+                                from: node_id,
+                                to: voter,
+                                term: group.core.term(),
+                                lamport_time: group.core.lamport_time(),
+                                body: Some(Body::Quiesce(Quiesce {
+                                    last_index: log.last_index(),
+                                    commit: group.core.commit_index(),
+                                })),
+                            });
+                        }
+                    }
+                    continue;
+                }
+            } else {
+                group.idle_ticks = 0;
+            }
+            group.core.tick();
+            if id != CORE_GROUP && group.core.role() == Role::Leader {
+                group.ticks_since_report += 1;
+                let changed_term = group.reported_term != group.core.term();
+                let due = group.ticks_since_report >= LOAD_REPORT_TICKS
+                    && (group.reads_since_report + group.writes_since_report > 0
+                        || group.reported_load != Load::default());
+                if changed_term || due {
+                    let seconds = (group.ticks_since_report as f64
+                        * self.options.tick.as_secs_f64())
+                    .max(0.001);
+                    let load = Load {
+                        reads_per_sec: group.reads_since_report as f64 / seconds,
+                        writes_per_sec: group.writes_since_report as f64 / seconds,
+                    };
+                    group.reported_term = group.core.term();
+                    group.reads_since_report = 0;
+                    group.writes_since_report = 0;
+                    group.ticks_since_report = 0;
+                    group.reported_load = load;
+                    reports.push((id, group.core.term(), load));
+                }
+            }
+        }
+        self.transport.send(quiesce_messages.into_iter());
+        for (id, term, load) in reports {
+            self.report(id, term, load);
+        }
+    }
+
+    /// Tells the consistent core that this node leads `group` in `term`: through the
+    /// local core replica if it leads, else through the reporter task.
+    fn report(&mut self, group: u64, term: u64, load: Load) {
+        let Some(mut descriptor) = self.map.borrow().get(group).cloned() else {
+            return;
+        };
+        descriptor.leader = Some(self.options.node_id);
+        let report = PartitionReport {
+            descriptors: vec![to_wire(&descriptor, load)],
+            term,
+            reads_per_sec: load.reads_per_sec,
+            writes_per_sec: load.writes_per_sec,
+        };
+        if let Some(core) = self.groups.get_mut(&CORE_GROUP)
+            && core.core.role() == Role::Leader
+        {
+            core.wake();
+            let command = CoreCommand {
+                op: Some(core_command::Op::Report(report)),
+            };
+            // A refusal here means leadership just moved; the next term change reports again.
+            let _ = core.core.propose(command.encode_to_vec());
+            return;
+        }
+        // A full queue drops the report: the next one carries the same news.
+        let _ = self.reports.try_send(report);
+    }
+
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Peer(message) => self.core.step(message),
-            Event::Write { command, reply } => match self.core.propose(command.encode_to_vec()) {
-                Ok(_) if self.options.early_ack => {
-                    // The seeded bug: answer from a speculative copy of the state
-                    // machine, before the entry is durable on a quorum.
-                    let index = self.core.log().last_index();
-                    let result =
-                        self.store
-                            .clone()
-                            .apply(index, &command, self.options.double_apply);
-                    let _ = reply.send(WriteOutcome::Applied(result));
-                }
-                Ok((index, term)) => {
-                    self.pending_writes.insert(index, (term, reply));
-                }
-                Err(not_leader) => {
-                    let _ = reply.send(WriteOutcome::NotLeader(not_leader.leader_hint));
-                }
-            },
-            Event::Read {
-                key,
-                serializable: true,
+            Event::Peer(message) => self.handle_peer(message),
+            Event::Write {
+                group,
+                command,
                 reply,
             } => {
-                let value = self.store.get(&key).map(|(v, r)| (v.to_vec(), r));
-                let _ = reply.send(ReadOutcome::Value(value));
-            }
-            Event::Read {
-                key,
-                serializable: false,
-                reply,
-            } => {
-                let id = self.next_read_id;
-                self.next_read_id += 1;
-                match self.core.read_index(id) {
-                    Ok(()) => {
-                        self.pending_reads.insert(id, (key, reply));
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(WriteOutcome::NoSuchGroup);
+                    return;
+                };
+                g.wake();
+                g.writes_since_report += 1;
+                match g.core.propose(command.encode_to_vec()) {
+                    Ok(_) if self.options.early_ack => {
+                        // The seeded bug: answer from a speculative copy of the state
+                        // machine, before the entry is durable on a quorum.
+                        let index = g.core.log().last_index();
+                        let result = match &g.machine {
+                            Machine::Data(store) => {
+                                store
+                                    .clone()
+                                    .apply(index, &command, self.options.double_apply)
+                            }
+                            Machine::Core(_) => ApplyResult::default(),
+                        };
+                        let _ = reply.send(WriteOutcome::Applied(result));
+                    }
+                    Ok((index, term)) => {
+                        g.pending_writes.insert(index, (term, reply));
                     }
                     Err(not_leader) => {
-                        let _ = reply.send(ReadOutcome::NotLeader(not_leader.leader_hint));
+                        let _ = reply.send(WriteOutcome::NotLeader(not_leader.leader_hint));
                     }
                 }
             }
+            Event::CoreWrite { command, reply } => {
+                let Some(g) = self.groups.get_mut(&CORE_GROUP) else {
+                    let _ = reply.send(WriteOutcome::NoSuchGroup);
+                    return;
+                };
+                g.wake();
+                match g.core.propose(command.encode_to_vec()) {
+                    Ok((index, term)) => {
+                        g.pending_writes.insert(index, (term, reply));
+                    }
+                    Err(not_leader) => {
+                        let _ = reply.send(WriteOutcome::NotLeader(not_leader.leader_hint));
+                    }
+                }
+            }
+            Event::Read {
+                group,
+                key,
+                serializable,
+                reply,
+            } => self.read(group, PendingRead::Get { key, reply }, serializable),
+            Event::Scan {
+                group,
+                start,
+                end,
+                limit,
+                serializable,
+                reply,
+            } => self.read(
+                group,
+                PendingRead::Scan {
+                    start,
+                    end,
+                    limit,
+                    reply,
+                },
+                serializable,
+            ),
             Event::Status {
+                group,
+                all_groups,
                 digest_index,
                 reply,
             } => {
-                let mut status = self.status();
-                if let Some(index) = digest_index {
-                    let index = if index == 0 {
-                        self.applied_index
-                    } else {
-                        index
-                    };
-                    status.state_digest = self.digest_at(index);
-                    status.digest_index = index;
-                }
-                let _ = reply.send(status);
+                let _ = reply.send(self.status(group, all_groups, digest_index));
             }
             Event::Shutdown => {}
         }
     }
 
-    fn process_ready(&mut self) -> anyhow::Result<()> {
-        while self.core.has_ready() {
-            let mut ready = self.core.ready();
-            let (replication, acknowledgements): (Vec<Message>, Vec<Message>) =
-                std::mem::take(&mut ready.messages)
-                    .into_iter()
-                    .partition(|m| {
-                        matches!(
-                            m.body,
-                            Some(Body::AppendEntries(_)) | Some(Body::InstallSnapshot(_))
-                        )
-                    });
-            self.transport.send(replication.into_iter());
-            let core = &self.core;
-            self.durable.persist(&ready, || {
-                let log = core.log();
-                (
-                    core.hard_state(),
-                    log.slice(log.first_index(), log.last_index(), usize::MAX),
-                )
-            })?;
-            self.transport.send(acknowledgements.into_iter());
-            self.core.advance();
-            self.apply(ready)?;
+    fn handle_peer(&mut self, message: Message) {
+        self.last_heard.insert(message.from, self.ticks);
+        match &message.body {
+            Some(Body::NodeHeartbeat(_)) => return,
+            Some(Body::Quiesce(quiesce)) => {
+                if let Some(group) = self.groups.get_mut(&message.group_id)
+                    && group.core.term() == message.term
+                    && group
+                        .core
+                        .may_quiesce_with(message.from, quiesce.last_index, quiesce.commit)
+                {
+                    group.quiesced = true;
+                }
+                return;
+            }
+            _ => {}
         }
-        self.serve_confirmed_reads();
+        match self.groups.get_mut(&message.group_id) {
+            Some(group) => {
+                if group.quiesced {
+                    tracing::debug!(
+                        group = message.group_id,
+                        from = message.from,
+                        "woken by a message"
+                    );
+                }
+                group.wake();
+                group.core.step(message);
+            }
+            None => {
+                if self.unknown_groups_logged.insert(message.group_id) {
+                    tracing::warn!(
+                        group = message.group_id,
+                        from = message.from,
+                        "dropped a peer message for a group this node does not host (logged once per group)"
+                    );
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, group: u64, read: PendingRead, serializable: bool) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            match read {
+                PendingRead::Get { reply, .. } => {
+                    let _ = reply.send(ReadOutcome::NoSuchGroup);
+                }
+                PendingRead::Scan { reply, .. } => {
+                    let _ = reply.send(ReadOutcome::NoSuchGroup);
+                }
+            }
+            return;
+        };
+        g.reads_since_report += 1;
+        if serializable {
+            g.serve(read);
+            return;
+        }
+        g.wake();
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        match g.core.read_index(id) {
+            Ok(()) => {
+                g.pending_reads.insert(id, read);
+            }
+            Err(not_leader) => read.drop_with(Some(not_leader.leader_hint)),
+        }
+    }
+
+    fn process_ready(&mut self) -> anyhow::Result<()> {
+        loop {
+            let ready_groups: Vec<u64> = self
+                .groups
+                .iter()
+                .filter(|(_, g)| g.core.has_ready())
+                .map(|(&id, _)| id)
+                .collect();
+            if ready_groups.is_empty() {
+                break;
+            }
+            let mut staged = Vec::with_capacity(ready_groups.len());
+            for id in ready_groups {
+                let group = self.groups.get_mut(&id).expect("listed above");
+                let mut ready = group.core.ready();
+                let (replication, acknowledgements): (Vec<Message>, Vec<Message>) =
+                    std::mem::take(&mut ready.messages)
+                        .into_iter()
+                        .partition(|m| {
+                            matches!(
+                                m.body,
+                                Some(Body::AppendEntries(_)) | Some(Body::InstallSnapshot(_))
+                            )
+                        });
+                self.transport.send(replication.into_iter());
+                let core = &group.core;
+                self.durable.stage(id, &ready, || {
+                    let log = core.log();
+                    (
+                        core.hard_state(),
+                        log.slice(log.first_index(), log.last_index(), usize::MAX),
+                    )
+                })?;
+                staged.push((id, ready, acknowledgements));
+            }
+            // One fdatasync for every group's records of this round.
+            self.durable.sync()?;
+            for (id, ready, acknowledgements) in staged {
+                self.transport.send(acknowledgements.into_iter());
+                let group = self.groups.get_mut(&id).expect("staged above");
+                group.core.advance();
+                self.apply(id, ready)?;
+            }
+        }
+        for group in self.groups.values_mut() {
+            serve_confirmed_reads(group);
+        }
         Ok(())
     }
 
-    fn apply(&mut self, ready: Ready) -> anyhow::Result<()> {
+    fn apply(&mut self, id: u64, ready: Ready) -> anyhow::Result<()> {
+        let double_apply = self.options.double_apply;
+        let group = self.groups.get_mut(&id).expect("applying a known group");
+        let mut map_changed = false;
         if let Some(snapshot) = &ready.snapshot {
-            self.store = KvStore::restore(&snapshot.data)
-                .map_err(|e| anyhow::anyhow!("snapshot from the leader does not decode: {e}"))?;
-            self.applied_index = snapshot.meta.last_included_index;
+            group.machine.restore(&snapshot.data)?;
+            group.applied_index = snapshot.meta.last_included_index;
             // Earlier digests belong to a history this node no longer holds.
-            self.digests.clear();
-            self.remember_digest();
+            group.digests.clear();
+            group.remember_digest();
+            map_changed = matches!(group.machine, Machine::Core(_));
         }
         for entry in &ready.committed_entries {
             let result = if entry.data.is_empty() {
                 ApplyResult::default()
             } else {
-                let command = Command::decode(entry.data.as_slice()).map_err(|e| {
-                    anyhow::anyhow!("committed entry {} does not decode: {e}", entry.index)
-                })?;
-                self.store
-                    .apply(entry.index, &command, self.options.double_apply)
+                match &mut group.machine {
+                    Machine::Data(store) => {
+                        let command = Command::decode(entry.data.as_slice()).map_err(|e| {
+                            anyhow::anyhow!(
+                                "group {id}: committed entry {} does not decode: {e}",
+                                entry.index
+                            )
+                        })?;
+                        store.apply(entry.index, &command, double_apply)
+                    }
+                    Machine::Core(core) => {
+                        match core.apply(&entry.data) {
+                            CoreApplied::Taken => map_changed = true,
+                            CoreApplied::Refused(why) => {
+                                tracing::debug!(index = entry.index, "core refused: {why}")
+                            }
+                        }
+                        ApplyResult::default()
+                    }
+                }
             };
-            self.applied_index = entry.index;
-            self.remember_digest();
-            if let Some((term, reply)) = self.pending_writes.remove(&entry.index) {
+            group.applied_index = entry.index;
+            group.remember_digest();
+            if let Some((term, reply)) = group.pending_writes.remove(&entry.index) {
                 let outcome = if term == entry.term {
                     WriteOutcome::Applied(result)
                 } else {
@@ -307,118 +813,169 @@ impl Driver {
             }
         }
         for read in &ready.read_states {
-            self.confirmed_reads.push((read.index, read.request_id));
+            group.confirmed_reads.push((read.index, read.request_id));
         }
-        for id in &ready.dropped_reads {
-            if let Some((_, reply)) = self.pending_reads.remove(id) {
-                let _ = reply.send(ReadOutcome::Dropped);
+        for read_id in &ready.dropped_reads {
+            if let Some(read) = group.pending_reads.remove(read_id) {
+                read.drop_with(None);
             }
         }
-        if self.core.role() != Role::Leader && !self.pending_writes.is_empty() {
+        if group.core.role() != Role::Leader && !group.pending_writes.is_empty() {
             // Proposals of a deposed leader may still commit (a new leader can carry
             // them) or be superseded; both resolve when their index applies. Handlers
             // time out meanwhile, with an unknown outcome.
-            self.pending_writes
+            group
+                .pending_writes
                 .retain(|_, (_, reply)| !reply.is_closed());
         }
-        self.maybe_snapshot()
+        if map_changed && let Machine::Core(core) = &group.machine {
+            self.map.send_replace(Arc::new(core.map().clone()));
+        }
+        self.maybe_snapshot(id)
     }
 
-    fn serve_confirmed_reads(&mut self) {
-        let applied = self.applied_index;
-        let store = &self.store;
-        let pending = &mut self.pending_reads;
-        self.confirmed_reads.retain(|&(index, id)| {
-            if index > applied {
-                return true;
-            }
-            if let Some((key, reply)) = pending.remove(&id) {
-                let value = store.get(&key).map(|(v, r)| (v.to_vec(), r));
-                let _ = reply.send(ReadOutcome::Value(value));
-            }
-            false
-        });
-    }
-
-    fn maybe_snapshot(&mut self) -> anyhow::Result<()> {
-        let since = self
+    fn maybe_snapshot(&mut self, id: u64) -> anyhow::Result<()> {
+        let group = self.groups.get_mut(&id).expect("a known group");
+        let since = group
             .applied_index
-            .saturating_sub(self.core.log().snapshot_index());
+            .saturating_sub(group.core.log().snapshot_index());
         if since < self.options.snapshot_interval_entries {
             return Ok(());
         }
-        let data = self.store.snapshot();
-        self.core.compact(self.applied_index, data);
-        let snapshot = self.core.snapshot().expect("just compacted").clone();
-        let log = self.core.log();
-        let retained = log.slice(log.first_index(), log.last_index(), usize::MAX);
+        let data = group.machine.snapshot();
+        group.core.compact(group.applied_index, data);
+        let snapshot = group.core.snapshot().expect("just compacted").clone();
         self.durable
-            .write_snapshot(&snapshot, self.core.hard_state(), &retained)?;
+            .write_snapshot(id, &snapshot, group.core.hard_state())?;
         tracing::info!(
-            index = self.applied_index,
+            group = id,
+            index = group.applied_index,
             "snapshot written, log compacted"
         );
+        if self.durable.wants_checkpoint() {
+            let groups = self.groups.iter().map(|(&id, g)| {
+                let log = g.core.log();
+                (
+                    id,
+                    g.core.hard_state(),
+                    g.core.snapshot().map(|s| &s.meta),
+                    log.slice(log.first_index(), log.last_index(), usize::MAX),
+                )
+            });
+            self.durable.checkpoint(groups)?;
+            tracing::info!("WAL rewritten with what every group still needs");
+        }
         Ok(())
     }
 
-    fn remember_digest(&mut self) {
-        if self.digests.len() == DIGESTS_KEPT {
-            self.digests.pop_front();
-        }
-        self.digests
-            .push_back((self.applied_index, self.store.digest()));
-    }
-
-    fn digest_at(&self, index: u64) -> Option<u64> {
-        // Indices only grow within `digests` (a snapshot clears it).
-        let position = self
-            .digests
-            .binary_search_by_key(&index, |&(i, _)| i)
-            .ok()?;
-        Some(self.digests[position].1)
-    }
-
-    fn status(&self) -> StatusResponse {
-        let log = self.core.log();
-        StatusResponse {
-            id: self.core.id(),
-            role: self.core.role().as_str().to_string(),
-            term: self.core.term(),
-            leader_id: self.core.leader_id().unwrap_or(0),
-            commit_index: self.core.commit_index(),
-            applied_index: self.applied_index,
-            last_index: log.last_index(),
-            lamport_time: self.core.lamport_time(),
-            snapshot_index: log.snapshot_index(),
-            group_id: self.core.group_id(),
-            voters: self.core.config().voters.clone(),
-            seeded_bugs: self.options.seeded_bugs.clone(),
-            state_digest: None,
-            digest_index: 0,
-        }
-    }
-
-    fn publish_view(&self) {
-        let view = View {
-            leader_id: self.core.leader_id(),
-            term: self.core.term(),
-            lamport_time: self.core.lamport_time(),
-            role: self.core.role().as_str(),
-        };
-        self.view.send_if_modified(|current| {
-            // The Lamport time moves with every message; publish it only with another
-            // change so that waiters are not woken for nothing.
-            let changed = current.leader_id != view.leader_id
-                || current.term != view.term
-                || current.role != view.role;
-            if changed {
-                *current = view;
-            } else {
-                current.lamport_time = view.lamport_time;
-            }
-            changed
+    fn status(
+        &self,
+        group: Option<u64>,
+        all_groups: bool,
+        digest_index: Option<u64>,
+    ) -> StatusResponse {
+        let wanted = group.or_else(|| {
+            self.groups
+                .keys()
+                .copied()
+                .find(|&id| id != CORE_GROUP)
+                .or_else(|| self.groups.keys().next().copied())
         });
+        let mut status = StatusResponse {
+            id: self.options.node_id,
+            seeded_bugs: self.options.seeded_bugs.clone(),
+            ..Default::default()
+        };
+        if let Some(g) = wanted.and_then(|id| self.groups.get(&id)) {
+            let s = g.status();
+            status.role = s.role;
+            status.term = s.term;
+            status.leader_id = s.leader_id;
+            status.commit_index = s.commit_index;
+            status.applied_index = s.applied_index;
+            status.last_index = s.last_index;
+            status.lamport_time = g.core.lamport_time();
+            status.snapshot_index = s.snapshot_index;
+            status.group_id = s.group_id;
+            status.voters = s.voters;
+            if let Some(index) = digest_index {
+                let index = if index == 0 { g.applied_index } else { index };
+                status.state_digest = g.digest_at(index);
+                status.digest_index = index;
+            }
+        } else {
+            status.role = "none".into();
+            status.group_id = group.unwrap_or(0);
+        }
+        if all_groups {
+            status.groups = self.groups.values().map(Group::status).collect();
+        }
+        status
     }
+
+    fn publish_views(&self) {
+        for group in self.groups.values() {
+            let view = View {
+                leader_id: group.core.leader_id(),
+                term: group.core.term(),
+                lamport_time: group.core.lamport_time(),
+                role: group.core.role().as_str(),
+            };
+            group.view.send_if_modified(|current| {
+                // The Lamport time moves with every message; publish it only with another
+                // change so that waiters are not woken for nothing.
+                let changed = current.leader_id != view.leader_id
+                    || current.term != view.term
+                    || current.role != view.role;
+                if changed {
+                    *current = view;
+                } else {
+                    current.lamport_time = view.lamport_time;
+                }
+                changed
+            });
+        }
+    }
+}
+
+/// Whether a quiesced group may stay quiet: its leader's node is alive (a follower), or a
+/// quorum of its voters is (a leader).
+fn keeps_quiet(
+    group: &Group,
+    node_id: u64,
+    now: u64,
+    last_heard: &HashMap<u64, u64>,
+    liveness_ticks: u64,
+) -> bool {
+    let alive = |node: u64| {
+        last_heard
+            .get(&node)
+            .is_some_and(|&at| now.saturating_sub(at) <= liveness_ticks)
+    };
+    match group.core.role() {
+        Role::Leader => {
+            let voters = &group.core.config().voters;
+            let heard = voters.iter().filter(|&&v| v == node_id || alive(v)).count();
+            heard > voters.len() / 2
+        }
+        _ => group.core.leader_id().is_some_and(alive),
+    }
+}
+
+fn serve_confirmed_reads(group: &mut Group) {
+    let applied = group.applied_index;
+    let confirmed = std::mem::take(&mut group.confirmed_reads);
+    let mut waiting = Vec::new();
+    for (index, id) in confirmed {
+        if index > applied {
+            waiting.push((index, id));
+            continue;
+        }
+        if let Some(read) = group.pending_reads.remove(&id) {
+            group.serve(read);
+        }
+    }
+    group.confirmed_reads = waiting;
 }
 
 /// For a clock step of `delta_ms` at `now`: how many ticks the step skipped (bounded) and

@@ -16,11 +16,20 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::watch;
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tonic::transport::Channel;
+
+use crate::partitioning::core_store::CoreStore;
+use crate::partitioning::{CORE_GROUP, LayoutSpec, PartitionMap};
 use crate::proto::admin::fault_injection_server::FaultInjectionServer;
 use crate::proto::kv::kv_client::KvClient;
 use crate::proto::kv::kv_server::KvServer;
+use crate::proto::kv::{GetPartitionMapRequest, ReportPartitionRequest};
+use crate::proto::raft::PartitionReport;
 use crate::proto::raft::raft_server::RaftServer;
-use crate::replication::{RaftCore, SeededBugs};
+use crate::replication::{PersistedState, RaftCore, SeededBugs};
 use crate::store::KvStore;
 pub use config::NodeConfig;
 use driver::{Driver, DriverOptions, Event, View};
@@ -30,6 +39,11 @@ use transport::{RaftService, Transport, TransportOptions};
 
 /// How long a stopping node lets in-flight requests finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// Reports waiting for the consistent core's leader; beyond it they are dropped (the next
+/// one carries the same news).
+const REPORTS_QUEUE_MAX: usize = 1_024;
+/// How often a node that does not hold the consistent core asks it for the map.
+const MAP_PULL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Seeded bugs, all off unless `--unsafe-seeded-bug` names them.
 #[derive(Clone, Debug, Default)]
@@ -41,6 +55,9 @@ pub struct NodeBugs {
     pub vote_amnesia: bool,
     /// Acknowledge a write once the leader appended it, before a quorum has it.
     pub early_ack: bool,
+    /// Recovery gives one group's WAL records to another.
+    pub wal_group_mixup: bool,
+    pub route: kv_service::RouteBugs,
 }
 
 impl NodeBugs {
@@ -58,8 +75,90 @@ impl NodeBugs {
         if self.early_ack {
             names.push("early-ack".into());
         }
+        if self.wal_group_mixup {
+            names.push("wal-group-mixup".into());
+        }
+        if self.route.scan_skips_boundary {
+            names.push("scan-skips-boundary".into());
+        }
+        if self.route.stale_leader_route {
+            names.push("stale-leader-route".into());
+        }
         names
     }
+}
+
+/// The file in the data directory that records the layout the cluster was formed with.
+const LAYOUT_FILE: &str = "layout";
+
+/// The layout to start with: the stored one (the flags, if given, must agree with it), or
+/// on a new data directory the one the flags describe, which is then stored.
+fn layout(config: &NodeConfig) -> anyhow::Result<LayoutSpec> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let mut flags = LayoutSpec::from_flags(
+        config.partitions,
+        config.partitioning.unwrap_or_default(),
+        config.split_at.clone(),
+        config.voters(),
+    )?;
+    if let Some(replicas) = config.replicas {
+        flags.replicas = replicas;
+        flags.validate()?;
+    }
+    if let Some(bytes) = crate::storage::snapshot_file::read(dir, LAYOUT_FILE)? {
+        let stored: LayoutSpec = serde_yaml::from_slice(&bytes).with_context(|| {
+            format!(
+                "{}: the stored layout does not parse",
+                dir.join(LAYOUT_FILE).display()
+            )
+        })?;
+        // Only what the flags give is compared: a flag left out means "as stored".
+        let asked = LayoutSpec {
+            partitions: config.partitions.unwrap_or(stored.partitions),
+            scheme: config.partitioning.unwrap_or(stored.scheme),
+            split_keys: if config.split_at.is_empty() {
+                stored.split_keys.clone()
+            } else {
+                config.split_at.clone()
+            },
+            nodes: flags.nodes.clone(),
+            replicas: config.replicas.unwrap_or(stored.replicas),
+        };
+        let differences = stored.differences(&asked);
+        if !differences.is_empty() {
+            anyhow::bail!(
+                "this node's data directory {} holds a cluster formed with another layout; \
+                 the flags ask for {}. The layout is fixed when the cluster is first formed: \
+                 leave --partitions, --partitioning, --split-at and --replicas out (or give the stored \
+                 values), or start from an empty data directory",
+                dir.display(),
+                differences.join(", ")
+            );
+        }
+        if stored.nodes != flags.nodes {
+            anyhow::bail!(
+                "this node's data directory {} holds a cluster of nodes {:?}, but the flags \
+                 name nodes {:?} (this node and its --peer list); membership changes are \
+                 not supported yet",
+                dir.display(),
+                stored.nodes,
+                flags.nodes
+            );
+        }
+        return Ok(stored);
+    }
+    if dir.join("wal").exists() {
+        anyhow::bail!(
+            "{} has a WAL but no layout file: it was written by an older faultline-node \
+             that had one Raft group; remove the data directory so the node rejoins empty",
+            dir.display()
+        );
+    }
+    let bytes = serde_yaml::to_string(&flags)?;
+    crate::storage::snapshot_file::write_atomic(dir, LAYOUT_FILE, bytes.as_bytes())?;
+    Ok(flags)
 }
 
 /// Runs a node until `shutdown` resolves or storage fails.
@@ -69,6 +168,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let spec = layout(&config)?;
     let recovered = Durable::recover(&config.data_dir).with_context(|| {
         format!(
             "cannot recover node {} from {}",
@@ -86,31 +186,87 @@ pub async fn run(
     }
     let mut recovered = recovered;
     if bugs.vote_amnesia {
-        recovered.state.hard_state.voted_for = 0;
-    }
-    let store = match &recovered.state.snapshot {
-        Some(snapshot) => {
-            KvStore::restore(&snapshot.data).context("the snapshot file's state does not decode")?
+        for state in recovered.groups.values_mut() {
+            state.hard_state.voted_for = 0;
         }
-        None => KvStore::default(),
+    }
+    if bugs.wal_group_mixup {
+        wal_group_mixup(&mut recovered.groups);
+    }
+    let initial_map = PartitionMap::new(spec.initial_descriptors())
+        .map_err(|e| anyhow::anyhow!("the layout does not make a valid partition map: {e}"))?;
+    let core_replicas = spec.core_replicas();
+    let mut starts = Vec::new();
+    let mut group_of = |group: u64, voters: Vec<u64>, machine: driver::Machine| {
+        let persisted = recovered.groups.remove(&group).unwrap_or_default();
+        (group, voters, machine, persisted)
     };
+    let mut hosted = Vec::new();
+    if core_replicas.contains(&config.id) {
+        hosted.push(group_of(
+            CORE_GROUP,
+            core_replicas.clone(),
+            driver::Machine::Core(CoreStore::new(initial_map.clone())),
+        ));
+    }
+    for descriptor in initial_map.descriptors() {
+        if descriptor.replicas.contains(&config.id) {
+            hosted.push(group_of(
+                descriptor.id,
+                descriptor.replicas.clone(),
+                driver::Machine::Data(KvStore::default()),
+            ));
+        }
+    }
+    if let Some(stray) = recovered.groups.keys().next() {
+        tracing::warn!(
+            group = stray,
+            "the WAL holds records of groups this node does not host under its layout; ignored"
+        );
+    }
+    let mut entries = 0;
+    for (group, voters, mut machine, persisted) in hosted {
+        if let Some(snapshot) = &persisted.snapshot {
+            match &mut machine {
+                driver::Machine::Data(store) => {
+                    *store = KvStore::restore(&snapshot.data).with_context(|| {
+                        format!("group {group}'s snapshot file does not decode")
+                    })?;
+                }
+                driver::Machine::Core(core) => {
+                    *core = CoreStore::restore(&snapshot.data)
+                        .map_err(|e| anyhow::anyhow!("the consistent core's snapshot: {e}"))?;
+                }
+            }
+        }
+        entries += persisted.entries.len();
+        let core = RaftCore::new(
+            config.group_config(group, voters, bugs.raft.clone()),
+            persisted,
+        );
+        starts.push(driver::GroupStart { core, machine });
+    }
     let mut durable = recovered.durable;
     durable.skip_fsync = bugs.no_fsync;
     tracing::info!(
         id = config.id,
-        term = recovered.state.hard_state.term,
-        entries = recovered.state.entries.len(),
-        snapshot_index = recovered
-            .state
-            .snapshot
-            .as_ref()
-            .map_or(0, |s| s.meta.last_included_index),
+        groups = starts.len(),
+        partitions = spec.partitions,
+        partitioning = ?spec.scheme,
+        entries,
         "recovered"
     );
-    let core = RaftCore::new(config.raft_config(bugs.raft.clone()), recovered.state);
+    let map_now = starts
+        .iter()
+        .find_map(|s| match &s.machine {
+            driver::Machine::Core(core) => Some(core.map().clone()),
+            driver::Machine::Data(_) => None,
+        })
+        .unwrap_or(initial_map);
+    let (map_tx, map) = watch::channel(Arc::new(map_now));
+    let map_tx = Arc::new(map_tx);
 
     let (events, events_rx) = sync_channel::<Event>(config.client_queue_max);
-    let (view_tx, view) = watch::channel(View::default());
     let transport_options = TransportOptions {
         source_ip: config.source_ip(),
         queue_max: config.peer_queue_max,
@@ -123,15 +279,27 @@ pub async fn run(
     );
     let clock = clock::TimerClock::default();
     let driver_options = DriverOptions {
+        node_id: config.id,
+        peers: config.peers.keys().copied().collect(),
         tick: Duration::from_millis(config.tick_ms),
         clock: clock.clone(),
         snapshot_interval_entries: config.snapshot_interval_entries,
         batch_events_max: config.batch_events_max,
+        heartbeat_interval_ticks: config.heartbeat_interval_ticks,
+        liveness_ticks: u64::from(config.election_timeout_ticks_max),
         double_apply: bugs.double_apply,
         early_ack: bugs.early_ack,
         seeded_bugs: bugs.names(),
     };
-    let driver = Driver::new(core, store, durable, transport, driver_options, view_tx);
+    let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(REPORTS_QUEUE_MAX);
+    let (driver, published) = Driver::new(
+        starts,
+        durable,
+        transport,
+        driver_options,
+        map_tx.clone(),
+        reports_tx,
+    );
     let (driver_done_tx, driver_done) = tokio::sync::oneshot::channel();
     let driver_thread = std::thread::Builder::new()
         .name("replication".into())
@@ -141,7 +309,7 @@ pub async fn run(
             result
         })?;
 
-    let leaders = config
+    let peers: HashMap<u64, KvClient<Channel>> = config
         .peers
         .iter()
         .map(|(&id, &addr)| {
@@ -150,17 +318,32 @@ pub async fn run(
             (id, KvClient::new(endpoint.connect_lazy()))
         })
         .collect();
+    let views = Arc::new(published.views);
+    tokio::spawn(send_reports(
+        reports_rx,
+        peers.clone(),
+        core_replicas.clone(),
+        views.get(&CORE_GROUP).cloned(),
+    ));
+    if !core_replicas.contains(&config.id) {
+        tokio::spawn(pull_map(map_tx, peers.clone(), core_replicas.clone()));
+    }
     // The largest request a client may send: a compare-and-swap with two maximal values.
     let kv_request_bytes_max = config.key_bytes_max + 2 * config.value_bytes_max + 4096;
     let kv = KvService {
         node_id: config.id,
         events: events.clone(),
-        view,
-        leaders,
+        views,
+        map,
+        core_replicas,
+        peers,
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         key_bytes_max: config.key_bytes_max,
         value_bytes_max: config.value_bytes_max,
+        scan_limit_max: config.scan_limit_max,
         stale_read: bugs.raft.stale_read,
+        bugs: bugs.route,
+        first_leaders: std::sync::Mutex::new(HashMap::new()),
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
@@ -221,4 +404,98 @@ pub async fn run(
     )?;
     served.context("the gRPC server failed")?;
     Ok(())
+}
+
+/// The seeded bug `wal-group-mixup`: the first two data groups recover each other's
+/// records, as a recovery that read the group tag wrong would.
+fn wal_group_mixup(groups: &mut BTreeMap<u64, PersistedState>) {
+    let data: Vec<u64> = groups
+        .keys()
+        .copied()
+        .filter(|&g| g != CORE_GROUP)
+        .take(2)
+        .collect();
+    if let [a, b] = data[..] {
+        let first = groups.remove(&a).expect("listed");
+        let second = groups.remove(&b).expect("listed");
+        groups.insert(a, second);
+        groups.insert(b, first);
+    }
+}
+
+/// Sends data leaders' reports to the consistent core's leader: the one this node's core
+/// replica knows of, else each core node in turn. A report that cannot be delivered is
+/// dropped; the next one says the same.
+async fn send_reports(
+    mut reports: tokio::sync::mpsc::Receiver<PartitionReport>,
+    peers: HashMap<u64, KvClient<Channel>>,
+    core_replicas: Vec<u64>,
+    core_view: Option<watch::Receiver<View>>,
+) {
+    let mut turn = 0usize;
+    while let Some(report) = reports.recv().await {
+        let request = ReportPartitionRequest {
+            descriptors: report.descriptors,
+            term: report.term,
+            reads_per_sec: report.reads_per_sec,
+            writes_per_sec: report.writes_per_sec,
+        };
+        let known = core_view.as_ref().and_then(|v| v.borrow().leader_id);
+        let mut targets: Vec<u64> = known.into_iter().collect();
+        for offset in 0..core_replicas.len() {
+            targets.push(core_replicas[(turn + offset) % core_replicas.len()]);
+        }
+        turn += 1;
+        for target in targets {
+            let Some(client) = peers.get(&target) else {
+                continue;
+            };
+            let mut call = tonic::Request::new(request.clone());
+            call.set_timeout(Duration::from_secs(1));
+            if client.clone().report_partition(call).await.is_ok() {
+                break;
+            }
+        }
+    }
+}
+
+/// Keeps a node that holds no core replica up to date with the map: asks a core node
+/// every `MAP_PULL_INTERVAL` and takes its map if it is newer.
+async fn pull_map(
+    map: Arc<watch::Sender<Arc<PartitionMap>>>,
+    peers: HashMap<u64, KvClient<Channel>>,
+    core_replicas: Vec<u64>,
+) {
+    let mut turn = 0usize;
+    loop {
+        tokio::time::sleep(MAP_PULL_INTERVAL).await;
+        let target = core_replicas[turn % core_replicas.len()];
+        turn += 1;
+        let Some(client) = peers.get(&target) else {
+            continue;
+        };
+        let mut call = tonic::Request::new(GetPartitionMapRequest {});
+        call.set_timeout(Duration::from_secs(1));
+        let Ok(response) = client.clone().get_partition_map(call).await else {
+            continue;
+        };
+        let response = response.into_inner();
+        if response.version <= map.borrow().version() {
+            continue;
+        }
+        let mut descriptors = Vec::new();
+        let mut loads = Vec::new();
+        for wire in &response.partitions {
+            match crate::partitioning::convert::from_wire(wire) {
+                Ok((descriptor, load)) => {
+                    loads.push((descriptor.id, load));
+                    descriptors.push(descriptor);
+                }
+                Err(_) => continue,
+            }
+        }
+        if let Ok(pulled) = PartitionMap::restore(descriptors, loads, response.version) {
+            map.send_replace(Arc::new(pulled));
+        }
+    }
 }

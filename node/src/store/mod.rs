@@ -10,6 +10,9 @@ use crate::proto::raft::{
     compare_and_swap::Expected,
 };
 
+/// A key, its value and its revision, as a scan returns them.
+pub type ScanItem = (Vec<u8>, Vec<u8>, u64);
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
     /// key -> (value, revision): the revision is the log index of the last write.
@@ -30,6 +33,23 @@ impl KvStore {
 
     pub fn len(&self) -> usize {
         self.data.len()
+    }
+
+    /// Keys in `[start, end)` in key order (an empty `end`: to the end), at most `limit`;
+    /// true if more keys in the range were left out.
+    pub fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> (Vec<ScanItem>, bool) {
+        let mut items = Vec::new();
+        let range = self
+            .data
+            .range(start.to_vec()..)
+            .take_while(|(key, _)| end.is_empty() || key.as_slice() < end);
+        for (key, (value, revision)) in range {
+            if items.len() == limit {
+                return (items, true);
+            }
+            items.push((key.clone(), value.clone(), *revision));
+        }
+        (items, false)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -371,6 +391,29 @@ mod tests {
         };
         assert!(store.apply(6, &delete, false).succeeded);
         assert_eq!(store.get(b"k"), None);
+    }
+
+    #[test]
+    fn a_scan_returns_keys_in_order_within_its_range_and_limit() {
+        let mut store = KvStore::default();
+        for (index, key) in ["b", "a", "d", "c"].iter().enumerate() {
+            store.apply(index as u64 + 1, &put(key, "v", "", 0), false);
+        }
+        let keys = |start: &str, end: &str, limit| {
+            let (items, more) = store.scan(start.as_bytes(), end.as_bytes(), limit);
+            let keys: Vec<String> = items
+                .into_iter()
+                .map(|(k, _, _)| String::from_utf8(k).unwrap())
+                .collect();
+            (keys, more)
+        };
+        assert_eq!(
+            keys("", "", 10),
+            (vec!["a".into(), "b".into(), "c".into(), "d".into()], false)
+        );
+        assert_eq!(keys("b", "d", 10), (vec!["b".into(), "c".into()], false));
+        assert_eq!(keys("a", "", 2), (vec!["a".into(), "b".into()], true));
+        assert_eq!(keys("e", "", 2), (vec![], false));
     }
 
     #[test]

@@ -234,6 +234,12 @@ impl fmt::Display for MessageView<'_> {
                 "InstallSnapshotResponse{{term {}, last {}}}",
                 m.term, r.last_index
             ),
+            Body::Quiesce(q) => write!(
+                f,
+                "Quiesce{{term {}, last {}, commit {}}}",
+                m.term, q.last_index, q.commit
+            ),
+            Body::NodeHeartbeat(_) => write!(f, "NodeHeartbeat"),
         }
     }
 }
