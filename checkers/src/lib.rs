@@ -8,6 +8,7 @@
 //! - [`linearizability`]: the checker (Wing & Gong's search with Lowe's cache, per partition).
 //! - [`causal`]: the causal checker (Bouajjani et al.'s bad patterns for CC and CCv, and the
 //!   four session guarantees), for read/write histories with unique written values.
+//! - [`set`]: the set checker (Jepsen's `set`: lost, unexpected and recovered elements).
 //! - [`report`]: a verdict as text, JSON, or a standalone HTML timeline; [`report::causal`]
 //!   does the same (text and JSON) for a causal verdict.
 //! - [`models`]: stateright models of the node's protocols, on the node's own code
@@ -49,6 +50,7 @@ pub mod linearizability;
 pub mod model;
 pub mod models;
 pub mod report;
+pub mod set;
 
 use std::path::Path;
 

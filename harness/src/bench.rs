@@ -39,6 +39,16 @@ pub struct BenchArgs {
     /// Keep node data and logs here instead of a temporary directory.
     #[arg(long)]
     store: Option<std::path::PathBuf>,
+    /// Partitions the cluster is formed with (each its own Raft group).
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
+    /// How keys map to partitions (default hash, which spreads the bench's keys).
+    #[arg(long, value_name = "SCHEME", default_value = "hash")]
+    partitioning: String,
+    /// Instead of the load phases: wait for every group to elect and settle, then measure
+    /// the nodes' CPU time over this many idle seconds.
+    #[arg(long, value_name = "SECS")]
+    idle_secs: Option<u64>,
 }
 
 struct Phase {
@@ -83,7 +93,7 @@ enum Op {
 async fn phase(
     name: &'static str,
     op: Op,
-    endpoint: &str,
+    endpoints: &[String],
     clients: usize,
     limit: Limit,
     value: Arc<Vec<u8>>,
@@ -92,7 +102,7 @@ async fn phase(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client_index in 0..clients {
-        let mut client = connect(endpoint).await?;
+        let mut client = connect(&endpoints[client_index % endpoints.len()]).await?;
         let (stop, value) = (stop.clone(), value.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -176,10 +186,37 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let addrs = free_loopback_addrs(args.nodes)?;
-    let mut cluster = LocalCluster::new(&node_bin, &root, &addrs, args.node_args.clone())?;
+    let mut node_args = args.node_args.clone();
+    if let Some(partitions) = args.partitions {
+        node_args.extend([
+            "--partitions".to_string(),
+            partitions.to_string(),
+            "--partitioning".to_string(),
+            args.partitioning.clone(),
+        ]);
+    }
+    let mut cluster = LocalCluster::new(&node_bin, &root, &addrs, node_args)?;
     cluster.start_all()?;
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    if let Some(secs) = args.idle_secs {
+        let code = idle(&cluster, args.partitions.unwrap_or(1), secs).await;
+        for id in cluster.ids() {
+            cluster.stop(id, Duration::from_secs(5))?;
+        }
+        return code;
+    }
     let endpoint = cluster.addr(leader).to_string();
+    // With partitions, leaders spread over the nodes: clients spread over them too, as
+    // clients of a partitioned store would; without, they all talk to the one leader.
+    let endpoints: Vec<String> = if args.partitions.is_some_and(|p| p > 1) {
+        cluster
+            .ids()
+            .iter()
+            .map(|&id| cluster.addr(id).to_string())
+            .collect()
+    } else {
+        vec![endpoint.clone()]
+    };
     let value = Arc::new(vec![b'v'; args.value_bytes]);
     println!(
         "faultline bench: {} nodes (fsync on), leader {leader} at {endpoint}, {}-byte values, node binary {}",
@@ -191,7 +228,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     phase(
         "warmup",
         Op::Put,
-        &endpoint,
+        &endpoints,
         4,
         Limit::Ops(50),
         value.clone(),
@@ -206,7 +243,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     phase(
         "put sequential",
         Op::Put,
-        &endpoint,
+        &endpoints,
         1,
         sequential,
         value.clone(),
@@ -216,7 +253,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     phase(
         "get sequential (lin.)",
         Op::Get,
-        &endpoint,
+        &endpoints,
         1,
         sequential,
         value.clone(),
@@ -226,7 +263,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     phase(
         "put concurrent",
         Op::Put,
-        &endpoint,
+        &endpoints,
         args.clients,
         timed,
         value.clone(),
@@ -236,7 +273,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     phase(
         "get concurrent (lin.)",
         Op::Get,
-        &endpoint,
+        &endpoints,
         args.clients,
         timed,
         value.clone(),
@@ -245,6 +282,88 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     .print();
     for id in cluster.ids() {
         cluster.stop(id, Duration::from_secs(5))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// CPU seconds (user + system) the process has used, from /proc.
+fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("unexpected /proc stat format")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse::<f64>()?)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let clock_ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((ticks(11)? + ticks(12)?) / clock_ticks)
+}
+
+/// Waits until every group has a leader and has had time to quiesce, then measures each
+/// node's CPU over `secs` idle seconds.
+async fn idle(cluster: &LocalCluster, partitions: u32, secs: u64) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let groups = partitions as usize + 1;
+    loop {
+        let mut led = std::collections::BTreeSet::new();
+        for id in cluster.ids() {
+            if let Ok(s) = faultline_harness::cluster::status_all_groups(cluster.addr(id)).await {
+                led.extend(
+                    s.groups
+                        .iter()
+                        .filter(|g| g.role == "leader")
+                        .map(|g| g.group_id),
+                );
+            }
+        }
+        if led.len() >= groups {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!(
+                "only {} of {groups} groups elected a leader in 120 s",
+                led.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let elected = started.elapsed();
+    // Long enough for idle groups to quiesce.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pids: Vec<(u64, u32)> = cluster
+        .ids()
+        .into_iter()
+        .filter_map(|id| cluster.pid(id).map(|pid| (id, pid)))
+        .collect();
+    let before: Vec<f64> = pids
+        .iter()
+        .map(|&(_, pid)| cpu_secs(pid))
+        .collect::<anyhow::Result<_>>()?;
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let elapsed = window.elapsed().as_secs_f64();
+    let mut quiesced = 0;
+    let mut hosted = 0;
+    for id in cluster.ids() {
+        if let Ok(s) = faultline_harness::cluster::status_all_groups(cluster.addr(id)).await {
+            hosted += s.groups.len();
+            quiesced += s.groups.iter().filter(|g| g.quiesced).count();
+        }
+    }
+    println!(
+        "faultline bench --idle-secs {secs}: {} nodes, {partitions} partitions ({groups} groups, every one led after {:.1} s); {quiesced} of {hosted} replicas quiesced",
+        pids.len(),
+        elected.as_secs_f64()
+    );
+    println!("{:<6} {:>12}", "node", "CPU % of a core");
+    for ((id, pid), before) in pids.iter().zip(before) {
+        let used = cpu_secs(*pid)? - before;
+        println!("n{id:<5} {:>12.2}", 100.0 * used / elapsed);
     }
     Ok(ExitCode::SUCCESS)
 }

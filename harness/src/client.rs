@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{
-    CompareAndSwapRequest, GetRequest, PutRequest, WriteId, compare_and_swap_request::Expected,
+    CompareAndSwapRequest, GetRequest, PutRequest, ScanRequest, WriteId,
+    compare_and_swap_request::Expected,
 };
 use faultline_node::server::transport::node_endpoint;
+use faultline_workloads::{SET_PREFIX, set_element_key};
 use serde_json::Value;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -29,7 +31,16 @@ pub enum Operation {
         expected: Option<i64>,
         new: i64,
     },
+    /// Add `element` to the set: a put of the element's own key.
+    Add {
+        element: i64,
+    },
+    /// Read the whole set: a scan of the set's prefix, page by page.
+    ReadAll,
 }
+
+/// Elements one scan page asks for (the node's default scan_limit_max).
+const SET_PAGE: u32 = 10_000;
 
 /// How an operation ended, in Jepsen's terms.
 #[derive(Clone, Debug, PartialEq)]
@@ -149,7 +160,7 @@ fn write_error(status: &tonic::Status) -> Completion {
 #[tonic::async_trait]
 impl Client for FaultlineClient {
     async fn invoke(&mut self, operation: &Operation) -> Completion {
-        if !matches!(operation, Operation::Read { .. }) {
+        if !matches!(operation, Operation::Read { .. } | Operation::ReadAll) {
             self.sequence += 1;
         }
         self.send(operation).await
@@ -225,6 +236,64 @@ impl FaultlineClient {
                         }
                     }
                     Err(status) => write_error(&status),
+                }
+            }
+            Operation::Add { element } => {
+                let write_id = self.write_id();
+                let message = PutRequest {
+                    key: set_element_key(*element as u64).into_bytes(),
+                    value: element.to_string().into_bytes(),
+                    write_id,
+                };
+                match self.kv.put(self.request(message)).await {
+                    Ok(_) => Completion::Ok {
+                        value: Value::from(*element),
+                    },
+                    Err(status) => write_error(&status),
+                }
+            }
+            Operation::ReadAll => self.read_set().await,
+        }
+    }
+
+    /// Scans the set's prefix page by page; the elements, in order.
+    async fn read_set(&mut self) -> Completion {
+        let end = {
+            let mut end = SET_PREFIX.as_bytes().to_vec();
+            *end.last_mut().expect("a non-empty prefix") += 1;
+            end
+        };
+        let mut start = SET_PREFIX.as_bytes().to_vec();
+        let mut elements = Vec::new();
+        loop {
+            let request = self.request(ScanRequest {
+                start: start.clone(),
+                end: end.clone(),
+                limit: SET_PAGE,
+                serializable: false,
+            });
+            match self.kv.scan(request).await {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    for item in &reply.items {
+                        elements.push(decode(&item.value));
+                    }
+                    match (reply.more, reply.items.last()) {
+                        (true, Some(last)) => {
+                            start = last.key.clone();
+                            start.push(0);
+                        }
+                        _ => {
+                            return Completion::Ok {
+                                value: Value::Array(elements),
+                            };
+                        }
+                    }
+                }
+                Err(status) => {
+                    return Completion::Refused {
+                        error: format!("{:?}: {}", status.code(), status.message()),
+                    };
                 }
             }
         }

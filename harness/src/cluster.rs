@@ -305,9 +305,31 @@ pub async fn status_with_digest(
     addr: SocketAddr,
     index: u64,
 ) -> anyhow::Result<faultline_node::proto::kv::StatusResponse> {
+    group_status_with_digest(addr, None, index).await
+}
+
+/// The same for one Raft group of the node (None: its first data partition).
+pub async fn group_status_with_digest(
+    addr: SocketAddr,
+    group: Option<u64>,
+    index: u64,
+) -> anyhow::Result<faultline_node::proto::kv::StatusResponse> {
     let request = StatusRequest {
         state_digest: true,
         digest_index: index,
+        group_id: group,
+        all_groups: false,
+    };
+    status_request(addr, request).await
+}
+
+/// Status with every group the node hosts listed in `groups`.
+pub async fn status_all_groups(
+    addr: SocketAddr,
+) -> anyhow::Result<faultline_node::proto::kv::StatusResponse> {
+    let request = StatusRequest {
+        all_groups: true,
+        ..StatusRequest::default()
     };
     status_request(addr, request).await
 }

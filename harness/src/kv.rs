@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{
-    CompareAndSwapRequest, DeleteRequest, GetRequest, PutRequest, ResponseHeader, StatusRequest,
+    BatchGetRequest, CompareAndSwapRequest, DeleteRequest, GetPartitionMapRequest,
+    GetPartitionMapResponse, GetRequest, PutRequest, ResponseHeader, ScanRequest, StatusRequest,
     compare_and_swap_request::Expected,
 };
 use tonic::transport::Channel;
@@ -51,8 +52,32 @@ enum KvOp {
         absent: bool,
         new: String,
     },
-    /// Show the node's Raft status.
-    Status,
+    /// Show the node's Raft status (--groups: every Raft group it hosts).
+    Status {
+        /// List every group: the consistent core (0) and each partition replica.
+        #[arg(long)]
+        groups: bool,
+    },
+    /// Keys from START up to END (exclusive; empty: to the end), in key order.
+    Scan {
+        start: String,
+        #[arg(default_value = "")]
+        end: String,
+        /// Most keys to return.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Read several keys at once.
+    BatchGet { keys: Vec<String> },
+    /// Print the partition map: each partition's id, range or bucket, epoch, replicas,
+    /// leader and load.
+    Map {
+        /// An array of objects (id, start, end or bucket, epoch, replicas, leader, ...).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn connect(endpoint: &str) -> anyhow::Result<KvClient<Channel>> {
@@ -143,8 +168,40 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
                 Err(status) => Err(status),
             }
         }
-        KvOp::Status => client.status(request(StatusRequest::default(), timeout)).await.map(|r| {
+        KvOp::Scan { start, end, limit, serializable } => {
+            let message = ScanRequest { start: start.into_bytes(), end: end.into_bytes(), limit, serializable };
+            client.scan(request(message, timeout)).await.map(|r| {
+                let r = r.into_inner();
+                for item in &r.items {
+                    println!("{} = {} (revision {})", String::from_utf8_lossy(&item.key), String::from_utf8_lossy(&item.value), item.revision);
+                }
+                println!("{} keys{} from partitions {:?}", r.items.len(), if r.more { " (more left: raise --limit)" } else { "" }, r.partitions);
+            })
+        }
+        KvOp::BatchGet { keys } => {
+            let message = BatchGetRequest { keys: keys.iter().map(|k| k.clone().into_bytes()).collect(), serializable: false };
+            client.batch_get(request(message, timeout)).await.map(|r| {
+                for (key, result) in keys.iter().zip(r.into_inner().results) {
+                    if result.found {
+                        println!("{key} = {} (revision {})", String::from_utf8_lossy(&result.value), result.revision);
+                    } else {
+                        println!("{key} (not found)");
+                    }
+                }
+            })
+        }
+        KvOp::Map { json } => client.get_partition_map(request(GetPartitionMapRequest {}, timeout)).await.map(|r| {
+            print_map(&r.into_inner(), json);
+        }),
+        KvOp::Status { groups } => client.status(request(StatusRequest { all_groups: groups, ..StatusRequest::default() }, timeout)).await.map(|r| {
             let s = r.into_inner();
+            for g in &s.groups {
+                println!(
+                    "group {:>4} {:<9} term {} leader {} commit {} applied {} last {} voters {:?}{}",
+                    g.group_id, g.role, g.term, g.leader_id, g.commit_index, g.applied_index, g.last_index, g.voters,
+                    if g.quiesced { " quiesced" } else { "" }
+                );
+            }
             println!(
                 "node {} {} term {} leader {} commit {} applied {} last {} snapshot {} lamport {} voters {:?}{}",
                 s.id,
@@ -167,5 +224,90 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             eprintln!("faultline: {:?}: {}", status.code(), status.message());
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+/// A key for a person: text if printable, hex otherwise; empty as "".
+fn shown(key: &[u8]) -> String {
+    if key.iter().all(|b| b.is_ascii_graphic()) {
+        String::from_utf8_lossy(key).into_owned()
+    } else {
+        key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    }
+}
+
+fn print_map(map: &GetPartitionMapResponse, json: bool) {
+    if json {
+        let partitions: Vec<serde_json::Value> = map
+            .partitions
+            .iter()
+            .map(|p| {
+                let epoch = p.epoch.unwrap_or_default();
+                let mut object = serde_json::json!({
+                    "id": p.id,
+                    "epoch": {"version": epoch.version, "conf_version": epoch.conf_version},
+                    "replicas": p.replicas,
+                    "leader": (p.leader != 0).then_some(p.leader),
+                    "leader_term": p.leader_term,
+                    "reads_per_sec": p.reads_per_sec,
+                    "writes_per_sec": p.writes_per_sec,
+                });
+                if p.bucket_count > 0 {
+                    object["bucket"] = p.bucket.into();
+                    object["buckets"] = p.bucket_count.into();
+                } else {
+                    object["start"] = shown(&p.start).into();
+                    object["end"] = shown(&p.end).into();
+                }
+                object
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&partitions).unwrap_or_default()
+        );
+        return;
+    }
+    println!(
+        "{} partitioning, map version {}, consistent core on {:?} (leader {})",
+        map.partitioning,
+        map.version,
+        map.core_replicas,
+        if map.core_leader == 0 {
+            "unknown".to_string()
+        } else {
+            format!("n{}", map.core_leader)
+        }
+    );
+    println!(
+        "{:>4}  {:<28} {:>7}  {:<12} {:>7} {:>9}",
+        "id", "range or bucket", "epoch", "replicas", "leader", "ops/s"
+    );
+    for p in &map.partitions {
+        let span = if p.bucket_count > 0 {
+            format!("bucket {}/{}", p.bucket, p.bucket_count)
+        } else {
+            let end = if p.end.is_empty() {
+                "+inf".to_string()
+            } else {
+                shown(&p.end)
+            };
+            format!("[{}, {end})", shown(&p.start))
+        };
+        let epoch = p.epoch.unwrap_or_default();
+        let replicas: Vec<String> = p.replicas.iter().map(|r| format!("n{r}")).collect();
+        println!(
+            "{:>4}  {:<28} {:>7}  {:<12} {:>7} {:>9.0}",
+            p.id,
+            span,
+            format!("v{}/c{}", epoch.version, epoch.conf_version),
+            replicas.join(","),
+            if p.leader == 0 {
+                "-".to_string()
+            } else {
+                format!("n{}", p.leader)
+            },
+            p.reads_per_sec + p.writes_per_sec
+        );
     }
 }

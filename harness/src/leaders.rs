@@ -15,14 +15,16 @@ use faultline_node::proto::kv::StatusResponse;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::cluster::{LocalCluster, status};
+use crate::cluster::{LocalCluster, status_all_groups};
 
 /// How often the watcher asks every node.
 const POLL: Duration = Duration::from_millis(50);
 
-/// A term that more than one node claimed to lead.
+/// A term of one Raft group that more than one node claimed to lead.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SharedTerm {
+    /// The group (0 is the consistent core; partitions count from 1).
+    pub group: u64,
     pub term: u64,
     pub leaders: Vec<u64>,
     /// When the second leader was first seen, since the start of the run.
@@ -36,22 +38,35 @@ struct TermLeaders {
     shared_since: Option<f64>,
 }
 
-/// Leaders seen, by term.
+/// Leaders seen, by group and term.
 #[derive(Debug, Default)]
 pub struct Leaders {
-    by_term: Mutex<BTreeMap<u64, TermLeaders>>,
+    by_term: Mutex<BTreeMap<(u64, u64), TermLeaders>>,
 }
 
 impl Leaders {
     /// Notes the node's claim if it says it leads; `at_secs` is the time since the start
     /// of the run.
     pub fn note(&self, status: &StatusResponse, at_secs: f64) {
-        if status.role != "leader" {
+        self.claim(
+            status.group_id,
+            status.id,
+            &status.role,
+            status.term,
+            at_secs,
+        );
+        for group in &status.groups {
+            self.claim(group.group_id, status.id, &group.role, group.term, at_secs);
+        }
+    }
+
+    fn claim(&self, group: u64, node: u64, role: &str, term: u64, at_secs: f64) {
+        if role != "leader" {
             return;
         }
         let mut by_term = self.by_term.lock().expect("leaders lock");
-        let seen = by_term.entry(status.term).or_default();
-        if seen.nodes.insert(status.id) && seen.nodes.len() > 1 && seen.shared_since.is_none() {
+        let seen = by_term.entry((group, term)).or_default();
+        if seen.nodes.insert(node) && seen.nodes.len() > 1 && seen.shared_since.is_none() {
             seen.shared_since = Some(at_secs);
         }
     }
@@ -61,8 +76,9 @@ impl Leaders {
         let by_term = self.by_term.lock().expect("leaders lock");
         by_term
             .iter()
-            .filter_map(|(&term, seen)| {
+            .filter_map(|(&(group, term), seen)| {
                 seen.shared_since.map(|seen_secs| SharedTerm {
+                    group,
                     term,
                     leaders: seen.nodes.iter().copied().collect(),
                     seen_secs,
@@ -78,8 +94,13 @@ pub fn describe(shared: &[SharedTerm]) -> String {
         .iter()
         .map(|s| {
             let nodes: Vec<String> = s.leaders.iter().map(|id| format!("n{id}")).collect();
+            let group = if s.group == 0 {
+                "the consistent core".to_string()
+            } else {
+                format!("partition {}", s.group)
+            };
             format!(
-                "term {} by {} (seen at {:.2}s)",
+                "term {} of {group} by {} (seen at {:.2}s)",
                 s.term,
                 nodes.join(" and "),
                 s.seen_secs
@@ -103,7 +124,7 @@ pub async fn watch(
     while !*stop.borrow() {
         let nodes = cluster.lock().await.running();
         for (_, addr) in nodes {
-            if let Ok(s) = status(addr).await {
+            if let Ok(s) = status_all_groups(addr).await {
                 leaders.note(&s, elapsed_secs());
             }
         }
@@ -123,6 +144,7 @@ mod tests {
             id,
             role: role.into(),
             term,
+            group_id: 1,
             ..Default::default()
         }
     }
@@ -141,11 +163,43 @@ mod tests {
         assert_eq!(
             shared,
             [SharedTerm {
+                group: 1,
                 term: 2,
                 leaders: vec![2, 3],
                 seen_secs: 1.5
             }]
         );
-        assert!(describe(&shared).contains("term 2 by n2 and n3 (seen at 1.50s)"));
+        assert!(describe(&shared).contains("term 2 of partition 1 by n2 and n3 (seen at 1.50s)"));
+    }
+
+    #[test]
+    fn the_same_term_led_by_different_nodes_in_different_groups_is_fine() {
+        let leaders = Leaders::default();
+        let mut status = claim(1, "leader", 3);
+        status.groups = vec![faultline_node::proto::kv::GroupStatus {
+            group_id: 2,
+            role: "follower".into(),
+            term: 3,
+            ..Default::default()
+        }];
+        leaders.note(&status, 1.0);
+        let mut other = claim(2, "follower", 3);
+        other.groups = vec![faultline_node::proto::kv::GroupStatus {
+            group_id: 2,
+            role: "leader".into(),
+            term: 3,
+            ..Default::default()
+        }];
+        leaders.note(&other, 1.1);
+        assert!(leaders.shared_terms().is_empty());
+        let mut second = claim(3, "follower", 3);
+        second.groups = vec![faultline_node::proto::kv::GroupStatus {
+            group_id: 2,
+            role: "leader".into(),
+            term: 3,
+            ..Default::default()
+        }];
+        leaders.note(&second, 1.2);
+        assert_eq!(leaders.shared_terms()[0].group, 2);
     }
 }

@@ -9,7 +9,8 @@
 //!   fault that puts two same-term candidates before one restarted voter; `diverge_leader`:
 //!   the fault that leaves a deposed leader holding entries that conflict with committed
 //!   ones; `choreography`: what such faults share (waits on observed state, preconditions).
-//! - `run`: `faultline run` from start to verdict; `verdict`: the checker and its guards;
+//! - `workload`: workloads as plug-ins (each kind's checker and model);
+//! - `run`: `faultline run` from start to verdict; `verdict`: the checkers and their guards;
 //!   `replicas`: whether the nodes' states agree after the run; `leaders`: whether any
 //!   term had two leaders.
 
@@ -25,3 +26,4 @@ pub mod replicas;
 pub mod restart_voter;
 pub mod run;
 pub mod verdict;
+pub mod workload;

@@ -85,6 +85,13 @@ struct RunArgs {
     /// An extra argument for every node, e.g. --node-arg=--unsafe-seeded-bug --node-arg=stale-read.
     #[arg(long = "node-arg", value_name = "ARG", allow_hyphen_values = true)]
     node_args: Vec<String>,
+    /// Partitions the cluster is formed with, each its own Raft group (default 1).
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
+    /// How keys map to partitions: range (split evenly among the workload's keys in key
+    /// order) or hash.
+    #[arg(long, value_name = "SCHEME", value_parser = ["range", "hash"])]
+    partitioning: Option<String>,
 }
 
 const NEMESIS_HELP: &str =
@@ -183,6 +190,8 @@ async fn run_command(args: RunArgs, mode: Option<NamespaceMode>) -> anyhow::Resu
         store: args.store,
         node_bin,
         node_args: args.node_args,
+        partitions: args.partitions,
+        partitioning: args.partitioning,
     };
     if options.nodes == 0 || options.nodes > 9 {
         anyhow::bail!("--nodes must be between 1 and 9, got {}", options.nodes);

@@ -47,6 +47,26 @@ pub struct RunOptions {
     pub store: PathBuf,
     pub node_bin: PathBuf,
     pub node_args: Vec<String>,
+    pub partitions: Option<u32>,
+    pub partitioning: Option<String>,
+}
+
+/// The node flags that form the cluster with `partitions` partitions. For range
+/// partitioning the split keys come from the workload (`Generator::split_keys`), so that
+/// every partition holds some of its keys; fewer partitions if the keys do not allow as
+/// many.
+pub fn partition_args(workload: &Workload, partitions: u32, scheme: &str) -> Vec<String> {
+    let mut args = vec!["--partitioning".to_string(), scheme.to_string()];
+    if scheme == "range" && partitions > 1 {
+        let splits = Generator::new(workload, 0).split_keys(partitions);
+        args.extend(["--partitions".to_string(), (splits.len() + 1).to_string()]);
+        for key in splits {
+            args.extend(["--split-at".to_string(), key]);
+        }
+    } else {
+        args.extend(["--partitions".to_string(), partitions.to_string()]);
+    }
+    args
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -232,6 +252,10 @@ fn make_run_dir(store: &Path, workload: &str) -> anyhow::Result<PathBuf> {
 fn to_operation(op: &Op) -> Operation {
     let key = op.key.clone();
     match (op.f, op.value) {
+        (OpKind::Add, OpValue::Add(element)) => Operation::Add {
+            element: element as i64,
+        },
+        (OpKind::ReadAll, _) => Operation::ReadAll,
         (OpKind::Write, OpValue::Write(value)) => Operation::Write {
             key,
             value: value as i64,
@@ -343,7 +367,9 @@ async fn invoke(
     let mut completion = client.invoke(&operation).await;
     let (mut resends, mut answered_by) = (0, node);
     let mut unknown = None;
-    while op.f != OpKind::Read && resends < shared.write_retries && Instant::now() < shared.deadline
+    while !matches!(op.f, OpKind::Read | OpKind::ReadAll)
+        && resends < shared.write_retries
+        && Instant::now() < shared.deadline
     {
         match &completion {
             Completion::Info { error } => unknown = Some(error.clone()),
@@ -369,7 +395,7 @@ async fn invoke(
     }
     let (kind, value, error) = match &completion {
         Completion::Ok { value } => {
-            let value = if op.f == OpKind::Read {
+            let value = if matches!(op.f, OpKind::Read | OpKind::ReadAll) {
                 value.clone()
             } else {
                 invoke_value(op)
@@ -473,6 +499,20 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         .map(|i| SocketAddr::new(node_ip(i).into(), NODE_PORT))
         .collect();
     let mut node_args = options.node_args.clone();
+    // Every node a voter of every partition unless the user places replicas: the faults
+    // then hit a replica of each group wherever they land (as with one Raft group).
+    if !node_args
+        .iter()
+        .any(|a| a == "--replicas" || a.starts_with("--replicas="))
+    {
+        node_args.extend(["--replicas".to_string(), options.nodes.min(7).to_string()]);
+    }
+    if let Some(partitions) = options.partitions {
+        let scheme = options.partitioning.as_deref().unwrap_or("range");
+        node_args.extend(partition_args(&workload, partitions, scheme));
+    } else if let Some(scheme) = &options.partitioning {
+        node_args.extend(partition_args(&workload, 1, scheme));
+    }
     if needs_fault_injection(&schedule) {
         node_args.push("--enable-fault-injection".into());
     }
@@ -579,11 +619,8 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
     let mut results = Results {
         valid: Validity::Unknown("not checked"),
         workload: workload.name.clone(),
-        checker: match workload.checker {
-            faultline_workloads::Checker::Linearizability => "linearizability".into(),
-            faultline_workloads::Checker::Causal => "causal".into(),
-        },
-        model: model_name(&workload),
+        checker: crate::workload::kind(&workload).checker().into(),
+        model: crate::workload::kind(&workload).model(&workload),
         seed,
         nodes: options.nodes,
         time_limit_secs: workload.time_limit_secs,
@@ -602,7 +639,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
     };
     count_operations(&run_dir.join("history.jsonl"), &mut results, &mut faults)?;
     results.faults = faults;
-    crate::verdict::check(&mut results, &run_dir)?;
+    crate::workload::kind(&workload).check(&mut results, &run_dir)?;
     std::fs::write(
         run_dir.join("results.json"),
         serde_json::to_string_pretty(&results)? + "\n",
@@ -627,15 +664,6 @@ fn interrupt_signals() -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<()
         }
     });
     Ok(rx)
-}
-
-fn model_name(workload: &Workload) -> String {
-    match workload.model() {
-        Some(faultline_workloads::Model::Register) => "register".into(),
-        Some(faultline_workloads::Model::CasRegister) => "cas-register".into(),
-        Some(faultline_workloads::Model::Kv) => "kv".into(),
-        None => "causal".into(),
-    }
 }
 
 /// Prints the progress line every second until the time limit or Ctrl-C. True if

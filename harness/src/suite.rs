@@ -58,6 +58,10 @@ struct CaseSettings {
     /// Extra arguments for every node (e.g. [--snapshot-interval-entries, "1000000"]);
     /// a case's list replaces the defaults'.
     node_args: Option<Vec<String>>,
+    /// Partitions the cluster is formed with (`faultline run --partitions`).
+    partitions: Option<u32>,
+    /// range or hash (`faultline run --partitioning`).
+    partitioning: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +222,17 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
                 .or(suite.defaults.node_args.as_ref());
             for arg in node_args.into_iter().flatten() {
                 command.arg(format!("--node-arg={arg}"));
+            }
+            if let Some(partitions) = case.settings.partitions.or(suite.defaults.partitions) {
+                command.args(["--partitions", &partitions.to_string()]);
+            }
+            if let Some(scheme) = case
+                .settings
+                .partitioning
+                .as_ref()
+                .or(suite.defaults.partitioning.as_ref())
+            {
+                command.args(["--partitioning", scheme]);
             }
             for run in 1..=repeat {
                 let case_store = if repeat == 1 {

@@ -15,12 +15,10 @@ use crate::run::{Results, Validity};
 /// How long the checker may take before the verdict is "unknown".
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Checks the run's history and sets `results.valid`; writes the explanation and a
-/// timeline (`timeline.html`) next to the history when an anomaly is found.
-pub fn check(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
-    if results.checker == "causal" {
-        return check_causal(results, run_dir);
-    }
+/// Checks the run's history for linearizability and sets `results.valid`; writes the
+/// explanation and a timeline (`timeline.html`) next to the history when an anomaly is
+/// found.
+pub fn check_linearizable(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     let options = CheckOptions {
         timeout: Some(CHECK_TIMEOUT),
         ..CheckOptions::default()
@@ -62,7 +60,28 @@ pub fn check(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+/// The set checker: every acknowledged add in the final read, nothing never added.
+pub fn check_set(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+    let path = run_dir.join("history.jsonl");
+    let history = faultline_checkers::formats::read_history_file(&path, Some(Format::Jsonl))
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let verdict = faultline_checkers::set::check_set(&history);
+    let text = verdict.describe();
+    results.valid = if !verdict.read {
+        Validity::Unknown("no read of the set succeeded")
+    } else {
+        Validity::Known(verdict.valid)
+    };
+    if !verdict.valid {
+        std::fs::write(run_dir.join("anomalies.txt"), &text)?;
+    }
+    results.notes.push(text);
+    apply_guards(results);
+    Ok(())
+}
+
+/// The causal checker: bad patterns and session guarantees.
+pub fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     let path = run_dir.join("history.jsonl");
     let (history, verdict) =
         check_causal_file(&path, Some(Format::Jsonl), &CausalOptions::default())
@@ -282,6 +301,7 @@ mod tests {
         let mut results = valid_results();
         results.unrecovered = Some("no leader after healing".into());
         results.shared_terms = vec![SharedTerm {
+            group: 1,
             term: 4,
             leaders: vec![1, 3],
             seen_secs: 5.5,

@@ -44,6 +44,12 @@ fn the_smoke_suite_passes_every_case() {
         "correct-restart-voter",
         "bug-vote-amnesia",
         "bug-double-vote",
+        "correct-partitions-kill",
+        "bug-wal-group-mixup",
+        "correct-set-partitions",
+        "bug-scan-skips-boundary",
+        "correct-isolate-leader-partitions",
+        "bug-stale-leader-route",
     ] {
         assert!(
             stdout

@@ -46,6 +46,18 @@ pub fn key_name(index: u32) -> String {
     format!("k{index}")
 }
 
+/// The key under which the set workload stores an element: one key per element, so that
+/// an add is a plain put, and the set is read back with one scan of the `set/` prefix.
+/// Zero-padded, so key order is element order.
+pub fn set_element_key(element: u64) -> String {
+    format!("{SET_PREFIX}{element:020}")
+}
+
+/// The prefix of the set workload's keys.
+pub const SET_PREFIX: &str = "set/";
+/// The history `key` of the set workload's operations (the set, not an element).
+pub const SET_KEY: &str = "set";
+
 /// What an operation does, named as in the history's `f` field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OpKind {
@@ -55,15 +67,20 @@ pub enum OpKind {
     Write,
     /// Compare-and-set a key (`CompareAndSwap`).
     Cas,
+    /// Add an element to the set (a `Put` of its own key).
+    Add,
+    /// Read the whole set (a `Scan` of its prefix); the history calls it `read`.
+    ReadAll,
 }
 
 impl OpKind {
     /// The history's `f`: `read`, `write` or `cas`.
     pub fn as_str(self) -> &'static str {
         match self {
-            OpKind::Read => "read",
+            OpKind::Read | OpKind::ReadAll => "read",
             OpKind::Write => "write",
             OpKind::Cas => "cas",
+            OpKind::Add => "add",
         }
     }
 }
@@ -88,6 +105,8 @@ pub enum OpValue {
     Nil,
     /// The value to write, unique in the run.
     Write(u64),
+    /// The element to add, unique in the run.
+    Add(u64),
     /// Compare-and-set: succeed only if the key holds `expected` (`None`: the key is absent), then
     /// write `new`, which is unique in the run.
     Cas {
@@ -102,7 +121,7 @@ impl Serialize for OpValue {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             OpValue::Nil => serializer.serialize_unit(),
-            OpValue::Write(value) => serializer.serialize_u64(*value),
+            OpValue::Write(value) | OpValue::Add(value) => serializer.serialize_u64(*value),
             OpValue::Cas { expected, new } => {
                 let mut seq = serializer.serialize_seq(Some(2))?;
                 seq.serialize_element(expected)?;
@@ -203,6 +222,8 @@ pub struct Generator {
     scheduled: Duration,
     final_reads: bool,
     time_limit: Duration,
+    /// The set workload: adds, and one read of the whole set at the end.
+    set: bool,
 }
 
 impl Generator {
@@ -235,6 +256,7 @@ impl Generator {
             scheduled: Duration::ZERO,
             final_reads: workload.final_reads,
             time_limit: Duration::from_secs(workload.time_limit_secs),
+            set: workload.checker == crate::schema::Checker::Set,
         }
     }
 
@@ -270,13 +292,24 @@ impl Generator {
             OpKind::Read
         } else if draw < u64::from(mix.read) + u64::from(mix.write) {
             OpKind::Write
-        } else {
+        } else if draw < u64::from(mix.read) + u64::from(mix.write) + u64::from(mix.cas) {
             OpKind::Cas
+        } else {
+            OpKind::Add
         };
+        if f == OpKind::Add {
+            let element = self.next_value;
+            self.next_value += 1;
+            return Op {
+                f,
+                key: SET_KEY.to_string(),
+                value: OpValue::Add(element),
+            };
+        }
         let key_index = self.keys.pick(rng);
 
         let value = match f {
-            OpKind::Read => OpValue::Nil,
+            OpKind::Read | OpKind::ReadAll | OpKind::Add => OpValue::Nil,
             OpKind::Write => OpValue::Write(self.fresh_value(key_index)),
             OpKind::Cas => {
                 let expected = match self.recent.get(&key_index) {
@@ -327,6 +360,28 @@ impl Generator {
         Some(interval)
     }
 
+    /// Where to split the keyspace into `partitions` ranges so that each holds some of this
+    /// workload's keys: evenly among its key names in key order, or, for the set workload,
+    /// at the keys of elements 10, 20, ... (added in the first moments of a run, so that a
+    /// partition boundary falls exactly on an element that is surely there). Fewer points
+    /// if the keys do not allow as many partitions.
+    pub fn split_keys(&self, partitions: u32) -> Vec<String> {
+        let wanted = partitions.saturating_sub(1) as usize;
+        if self.set {
+            return (1..=wanted as u64)
+                .map(|i| set_element_key(10 * i))
+                .collect();
+        }
+        let mut keys: Vec<String> = self.keys().collect();
+        keys.sort();
+        let mut splits: Vec<String> = (1..=wanted)
+            .map(|i| keys[(i * keys.len() / (wanted + 1)).min(keys.len() - 1)].clone())
+            .collect();
+        splits.dedup();
+        splits.retain(|k| Some(k) != keys.first());
+        splits
+    }
+
     /// The names of all keys, `k0` .. `k{count-1}`.
     pub fn keys(&self) -> impl Iterator<Item = String> + use<> {
         (0..self.keys.count()).map(key_name)
@@ -337,6 +392,13 @@ impl Generator {
     pub fn final_read_ops(&self) -> Vec<Op> {
         if !self.final_reads {
             return Vec::new();
+        }
+        if self.set {
+            return vec![Op {
+                f: OpKind::ReadAll,
+                key: SET_KEY.to_string(),
+                value: OpValue::Nil,
+            }];
         }
         self.keys()
             .map(|key| Op {

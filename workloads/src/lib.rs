@@ -24,7 +24,9 @@ mod schema;
 mod suites;
 
 pub use error::{Location, WorkloadError};
-pub use generator::{Generator, Op, OpKind, OpValue, key_name};
+pub use generator::{
+    Generator, Op, OpKind, OpValue, SET_KEY, SET_PREFIX, key_name, set_element_key,
+};
 pub use nemesis::{
     CorruptMode, Direction, FaultKind, Links, ScheduledFault, Shape, Target, nemesis_schedule,
 };

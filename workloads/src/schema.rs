@@ -122,6 +122,9 @@ pub enum Checker {
     /// Every process observes writes in an order that respects causality (sessions: read your
     /// writes, monotonic reads, writes follow reads). Reads and writes only.
     Causal,
+    /// Jepsen's set: clients add unique elements, and a read after healing must return every
+    /// acknowledged one and nothing never added. Adds only (`mix: {add: 1}`).
+    Set,
 }
 
 /// The sequential model a linearizability checker replays operations against.
@@ -198,12 +201,16 @@ pub struct Mix {
     /// Weight of compare-and-set (linearizability with `cas-register` or `kv` only).
     #[serde(default)]
     pub cas: u32,
+    /// Weight of adding an element to the set (`checker: set` only; each element unique in
+    /// the run).
+    #[serde(default)]
+    pub add: u32,
 }
 
 impl Mix {
-    /// Sum of the weights, in u64 so that three `u32::MAX` weights do not overflow.
+    /// Sum of the weights, in u64 so that four `u32::MAX` weights do not overflow.
     pub fn total(&self) -> u64 {
-        u64::from(self.read) + u64::from(self.write) + u64::from(self.cas)
+        u64::from(self.read) + u64::from(self.write) + u64::from(self.cas) + u64::from(self.add)
     }
 }
 
@@ -336,7 +343,7 @@ impl Workload {
     pub fn model(&self) -> Option<Model> {
         match self.checker {
             Checker::Linearizability => Some(self.model.unwrap_or(Model::CasRegister)),
-            Checker::Causal => None,
+            Checker::Causal | Checker::Set => None,
         }
     }
 
@@ -355,10 +362,10 @@ impl Workload {
     /// The first broken rule, as (field path, message), in the order fields are usually written.
     fn check(&self) -> Result<(), (String, String)> {
         check_name("name", &self.name)?;
-        if self.checker == Checker::Causal && self.model.is_some() {
+        if self.checker != Checker::Linearizability && self.model.is_some() {
             return Err(fail(
                 "model",
-                "only applies to `checker: linearizability`; remove it for `checker: causal`",
+                "only applies to `checker: linearizability`; remove it for `checker: causal` or `set`",
             ));
         }
         self.check_keys()?;
@@ -434,6 +441,23 @@ impl Workload {
     fn check_mix(&self, field: &str, mix: &Mix) -> Result<(), (String, String)> {
         if mix.total() == 0 {
             return Err(fail(field, "needs at least one nonzero weight"));
+        }
+        if self.checker == Checker::Set {
+            for (name, weight) in [("read", mix.read), ("write", mix.write), ("cas", mix.cas)] {
+                if weight > 0 {
+                    return Err(fail(
+                        &format!("{field}.{name}"),
+                        "must be 0: the set workload only adds (the set is read once, after healing)",
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        if mix.add > 0 {
+            return Err(fail(
+                &format!("{field}.add"),
+                "must be 0: only `checker: set` adds elements",
+            ));
         }
         if mix.cas > 0 {
             let reason = match self.model() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use faultline_workloads::{
     Checker, FaultKind, FaultName, Generator, Location, Model, Op, OpKind, OpValue, ScheduledFault,
     Shape, ShapeName, Target, Workload, WorkloadError, builtin, builtin_names, nemesis_schedule,
-    resolve,
+    resolve, set_element_key,
 };
 
 /// A valid workload; the tests below break one line at a time, so line numbers are stable.
@@ -79,7 +79,7 @@ fn base_parses_with_defaults() {
 #[test]
 fn every_builtin_parses_and_validates() {
     let names: Vec<_> = builtin_names().collect();
-    assert_eq!(names, ["register", "causal"]);
+    assert_eq!(names, ["register", "causal", "set"]);
     for name in names {
         let text = builtin(name).unwrap();
         let w = Workload::from_yaml(text, name).unwrap();
@@ -350,7 +350,7 @@ fn written_values_are_unique_over_100k_ops() {
     for i in 0..100_000u64 {
         let op = generator.next_op(i % 10, Duration::from_micros(i * 300));
         let new = match op.value {
-            OpValue::Write(v) => v,
+            OpValue::Write(v) | OpValue::Add(v) => v,
             OpValue::Cas { new, .. } => new,
             OpValue::Nil => continue,
         };
@@ -373,6 +373,7 @@ fn cas_expects_a_value_written_before_or_nil() {
         let op = generator.next_op(i % 10, Duration::ZERO);
         match op.value {
             OpValue::Nil => assert_eq!(op.f, OpKind::Read),
+            OpValue::Add(_) => panic!("the register workload never adds"),
             OpValue::Write(v) => {
                 assert_eq!(op.f, OpKind::Write);
                 written.entry(op.key).or_default().insert(v);
@@ -643,4 +644,59 @@ fn partition_shapes_cut_the_right_links() {
     };
     assert_eq!(one_way.dropped_links(3, None), [(0, 1), (0, 2)]);
     let _ = ShapeName::OneWay;
+}
+
+#[test]
+fn the_set_workload_adds_unique_elements_and_reads_the_whole_set_once() {
+    let w = resolve("set").unwrap();
+    let mut generator = Generator::new(&w, 7);
+    let mut elements = std::collections::BTreeSet::new();
+    for process in 0..4 {
+        for _ in 0..50 {
+            let op = generator.next_op(process, Duration::ZERO);
+            assert_eq!(op.f, OpKind::Add);
+            assert_eq!(op.key, faultline_workloads::SET_KEY);
+            let OpValue::Add(element) = op.value else {
+                panic!("{op:?}");
+            };
+            assert!(elements.insert(element), "element {element} twice");
+        }
+    }
+    let finals = generator.final_read_ops();
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0].f, OpKind::ReadAll);
+    assert_eq!(finals[0].f.as_str(), "read");
+    // Element keys sort as the elements do, and split points fall on early elements.
+    assert!(set_element_key(9) < set_element_key(10));
+    assert_eq!(
+        generator.split_keys(3),
+        [set_element_key(10), set_element_key(20)]
+    );
+}
+
+#[test]
+fn split_keys_fall_among_the_workloads_keys() {
+    let w = workload("");
+    let generator = Generator::new(&w, 1);
+    // k0..k4 in key order; four partitions split at three of them, never at the first.
+    let splits = generator.split_keys(4);
+    assert_eq!(splits, ["k1", "k2", "k3"]);
+    assert!(generator.split_keys(1).is_empty());
+    // More partitions than keys: as many as the keys allow.
+    assert_eq!(generator.split_keys(50).len(), 4);
+}
+
+#[test]
+fn a_set_workload_with_reads_or_an_add_elsewhere_is_refused() {
+    let error = parse("name: s\nchecker: set\nmix: {add: 1, read: 1}\ntime_limit_secs: 5\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("mix.read") && error.contains("only adds"),
+        "{error}"
+    );
+    let error = parse(&BASE.replace("cas: 1", "add: 1"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("mix.add"), "{error}");
 }
