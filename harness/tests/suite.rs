@@ -72,7 +72,7 @@ fn a_run_that_does_not_give_the_expected_verdict_fails_the_suite() {
     let output = suite(&file, store.path());
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(
-        text(&output).contains("FAIL: expected invalid, got valid"),
+        text(&output).contains("FAIL: ESCAPE: expected invalid, got valid"),
         "{}",
         text(&output)
     );
