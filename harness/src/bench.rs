@@ -1,5 +1,8 @@
 //! `faultline bench`: put and get throughput and latency against a local cluster of
-//! real node processes (fsync on), each client on its own connection to the leader.
+//! real node processes (fsync on). Each client is a routing client with its own
+//! connections: by default it sends each request to its partition's leader
+//! (`--routing direct`); `--routing node` sends everything through one node per client,
+//! which forwards what it does not lead.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,9 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use faultline_harness::cluster::{LocalCluster, find_node_bin, free_loopback_addrs};
-use faultline_node::proto::kv::{GetRequest, PutRequest};
+use faultline_node::client::{Routing, RoutingClient};
 
-use crate::kv::connect;
+/// Each operation's deadline.
+const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -45,6 +49,10 @@ pub struct BenchArgs {
     /// How keys map to partitions (default hash, which spreads the bench's keys).
     #[arg(long, value_name = "SCHEME", default_value = "hash")]
     partitioning: String,
+    /// How clients reach partitions: direct (to each partition's leader, as the routing
+    /// client does) or node (each client through one node, which forwards).
+    #[arg(long, value_name = "ROUTING", default_value = "direct")]
+    routing: Routing,
     /// Instead of the load phases: wait for every group to elect and settle, then measure
     /// the nodes' CPU time over this many idle seconds.
     #[arg(long, value_name = "SECS")]
@@ -93,7 +101,8 @@ enum Op {
 async fn phase(
     name: &'static str,
     op: Op,
-    endpoints: &[String],
+    endpoints: &[std::net::SocketAddr],
+    routing: Routing,
     clients: usize,
     limit: Limit,
     value: Arc<Vec<u8>>,
@@ -102,7 +111,10 @@ async fn phase(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for client_index in 0..clients {
-        let mut client = connect(&endpoints[client_index % endpoints.len()]).await?;
+        // Client i starts from node i: with `--routing node` that is the node it uses.
+        let mut seeds = endpoints.to_vec();
+        seeds.rotate_left(client_index % endpoints.len());
+        let client = RoutingClient::new(seeds, routing, None, Duration::from_secs(2));
         let (stop, value) = (stop.clone(), value.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -118,20 +130,10 @@ async fn phase(
                 let begin = Instant::now();
                 let ok = match op {
                     Op::Put => client
-                        .put(PutRequest {
-                            key,
-                            value: value.to_vec(),
-                            write_id: None,
-                        })
+                        .put(key, value.to_vec(), None, OP_TIMEOUT)
                         .await
                         .is_ok(),
-                    Op::Get => client
-                        .get(GetRequest {
-                            key,
-                            serializable: false,
-                        })
-                        .await
-                        .is_ok(),
+                    Op::Get => client.get(key, false, OP_TIMEOUT).await.is_ok(),
                 };
                 if ok {
                     latencies.push(begin.elapsed());
@@ -205,22 +207,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         return code;
     }
-    let endpoint = cluster.addr(leader).to_string();
-    // With partitions, leaders spread over the nodes: clients spread over them too, as
-    // clients of a partitioned store would; without, they all talk to the one leader.
-    let endpoints: Vec<String> = if args.partitions.is_some_and(|p| p > 1) {
-        cluster
-            .ids()
-            .iter()
-            .map(|&id| cluster.addr(id).to_string())
-            .collect()
-    } else {
-        vec![endpoint.clone()]
-    };
+    let endpoint = cluster.addr(leader);
+    // Direct clients find every leader themselves. Through nodes: with partitions the
+    // leaders spread over the nodes, and so do the clients; without, they all talk to
+    // the one leader.
+    let endpoints: Vec<std::net::SocketAddr> =
+        if args.routing == Routing::Direct || args.partitions.is_some_and(|p| p > 1) {
+            let mut all: Vec<_> = cluster.ids().iter().map(|&id| cluster.addr(id)).collect();
+            all.sort_by_key(|a| *a != endpoint);
+            all
+        } else {
+            vec![endpoint]
+        };
     let value = Arc::new(vec![b'v'; args.value_bytes]);
     println!(
-        "faultline bench: {} nodes (fsync on), leader {leader} at {endpoint}, {}-byte values, node binary {}",
+        "faultline bench: {} nodes (fsync on), leader {leader} at {endpoint}, routing {}, {}-byte values, node binary {}",
         args.nodes,
+        args.routing,
         args.value_bytes,
         node_bin.display()
     );
@@ -229,6 +232,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "warmup",
         Op::Put,
         &endpoints,
+        args.routing,
         4,
         Limit::Ops(50),
         value.clone(),
@@ -244,6 +248,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "put sequential",
         Op::Put,
         &endpoints,
+        args.routing,
         1,
         sequential,
         value.clone(),
@@ -254,6 +259,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "get sequential (lin.)",
         Op::Get,
         &endpoints,
+        args.routing,
         1,
         sequential,
         value.clone(),
@@ -264,6 +270,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "put concurrent",
         Op::Put,
         &endpoints,
+        args.routing,
         args.clients,
         timed,
         value.clone(),
@@ -274,6 +281,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "get concurrent (lin.)",
         Op::Get,
         &endpoints,
+        args.routing,
         args.clients,
         timed,
         value.clone(),

@@ -4,16 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use faultline_node::proto::kv::kv_client::KvClient;
+use faultline_node::client::{Effect, Routing, RoutingClient, effect};
 use faultline_node::proto::kv::{
-    CompareAndSwapRequest, GetRequest, PutRequest, ScanRequest, WriteId,
-    compare_and_swap_request::Expected,
+    CompareAndSwapRequest, ScanRequest, WriteId, compare_and_swap_request::Expected,
 };
-use faultline_node::server::transport::node_endpoint;
 use faultline_workloads::{SET_PREFIX, set_element_key};
 use serde_json::Value;
-use tonic::Code;
-use tonic::transport::Channel;
 
 /// One operation on a register-like key: values are integers, nil is "absent".
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,24 +60,38 @@ pub trait Client: Send {
     async fn resend(&mut self, operation: &Operation) -> Completion;
 }
 
-/// A Faultline node's `Kv` API. Writes carry a `WriteId` (client id, sequence) so that a
-/// resent write is recognised by the store and applied once.
+/// A Faultline cluster's `Kv` API, through the routing client: straight to each
+/// partition's leader ([`Routing::Direct`]), or through the client's own node, which
+/// coordinates ([`Routing::Node`]). Writes carry a `WriteId` (client id, sequence) so that
+/// a resent write is recognised by the store and applied once.
 pub struct FaultlineClient {
-    kv: KvClient<Channel>,
+    router: RoutingClient,
+    routing: Routing,
+    /// Every node, the client's own first: where a direct client learns the map.
+    seeds: Vec<SocketAddr>,
+    source: Option<std::net::IpAddr>,
     client_id: String,
     sequence: u64,
     timeout: Duration,
 }
 
 impl FaultlineClient {
+    /// A client of node `addr` (sending from `source`), among `nodes`.
     pub fn new(
         addr: SocketAddr,
+        nodes: &[SocketAddr],
+        routing: Routing,
         source: Option<std::net::IpAddr>,
         client_id: String,
         timeout: Duration,
     ) -> Self {
+        let mut seeds = vec![addr];
+        seeds.extend(nodes.iter().filter(|n| **n != addr));
         Self {
-            kv: connect(addr, source, timeout),
+            router: RoutingClient::new(seeds.clone(), routing, source, timeout),
+            routing,
+            seeds,
+            source,
             client_id,
             sequence: 0,
             timeout,
@@ -89,9 +99,16 @@ impl FaultlineClient {
     }
 
     /// Talks to another node from now on, as the same client: a resend after a fault
-    /// usually has to go elsewhere, and must still carry the same write id.
+    /// usually has to go elsewhere, and must still carry the same write id. A direct
+    /// client picks its node per request, so only its source changes.
     pub fn retarget(&mut self, addr: SocketAddr, source: Option<std::net::IpAddr>) {
-        self.kv = connect(addr, source, self.timeout);
+        if self.routing == Routing::Direct && source == self.source {
+            return;
+        }
+        let mut seeds = vec![addr];
+        seeds.extend(self.seeds.iter().filter(|n| **n != addr));
+        self.router = RoutingClient::new(seeds, self.routing, source, self.timeout);
+        self.source = source;
     }
 
     fn write_id(&self) -> Option<WriteId> {
@@ -100,22 +117,6 @@ impl FaultlineClient {
             sequence: self.sequence,
         })
     }
-
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(self.timeout);
-        request
-    }
-}
-
-/// A lazily connected `Kv` client: connecting waits for the first request, so a node
-/// that is down costs nothing until then.
-fn connect(
-    addr: SocketAddr,
-    source: Option<std::net::IpAddr>,
-    timeout: Duration,
-) -> KvClient<Channel> {
-    KvClient::new(node_endpoint(addr, source, timeout).connect_lazy())
 }
 
 fn decode(bytes: &[u8]) -> Value {
@@ -128,32 +129,12 @@ fn decode(bytes: &[u8]) -> Value {
     }
 }
 
-/// Whether the request cannot have reached the node: the connection was never made.
-fn never_sent(status: &tonic::Status) -> bool {
-    if status.code() != Code::Unavailable {
-        return false;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(error) = source {
-        let text = error.to_string();
-        if text.contains("tcp connect error") || text.contains("Connection refused") {
-            return true;
-        }
-        source = error.source();
-    }
-    status.message().contains("tcp connect error")
-}
-
-/// A write whose status says nothing definite is an unknown outcome.
+/// A write's failure: refused (not applied) or unknown, as the routing client's rules say.
 fn write_error(status: &tonic::Status) -> Completion {
     let error = format!("{:?}: {}", status.code(), status.message());
-    match status.code() {
-        Code::InvalidArgument
-        | Code::Aborted
-        | Code::ResourceExhausted
-        | Code::FailedPrecondition => Completion::Refused { error },
-        _ if never_sent(status) => Completion::Refused { error },
-        _ => Completion::Info { error },
+    match effect(status) {
+        Effect::NotApplied => Completion::Refused { error },
+        Effect::Unknown => Completion::Info { error },
     }
 }
 
@@ -175,13 +156,12 @@ impl FaultlineClient {
     async fn send(&mut self, operation: &Operation) -> Completion {
         match operation {
             Operation::Read { key } => {
-                let request = self.request(GetRequest {
-                    key: key.as_bytes().to_vec(),
-                    serializable: false,
-                });
-                match self.kv.get(request).await {
+                let got = self
+                    .router
+                    .get(key.as_bytes().to_vec(), false, self.timeout)
+                    .await;
+                match got {
                     Ok(reply) => {
-                        let reply = reply.into_inner();
                         let value = if reply.found {
                             decode(&reply.value)
                         } else {
@@ -197,12 +177,13 @@ impl FaultlineClient {
             }
             Operation::Write { key, value } => {
                 let write_id = self.write_id();
-                let message = PutRequest {
-                    key: key.as_bytes().to_vec(),
-                    value: value.to_string().into_bytes(),
+                let put = self.router.put(
+                    key.as_bytes().to_vec(),
+                    value.to_string().into_bytes(),
                     write_id,
-                };
-                match self.kv.put(self.request(message)).await {
+                    self.timeout,
+                );
+                match put.await {
                     Ok(_) => Completion::Ok {
                         value: Value::from(*value),
                     },
@@ -221,10 +202,9 @@ impl FaultlineClient {
                     new_value: new.to_string().into_bytes(),
                     write_id,
                 };
-                match self.kv.compare_and_swap(self.request(message)).await {
-                    Ok(reply) if reply.get_ref().succeeded => Completion::Ok { value: Value::Null },
+                match self.router.compare_and_swap(message, self.timeout).await {
+                    Ok(reply) if reply.succeeded => Completion::Ok { value: Value::Null },
                     Ok(reply) => {
-                        let reply = reply.into_inner();
                         let current = if reply.found {
                             decode(&reply.current_value)
                         } else {
@@ -240,12 +220,13 @@ impl FaultlineClient {
             }
             Operation::Add { element } => {
                 let write_id = self.write_id();
-                let message = PutRequest {
-                    key: set_element_key(*element as u64).into_bytes(),
-                    value: element.to_string().into_bytes(),
+                let put = self.router.put(
+                    set_element_key(*element as u64).into_bytes(),
+                    element.to_string().into_bytes(),
                     write_id,
-                };
-                match self.kv.put(self.request(message)).await {
+                    self.timeout,
+                );
+                match put.await {
                     Ok(_) => Completion::Ok {
                         value: Value::from(*element),
                     },
@@ -266,15 +247,14 @@ impl FaultlineClient {
         let mut start = SET_PREFIX.as_bytes().to_vec();
         let mut elements = Vec::new();
         loop {
-            let request = self.request(ScanRequest {
+            let request = ScanRequest {
                 start: start.clone(),
                 end: end.clone(),
                 limit: SET_PAGE,
                 serializable: false,
-            });
-            match self.kv.scan(request).await {
+            };
+            match self.router.scan(request, self.timeout).await {
                 Ok(reply) => {
-                    let reply = reply.into_inner();
                     for item in &reply.items {
                         elements.push(decode(&item.value));
                     }

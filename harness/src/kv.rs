@@ -5,19 +5,23 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use faultline_node::client::{Routing, RoutingClient};
 use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{
-    BatchGetRequest, CompareAndSwapRequest, DeleteRequest, GetPartitionMapRequest,
-    GetPartitionMapResponse, GetRequest, PutRequest, ResponseHeader, ScanRequest, StatusRequest,
-    compare_and_swap_request::Expected,
+    CompareAndSwapRequest, GetPartitionMapRequest, GetPartitionMapResponse, ResponseHeader,
+    ScanRequest, StatusRequest, compare_and_swap_request::Expected,
 };
 use tonic::transport::Channel;
 
 #[derive(Args)]
 pub struct KvArgs {
-    /// The node to talk to (any node: followers forward to the leader).
+    /// A node of the cluster (any node: the client learns the partition map from it).
     #[arg(long, global = true, default_value = "127.0.0.1:7001")]
     endpoint: String,
+    /// direct: send each request to its partition's leader, as the map says (the routing
+    /// client); node: send it to --endpoint, which serves it or forwards it.
+    #[arg(long, global = true, default_value = "direct")]
+    routing: Routing,
     /// Give up after this many milliseconds.
     #[arg(long, global = true, default_value_t = 5000)]
     timeout_ms: u64,
@@ -113,19 +117,33 @@ fn describe(header: Option<ResponseHeader>) -> String {
 }
 
 pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
-    let mut client = connect(&args.endpoint).await?;
+    let seed: std::net::SocketAddr = args
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .with_context(|| {
+            format!(
+                "--endpoint {:?} is not an address; use IP:PORT, e.g. 127.0.0.1:7001",
+                args.endpoint
+            )
+        })?;
     let timeout = Duration::from_millis(args.timeout_ms);
+    let router = RoutingClient::new(vec![seed], args.routing, None, Duration::from_secs(2));
+    let needs_node = matches!(args.op, KvOp::Map { .. } | KvOp::Status { .. });
+    let mut client = if needs_node {
+        Some(connect(&args.endpoint).await?)
+    } else {
+        None
+    };
     let outcome = match args.op {
-        KvOp::Put { key, value } => client
-            .put(request(PutRequest { key: key.into_bytes(), value: value.into_bytes(), write_id: None }, timeout))
+        KvOp::Put { key, value } => router
+            .put(key.into_bytes(), value.into_bytes(), None, timeout)
             .await
             .map(|r| {
-                let r = r.into_inner();
                 println!("OK revision {} {}", r.revision, describe(r.header));
             }),
         KvOp::Get { key, serializable } => {
-            client.get(request(GetRequest { key: key.into_bytes(), serializable }, timeout)).await.map(|r| {
-                let r = r.into_inner();
+            router.get(key.into_bytes(), serializable, timeout).await.map(|r| {
                 if r.found {
                     println!("{} (revision {}) {}", String::from_utf8_lossy(&r.value), r.revision, describe(r.header));
                 } else {
@@ -133,11 +151,10 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        KvOp::Delete { key } => client
-            .delete(request(DeleteRequest { key: key.into_bytes(), write_id: None }, timeout))
+        KvOp::Delete { key } => router
+            .delete(key.into_bytes(), None, timeout)
             .await
             .map(|r| {
-                let r = r.into_inner();
                 println!("{} {}", if r.deleted { "DELETED" } else { "(not found)" }, describe(r.header));
             }),
         KvOp::Cas { key, expected, revision, absent, new } => {
@@ -153,9 +170,8 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
                 new_value: new.into_bytes(),
                 write_id: None,
             };
-            match client.compare_and_swap(request(message, timeout)).await {
+            match router.compare_and_swap(message, timeout).await {
                 Ok(r) => {
-                    let r = r.into_inner();
                     if r.succeeded {
                         println!("OK revision {} {}", r.revision, describe(r.header));
                     } else {
@@ -170,8 +186,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
         }
         KvOp::Scan { start, end, limit, serializable } => {
             let message = ScanRequest { start: start.into_bytes(), end: end.into_bytes(), limit, serializable };
-            client.scan(request(message, timeout)).await.map(|r| {
-                let r = r.into_inner();
+            router.scan(message, timeout).await.map(|r| {
                 for item in &r.items {
                     println!("{} = {} (revision {})", String::from_utf8_lossy(&item.key), String::from_utf8_lossy(&item.value), item.revision);
                 }
@@ -179,9 +194,9 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             })
         }
         KvOp::BatchGet { keys } => {
-            let message = BatchGetRequest { keys: keys.iter().map(|k| k.clone().into_bytes()).collect(), serializable: false };
-            client.batch_get(request(message, timeout)).await.map(|r| {
-                for (key, result) in keys.iter().zip(r.into_inner().results) {
+            let wanted = keys.iter().map(|k| k.clone().into_bytes()).collect();
+            router.batch_get(wanted, false, timeout).await.map(|r| {
+                for (key, result) in keys.iter().zip(r.results) {
                     if result.found {
                         println!("{key} = {} (revision {})", String::from_utf8_lossy(&result.value), result.revision);
                     } else {
@@ -190,10 +205,10 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        KvOp::Map { json } => client.get_partition_map(request(GetPartitionMapRequest {}, timeout)).await.map(|r| {
+        KvOp::Map { json } => client.as_mut().expect("connected for map").get_partition_map(request(GetPartitionMapRequest {}, timeout)).await.map(|r| {
             print_map(&r.into_inner(), json);
         }),
-        KvOp::Status { groups } => client.status(request(StatusRequest { all_groups: groups, ..StatusRequest::default() }, timeout)).await.map(|r| {
+        KvOp::Status { groups } => client.as_mut().expect("connected for status").status(request(StatusRequest { all_groups: groups, ..StatusRequest::default() }, timeout)).await.map(|r| {
             let s = r.into_inner();
             for g in &s.groups {
                 println!(

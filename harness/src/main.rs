@@ -92,6 +92,11 @@ struct RunArgs {
     /// order) or hash.
     #[arg(long, value_name = "SCHEME", value_parser = ["range", "hash"])]
     partitioning: Option<String>,
+    /// How clients reach partitions: node (each client sends everything to its own node,
+    /// which serves or forwards it: the coordinator is under test) or direct (the
+    /// routing client sends each request to its partition's leader).
+    #[arg(long, value_name = "ROUTING", default_value = "node")]
+    routing: faultline_node::client::Routing,
 }
 
 const NEMESIS_HELP: &str =
@@ -192,6 +197,7 @@ async fn run_command(args: RunArgs, mode: Option<NamespaceMode>) -> anyhow::Resu
         node_args: args.node_args,
         partitions: args.partitions,
         partitioning: args.partitioning,
+        routing: args.routing,
     };
     if options.nodes == 0 || options.nodes > 9 {
         anyhow::bail!("--nodes must be between 1 and 9, got {}", options.nodes);

@@ -2,6 +2,7 @@
 //! against it while the nemesis injects faults, heal, read every key once more, stop the
 //! nodes, and check the history.
 
+use faultline_node::client::Routing;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,7 @@ pub struct RunOptions {
     pub node_args: Vec<String>,
     pub partitions: Option<u32>,
     pub partitioning: Option<String>,
+    pub routing: Routing,
 }
 
 /// The node flags that form the cluster with `partitions` partitions. For range
@@ -283,6 +285,7 @@ struct Shared {
     concurrency: u64,
     open_loop: bool,
     write_retries: u32,
+    routing: Routing,
 }
 
 /// One worker: a logical process at a time. After an operation with an unknown
@@ -335,7 +338,14 @@ async fn worker(shared: Arc<Shared>, index: u64, mut stop: watch::Receiver<bool>
 
 fn new_client(shared: &Shared, node: usize, process: u64) -> FaultlineClient {
     let (addr, source) = route(shared, node);
-    FaultlineClient::new(addr, source, format!("p{process}"), shared.timeout)
+    FaultlineClient::new(
+        addr,
+        &shared.addrs,
+        shared.routing,
+        source,
+        format!("p{process}"),
+        shared.timeout,
+    )
 }
 
 /// Node `node`'s address, and the source address a client of it sends from (the node's
@@ -536,6 +546,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         concurrency: u64::from(workload.concurrency),
         open_loop: workload.rate.is_some(),
         write_retries: workload.write_retries,
+        routing: options.routing,
     });
     let (stop_tx, stop) = watch::channel(false);
     let active = Arc::new(std::sync::Mutex::new(None));

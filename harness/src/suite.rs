@@ -62,6 +62,8 @@ struct CaseSettings {
     partitions: Option<u32>,
     /// range or hash (`faultline run --partitioning`).
     partitioning: Option<String>,
+    /// node or direct (`faultline run --routing`).
+    routing: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +235,14 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
                 .or(suite.defaults.partitioning.as_ref())
             {
                 command.args(["--partitioning", scheme]);
+            }
+            if let Some(routing) = case
+                .settings
+                .routing
+                .as_ref()
+                .or(suite.defaults.routing.as_ref())
+            {
+                command.args(["--routing", routing]);
             }
             for run in 1..=repeat {
                 let case_store = if repeat == 1 {

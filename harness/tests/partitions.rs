@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use faultline_harness::cluster::{
     LocalCluster, find_node_bin, free_loopback_addrs, status_all_groups,
 };
+use faultline_node::client::{Routing, RoutingClient};
 use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{
     BatchGetRequest, GetPartitionMapRequest, GetRequest, PutRequest, ScanRequest, WriteId,
@@ -178,6 +179,25 @@ async fn a_scan_across_range_partitions_returns_every_key_in_order() {
     assert_eq!(names, keys, "every key, boundaries included, in order");
     assert_eq!(found.partitions, [1, 2, 3]);
     assert!(!found.more);
+    // The routing client reads each partition from its leader and promises the same.
+    let router = RoutingClient::new(
+        vec![cluster.addr(3)],
+        Routing::Direct,
+        None,
+        Duration::from_secs(2),
+    );
+    let direct = router
+        .scan(scan("", "", 100), Duration::from_secs(5))
+        .await
+        .expect("direct scan");
+    assert_eq!(direct.items, found.items);
+    assert_eq!(direct.partitions, [1, 2, 3]);
+    let direct = router
+        .scan(scan("f", "q", 3), Duration::from_secs(5))
+        .await
+        .expect("direct scan");
+    assert_eq!(direct.items, limited_items(&kv, scan("f", "q", 3)).await);
+    assert!(direct.more);
     let limited = kv.scan(scan("f", "q", 3)).await.expect("scan").into_inner();
     assert_eq!(limited.items.len(), 3);
     assert!(limited.more);
@@ -193,6 +213,86 @@ async fn a_scan_across_range_partitions_returns_every_key_in_order() {
         "{}",
         error.message()
     );
+}
+
+async fn limited_items(
+    kv: &KvClient<Channel>,
+    request: ScanRequest,
+) -> Vec<faultline_node::proto::kv::KeyValue> {
+    kv.clone()
+        .scan(request)
+        .await
+        .expect("scan")
+        .into_inner()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routing_client_goes_to_each_leader_and_finds_the_new_one_after_a_kill() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut cluster = start(
+        root.path(),
+        &["--partitions", "8", "--partitioning", "hash"],
+    );
+    wait_for_every_leader(&cluster, 9, Duration::from_secs(30)).await;
+    let router = RoutingClient::new(
+        vec![cluster.addr(1)],
+        Routing::Direct,
+        None,
+        Duration::from_secs(2),
+    );
+    let timeout = Duration::from_secs(5);
+    let mut served_by = BTreeMap::new();
+    for i in 0..32u64 {
+        let key = format!("user/{i}").into_bytes();
+        let write_id = Some(WriteId {
+            client_id: "router-test".into(),
+            sequence: i + 1,
+        });
+        let reply = router
+            .put(key, b"before".to_vec(), write_id, timeout)
+            .await
+            .expect("healthy put");
+        let header = reply.header.expect("header");
+        // Served by the leader itself: nothing was forwarded.
+        assert_eq!(header.node_id, header.leader_id, "put {i}");
+        *served_by.entry(header.node_id).or_insert(0) += 1;
+    }
+    // Kill the node that led the most of them; the client's map still names it.
+    let (&victim, _) = served_by.iter().max_by_key(|(_, n)| **n).expect("some");
+    cluster.kill(victim).expect("SIGKILL");
+    for i in 0..32u64 {
+        let key = format!("user/{i}").into_bytes();
+        let write_id = Some(WriteId {
+            client_id: "router-test".into(),
+            sequence: 100 + i,
+        });
+        // A write whose outcome is unknown is resent with the same write id, as a
+        // careful caller does: the client itself never resends it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let reply = loop {
+            match router
+                .put(key.clone(), b"after".to_vec(), write_id.clone(), timeout)
+                .await
+            {
+                Ok(reply) => break reply,
+                Err(status) => assert!(
+                    Instant::now() < deadline,
+                    "put {i} never served after the kill: {status}"
+                ),
+            }
+        };
+        let header = reply.header.expect("header");
+        assert_ne!(header.node_id, victim, "put {i} served by the dead node");
+        assert_eq!(header.node_id, header.leader_id, "put {i}");
+    }
+    for i in 0..32u64 {
+        let got = router
+            .get(format!("user/{i}").into_bytes(), false, timeout)
+            .await
+            .expect("get");
+        assert!(got.found && got.value == b"after", "user/{i} lost or stale");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

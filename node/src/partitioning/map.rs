@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::descriptor::{KeySpan, PartitionId, RangeDescriptor, RangeEpoch, printable};
+use super::descriptor::{KeySpan, NodeId, PartitionId, RangeDescriptor, RangeEpoch, printable};
 
 /// The load a leader reports for its partition.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -193,6 +193,51 @@ impl PartitionMap {
         next.version = self.version + 1;
         *self = next;
         Ok(())
+    }
+
+    /// A cache's correction: descriptors a replica returned with `EpochNotMatch` or
+    /// `KeyNotInRange`, newer than what the cache holds. Taken whole as a report would be
+    /// (stale ones refused, tiling kept), but each keeps the leader it names: the replica
+    /// knows better than the cache.
+    pub fn absorb(&mut self, newer: &[RangeDescriptor]) -> Result<(), ReportError> {
+        let mut next = self.clone();
+        for descriptor in newer {
+            descriptor.validate().map_err(ReportError::Invalid)?;
+            let known_newer = next.descriptors.values().any(|d| {
+                (d.id == descriptor.id || d.span.overlaps(&descriptor.span))
+                    && supersedes(d, descriptor)
+            });
+            // A correction that raced a newer one says nothing the cache does not know.
+            if !known_newer {
+                next.replace_unchecked(descriptor.clone());
+            }
+        }
+        // The halves of a split tile only together, so the check is on the whole.
+        next.validate().map_err(ReportError::WouldBreakTiling)?;
+        next.version = self.version + 1;
+        *self = next;
+        Ok(())
+    }
+
+    /// A cache's leader hint from a `NotLeader` refusal. Leadership is not part of the
+    /// epoch, so the descriptor is otherwise unchanged.
+    pub fn set_leader(&mut self, id: PartitionId, leader: NodeId) {
+        if let Some(descriptor) = self.descriptors.get_mut(&id) {
+            descriptor.leader = Some(leader);
+        }
+    }
+
+    fn replace_unchecked(&mut self, descriptor: RangeDescriptor) {
+        let replaced: Vec<PartitionId> = self
+            .descriptors
+            .values()
+            .filter(|d| d.id == descriptor.id || d.span.overlaps(&descriptor.span))
+            .map(|d| d.id)
+            .collect();
+        for id in replaced {
+            self.remove(id);
+        }
+        self.insert(descriptor);
     }
 
     /// The tiling invariant; see the module doc.

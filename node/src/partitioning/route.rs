@@ -73,14 +73,13 @@ impl fmt::Display for RouteError {
 impl std::error::Error for RouteError {}
 
 /// The check a replica makes before it serves `command` on `key`: the epoch first (a stale
-/// sender's idea of the span may be wrong in ways the key check cannot see), then the key.
-/// Leadership is checked by the Raft core, which knows it best; `is_leader` lets a caller
-/// that already knows refuse early.
+/// sender's idea of the span may be wrong in ways the key check cannot see), then the key
+/// (None: a request that names no key, such as one bucket's part of a scan). Leadership
+/// is not checked here: the Raft core knows it best, and refuses with `NotLeader` itself.
 pub fn check_request(
     local: &RangeDescriptor,
-    is_leader: bool,
     requested: RangeEpoch,
-    key: &[u8],
+    key: Option<&[u8]>,
     command: EpochCommand,
 ) -> Result<(), RouteError> {
     if !matches(command, requested, local.epoch) {
@@ -89,16 +88,12 @@ pub fn check_request(
             current: vec![local.clone()],
         });
     }
-    if !local.contains(key) {
+    if let Some(key) = key
+        && !local.contains(key)
+    {
         return Err(RouteError::KeyNotInRange {
             key: key.to_vec(),
             descriptor: Box::new(local.clone()),
-        });
-    }
-    if !is_leader {
-        return Err(RouteError::NotLeader {
-            partition: local.id,
-            hint: local.leader,
         });
     }
     Ok(())
@@ -130,7 +125,7 @@ mod tests {
     fn a_current_request_for_a_key_in_range_is_served_by_the_leader() {
         let local = descriptor(2);
         assert_eq!(
-            check_request(&local, true, local.epoch, b"c", EpochCommand::Write),
+            check_request(&local, local.epoch, Some(b"c"), EpochCommand::Write),
             Ok(())
         );
     }
@@ -142,7 +137,7 @@ mod tests {
             version: 1,
             conf_version: 1,
         };
-        match check_request(&local, true, stale, b"c", EpochCommand::Read) {
+        match check_request(&local, stale, Some(b"c"), EpochCommand::Read) {
             Err(RouteError::EpochNotMatch { current, .. }) => {
                 assert_eq!(current.as_slice(), std::slice::from_ref(&local))
             }
@@ -150,25 +145,23 @@ mod tests {
         }
         // A stale epoch wins over a key outside the range: the sender's span is wrong.
         assert!(matches!(
-            check_request(&local, true, stale, b"z", EpochCommand::Read),
+            check_request(&local, stale, Some(b"z"), EpochCommand::Read),
             Err(RouteError::EpochNotMatch { .. })
         ));
         assert!(matches!(
-            check_request(&local, true, local.epoch, b"d", EpochCommand::Read),
+            check_request(&local, local.epoch, Some(b"d"), EpochCommand::Read),
             Err(RouteError::KeyNotInRange { .. })
         ));
+        // A bucket's part of a scan names no key: only the epoch is checked.
         assert_eq!(
-            check_request(&local, false, local.epoch, b"c", EpochCommand::Read),
-            Err(RouteError::NotLeader {
-                partition: 3,
-                hint: Some(2)
-            })
+            check_request(&local, local.epoch, None, EpochCommand::Read),
+            Ok(())
         );
         // A replica move since the request was routed does not refuse a read or write.
         let mut moved = local.clone();
         moved.epoch.conf_version = 2;
         assert_eq!(
-            check_request(&moved, true, local.epoch, b"c", EpochCommand::Write),
+            check_request(&moved, local.epoch, Some(b"c"), EpochCommand::Write),
             Ok(())
         );
     }

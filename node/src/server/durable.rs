@@ -90,6 +90,18 @@ impl Durable {
                     format!("record {number} passed its checksum but does not decode: {e}"),
                 )
             })?;
+            // A first-format segment's header names no group; the record itself does.
+            if let Some(Some(tagged)) = replay.groups.get(number)
+                && *tagged != record.group_id
+            {
+                return Err(invalid(
+                    &wal_dir,
+                    format!(
+                        "record {number}'s header says group {tagged} but the record says group {}",
+                        record.group_id
+                    ),
+                ));
+            }
             let group = replayed.entry(record.group_id).or_insert_with(|| Replayed {
                 first_record: number,
                 ..Replayed::default()
@@ -205,7 +217,7 @@ impl Durable {
         }
         .encode_to_vec();
         self.bytes_since_checkpoint += bytes.len() as u64;
-        self.wal.append(&bytes)?;
+        self.wal.append_for(group, &bytes)?;
         Ok(())
     }
 
@@ -254,20 +266,21 @@ impl Durable {
                 }
                 .encode_to_vec()
             };
-            records.push(encode(Record::HardState(hard_state)));
+            records.push((group, encode(Record::HardState(hard_state))));
             let base = snapshot.map_or(0, |meta| meta.last_included_index);
             if let Some(meta) = snapshot {
-                records.push(encode(Record::Snapshot(meta.clone())));
+                records.push((group, encode(Record::Snapshot(meta.clone()))));
             }
             records.extend(
                 entries
                     .into_iter()
                     .filter(|e| e.index > base)
-                    .map(|e| encode(Record::Entry(e))),
+                    .map(|e| (group, encode(Record::Entry(e)))),
             );
         }
-        self.wal.checkpoint(&records)?;
-        self.bytes_since_checkpoint = records.iter().map(|r| r.len() as u64).sum();
+        let tagged: Vec<(u64, &[u8])> = records.iter().map(|(g, r)| (*g, r.as_slice())).collect();
+        self.wal.checkpoint_for(&tagged)?;
+        self.bytes_since_checkpoint = records.iter().map(|(_, r)| r.len() as u64).sum();
         Ok(())
     }
 }
@@ -519,7 +532,7 @@ mod tests {
     }
 
     #[test]
-    fn corruption_before_the_tail_names_file_and_offset() {
+    fn corruption_before_the_tail_names_group_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut durable = Durable::recover(dir.path()).unwrap().durable;
@@ -536,11 +549,44 @@ mod tests {
             .unwrap();
         let mut bytes = std::fs::read(&segment).unwrap();
         // Flip a byte inside the first record's payload (after the 8-byte magic and the
-        // 12-byte header).
-        bytes[8 + 12 + 3] ^= 0xff;
+        // 20-byte header): its header, and so its group, is intact.
+        bytes[8 + 20 + 3] ^= 0xff;
         std::fs::write(&segment, bytes).unwrap();
         let error = Durable::recover(dir.path()).err().unwrap().to_string();
         assert!(error.contains("offset 8"), "{error}");
         assert!(error.contains(&segment.display().to_string()), "{error}");
+        assert!(error.contains("group 5"), "{error}");
+    }
+
+    #[test]
+    fn a_log_of_the_first_format_is_read_and_continued_in_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        // A first-format segment: `len | crc(len) | crc(payload) | payload`, no group.
+        let mut segment = b"FLWAL001".to_vec();
+        for index in 1..=2 {
+            let payload = WalRecord {
+                record: Some(Record::Entry(entry(1, index, "old"))),
+                group_id: 5,
+            }
+            .encode_to_vec();
+            let len = (payload.len() as u32).to_le_bytes();
+            segment.extend_from_slice(&len);
+            segment.extend_from_slice(&crc32c::crc32c(&len).to_le_bytes());
+            segment.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+            segment.extend_from_slice(&payload);
+        }
+        std::fs::write(wal_dir.join(format!("{:016x}.wal", 1)), segment).unwrap();
+        {
+            let mut recovered = Durable::recover(dir.path()).unwrap();
+            assert_eq!(recovered.groups[&5].entries.len(), 2);
+            recovered
+                .durable
+                .persist(5, &ready(vec![entry(1, 3, "new")], 1), nothing)
+                .unwrap();
+        }
+        let recovered = Durable::recover(dir.path()).unwrap();
+        assert_eq!(recovered.groups[&5].entries.len(), 3);
     }
 }

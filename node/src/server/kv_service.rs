@@ -1,12 +1,14 @@
 //! The client API. Any node accepts any request and acts as its coordinator: it looks the
 //! key up in its partition map and serves the request from the partition's replica here
-//! if that replica leads, or forwards it to the partition's leader (once: a forwarded
-//! request carries `faultline-forwarded`, the partition and the epoch it was routed at,
-//! and is never forwarded again). A replica that should not serve a forwarded request
-//! says why with a typed refusal (`NotLeader`, `EpochNotMatch`, `KeyNotInRange`,
-//! `PartitionNotHere`, in the details of an ABORTED status); the coordinator corrects
-//! its route from it and tries again, a bounded number of times. With no leader known,
-//! a request waits for an election until its deadline.
+//! if that replica leads, or forwards it to the partition's leader through the routing
+//! client ([`crate::client`]), whose rules it shares with every other client: a routed
+//! request names the partition and epoch it was routed at and is never forwarded again;
+//! a replica that should not serve it says why with a typed refusal (`NotLeader`,
+//! `EpochNotMatch`, `KeyNotInRange`, `PartitionNotHere`, in the details of an ABORTED
+//! status), and the sender corrects its route and tries again, a bounded number of
+//! times. With no leader known, a request waits for an election until its deadline;
+//! with no partition map known (a node that has not heard from its consistent core), it
+//! waits for one until its deadline, then fails `UNAVAILABLE`.
 //!
 //! Status codes, so that a client can tell what happened to a write:
 //! - `INVALID_ARGUMENT`: the request breaks a limit; nothing was done.
@@ -18,42 +20,40 @@
 //!   have been applied (the outcome is unknown), a read returned nothing.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
-use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::driver::{Event, GetValue, ReadOutcome, ScanItems, View, WriteOutcome};
+use crate::client::router::{prepare, scan_response};
+use crate::client::scan::{self, join_all};
+use crate::client::wire::{RoutedAt, refusal, routed_at, routed_request};
+use crate::client::{RoutingClient, Target};
 use crate::partitioning::convert::{from_wire, to_wire};
 use crate::partitioning::{
-    EpochCommand, KeySpan, PartitionMap, RangeDescriptor, RangeEpoch, RouteError, check_request,
+    EpochCommand, KeySpan, PartitionMap, RangeDescriptor, RouteError, check_request,
 };
 use crate::proto::kv::kv_client::KvClient;
 use crate::proto::kv::kv_server::Kv;
 use crate::proto::kv::{
     BatchGetRequest, BatchGetResponse, BatchGetResult, CompareAndSwapRequest,
-    CompareAndSwapResponse, DeleteRequest, DeleteResponse, EpochNotMatchError,
-    GetPartitionMapRequest, GetPartitionMapResponse, GetRequest, GetResponse, KeyNotInRangeError,
-    KeyValue, NotLeaderError, PartitionNotHereError, PutRequest, PutResponse,
-    ReportPartitionRequest, ReportPartitionResponse, ResponseHeader, RouteErrorDetail, ScanRequest,
-    ScanResponse, StatusRequest, StatusResponse, WriteId, compare_and_swap_request,
-    route_error_detail,
+    CompareAndSwapResponse, DeleteRequest, DeleteResponse, GetPartitionMapRequest,
+    GetPartitionMapResponse, GetRequest, GetResponse, NodeAddress, PutRequest, PutResponse,
+    ReportPartitionRequest, ReportPartitionResponse, ResponseHeader, ScanRequest, ScanResponse,
+    StatusRequest, StatusResponse, WriteId, compare_and_swap_request,
 };
 use crate::proto::raft::{
     self, ApplyResult, Command, CoreCommand, PartitionReport, command::Op,
     compare_and_swap::Expected, core_command,
 };
 
-const FORWARDED: &str = "faultline-forwarded";
-const PARTITION: &str = "faultline-partition";
-const EPOCH: &str = "faultline-epoch";
-/// Routes a coordinator tries for one request before giving up (each correction is one).
-const ROUTE_ATTEMPTS_MAX: usize = 4;
 /// Keys one BatchGet may ask for.
 pub const BATCH_GET_KEYS_MAX: usize = 1_000;
 
@@ -73,10 +73,13 @@ pub struct KvService {
     pub events: SyncSender<Event>,
     /// The Raft groups hosted here.
     pub views: Arc<HashMap<u64, watch::Receiver<View>>>,
+    /// The partition map as this node knows it; empty until the node has one.
     pub map: watch::Receiver<Arc<PartitionMap>>,
     pub core_replicas: Vec<u64>,
-    /// Clients of every other node.
-    pub peers: HashMap<u64, KvClient<Channel>>,
+    /// Where every node serves (this one included), for clients that route themselves.
+    pub addresses: Vec<(u64, SocketAddr)>,
+    /// Forwards what this node cannot serve, with the corrections every client makes.
+    pub router: RoutingClient,
     pub request_timeout: Duration,
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
@@ -87,110 +90,6 @@ pub struct KvService {
     pub bugs: RouteBugs,
     /// For `stale-leader-route`: the first leader seen per partition.
     pub first_leaders: std::sync::Mutex<HashMap<u64, u64>>,
-}
-
-/// Where a forwarded request was routed: the partition and the epoch the coordinator
-/// saw. None for a request straight from a client.
-#[derive(Clone, Copy, Debug)]
-struct Routed {
-    partition: u64,
-    epoch: RangeEpoch,
-}
-
-fn routed<T>(request: &Request<T>) -> Option<Routed> {
-    let metadata = request.metadata();
-    metadata.get(FORWARDED)?;
-    let partition = metadata.get(PARTITION)?.to_str().ok()?.parse().ok()?;
-    let (version, conf_version) = metadata.get(EPOCH)?.to_str().ok()?.split_once('/')?;
-    Some(Routed {
-        partition,
-        epoch: RangeEpoch {
-            version: version.parse().ok()?,
-            conf_version: conf_version.parse().ok()?,
-        },
-    })
-}
-
-fn forward_request<T>(message: T, deadline: Instant, to: &RangeDescriptor) -> Request<T> {
-    let mut request = Request::new(message);
-    let metadata = request.metadata_mut();
-    metadata.insert(FORWARDED, "1".parse().expect("ascii"));
-    metadata.insert(
-        PARTITION,
-        to.id.to_string().parse().expect("digits are ascii"),
-    );
-    metadata.insert(
-        EPOCH,
-        format!("{}/{}", to.epoch.version, to.epoch.conf_version)
-            .parse()
-            .expect("digits are ascii"),
-    );
-    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-    request
-}
-
-/// A refusal that says how to route again, as an ABORTED status (not applied).
-fn route_status(error: &RouteError) -> Status {
-    let detail = match error {
-        RouteError::NotLeader { partition, hint } => {
-            route_error_detail::Error::NotLeader(NotLeaderError {
-                partition: *partition,
-                leader_hint: hint.unwrap_or(0),
-            })
-        }
-        RouteError::EpochNotMatch { current, .. } => {
-            route_error_detail::Error::EpochNotMatch(EpochNotMatchError {
-                current: current
-                    .iter()
-                    .map(|d| to_wire(d, Default::default()))
-                    .collect(),
-            })
-        }
-        RouteError::KeyNotInRange { key, descriptor } => {
-            route_error_detail::Error::KeyNotInRange(KeyNotInRangeError {
-                key: key.clone(),
-                descriptor: Some(to_wire(descriptor, Default::default())),
-            })
-        }
-        RouteError::PartitionNotHere { partition } => {
-            route_error_detail::Error::PartitionNotHere(PartitionNotHereError {
-                partition: *partition,
-            })
-        }
-    };
-    let bytes = RouteErrorDetail {
-        error: Some(detail),
-    }
-    .encode_to_vec();
-    Status::with_details(
-        tonic::Code::Aborted,
-        format!("{error}; not applied"),
-        bytes.into(),
-    )
-}
-
-/// The correction a refusal carries, if it is one.
-enum Correction {
-    /// Send it to this node next.
-    TryNode(u64),
-    /// The map is out of date: look the key up again.
-    Relocate,
-}
-
-fn correction(status: &Status) -> Option<Correction> {
-    if status.code() != tonic::Code::Aborted || status.details().is_empty() {
-        return None;
-    }
-    let detail = RouteErrorDetail::decode(status.details()).ok()?;
-    match detail.error? {
-        route_error_detail::Error::NotLeader(e) if e.leader_hint != 0 => {
-            Some(Correction::TryNode(e.leader_hint))
-        }
-        route_error_detail::Error::NotLeader(_) => None,
-        route_error_detail::Error::EpochNotMatch(_)
-        | route_error_detail::Error::KeyNotInRange(_)
-        | route_error_detail::Error::PartitionNotHere(_) => Some(Correction::Relocate),
-    }
 }
 
 /// One partition's part of a scan.
@@ -207,6 +106,8 @@ enum Route<T> {
     Local(T),
     Forward(u64),
 }
+
+const NO_MAP_YET: &str = "this node does not know the partition map yet (its consistent core has not answered); not applied, retry";
 
 impl KvService {
     fn deadline<T>(&self, request: &Request<T>) -> Instant {
@@ -267,34 +168,41 @@ impl KvService {
         }
     }
 
-    fn locate(&self, key: &[u8]) -> RangeDescriptor {
-        self.map.borrow().locate(key).clone()
+    /// The map, once this node knows one: a request made before waits for it until its
+    /// deadline.
+    async fn known_map(&self, deadline: Instant) -> Result<Arc<PartitionMap>, Status> {
+        let mut map = self.map.clone();
+        loop {
+            let current = map.borrow_and_update().clone();
+            if !current.is_empty() {
+                return Ok(current);
+            }
+            match tokio::time::timeout_at(deadline, map.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Status::unavailable("the node is shutting down")),
+                Err(_) => return Err(Status::unavailable(NO_MAP_YET)),
+            }
+        }
     }
 
-    /// For a forwarded request: the replica's own check (epoch, key, partition here).
-    /// Leadership is checked when the request reaches the group.
+    /// For a routed request: the replica's own check (partition here, epoch, key; None
+    /// for a request that names no key). Leadership is checked when it reaches the group.
     fn check_routed(
         &self,
-        routed: Routed,
-        key: &[u8],
+        routed: RoutedAt,
+        key: Option<&[u8]>,
         command: EpochCommand,
     ) -> Result<RangeDescriptor, Status> {
-        if !self.views.contains_key(&routed.partition) {
-            return Err(route_status(&RouteError::PartitionNotHere {
-                partition: routed.partition,
-            }));
-        }
-        let local = self
-            .map
-            .borrow()
-            .get(routed.partition)
-            .cloned()
-            .ok_or_else(|| {
-                route_status(&RouteError::PartitionNotHere {
+        let local = self.map.borrow().get(routed.partition).cloned();
+        let local = match local {
+            Some(local) if self.views.contains_key(&routed.partition) => local,
+            _ => {
+                return Err(refusal(&RouteError::PartitionNotHere {
                     partition: routed.partition,
-                })
-            })?;
-        check_request(&local, true, routed.epoch, key, command).map_err(|e| route_status(&e))?;
+                }));
+            }
+        };
+        check_request(&local, routed.epoch, key, command).map_err(|e| refusal(&e))?;
         Ok(local)
     }
 
@@ -315,15 +223,6 @@ impl KvService {
         }
     }
 
-    /// The node to forward a request for `descriptor` to when this node has no replica
-    /// of it: the reported leader, else the replicas in turn.
-    fn remote_target(descriptor: &RangeDescriptor, attempt: usize) -> u64 {
-        match descriptor.leader {
-            Some(leader) if attempt == 0 => leader,
-            _ => descriptor.replicas[attempt % descriptor.replicas.len()],
-        }
-    }
-
     /// Serves `command` on the local replica of `group` if it leads, or says where to go.
     async fn write_local(
         &self,
@@ -333,9 +232,7 @@ impl KvService {
         forwarded: bool,
     ) -> Result<Route<ApplyResult>, Status> {
         let Some(view) = self.views.get(&group) else {
-            return Err(route_status(&RouteError::PartitionNotHere {
-                partition: group,
-            }));
+            return Err(refusal(&RouteError::PartitionNotHere { partition: group }));
         };
         let mut view = view.clone();
         loop {
@@ -374,7 +271,7 @@ impl KvService {
                             ));
                         }
                         Ok(Ok(WriteOutcome::NoSuchGroup)) => {
-                            return Err(route_status(&RouteError::PartitionNotHere {
+                            return Err(refusal(&RouteError::PartitionNotHere {
                                 partition: group,
                             }));
                         }
@@ -386,7 +283,7 @@ impl KvService {
                     }
                 }
                 Some(leader) if forwarded => {
-                    return Err(route_status(&RouteError::NotLeader {
+                    return Err(refusal(&RouteError::NotLeader {
                         partition: group,
                         hint: Some(leader),
                     }));
@@ -453,9 +350,7 @@ impl KvService {
         event: impl Fn(oneshot::Sender<ReadOutcome<T>>) -> Event,
     ) -> Result<Route<T>, Status> {
         let Some(view) = self.views.get(&group) else {
-            return Err(route_status(&RouteError::PartitionNotHere {
-                partition: group,
-            }));
+            return Err(refusal(&RouteError::PartitionNotHere { partition: group }));
         };
         let not_served = format!("the {what} was not served");
         let mut view = view.clone();
@@ -477,7 +372,7 @@ impl KvService {
                             )));
                         }
                         Ok(Ok(ReadOutcome::NoSuchGroup)) => {
-                            return Err(route_status(&RouteError::PartitionNotHere {
+                            return Err(refusal(&RouteError::PartitionNotHere {
                                 partition: group,
                             }));
                         }
@@ -489,7 +384,7 @@ impl KvService {
                     }
                 }
                 Some(leader) if forwarded => {
-                    return Err(route_status(&RouteError::NotLeader {
+                    return Err(refusal(&RouteError::NotLeader {
                         partition: group,
                         hint: Some(leader),
                     }));
@@ -500,129 +395,111 @@ impl KvService {
         }
     }
 
-    fn peer(&self, node: u64) -> Result<KvClient<Channel>, Status> {
-        self.peers.get(&node).cloned().ok_or_else(|| {
-            Status::aborted(format!(
-                "node {node} is not among this node's peers; not applied"
-            ))
-        })
-    }
-
-    /// Runs a coordinator's request: the replica here if it leads, else the leader it
-    /// names, else another node; each typed refusal corrects the next attempt. `local`
-    /// serves on this node's replica, `remote` forwards to a node.
+    /// Runs a coordinator's request for `key`: on the replica here if it leads (`local`),
+    /// else through the routing client (`remote` sends one routed attempt), starting
+    /// from the leader this node's replica knows of.
     async fn coordinate<T, L, LF, R, RF>(
         &self,
         key: &[u8],
+        deadline: Instant,
         mut local: L,
         mut remote: R,
     ) -> Result<(u64, T), Status>
     where
         L: FnMut(u64) -> LF,
-        LF: std::future::Future<Output = Result<Route<T>, Status>>,
-        R: FnMut(u64, RangeDescriptor) -> RF,
-        RF: std::future::Future<Output = Result<T, Status>>,
+        LF: Future<Output = Result<Route<T>, Status>>,
+        R: FnMut(KvClient<Channel>, Request<()>) -> RF,
+        RF: Future<Output = Result<T, Status>>,
     {
-        let mut descriptor = self.locate(key);
-        let mut next: Option<u64> = None;
-        let mut last_error = None;
-        for attempt in 0..ROUTE_ATTEMPTS_MAX {
-            let target = match next.take() {
-                Some(node) => node,
-                None if self.views.contains_key(&descriptor.id) => {
-                    match local(descriptor.id).await? {
-                        Route::Local(value) => return Ok((descriptor.id, value)),
-                        Route::Forward(leader) => leader,
-                    }
-                }
-                None => Self::remote_target(&descriptor, attempt),
-            };
-            if target == self.node_id {
-                match local(descriptor.id).await? {
-                    Route::Local(value) => return Ok((descriptor.id, value)),
-                    Route::Forward(leader) => {
-                        next = Some(leader);
-                        continue;
-                    }
-                }
-            }
-            match remote(target, descriptor.clone()).await {
-                Ok(value) => return Ok((descriptor.id, value)),
-                Err(status) => {
-                    match correction(&status) {
-                        Some(Correction::TryNode(node)) => next = Some(node),
-                        Some(Correction::Relocate) => descriptor = self.locate(key),
-                        None => return Err(status),
-                    }
-                    last_error = Some(status);
-                }
+        let descriptor = self.known_map(deadline).await?.locate(key).clone();
+        if self.views.contains_key(&descriptor.id) {
+            match local(descriptor.id).await? {
+                Route::Local(value) => return Ok((descriptor.id, value)),
+                Route::Forward(leader) => self.router.hint_leader(descriptor.id, leader),
             }
         }
-        Err(last_error.unwrap_or_else(|| {
-            Status::aborted("the request could not be routed to a leader; not applied")
-        }))
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let (partition, value) = self
+            .router
+            .call(Target::Key(key), timeout, |client, to, left| {
+                remote(client, prepare((), to.as_ref(), left))
+            })
+            .await?;
+        Ok((partition.unwrap_or(descriptor.id), value))
     }
 
-    /// Scans one partition's part of `[start, end)`.
+    /// A write (put, delete, compare-and-swap): a routed one is served by the replica
+    /// here or refused; any other is coordinated. `send` forwards the client's `message`
+    /// as one routed attempt and reads the reply back as an [`ApplyResult`].
+    async fn write<M, S, SF>(
+        &self,
+        routed: Option<RoutedAt>,
+        key: &[u8],
+        command: &Command,
+        deadline: Instant,
+        message: &M,
+        send: S,
+    ) -> Result<(u64, ApplyResult), Status>
+    where
+        M: Clone,
+        S: Fn(KvClient<Channel>, Request<M>) -> SF,
+        SF: Future<Output = Result<ApplyResult, Status>>,
+    {
+        if let Some(routed) = routed {
+            self.check_routed(routed, Some(key), EpochCommand::Write)?;
+            return match self
+                .write_local(routed.partition, command, deadline, true)
+                .await?
+            {
+                Route::Local(result) => Ok((routed.partition, result)),
+                Route::Forward(leader) => Err(refusal(&RouteError::NotLeader {
+                    partition: routed.partition,
+                    hint: Some(leader),
+                })),
+            };
+        }
+        self.coordinate(
+            key,
+            deadline,
+            |group| self.write_local(group, command, deadline, false),
+            |client, routing| send(client, with_message(routing, message.clone())),
+        )
+        .await
+    }
+
+    /// One partition's part of a scan: from the replica here if it leads, else through
+    /// the routing client.
     async fn scan_partition(
         &self,
         descriptor: &RangeDescriptor,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-        serializable: bool,
+        range: ScanRange<'_>,
         deadline: Instant,
     ) -> Result<ScanItems, Status> {
         let group = descriptor.id;
-        let request = ScanRequest {
-            start: start.to_vec(),
-            end: end.to_vec(),
-            limit: limit as u32,
-            serializable,
-        };
         if self.views.contains_key(&group) {
-            let range = ScanRange {
-                start,
-                end,
-                limit,
-                serializable,
-            };
             match self.scan_local(group, &range, deadline, false).await? {
                 Route::Local(found) => return Ok(found),
-                Route::Forward(leader) => {
-                    let response = self
-                        .peer(leader)?
-                        .scan(forward_request(request, deadline, descriptor))
-                        .await?
-                        .into_inner();
-                    return Ok(items_of(response));
-                }
+                Route::Forward(leader) => self.router.hint_leader(group, leader),
             }
         }
-        let mut last = None;
-        for attempt in 0..descriptor.replicas.len() {
-            let target = Self::remote_target(descriptor, attempt);
-            match self
-                .peer(target)?
-                .scan(forward_request(request.clone(), deadline, descriptor))
-                .await
-            {
-                Ok(response) => return Ok(items_of(response.into_inner())),
-                Err(status) if correction(&status).is_some() => last = Some(status),
-                Err(status) => return Err(status),
-            }
-        }
-        Err(last.unwrap_or_else(|| Status::unavailable("no replica answered the scan")))
+        self.router
+            .scan_part(
+                group,
+                range.start.to_vec(),
+                range.end.to_vec(),
+                range.limit,
+                range.serializable,
+                deadline,
+            )
+            .await
     }
 }
 
-fn items_of(response: ScanResponse) -> ScanItems {
-    let items = response
-        .items
-        .into_iter()
-        .map(|kv| (kv.key, kv.value, kv.revision))
-        .collect();
-    (items, response.more)
+/// A request carrying `message` and whatever routing `routing` was given (its metadata
+/// and deadline).
+fn with_message<M>(routing: Request<()>, message: M) -> Request<M> {
+    let (metadata, extensions, ()) = routing.into_parts();
+    Request::from_parts(metadata, extensions, message)
 }
 
 fn command(write_id: Option<WriteId>, op: Op) -> Command {
@@ -631,26 +508,6 @@ fn command(write_id: Option<WriteId>, op: Op) -> Command {
         client_id: write_id.client_id,
         sequence: write_id.sequence,
         op: Some(op),
-    }
-}
-
-/// The part of `[start, end)` inside a range span (bucket spans keep it whole).
-fn clip(span: &KeySpan, start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    match span {
-        KeySpan::Range { start: s, end: e } => {
-            let from = if s.as_slice() > start {
-                s.clone()
-            } else {
-                start.to_vec()
-            };
-            let to = match (e.is_empty(), end.is_empty()) {
-                (true, _) => end.to_vec(),
-                (false, true) => e.clone(),
-                (false, false) => e.as_slice().min(end).to_vec(),
-            };
-            (from, to)
-        }
-        KeySpan::Bucket { .. } => (start.to_vec(), end.to_vec()),
     }
 }
 
@@ -675,7 +532,7 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let (deadline, routed) = (self.deadline(&request), routed(&request));
+        let (deadline, routed) = (self.deadline(&request), routed_at(&request));
         let message = request.into_inner();
         self.check_key(&message.key)?;
         self.check_value(&message.value)?;
@@ -684,37 +541,20 @@ impl Kv for KvService {
             value: message.value.clone(),
         });
         let command = command(message.write_id.clone(), op);
-        if let Some(routed) = routed {
-            self.check_routed(routed, &message.key, EpochCommand::Write)?;
-            return match self
-                .write_local(routed.partition, &command, deadline, true)
-                .await?
-            {
-                Route::Local(result) => Ok(Response::new(PutResponse {
-                    header: Some(self.header(routed.partition)),
-                    revision: result.revision,
-                })),
-                Route::Forward(_) => unreachable!("a forwarded write is never forwarded again"),
-            };
-        }
         let (group, result) = self
-            .coordinate(
+            .write(
+                routed,
                 &message.key,
-                |group| self.write_local(group, &command, deadline, false),
-                |node, descriptor| {
-                    let message = message.clone();
-                    async move {
-                        let response = self
-                            .peer(node)?
-                            .put(forward_request(message, deadline, &descriptor))
-                            .await?
-                            .into_inner();
-                        Ok(ApplyResult {
-                            revision: response.revision,
-                            succeeded: true,
-                            ..Default::default()
-                        })
-                    }
+                &command,
+                deadline,
+                &message,
+                |mut peer, request| async move {
+                    let response = peer.put(request).await?.into_inner();
+                    Ok(ApplyResult {
+                        revision: response.revision,
+                        succeeded: true,
+                        ..Default::default()
+                    })
                 },
             )
             .await?;
@@ -725,7 +565,7 @@ impl Kv for KvService {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let (deadline, routed) = (self.deadline(&request), routed(&request));
+        let (deadline, routed) = (self.deadline(&request), routed_at(&request));
         let message = request.into_inner();
         self.check_key(&message.key)?;
         let serializable = message.serializable || self.stale_read;
@@ -742,7 +582,7 @@ impl Kv for KvService {
             })
         };
         if let Some(routed) = routed {
-            self.check_routed(routed, &message.key, EpochCommand::Read)?;
+            self.check_routed(routed, Some(&message.key), EpochCommand::Read)?;
             // The seeded bug: a forwarded read is served from local state, whatever
             // this replica's role.
             let serializable = serializable || self.bugs.stale_leader_route;
@@ -751,56 +591,26 @@ impl Kv for KvService {
                 .await?
             {
                 Route::Local(value) => Ok(reply(routed.partition, value)),
-                Route::Forward(_) => unreachable!("a forwarded read is never forwarded again"),
+                Route::Forward(leader) => Err(refusal(&RouteError::NotLeader {
+                    partition: routed.partition,
+                    hint: Some(leader),
+                })),
             };
         }
-        if self.bugs.stale_leader_route {
-            // The seeded bug: keep sending reads to the first leader seen.
-            let descriptor = self.locate(&message.key);
-            let first = self
-                .views
-                .get(&descriptor.id)
-                .and_then(|v| v.borrow().leader_id);
-            let pinned = first.map(|leader| {
-                *self
-                    .first_leaders
-                    .lock()
-                    .expect("first leaders lock")
-                    .entry(descriptor.id)
-                    .or_insert(leader)
-            });
-            match pinned {
-                Some(node) if node == self.node_id => {
-                    let value = match self
-                        .read_local(descriptor.id, &message.key, true, deadline, false)
-                        .await?
-                    {
-                        Route::Local(value) => value,
-                        Route::Forward(_) => unreachable!("a serializable read is served here"),
-                    };
-                    return Ok(reply(descriptor.id, value));
-                }
-                Some(node) => {
-                    return self
-                        .peer(node)?
-                        .get(forward_request(message, deadline, &descriptor))
-                        .await;
-                }
-                None => {}
-            }
+        if self.bugs.stale_leader_route
+            && let Some(response) = self.stale_leader_get(&message, deadline).await?
+        {
+            return Ok(response);
         }
         let (group, value) = self
             .coordinate(
                 &message.key,
+                deadline,
                 |group| self.read_local(group, &message.key, serializable, deadline, false),
-                |node, descriptor| {
-                    let message = message.clone();
+                |mut peer, routing| {
+                    let request = with_message(routing, message.clone());
                     async move {
-                        let response = self
-                            .peer(node)?
-                            .get(forward_request(message, deadline, &descriptor))
-                            .await?
-                            .into_inner();
+                        let response = peer.get(request).await?.into_inner();
                         Ok(response
                             .found
                             .then_some((response.value, response.revision)))
@@ -815,59 +625,42 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let (deadline, routed) = (self.deadline(&request), routed(&request));
+        let (deadline, routed) = (self.deadline(&request), routed_at(&request));
         let message = request.into_inner();
         self.check_key(&message.key)?;
         let op = Op::Delete(raft::Delete {
             key: message.key.clone(),
         });
         let command = command(message.write_id.clone(), op);
-        let reply = |group: u64, result: ApplyResult| {
-            Response::new(DeleteResponse {
-                header: Some(self.header(group)),
-                deleted: result.succeeded,
-                revision: result.revision,
-            })
-        };
-        if let Some(routed) = routed {
-            self.check_routed(routed, &message.key, EpochCommand::Write)?;
-            return match self
-                .write_local(routed.partition, &command, deadline, true)
-                .await?
-            {
-                Route::Local(result) => Ok(reply(routed.partition, result)),
-                Route::Forward(_) => unreachable!("a forwarded write is never forwarded again"),
-            };
-        }
         let (group, result) = self
-            .coordinate(
+            .write(
+                routed,
                 &message.key,
-                |group| self.write_local(group, &command, deadline, false),
-                |node, descriptor| {
-                    let message = message.clone();
-                    async move {
-                        let response = self
-                            .peer(node)?
-                            .delete(forward_request(message, deadline, &descriptor))
-                            .await?
-                            .into_inner();
-                        Ok(ApplyResult {
-                            succeeded: response.deleted,
-                            revision: response.revision,
-                            ..Default::default()
-                        })
-                    }
+                &command,
+                deadline,
+                &message,
+                |mut peer, request| async move {
+                    let response = peer.delete(request).await?.into_inner();
+                    Ok(ApplyResult {
+                        succeeded: response.deleted,
+                        revision: response.revision,
+                        ..Default::default()
+                    })
                 },
             )
             .await?;
-        Ok(reply(group, result))
+        Ok(Response::new(DeleteResponse {
+            header: Some(self.header(group)),
+            deleted: result.succeeded,
+            revision: result.revision,
+        }))
     }
 
     async fn compare_and_swap(
         &self,
         request: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
-        let (deadline, routed) = (self.deadline(&request), routed(&request));
+        let (deadline, routed) = (self.deadline(&request), routed_at(&request));
         let message = request.into_inner();
         self.check_key(&message.key)?;
         self.check_value(&message.new_value)?;
@@ -894,49 +687,32 @@ impl Kv for KvService {
             new_value: message.new_value.clone(),
         });
         let command = command(message.write_id.clone(), op);
-        let reply = |group: u64, result: ApplyResult| {
-            Response::new(CompareAndSwapResponse {
-                header: Some(self.header(group)),
-                succeeded: result.succeeded,
-                revision: result.revision,
-                found: result.found,
-                current_value: result.current_value,
-            })
-        };
-        if let Some(routed) = routed {
-            self.check_routed(routed, &message.key, EpochCommand::Write)?;
-            return match self
-                .write_local(routed.partition, &command, deadline, true)
-                .await?
-            {
-                Route::Local(result) => Ok(reply(routed.partition, result)),
-                Route::Forward(_) => unreachable!("a forwarded write is never forwarded again"),
-            };
-        }
         let (group, result) = self
-            .coordinate(
+            .write(
+                routed,
                 &message.key,
-                |group| self.write_local(group, &command, deadline, false),
-                |node, descriptor| {
-                    let message = message.clone();
-                    async move {
-                        let response = self
-                            .peer(node)?
-                            .compare_and_swap(forward_request(message, deadline, &descriptor))
-                            .await?
-                            .into_inner();
-                        Ok(ApplyResult {
-                            succeeded: response.succeeded,
-                            revision: response.revision,
-                            found: response.found,
-                            current_value: response.current_value,
-                            stale_sequence: false,
-                        })
-                    }
+                &command,
+                deadline,
+                &message,
+                |mut peer, request| async move {
+                    let response = peer.compare_and_swap(request).await?.into_inner();
+                    Ok(ApplyResult {
+                        succeeded: response.succeeded,
+                        revision: response.revision,
+                        found: response.found,
+                        current_value: response.current_value,
+                        stale_sequence: false,
+                    })
                 },
             )
             .await?;
-        Ok(reply(group, result))
+        Ok(Response::new(CompareAndSwapResponse {
+            header: Some(self.header(group)),
+            succeeded: result.succeeded,
+            revision: result.revision,
+            found: result.found,
+            current_value: result.current_value,
+        }))
     }
 
     async fn status(
@@ -962,7 +738,7 @@ impl Kv for KvService {
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let (deadline, routed) = (self.deadline(&request), routed(&request));
+        let (deadline, routed) = (self.deadline(&request), routed_at(&request));
         let message = request.into_inner();
         if message.limit == 0 || message.limit > self.scan_limit_max {
             return Err(Status::invalid_argument(format!(
@@ -977,112 +753,69 @@ impl Kv for KvService {
         }
         let serializable = message.serializable || self.stale_read;
         let limit = message.limit as usize;
+        let range = ScanRange {
+            start: &message.start,
+            end: &message.end,
+            limit,
+            serializable,
+        };
         if let Some(routed) = routed {
-            // One partition's part, for a coordinator elsewhere.
-            self.check_routed_scan(routed, &message.start)?;
-            let range = ScanRange {
-                start: &message.start,
-                end: &message.end,
-                limit,
-                serializable,
+            // One partition's part, for a sender that split the scan by partition: its
+            // keys are the sender's clip of a range's span (a bucket's names no key).
+            let local = self.map.borrow().get(routed.partition).cloned();
+            let start = match local.map(|d| d.span) {
+                Some(KeySpan::Bucket { .. }) => None,
+                _ => Some(message.start.as_slice()),
             };
+            self.check_routed(routed, start, EpochCommand::Read)?;
             return match self
                 .scan_local(routed.partition, &range, deadline, true)
                 .await?
             {
-                Route::Local((items, more)) => Ok(Response::new(ScanResponse {
-                    header: Some(self.header(routed.partition)),
-                    items: items
-                        .into_iter()
-                        .map(|(key, value, revision)| KeyValue {
-                            key,
-                            value,
-                            revision,
-                        })
-                        .collect(),
-                    more,
-                    partitions: vec![routed.partition],
+                Route::Local((items, more)) => {
+                    let mut response = scan_response(scan::Scanned {
+                        items,
+                        more,
+                        partitions: vec![routed.partition],
+                    });
+                    response.header = Some(self.header(routed.partition));
+                    Ok(Response::new(response))
+                }
+                Route::Forward(leader) => Err(refusal(&RouteError::NotLeader {
+                    partition: routed.partition,
+                    hint: Some(leader),
                 })),
-                Route::Forward(_) => unreachable!("a forwarded scan is never forwarded again"),
             };
         }
-        let covering: Vec<RangeDescriptor> = self
-            .map
-            .borrow()
+        let map = self.known_map(deadline).await?;
+        let covering: Vec<RangeDescriptor> = map
             .covering(&message.start, &message.end)
             .into_iter()
             .cloned()
             .collect();
-        let hashed = covering
-            .first()
-            .is_some_and(|d| matches!(d.span, KeySpan::Bucket { .. }));
-        let mut items = Vec::new();
-        let mut more = false;
-        let mut partitions = Vec::new();
-        if hashed {
-            // Every bucket may hold keys of the range: ask them all, merge in key order.
-            let scans = covering.iter().map(|d| {
-                self.scan_partition(
-                    d,
-                    &message.start,
-                    &message.end,
+        let scanned = scan::assemble(
+            &covering,
+            &message.start,
+            &message.end,
+            limit,
+            self.bugs.scan_skips_boundary,
+            |descriptor, from, to, limit| async move {
+                let part = ScanRange {
+                    start: &from,
+                    end: &to,
                     limit,
                     serializable,
-                    deadline,
-                )
-            });
-            for (descriptor, found) in covering.iter().zip(futures_join_all(scans).await) {
-                let (part, part_more) = found?;
-                more |= part_more;
-                items.extend(part);
-                partitions.push(descriptor.id);
-            }
-            items.sort_by(|a, b| a.0.cmp(&b.0));
-            if items.len() > limit {
-                items.truncate(limit);
-                more = true;
-            }
-        } else {
-            for (number, descriptor) in covering.iter().enumerate() {
-                let (mut from, to) = clip(&descriptor.span, &message.start, &message.end);
-                if number > 0 && self.bugs.scan_skips_boundary {
-                    // The seeded bug: start past the partition's first key.
-                    from.push(0);
-                }
-                let (part, part_more) = self
-                    .scan_partition(
-                        descriptor,
-                        &from,
-                        &to,
-                        limit - items.len(),
-                        serializable,
-                        deadline,
-                    )
-                    .await?;
-                items.extend(part);
-                partitions.push(descriptor.id);
-                if part_more || items.len() >= limit {
-                    more = part_more || number + 1 < covering.len();
-                    break;
-                }
-            }
-        }
-        Ok(Response::new(ScanResponse {
-            header: Some(ResponseHeader {
-                node_id: self.node_id,
-                ..Default::default()
-            }),
-            items: items
-                .into_iter()
-                .map(|(key, value, revision)| KeyValue {
-                    key,
-                    value,
-                    revision,
-                })
-                .collect(),
-            more,
-            partitions,
-        }))
+                };
+                self.scan_partition(&descriptor, part, deadline).await
+            },
+        )
+        .await?;
+        let mut response = scan_response(scanned);
+        response.header = Some(ResponseHeader {
+            node_id: self.node_id,
+            ..Default::default()
+        });
+        Ok(Response::new(response))
     }
 
     async fn batch_get(
@@ -1111,7 +844,7 @@ impl Kv for KvService {
             self.get(get)
         });
         let mut results = Vec::with_capacity(message.keys.len());
-        for got in futures_join_all(gets).await {
+        for got in join_all(gets).await {
             let got = got?.into_inner();
             results.push(BatchGetResult {
                 found: got.found,
@@ -1151,6 +884,14 @@ impl Kv for KvService {
                 .collect(),
             core_replicas: self.core_replicas.clone(),
             core_leader,
+            nodes: self
+                .addresses
+                .iter()
+                .map(|(id, addr)| NodeAddress {
+                    id: *id,
+                    address: addr.to_string(),
+                })
+                .collect(),
         }))
     }
 
@@ -1164,13 +905,13 @@ impl Kv for KvService {
             from_wire(wire).map_err(Status::invalid_argument)?;
         }
         let Some(view) = self.views.get(&crate::partitioning::CORE_GROUP) else {
-            return Err(route_status(&RouteError::PartitionNotHere {
+            return Err(refusal(&RouteError::PartitionNotHere {
                 partition: crate::partitioning::CORE_GROUP,
             }));
         };
         let leader = view.borrow().leader_id;
         if leader != Some(self.node_id) {
-            return Err(route_status(&RouteError::NotLeader {
+            return Err(refusal(&RouteError::NotLeader {
                 partition: crate::partitioning::CORE_GROUP,
                 hint: leader,
             }));
@@ -1195,73 +936,52 @@ impl Kv for KvService {
 }
 
 impl KvService {
-    /// A forwarded scan's partition must be here and current; its keys are the
-    /// coordinator's clip of the partition's span.
-    fn check_routed_scan(&self, routed: Routed, start: &[u8]) -> Result<(), Status> {
-        let local = self.check_routed_descriptor(routed)?;
-        if let KeySpan::Range { .. } = local.span
-            && !local.contains(start)
-        {
-            return Err(route_status(&RouteError::KeyNotInRange {
-                key: start.to_vec(),
-                descriptor: Box::new(local),
-            }));
+    /// The seeded bug `stale-leader-route`: a read goes to the first leader this node saw
+    /// for the partition, however long ago. None when no leader was seen yet.
+    async fn stale_leader_get(
+        &self,
+        message: &GetRequest,
+        deadline: Instant,
+    ) -> Result<Option<Response<GetResponse>>, Status> {
+        let descriptor = self.known_map(deadline).await?.locate(&message.key).clone();
+        let first = self
+            .views
+            .get(&descriptor.id)
+            .and_then(|v| v.borrow().leader_id);
+        let Some(first) = first else {
+            return Ok(None);
+        };
+        let pinned = *self
+            .first_leaders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(descriptor.id)
+            .or_insert(first);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        if pinned == self.node_id {
+            let Route::Local(value) = self
+                .read_local(descriptor.id, &message.key, true, deadline, false)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let (found, value, revision) = match value {
+                Some((value, revision)) => (true, value, revision),
+                None => (false, Vec::new(), 0),
+            };
+            return Ok(Some(Response::new(GetResponse {
+                header: Some(self.header(descriptor.id)),
+                found,
+                value,
+                revision,
+            })));
         }
-        Ok(())
+        let Some(mut peer) = self.router.connection(pinned) else {
+            return Ok(None);
+        };
+        let request = routed_request(message.clone(), &descriptor, timeout);
+        peer.get(request).await.map(Some)
     }
-
-    fn check_routed_descriptor(&self, routed: Routed) -> Result<RangeDescriptor, Status> {
-        let local = self.map.borrow().get(routed.partition).cloned();
-        match local {
-            Some(local) if self.views.contains_key(&routed.partition) => {
-                if crate::partitioning::epoch::matches(
-                    EpochCommand::Read,
-                    routed.epoch,
-                    local.epoch,
-                ) {
-                    Ok(local)
-                } else {
-                    Err(route_status(&RouteError::EpochNotMatch {
-                        requested: routed.epoch,
-                        current: vec![local],
-                    }))
-                }
-            }
-            _ => Err(route_status(&RouteError::PartitionNotHere {
-                partition: routed.partition,
-            })),
-        }
-    }
-}
-
-/// Runs futures concurrently and collects their outputs in order (tokio has no join_all
-/// for a dynamic number of borrowed futures).
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, future) in outputs.iter_mut().zip(pinned.iter_mut()) {
-            if slot.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(output) => *slot = Some(output),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future completed"))
-        .collect()
 }
 
 #[cfg(test)]
@@ -1278,37 +998,65 @@ mod tests {
         assert_eq!(parse_grpc_timeout("1234567890S"), None, "at most 8 digits");
     }
 
-    #[test]
-    fn a_refusal_carries_its_correction_and_other_errors_carry_none() {
-        let status = route_status(&RouteError::NotLeader {
-            partition: 3,
-            hint: Some(2),
-        });
-        assert_eq!(status.code(), tonic::Code::Aborted);
-        assert!(matches!(correction(&status), Some(Correction::TryNode(2))));
-        let no_hint = route_status(&RouteError::NotLeader {
-            partition: 3,
-            hint: None,
-        });
-        assert!(correction(&no_hint).is_none());
-        let moved = route_status(&RouteError::PartitionNotHere { partition: 3 });
-        assert!(matches!(correction(&moved), Some(Correction::Relocate)));
-        assert!(correction(&Status::unavailable("unknown outcome")).is_none());
-        assert!(correction(&Status::aborted("superseded")).is_none());
+    /// A node that has not heard from its consistent core has no map to route by.
+    fn service_without_a_map() -> (KvService, watch::Sender<Arc<PartitionMap>>) {
+        let (events, _) = std::sync::mpsc::sync_channel(1);
+        let (map_tx, map) = watch::channel(Arc::new(PartitionMap::default()));
+        let service = KvService {
+            node_id: 1,
+            events,
+            views: Arc::new(HashMap::new()),
+            map: map.clone(),
+            core_replicas: vec![1],
+            addresses: Vec::new(),
+            router: RoutingClient::for_node(map, HashMap::new()),
+            request_timeout: Duration::from_millis(200),
+            key_bytes_max: 64,
+            value_bytes_max: 64,
+            scan_limit_max: 10,
+            stale_read: false,
+            bugs: RouteBugs::default(),
+            first_leaders: std::sync::Mutex::new(HashMap::new()),
+        };
+        (service, map_tx)
     }
 
-    #[test]
-    fn a_scan_is_clipped_to_each_range() {
-        let span = KeySpan::Range {
-            start: b"g".to_vec(),
-            end: b"p".to_vec(),
+    #[tokio::test]
+    async fn a_request_made_before_the_map_is_known_waits_then_is_unavailable() {
+        let (service, _map) = service_without_a_map();
+        let started = Instant::now();
+        let get = GetRequest {
+            key: b"k".to_vec(),
+            serializable: false,
         };
-        assert_eq!(clip(&span, b"a", b""), (b"g".to_vec(), b"p".to_vec()));
-        assert_eq!(clip(&span, b"h", b"k"), (b"h".to_vec(), b"k".to_vec()));
-        let last = KeySpan::Range {
-            start: b"p".to_vec(),
+        let status = service
+            .get(Request::new(get))
+            .await
+            .expect_err("no map, no answer");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("partition map"), "{status}");
+        assert!(started.elapsed() >= Duration::from_millis(200), "it waited");
+        let scan = ScanRequest {
+            start: Vec::new(),
             end: Vec::new(),
+            limit: 5,
+            serializable: false,
         };
-        assert_eq!(clip(&last, b"a", b""), (b"p".to_vec(), Vec::new()));
+        let status = service.scan(Request::new(scan)).await.expect_err("no map");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_scan_limit_is_refused_naming_the_limit() {
+        let (service, _map) = service_without_a_map();
+        let scan = ScanRequest {
+            start: Vec::new(),
+            end: Vec::new(),
+            limit: 11,
+            serializable: false,
+        };
+        let status = service.scan(Request::new(scan)).await.expect_err("too big");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("scan_limit_max"), "{status}");
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use tonic::transport::Channel;
 
+use crate::client::RoutingClient;
 use crate::partitioning::core_store::CoreStore;
 use crate::partitioning::{CORE_GROUP, LayoutSpec, PartitionMap};
 use crate::proto::admin::fault_injection_server::FaultInjectionServer;
@@ -328,6 +329,25 @@ pub async fn run(
     if !core_replicas.contains(&config.id) {
         tokio::spawn(pull_map(map_tx, peers.clone(), core_replicas.clone()));
     }
+    // A correction may name this node itself (its replica became leader meanwhile): the
+    // forwarding client then asks it like any other.
+    let mut channels = peers.clone();
+    channels.insert(
+        config.id,
+        KvClient::new(
+            transport::node_endpoint(
+                config.listen,
+                config.source_ip(),
+                Duration::from_millis(500),
+            )
+            .connect_lazy(),
+        ),
+    );
+    let router = RoutingClient::for_node(map.clone(), channels);
+    let mut addresses: Vec<(u64, std::net::SocketAddr)> =
+        config.peers.iter().map(|(&id, &addr)| (id, addr)).collect();
+    addresses.push((config.id, config.listen));
+    addresses.sort_unstable();
     // The largest request a client may send: a compare-and-swap with two maximal values.
     let kv_request_bytes_max = config.key_bytes_max + 2 * config.value_bytes_max + 4096;
     let kv = KvService {
@@ -336,7 +356,8 @@ pub async fn run(
         views,
         map,
         core_replicas,
-        peers,
+        addresses,
+        router,
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         key_bytes_max: config.key_bytes_max,
         value_bytes_max: config.value_bytes_max,

@@ -1,7 +1,12 @@
 //! Segmented write-ahead log of opaque records.
 //!
 //! Layout: `dir/{seq:016x}.wal`, each starting with [`MAGIC`], followed by records framed as
-//! `len: u32 LE | crc32c(len bytes): u32 LE | crc32c(payload): u32 LE | payload`.
+//! `len: u32 LE | group: u64 LE | crc32c(len, group): u32 LE | crc32c(payload): u32 LE |
+//! payload`. The group (the Raft group a record belongs to; the WAL is shared by all of a
+//! node's groups) is in the header, under the header's checksum, so that a record whose
+//! payload is damaged still says whose it was. Segments of the first format (`FLWAL001`:
+//! no group in the header) are still read; new records always go to a segment of the
+//! current one.
 //!
 //! The overriding rule is that an acknowledged (synced) record is never dropped silently. Replay
 //! therefore only repairs damage that an interrupted, never-acknowledged write can leave behind
@@ -11,8 +16,11 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"FLWAL001";
-const HEADER_LEN: usize = 12;
+const MAGIC: &[u8; 8] = b"FLWAL002";
+const HEADER_LEN: usize = 20;
+/// The first format: `len | crc32c(len) | crc32c(payload) | payload`, no group.
+const LEGACY_MAGIC: &[u8; 8] = b"FLWAL001";
+const LEGACY_HEADER_LEN: usize = 12;
 const SEGMENT_SUFFIX: &str = ".wal";
 const TMP_SUFFIX: &str = ".wal.tmp";
 const LOCK_FILE: &str = "LOCK";
@@ -48,12 +56,15 @@ pub enum WalError {
         source: io::Error,
     },
     #[error(
-        "WAL record at {} offset {offset} is corrupt ({reason}) and is not the torn tail of the log: {CORRUPT_REMEDY}",
-        path.display()
+        "WAL record at {} offset {offset} ({}) is corrupt ({reason}) and is not the torn tail of the log: {CORRUPT_REMEDY}",
+        path.display(),
+        whose(*group)
     )]
     Corrupt {
         path: PathBuf,
         offset: u64,
+        /// The Raft group the record belongs to, when its header is intact.
+        group: Option<u64>,
         reason: String,
     },
     #[error("WAL record of {len} bytes exceeds record_bytes_max ({max} bytes)")]
@@ -69,11 +80,20 @@ pub enum WalError {
     Poisoned,
 }
 
+fn whose(group: Option<u64>) -> String {
+    match group {
+        Some(group) => format!("a record of group {group}"),
+        None => "its header is damaged, so its group is not known".to_string(),
+    }
+}
+
 /// Result of [`Wal::open`]: the log ready for appends and everything it held.
 #[derive(Debug)]
 pub struct Replay {
     pub wal: Wal,
     pub records: Vec<Vec<u8>>,
+    /// The group of each record, as its header says (None in a first-format segment).
+    pub groups: Vec<Option<u64>>,
     pub torn_tail: Option<TornTail>,
 }
 
@@ -116,6 +136,7 @@ impl Wal {
                 return Err(WalError::Corrupt {
                     path: segment_path(dir, pair[0] + 1),
                     offset: 0,
+                    group: None,
                     reason: format!(
                         "segment file is missing: the sequence jumps from {} to {}",
                         segment_name(pair[0]),
@@ -139,23 +160,32 @@ impl Wal {
                     _lock: lock,
                 },
                 records: Vec::new(),
+                groups: Vec::new(),
                 torn_tail: None,
             });
         };
 
-        let mut records = Vec::new();
+        let mut found = Found::default();
         for &seq in earlier {
             let path = segment_path(dir, seq);
             let data = fs::read(&path).map_err(io_err("read segment", &path))?;
-            match scan_segment(&path, &data, false, options.record_bytes_max, &mut records)? {
+            match scan_segment(&path, &data, false, options.record_bytes_max, &mut found)? {
                 SegmentEnd::Clean => {}
-                end => unreachable!("non-last segment scan returned {end:?}"),
+                end => {
+                    return Err(WalError::Corrupt {
+                        path,
+                        offset: 0,
+                        group: None,
+                        reason: format!("a segment that is not the last one ends torn ({end:?})"),
+                    });
+                }
             }
         }
 
         let path = segment_path(dir, last_seq);
         let data = fs::read(&path).map_err(io_err("read segment", &path))?;
-        let end = scan_segment(&path, &data, true, options.record_bytes_max, &mut records)?;
+        let end = scan_segment(&path, &data, true, options.record_bytes_max, &mut found)?;
+        let legacy = data.starts_with(LEGACY_MAGIC);
         let mut file = OpenOptions::new()
             .append(true)
             .open(&path)
@@ -192,27 +222,39 @@ impl Wal {
         // process died right after creating it.
         sync_dir(dir)?;
 
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            options,
+            segments: seqs,
+            file,
+            file_len,
+            buf: Vec::new(),
+            poisoned: false,
+            _lock: lock,
+        };
+        if legacy {
+            // Records of the current format must not follow first-format ones in a segment.
+            wal.roll()?;
+        }
         Ok(Replay {
-            wal: Wal {
-                dir: dir.to_path_buf(),
-                options,
-                segments: seqs,
-                file,
-                file_len,
-                buf: Vec::new(),
-                poisoned: false,
-                _lock: lock,
-            },
-            records,
+            wal,
+            records: found.records,
+            groups: found.groups,
             torn_tail,
         })
     }
 
-    /// Buffers a record in memory; nothing is durable until sync(). Errors if payload > record_bytes_max.
+    /// Buffers a record of group 0 in memory; see [`Wal::append_for`].
     pub fn append(&mut self, payload: &[u8]) -> Result<(), WalError> {
+        self.append_for(0, payload)
+    }
+
+    /// Buffers a record of `group` in memory; nothing is durable until sync(). Errors if
+    /// payload > record_bytes_max.
+    pub fn append_for(&mut self, group: u64, payload: &[u8]) -> Result<(), WalError> {
         self.check_usable()?;
         self.check_size(payload)?;
-        encode_record(&mut self.buf, payload);
+        encode_record(&mut self.buf, group, payload);
         Ok(())
     }
 
@@ -248,15 +290,21 @@ impl Wal {
     /// remaining old records followed by the checkpoint records, so the checkpoint records must
     /// be able to supersede whatever precedes them.
     pub fn checkpoint(&mut self, records: &[Vec<u8>]) -> Result<(), WalError> {
+        let tagged: Vec<(u64, &[u8])> = records.iter().map(|r| (0, r.as_slice())).collect();
+        self.checkpoint_for(&tagged)
+    }
+
+    /// [`Wal::checkpoint`] with each record's group.
+    pub fn checkpoint_for(&mut self, records: &[(u64, &[u8])]) -> Result<(), WalError> {
         self.check_usable()?;
-        for record in records {
+        for (_, record) in records {
             self.check_size(record)?;
         }
         self.sync()?;
 
         let mut contents = MAGIC.to_vec();
-        for record in records {
-            encode_record(&mut contents, record);
+        for (group, record) in records {
+            encode_record(&mut contents, *group, record);
         }
         let next = self.next_seq();
         let installed = next.and_then(|seq| Ok((seq, install_segment(&self.dir, seq, &contents)?)));
@@ -365,16 +413,18 @@ fn scan_segment(
     data: &[u8],
     is_last: bool,
     record_bytes_max: u32,
-    records: &mut Vec<Vec<u8>>,
+    found: &mut Found,
 ) -> Result<SegmentEnd, WalError> {
-    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+    let corrupt_in = |offset: usize, group: Option<u64>, reason: String| WalError::Corrupt {
         path: path.to_path_buf(),
         offset: offset as u64,
+        group,
         reason,
     };
+    let corrupt = |offset: usize, reason: String| corrupt_in(offset, None, reason);
 
     if data.len() < MAGIC.len() {
-        return if !MAGIC.starts_with(data) {
+        return if !MAGIC.starts_with(data) && !LEGACY_MAGIC.starts_with(data) {
             Err(corrupt(0, "bad segment magic".to_string()))
         } else if is_last {
             Ok(SegmentEnd::TornCreation)
@@ -388,7 +438,13 @@ fn scan_segment(
             ))
         };
     }
-    if &data[..MAGIC.len()] != MAGIC {
+    let legacy = &data[..MAGIC.len()] == LEGACY_MAGIC;
+    let header_len = if legacy {
+        LEGACY_HEADER_LEN
+    } else {
+        HEADER_LEN
+    };
+    if &data[..MAGIC.len()] != MAGIC && !legacy {
         return Err(corrupt(
             0,
             format!(
@@ -404,21 +460,22 @@ fn scan_segment(
         if rest.is_empty() {
             return Ok(SegmentEnd::Clean);
         }
-        let torn_or_corrupt = |torn: bool, reason: String| {
+        let torn_or_corrupt = |torn: bool, group: Option<u64>, reason: String| {
             if is_last && torn {
                 Ok(SegmentEnd::TornTail {
                     offset: offset as u64,
                 })
             } else {
-                Err(corrupt(offset, reason))
+                Err(corrupt_in(offset, group, reason))
             }
         };
         // A crash may leave the file extended with zeros that the data never reached.
         let zeros_to_end = || rest.iter().all(|&b| b == 0);
 
-        if rest.len() < HEADER_LEN {
+        if rest.len() < header_len {
             return torn_or_corrupt(
                 true,
+                None,
                 format!(
                     "only {} bytes remain, less than a record header",
                     rest.len()
@@ -426,39 +483,52 @@ fn scan_segment(
             );
         }
         let len = read_u32(rest, 0);
-        let header_crc = read_u32(rest, 4);
-        let payload_crc = read_u32(rest, 8);
-        if crc32c::crc32c(&rest[..4]) != header_crc {
-            return torn_or_corrupt(zeros_to_end(), "header checksum mismatch".to_string());
+        let (group, covered, header_crc, payload_crc) = if legacy {
+            (None, &rest[..4], read_u32(rest, 4), read_u32(rest, 8))
+        } else {
+            let group = u64::from_le_bytes(rest[4..12].try_into().expect("8 bytes"));
+            (
+                Some(group),
+                &rest[..12],
+                read_u32(rest, 12),
+                read_u32(rest, 16),
+            )
+        };
+        if crc32c::crc32c(covered) != header_crc {
+            return torn_or_corrupt(zeros_to_end(), None, "header checksum mismatch".to_string());
         }
         // The header checksum vouches for this length, so an oversized one was written that way
         // (or the limit was lowered): no torn write explains it.
         if len > record_bytes_max {
-            return Err(corrupt(
+            return Err(corrupt_in(
                 offset,
+                group,
                 format!("record length {len} exceeds record_bytes_max {record_bytes_max}"),
             ));
         }
-        let end = HEADER_LEN + len as usize;
+        let end = header_len + len as usize;
         if end > rest.len() {
             return torn_or_corrupt(
                 true,
+                group,
                 format!(
                     "record of {len} bytes runs past the end of the segment ({} bytes remain)",
-                    rest.len() - HEADER_LEN
+                    rest.len() - header_len
                 ),
             );
         }
-        let payload = &rest[HEADER_LEN..end];
+        let payload = &rest[header_len..end];
         if crc32c::crc32c(payload) != payload_crc {
             // Only the final record can be half-written; a bad payload with data after it means
             // the bytes changed after they were acknowledged.
             return torn_or_corrupt(
                 end == rest.len() || zeros_to_end(),
+                group,
                 "payload checksum mismatch".to_string(),
             );
         }
-        records.push(payload.to_vec());
+        found.records.push(payload.to_vec());
+        found.groups.push(group);
         offset += end;
     }
 }
@@ -467,13 +537,22 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-fn encode_record(out: &mut Vec<u8>, payload: &[u8]) {
+/// The records of the segments read so far, with their groups.
+#[derive(Default)]
+struct Found {
+    records: Vec<Vec<u8>>,
+    groups: Vec<Option<u64>>,
+}
+
+fn encode_record(out: &mut Vec<u8>, group: u64, payload: &[u8]) {
     let len = u32::try_from(payload.len())
         .expect("invariant: callers bound payloads by record_bytes_max, a u32");
-    let len_bytes = len.to_le_bytes();
+    let mut covered = [0u8; 12];
+    covered[..4].copy_from_slice(&len.to_le_bytes());
+    covered[4..].copy_from_slice(&group.to_le_bytes());
     out.reserve(HEADER_LEN + payload.len());
-    out.extend_from_slice(&len_bytes);
-    out.extend_from_slice(&crc32c::crc32c(&len_bytes).to_le_bytes());
+    out.extend_from_slice(&covered);
+    out.extend_from_slice(&crc32c::crc32c(&covered).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
     out.extend_from_slice(payload);
 }
@@ -489,7 +568,7 @@ pub fn torn_record(payload_len: u32, written: u32, garbled: bool) -> Vec<u8> {
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
         .collect();
     let mut record = Vec::new();
-    encode_record(&mut record, &payload);
+    encode_record(&mut record, 0, &payload);
     if garbled {
         if let Some(last) = record.last_mut() {
             *last ^= 0xff;
@@ -671,7 +750,7 @@ mod tests {
 
     fn frame(payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_record(&mut out, payload);
+        encode_record(&mut out, 0, payload);
         out
     }
 
@@ -692,6 +771,7 @@ mod tests {
                 path,
                 offset,
                 reason,
+                ..
             }) => (path, offset, reason),
             other => panic!("expected Corrupt, got {other:?}"),
         }
@@ -901,6 +981,7 @@ mod tests {
         assert!(message.contains(&seg.display().to_string()), "{message}");
         assert!(message.contains(&format!("offset {bad} ")), "{message}");
         assert!(message.contains("payload checksum mismatch"), "{message}");
+        assert!(message.contains("a record of group 0"), "{message}");
         assert!(message.contains("not the torn tail"), "{message}");
         assert!(
             message.contains("restore this node's data directory"),
@@ -920,7 +1001,12 @@ mod tests {
         let seg = segment_path(tmp.path(), 1);
         let bad = record_offsets(&fs::read(&seg).unwrap())[3];
         flip_byte(&seg, bad);
-        let (_, offset, reason) = expect_corrupt(Wal::open(tmp.path(), opts(1 << 20)));
+        let error = Wal::open(tmp.path(), opts(1 << 20)).unwrap_err();
+        assert!(
+            error.to_string().contains("its group is not known"),
+            "{error}"
+        );
+        let (_, offset, reason) = expect_corrupt(Err(error));
         assert_eq!(offset, bad);
         assert_eq!(reason, "header checksum mismatch");
     }
