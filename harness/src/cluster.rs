@@ -109,6 +109,33 @@ impl LocalCluster {
         self.node(id).addr
     }
 
+    /// Each time a node refused to start because it could not recover its own data
+    /// directory, from its log: the refusal's message, per node that had one.
+    pub fn recovery_refusals(&self) -> Vec<(u64, String)> {
+        self.nodes
+            .iter()
+            .filter_map(|node| {
+                let log = std::fs::read_to_string(&node.log_path).ok()?;
+                let refusals: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.starts_with("faultline-node: error: cannot recover"))
+                    .collect();
+                let first = refusals.first()?;
+                let times = match refusals.len() {
+                    1 => String::new(),
+                    n => format!(" ({n} times)"),
+                };
+                Some((
+                    node.id,
+                    format!(
+                        "{}{times}",
+                        first.trim_start_matches("faultline-node: error: ")
+                    ),
+                ))
+            })
+            .collect()
+    }
+
     fn node(&self, id: u64) -> &NodeProcess {
         &self.nodes[(id - 1) as usize]
     }

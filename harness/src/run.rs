@@ -103,6 +103,10 @@ pub struct Results {
     pub unrecovered: Option<String>,
     /// Terms that more than one node claimed to lead (election safety violated).
     pub shared_terms: Vec<SharedTerm>,
+    /// Nodes that refused to start because they could not recover their own data
+    /// directory after a crash. No fault of a run damages acknowledged data (corrupt-wal
+    /// only leaves torn tails, which recovery repairs), so each is a durability bug.
+    pub refused_recovery: Vec<String>,
     /// When the earliest operation the checker could not linearize was invoked.
     pub first_anomaly_secs: Option<f64>,
     pub run_dir: PathBuf,
@@ -608,6 +612,13 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         replicas = Some(compared);
     }
     teardown_errors.extend(unrecovered.clone());
+    let refused_recovery: Vec<String> = cluster
+        .lock()
+        .await
+        .recovery_refusals()
+        .into_iter()
+        .map(|(id, refusal)| format!("node {id}: {refusal}"))
+        .collect();
     {
         let mut cluster = cluster.lock().await;
         for id in cluster.ids() {
@@ -644,6 +655,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         replicas,
         unrecovered,
         shared_terms: leaders.shared_terms(),
+        refused_recovery,
         first_anomaly_secs: None,
         run_dir: run_dir.clone(),
         elapsed_secs,

@@ -115,6 +115,13 @@ pub fn apply_guards(results: &mut Results) {
         results.notes.push(diverged.describe());
         results.valid = Validity::Known(false);
     }
+    if !results.refused_recovery.is_empty() {
+        results.notes.push(format!(
+            "A NODE COULD NOT RECOVER ITS OWN DATA after a crash (no fault of this run damages acknowledged data): {}",
+            results.refused_recovery.join("; ")
+        ));
+        results.valid = Validity::Known(false);
+    }
     if results.valid == Validity::Known(false) {
         return;
     }
@@ -216,6 +223,7 @@ mod tests {
             replicas: None,
             unrecovered: None,
             shared_terms: Vec::new(),
+            refused_recovery: Vec::new(),
             first_anomaly_secs: None,
             run_dir: "/nonexistent".into(),
             elapsed_secs: 1.0,
@@ -310,5 +318,20 @@ mod tests {
         assert_eq!(results.valid, Validity::Known(false));
         assert_eq!(results.first_anomaly_secs, Some(5.5));
         assert!(results.notes[0].contains("ELECTION SAFETY VIOLATED"));
+    }
+
+    #[test]
+    fn a_node_that_cannot_recover_its_own_data_makes_the_run_invalid() {
+        let mut results = valid_results();
+        results.refused_recovery =
+            vec!["node 2: cannot recover node 2 from data: group 1's log has a gap".into()];
+        apply_guards(&mut results);
+        assert_eq!(results.valid, Validity::Known(false));
+        assert!(
+            results.notes[0].contains("COULD NOT RECOVER"),
+            "{:?}",
+            results.notes
+        );
+        assert!(results.notes[0].contains("group 1's log has a gap"));
     }
 }

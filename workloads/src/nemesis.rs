@@ -302,6 +302,8 @@ pub fn nemesis_schedule(workload: &Workload, seed: u64, node_count: usize) -> Ve
 
     let mut rng = derive_rng(seed, DOMAIN_NEMESIS);
     let kill_target = nemesis.kill_target.unwrap_or_default();
+    // Drawn only for `same`, so that the other targets' schedules stay as they were.
+    let same_node = (kill_target == KillTarget::Same).then(|| rng.random_range(0..node_count));
     let mut schedule = Vec::new();
     for slot in 1..=MAX_FAULTS {
         let Some(at_ns) = slot.checked_mul(interval_ns) else {
@@ -313,7 +315,7 @@ pub fn nemesis_schedule(workload: &Workload, seed: u64, node_count: usize) -> Ve
         let fraction = rng.random_range(MIN_FAULT_FRACTION..=MAX_FAULT_FRACTION);
         let duration_ns = (interval_ns as f64 * fraction).round() as u64;
         let name = faults[rng.random_range(0..faults.len())];
-        let fault = choose_fault(&mut rng, name, node_count, kill_target, &shapes);
+        let fault = choose_fault(&mut rng, name, node_count, kill_target, same_node, &shapes);
         schedule.push(ScheduledFault {
             at: Duration::from_nanos(at_ns),
             duration: Duration::from_nanos(duration_ns),
@@ -329,6 +331,7 @@ fn choose_fault(
     name: FaultName,
     node_count: usize,
     kill_target: KillTarget,
+    same_node: Option<usize>,
     shapes: &[ShapeName],
 ) -> FaultKind {
     let random_node = |rng: &mut ChaCha8Rng| rng.random_range(0..node_count);
@@ -338,6 +341,7 @@ fn choose_fault(
                 KillTarget::Random => Target::Random(random_node(rng)),
                 KillTarget::Leader => Target::Leader,
                 KillTarget::All => Target::All,
+                KillTarget::Same => Target::Random(same_node.unwrap_or(0)),
             },
         },
         FaultName::Pause => FaultKind::Pause {

@@ -308,6 +308,9 @@ pub enum KillTarget {
     Leader,
     /// Every node at once, as a power failure would: what was not fsynced is lost.
     All,
+    /// One node chosen by the seed, every time: the others never restart, so a recovery
+    /// bug on it is always compared against replicas that never went through recovery.
+    Same,
 }
 
 /// Every shape, in the order a default `partition_shapes` lists them.

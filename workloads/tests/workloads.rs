@@ -700,3 +700,21 @@ fn a_set_workload_with_reads_or_an_add_elsewhere_is_refused() {
         .to_string();
     assert!(error.contains("mix.add"), "{error}");
 }
+
+#[test]
+fn kill_target_same_kills_one_node_chosen_by_the_seed_every_time() {
+    let w = workload("nemesis:\n  faults: [kill]\n  interval_secs: 1\n  kill_target: same\n");
+    let mut chosen = HashSet::new();
+    for seed in 0..20 {
+        let targets: HashSet<Target> = nemesis_schedule(&w, seed, 3)
+            .into_iter()
+            .map(|f| match f.fault {
+                FaultKind::Kill { target } => target,
+                other => panic!("only kill is configured, got {}", other.name()),
+            })
+            .collect();
+        assert_eq!(targets.len(), 1, "seed {seed}: {targets:?}");
+        chosen.extend(targets);
+    }
+    assert!(chosen.len() > 1, "the seed picks the node: {chosen:?}");
+}
