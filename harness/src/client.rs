@@ -259,9 +259,16 @@ impl FaultlineClient {
                         elements.push(decode(&item.value));
                     }
                     match (reply.more, reply.items.last()) {
-                        (true, Some(last)) => {
+                        (true, Some(last)) if last.key >= start => {
                             start = last.key.clone();
                             start.push(0);
+                        }
+                        (true, _) => {
+                            // A page that says "more" but does not move forward would loop
+                            // for ever: the scan is broken, and says so.
+                            return Completion::Refused {
+                                error: "the scan said more keys follow but made no progress".into(),
+                            };
                         }
                         _ => {
                             return Completion::Ok {

@@ -117,16 +117,16 @@ fn describe(header: Option<ResponseHeader>) -> String {
 }
 
 pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
-    let seed: std::net::SocketAddr = args
-        .endpoint
-        .trim_start_matches("http://")
-        .parse()
-        .with_context(|| {
-            format!(
-                "--endpoint {:?} is not an address; use IP:PORT, e.g. 127.0.0.1:7001",
-                args.endpoint
-            )
-        })?;
+    let seed =
+        std::net::ToSocketAddrs::to_socket_addrs(args.endpoint.trim_start_matches("http://"))
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .with_context(|| {
+                format!(
+                    "--endpoint {:?} is not an address; use HOST:PORT, e.g. 127.0.0.1:7001",
+                    args.endpoint
+                )
+            })?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let router = RoutingClient::new(vec![seed], args.routing, None, Duration::from_secs(2));
     let needs_node = matches!(args.op, KvOp::Map { .. } | KvOp::Status { .. });

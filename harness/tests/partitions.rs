@@ -375,6 +375,7 @@ async fn a_peer_message_for_a_group_the_node_does_not_host_is_dropped_and_logged
                 pre_vote: false,
                 last_log_index: 1_000,
                 last_log_term: 50,
+                leader_transfer: false,
             })),
             ..Default::default()
         }],

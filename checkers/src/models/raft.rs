@@ -283,6 +283,7 @@ impl Bug {
             commit_old_term: bug == Some(Bug::CommitOldTerm),
             keep_conflicts: bug == Some(Bug::KeepConflicts),
             stale_read: bug == Some(Bug::StaleRead),
+            ..SeededBugs::default()
         }
     }
 }

@@ -177,7 +177,7 @@ impl RoutingClient {
         if let Some(via) = &self.via {
             return send(via.clone(), None, timeout).await.map(|v| (None, v));
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_in(timeout);
         let mut unreachable: Vec<NodeId> = Vec::new();
         let mut pause = PAUSE_MIN;
         let mut last: Option<Status> = None;
@@ -411,7 +411,7 @@ impl RoutingClient {
         &self,
         timeout: Duration,
     ) -> Result<GetPartitionMapResponse, Status> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_in(timeout);
         match &self.source {
             Source::Fetch(seeds) => self
                 .fetch(seeds, deadline)
@@ -505,7 +505,7 @@ impl RoutingClient {
         if message.limit == 0 {
             return Err(Status::invalid_argument("scan limit must be at least 1"));
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_in(timeout);
         // The first descriptor fetches the map if it is not known yet.
         self.descriptor(Target::Key(&message.start), deadline)
             .await?;
@@ -520,18 +520,22 @@ impl RoutingClient {
             &message.end,
             message.limit as usize,
             false,
-            |descriptor, from, to, limit| {
-                self.scan_part(descriptor.id, from, to, limit, serializable, deadline)
+            |descriptor, from, to, limit| async move {
+                self.scan_part(&descriptor, from, to, limit, serializable, deadline)
+                    .await
             },
         )
         .await?;
         Ok(scan_response(scanned))
     }
 
-    /// One partition's part of a scan, from its leader.
+    /// One partition's part of a scan, from its leader: `[start, end)` clipped to
+    /// `planned`, the descriptor the scan was planned with. If the partition has changed
+    /// since (a split would leave keys outside the planned bounds unread), the part is
+    /// refused, not served short.
     pub async fn scan_part(
         &self,
-        partition: PartitionId,
+        planned: &RangeDescriptor,
         start: Vec<u8>,
         end: Vec<u8>,
         limit: usize,
@@ -546,9 +550,20 @@ impl RoutingClient {
         };
         let timeout = deadline.saturating_duration_since(Instant::now());
         let (_, response) = self
-            .call(Target::Partition(partition), timeout, |mut c, d, left| {
+            .call(Target::Partition(planned.id), timeout, |mut c, d, left| {
+                let changed = d
+                    .as_ref()
+                    .is_some_and(|d| d.epoch != planned.epoch || d.span != planned.span);
                 let request = prepare(message.clone(), d.as_ref(), left);
-                async move { c.scan(request).await.map(|r| r.into_inner()) }
+                let id = planned.id;
+                async move {
+                    if changed {
+                        return Err(Status::aborted(format!(
+                            "partition {id} changed (split, merge or move) while the scan was under way; not served, retry"
+                        )));
+                    }
+                    c.scan(request).await.map(|r| r.into_inner())
+                }
             })
             .await?;
         let items = response
@@ -589,6 +604,11 @@ impl RoutingClient {
             results,
         })
     }
+}
+
+/// The deadline `timeout` from now (an hour at most: a huge timeout must not overflow).
+fn deadline_in(timeout: Duration) -> Instant {
+    Instant::now() + timeout.min(Duration::from_secs(3600))
 }
 
 /// The request to send: routed at `descriptor` if there is one, else a plain request for

@@ -29,6 +29,14 @@ pub fn to_wire(descriptor: &RangeDescriptor, load: Load) -> PartitionDescriptor 
 }
 
 pub fn from_wire(wire: &PartitionDescriptor) -> Result<(RangeDescriptor, Load), String> {
+    if wire.bucket_count > super::layout::PARTITIONS_MAX {
+        return Err(format!(
+            "descriptor {} has {} buckets; at most {} partitions exist",
+            wire.id,
+            wire.bucket_count,
+            super::layout::PARTITIONS_MAX
+        ));
+    }
     let span = if wire.bucket_count > 0 {
         KeySpan::Bucket {
             index: wire.bucket,

@@ -254,10 +254,14 @@ impl PartitionMap {
                 ));
             }
             for (index, id) in self.by_bucket.iter().enumerate() {
-                match &self.descriptors[id].span {
-                    KeySpan::Bucket { index: i, count: c }
+                // A descriptor from a peer may have left a bucket pointing at nothing.
+                match self.descriptors.get(id).map(|d| &d.span) {
+                    Some(KeySpan::Bucket { index: i, count: c })
                         if *i as usize == index && *c == count => {}
-                    other => return Err(format!("bucket {index} is held by {id} ({other})")),
+                    Some(other) => {
+                        return Err(format!("bucket {index} is held by {id} ({other})"));
+                    }
+                    None => return Err(format!("bucket {index} names no partition ({id})")),
                 }
             }
             return Ok(());

@@ -14,6 +14,11 @@ pub struct SeededBugs {
     pub keep_conflicts: bool,
     /// Answer a linearizable read without confirming leadership with a quorum.
     pub stale_read: bool,
+    /// A candidate asks learners for votes too, and counts them.
+    pub learner_votes: bool,
+    /// A new leader may change the membership before it has committed an entry of its
+    /// own term (the single-server change bug the 2015 fix closes).
+    pub config_before_noop: bool,
 }
 
 impl SeededBugs {
@@ -31,6 +36,12 @@ impl SeededBugs {
         if self.stale_read {
             names.push("stale-read");
         }
+        if self.learner_votes {
+            names.push("learner-votes");
+        }
+        if self.config_before_noop {
+            names.push("config-before-noop");
+        }
         names
     }
 }
@@ -39,7 +50,8 @@ impl SeededBugs {
 pub struct RaftConfig {
     pub id: u64,
     pub group_id: u64,
-    /// Every voter of the group, this node included.
+    /// Every voter of the group when it was formed, this node included; empty for a node
+    /// that joins a running group. The log's configuration entries change it from there.
     pub voters: Vec<u64>,
     pub election_timeout_ticks_min: u32,
     pub election_timeout_ticks_max: u32,
@@ -90,7 +102,9 @@ impl RaftConfig {
                 "node id must be at least 1 (0 means \"none\" on the wire)".into(),
             ));
         }
-        if !self.voters.contains(&self.id) {
+        // Empty voters: a node joining a running group, which learns the membership from
+        // the leader's log or snapshot (it is added as a learner first).
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return Err(ConfigError(format!(
                 "node {} is not among the voters {:?}",
                 self.id, self.voters

@@ -223,6 +223,7 @@ mod tests {
             index,
             term,
             data: Vec::new(),
+            ..Entry::default()
         }
     }
 

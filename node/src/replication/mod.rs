@@ -4,6 +4,7 @@
 pub mod config;
 pub mod lamport;
 pub mod log;
+pub mod membership;
 pub mod memory_disk;
 pub mod raft;
 
@@ -11,5 +12,8 @@ pub mod raft;
 mod tests;
 
 pub use config::{RaftConfig, SeededBugs};
+pub use membership::{ConfChange, Membership};
 pub use memory_disk::MemoryDisk;
-pub use raft::{NotLeader, PersistedState, RaftCore, ReadState, Ready, Role, Snapshot};
+pub use raft::{
+    ConfChangeError, NotLeader, PersistedState, RaftCore, ReadState, Ready, Role, Snapshot,
+};

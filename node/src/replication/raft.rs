@@ -15,9 +15,10 @@ use rand_chacha::ChaCha8Rng;
 use super::config::RaftConfig;
 use super::lamport::LamportClock;
 use super::log::RaftLog;
+use super::membership::{ConfChange, ConfLog, Membership, config_entry};
 use crate::proto::raft::{
-    AppendEntries, AppendEntriesResponse, Entry, HardState, InstallSnapshot,
-    InstallSnapshotResponse, Message, RequestVote, RequestVoteResponse, SnapshotMeta,
+    AppendEntries, AppendEntriesResponse, Entry, EntryKind, HardState, InstallSnapshot,
+    InstallSnapshotResponse, Message, RequestVote, RequestVoteResponse, SnapshotMeta, TimeoutNow,
     message::Body,
 };
 
@@ -110,6 +111,38 @@ pub struct NotLeader {
     pub leader_hint: Option<u64>,
 }
 
+/// Why a membership change was not proposed. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfChangeError {
+    #[error("not the leader (leader hint {:?})", .0.leader_hint)]
+    NotLeader(NotLeader),
+    #[error("the membership change at index {0} is not committed yet; one change at a time")]
+    InProgress(u64),
+    #[error("this leader has not committed an entry of its own term yet; try again shortly")]
+    NoCommitInTerm,
+    #[error("a leadership transfer is under way")]
+    Transferring,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A leader handing over to `target` (thesis §3.10): proposals wait, the target is
+/// brought up to date and told to campaign; given up after an election timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Transfer {
+    target: u64,
+    elapsed: u32,
+}
+
+/// A learner's catch-up round (thesis §4.2.1): it must reach `target` (the leader's last
+/// index when the round began); a round that takes less than an election timeout
+/// promotes it, a slower one starts another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct CatchUp {
+    target: u64,
+    started: u32,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum ProgressState {
     /// Unknown where the follower's log matches: one AppendEntries at a time.
@@ -180,6 +213,13 @@ pub struct RaftCore {
     read_broadcast_pending: bool,
     read_states: Vec<ReadState>,
     dropped_reads: Vec<u64>,
+    /// The group's memberships as the log holds them; the newest is in force.
+    conf: ConfLog,
+    /// Leader only: learners being caught up for promotion.
+    catch_up: BTreeMap<u64, CatchUp>,
+    /// Leader only: ticks since it became leader (catch-up rounds are timed in them).
+    leader_ticks: u32,
+    transfer: Option<Transfer>,
 }
 
 impl RaftCore {
@@ -198,6 +238,16 @@ impl RaftCore {
         // Recovered entries are durable already; committed ones are re-applied by the
         // driver from the snapshot onwards (the state machine is not persisted).
         let last_index = log.last_index();
+        let base = match persisted.snapshot.as_ref().map(|s| &s.meta) {
+            Some(meta) if !meta.voters.is_empty() => membership_of(meta),
+            _ => Membership::with_voters(config.voters.iter().copied()),
+        };
+        let mut conf = ConfLog::new(base);
+        for index in log.first_index()..=last_index {
+            if let Some(entry) = log.entry(index) {
+                conf.appended(entry);
+            }
+        }
         let mut core = Self {
             role: Role::Follower,
             term: persisted.hard_state.term,
@@ -225,6 +275,10 @@ impl RaftCore {
             read_broadcast_pending: false,
             read_states: Vec::new(),
             dropped_reads: Vec::new(),
+            conf,
+            catch_up: BTreeMap::new(),
+            leader_ticks: 0,
+            transfer: None,
             config,
         };
         core.reset_election_timeout();
@@ -324,17 +378,51 @@ impl RaftCore {
         self.role == Role::Leader
     }
 
-    fn quorum(&self) -> usize {
-        self.config.voters.len() / 2 + 1
+    /// The membership in force: the newest configuration in the log.
+    pub fn membership(&self) -> &Membership {
+        self.conf.current()
     }
 
+    fn quorum(&self) -> usize {
+        self.conf.current().quorum()
+    }
+
+    fn is_voter(&self) -> bool {
+        self.conf.current().is_voter(self.config.id)
+    }
+
+    /// Whether this node is the group's only voter: it commits and confirms alone.
+    fn alone(&self) -> bool {
+        let voters = &self.conf.current().voters;
+        voters.len() == 1 && voters.contains(&self.config.id)
+    }
+
+    /// The voters other than this node: whom a candidate asks for votes. With the
+    /// seeded bug `learner-votes`, learners are asked too, and their votes count.
     fn peers(&self) -> Vec<u64> {
-        self.config
+        let membership = self.conf.current();
+        let mut peers: Vec<u64> = membership
             .voters
             .iter()
             .copied()
             .filter(|&v| v != self.config.id)
-            .collect()
+            .collect();
+        if self.config.bugs.learner_votes {
+            peers.extend(membership.learners.iter().filter(|&&l| l != self.config.id));
+        }
+        peers
+    }
+
+    /// Every member other than this node: whom a leader replicates to.
+    fn replicas(&self) -> Vec<u64> {
+        self.conf.current().others(self.config.id).collect()
+    }
+
+    /// Whether `node`'s vote or acknowledgement counts toward a quorum.
+    fn counts(&self, node: u64) -> bool {
+        node == self.config.id && self.is_voter()
+            || self.conf.current().is_voter(node)
+            || self.config.bugs.learner_votes && self.conf.current().is_member(node)
     }
 
     // ----- inputs ----------------------------------------------------------------
@@ -343,6 +431,9 @@ impl RaftCore {
     pub fn tick(&mut self) {
         self.election_elapsed += 1;
         if self.role == Role::Leader {
+            self.leader_ticks = self.leader_ticks.saturating_add(1);
+            self.tick_transfer();
+            self.promote_caught_up();
             self.heartbeat_elapsed += 1;
             if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
                 self.heartbeat_elapsed = 0;
@@ -352,7 +443,12 @@ impl RaftCore {
                 && self.election_elapsed >= self.config.election_timeout_ticks_min
             {
                 self.election_elapsed = 0;
-                let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+                let active = usize::from(self.is_voter())
+                    + self
+                        .progress
+                        .iter()
+                        .filter(|(peer, p)| p.recent_active && self.counts(**peer))
+                        .count();
                 for progress in self.progress.values_mut() {
                     progress.recent_active = false;
                 }
@@ -362,7 +458,8 @@ impl RaftCore {
                     self.become_follower(self.term, None);
                 }
             }
-        } else if self.election_elapsed >= self.randomized_election_timeout {
+        } else if self.election_elapsed >= self.randomized_election_timeout && self.is_voter() {
+            // A learner, or a node removed from the group, never campaigns.
             if self.config.pre_vote {
                 self.become_pre_candidate();
             } else {
@@ -374,9 +471,10 @@ impl RaftCore {
     /// Appends a client command. On success, the entry's (index, term): the command took
     /// effect iff the entry committed at that index has that term.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), NotLeader> {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader || self.transfer.is_some() {
+            // During a transfer the new leader takes proposals; the caller waits for it.
             return Err(NotLeader {
-                leader_hint: self.leader_id,
+                leader_hint: self.leader_id.filter(|_| self.transfer.is_none()),
             });
         }
         let index = self.log.last_index() + 1;
@@ -384,12 +482,155 @@ impl RaftCore {
             term: self.term,
             index,
             data,
+            kind: EntryKind::Command as i32,
         });
         self.broadcast_append_pending = true;
-        if self.config.voters.len() == 1 {
+        if self.alone() {
             self.maybe_commit();
         }
         Ok((index, self.term))
+    }
+
+    /// Proposes one membership change (see [`super::membership`]). On success, the
+    /// configuration entry's (index, term); the new membership is in force at once.
+    pub fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+    ) -> Result<(u64, u64), ConfChangeError> {
+        if self.role != Role::Leader {
+            return Err(ConfChangeError::NotLeader(NotLeader {
+                leader_hint: self.leader_id,
+            }));
+        }
+        if self.transfer.is_some() {
+            return Err(ConfChangeError::Transferring);
+        }
+        let pending = self.conf.last_change_index();
+        if pending > self.log.commit_index {
+            return Err(ConfChangeError::InProgress(pending));
+        }
+        // The 2015 fix: a leader that has not committed an entry of its term may not know
+        // of a change its predecessor made; changing again could give two configurations
+        // whose majorities do not overlap.
+        if self.log.term(self.log.commit_index) != Some(self.term)
+            && !self.config.bugs.config_before_noop
+        {
+            return Err(ConfChangeError::NoCommitInTerm);
+        }
+        let next = self
+            .conf
+            .current()
+            .apply(change, self.config.id)
+            .map_err(ConfChangeError::Invalid)?;
+        let index = self.log.last_index() + 1;
+        let entry = config_entry(index, self.term, &next);
+        self.conf.appended(&entry);
+        self.log.push(entry);
+        self.sync_progress();
+        self.broadcast_append_pending = true;
+        if self.alone() {
+            self.maybe_commit();
+        }
+        Ok((index, self.term))
+    }
+
+    /// Hands leadership to `target`, a voter: it is brought up to date, then told to
+    /// campaign at once (TimeoutNow). Proposals are refused meanwhile; the transfer is
+    /// given up after an election timeout.
+    pub fn transfer_leadership(&mut self, target: u64) -> Result<(), ConfChangeError> {
+        if self.role != Role::Leader {
+            return Err(ConfChangeError::NotLeader(NotLeader {
+                leader_hint: self.leader_id,
+            }));
+        }
+        if target == self.config.id {
+            return Ok(());
+        }
+        if !self.conf.current().is_voter(target) {
+            return Err(ConfChangeError::Invalid(format!(
+                "node {target} is not a voter of the group"
+            )));
+        }
+        self.transfer = Some(Transfer { target, elapsed: 0 });
+        self.maybe_send_timeout_now();
+        self.send_appends(target);
+        Ok(())
+    }
+
+    fn maybe_send_timeout_now(&mut self) {
+        let Some(transfer) = self.transfer else {
+            return;
+        };
+        let caught_up = self
+            .progress
+            .get(&transfer.target)
+            .is_some_and(|p| p.match_index == self.log.last_index());
+        if caught_up {
+            self.send(transfer.target, self.term, Body::TimeoutNow(TimeoutNow {}));
+        }
+    }
+
+    fn tick_transfer(&mut self) {
+        if let Some(transfer) = &mut self.transfer {
+            transfer.elapsed += 1;
+            if transfer.elapsed >= self.config.election_timeout_ticks_max {
+                // The target did not take over in time: lead on.
+                self.transfer = None;
+            }
+        }
+    }
+
+    /// Leader: progress for every member, none for former ones; catch-up rounds for the
+    /// learners being promoted.
+    fn sync_progress(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let members = self.replicas();
+        self.progress.retain(|peer, _| members.contains(peer));
+        let next_index = self.log.last_index() + 1;
+        for peer in members {
+            self.progress
+                .entry(peer)
+                .or_insert_with(|| new_progress(next_index));
+        }
+        let promoting = self.conf.current().promoting.clone();
+        self.catch_up.retain(|peer, _| promoting.contains(peer));
+    }
+
+    /// Leader: promotes a learner whose catch-up round ended within an election timeout;
+    /// starts a new round for one that was slower.
+    fn promote_caught_up(&mut self) {
+        let promoting: Vec<u64> = self.conf.current().promoting.iter().copied().collect();
+        for learner in promoting {
+            let matched = self.progress.get(&learner).map_or(0, |p| p.match_index);
+            let now = self.leader_ticks;
+            let last = self.log.last_index();
+            let round = *self.catch_up.entry(learner).or_insert(CatchUp {
+                target: last,
+                started: now,
+            });
+            if matched < round.target {
+                continue;
+            }
+            if now.saturating_sub(round.started) <= self.config.election_timeout_ticks_min {
+                // Fails harmlessly while another change is uncommitted; retried next tick.
+                if self
+                    .propose_conf_change(ConfChange::Promote(learner))
+                    .is_ok()
+                {
+                    self.catch_up.remove(&learner);
+                }
+            } else {
+                self.catch_up.insert(
+                    learner,
+                    CatchUp {
+                        target: last,
+                        started: now,
+                    },
+                );
+            }
+        }
     }
 
     /// Starts a linearizable read (ReadIndex, thesis §6.4): the read will appear in
@@ -440,10 +681,14 @@ impl RaftCore {
         }
         let term = self.log.term(index).expect("applied entry is in the log");
         self.log.compact(index, term);
+        self.conf.compact(index);
+        let membership = self.conf.at(index).clone();
         let meta = SnapshotMeta {
             last_included_index: index,
             last_included_term: term,
-            voters: self.config.voters.clone(),
+            voters: membership.voters.iter().copied().collect(),
+            learners: membership.learners.iter().copied().collect(),
+            promoting: membership.promoting.iter().copied().collect(),
         };
         self.snapshot = Some(Snapshot { meta, data });
     }
@@ -463,7 +708,7 @@ impl RaftCore {
             match &body {
                 Body::RequestVote(rv) if rv.pre_vote => {}
                 Body::RequestVoteResponse(r) if r.pre_vote && r.granted => {}
-                Body::RequestVote(_) if self.in_leader_lease() => {
+                Body::RequestVote(rv) if !rv.leader_transfer && self.in_leader_lease() => {
                     // Thesis §4.2.3: a node that hears from its leader ignores
                     // RequestVote so that a removed or partitioned node cannot disrupt.
                     return;
@@ -501,6 +746,13 @@ impl RaftCore {
             Body::AppendEntriesResponse(r) => self.handle_append_response(&message, r),
             Body::InstallSnapshot(s) => self.handle_install_snapshot(&message, s),
             Body::InstallSnapshotResponse(r) => self.handle_snapshot_response(&message, r),
+            Body::TimeoutNow(_) => {
+                // The leader hands over: campaign now, without a pre-vote (the leader is
+                // alive, so a pre-vote would be refused).
+                if self.is_voter() && self.role == Role::Follower {
+                    self.campaign(true);
+                }
+            }
             Body::Quiesce(_) | Body::NodeHeartbeat(_) => {
                 unreachable!("is_well_formed drops host-to-host messages")
             }
@@ -512,7 +764,17 @@ impl RaftCore {
     /// a match beyond our log) is dropped, as a lossy network would, instead of
     /// tripping an assertion.
     fn is_well_formed(&self, message: &Message, body: &Body) -> bool {
-        if message.from == self.config.id || !self.config.voters.contains(&message.from) {
+        if message.from == self.config.id {
+            return false;
+        }
+        // A node that has just joined does not know the membership until the leader's
+        // log or snapshot tells it: it takes the leader's messages from anyone (the term
+        // rules still apply). Everything else comes from members only.
+        let from_leader = matches!(
+            body,
+            Body::AppendEntries(_) | Body::InstallSnapshot(_) | Body::TimeoutNow(_)
+        );
+        if !from_leader && !self.conf.current().is_member(message.from) {
             return false;
         }
         match body {
@@ -538,7 +800,7 @@ impl RaftCore {
                 .meta
                 .as_ref()
                 .is_some_and(|m| m.last_included_term <= message.term),
-            Body::RequestVote(_) | Body::RequestVoteResponse(_) => true,
+            Body::RequestVote(_) | Body::RequestVoteResponse(_) | Body::TimeoutNow(_) => true,
             // Host-to-host messages (quiescence, node liveness) are the host's business;
             // one that reaches a core is dropped.
             Body::Quiesce(_) | Body::NodeHeartbeat(_) => false,
@@ -638,6 +900,8 @@ impl RaftCore {
         self.role = Role::Follower;
         self.leader_id = leader;
         self.votes.clear();
+        self.transfer = None;
+        self.catch_up.clear();
         self.reset_election_timeout();
     }
 
@@ -656,6 +920,7 @@ impl RaftCore {
             pre_vote: true,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
+            leader_transfer: false,
         };
         for peer in self.peers() {
             self.send(
@@ -667,6 +932,12 @@ impl RaftCore {
     }
 
     fn become_candidate(&mut self) {
+        self.campaign(false);
+    }
+
+    /// A real election: a new term, a vote for itself, RequestVote to the voters.
+    /// `leader_transfer` when the leader asked for it (TimeoutNow).
+    fn campaign(&mut self, leader_transfer: bool) {
         self.term = self.term.saturating_add(1);
         self.voted_for = self.config.id;
         self.role = Role::Candidate;
@@ -681,6 +952,7 @@ impl RaftCore {
             pre_vote: false,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
+            leader_transfer,
         };
         for peer in self.peers() {
             self.send(peer, self.term, Body::RequestVote(request));
@@ -696,34 +968,25 @@ impl RaftCore {
         self.election_elapsed = 0;
         let next_index = self.log.last_index() + 1;
         self.progress = self
-            .peers()
+            .replicas()
             .into_iter()
-            .map(|peer| {
-                let progress = Progress {
-                    next_index,
-                    match_index: 0,
-                    state: ProgressState::Probe,
-                    probe_sent: false,
-                    inflight: VecDeque::new(),
-                    recent_active: true,
-                    read_ack: 0,
-                    match_at_heartbeat: 0,
-                    heartbeats_since_snapshot: 0,
-                };
-                (peer, progress)
-            })
+            .map(|peer| (peer, new_progress(next_index)))
             .collect();
+        self.leader_ticks = 0;
+        self.catch_up.clear();
+        self.transfer = None;
         self.read_context_next = 1;
         // Thesis §6.4: a no-op entry of the new term lets the leader learn the commit
-        // index, which reads need.
+        // index, which reads need (and, by the 2015 fix, which membership changes need).
         let index = self.log.last_index() + 1;
         self.log.push(Entry {
             term: self.term,
             index,
             data: Vec::new(),
+            kind: EntryKind::Command as i32,
         });
         self.broadcast_append_pending = true;
-        if self.config.voters.len() == 1 {
+        if self.alone() {
             self.maybe_commit();
         }
     }
@@ -775,7 +1038,10 @@ impl RaftCore {
             Role::Candidate => !response.pre_vote && message.term == self.term,
             _ => false,
         };
-        if !counts || response.pre_vote != (self.role == Role::PreCandidate) {
+        if !counts
+            || response.pre_vote != (self.role == Role::PreCandidate)
+            || !self.counts(message.from)
+        {
             return;
         }
         self.votes.insert(message.from, response.granted);
@@ -818,6 +1084,16 @@ impl RaftCore {
                 &append.entries,
                 self.config.bugs.keep_conflicts,
             );
+            // A truncated suffix takes its configurations with it; the appended entries
+            // bring theirs, in force at once.
+            let log = &self.log;
+            self.conf.retain_matching(|index| log.term(index));
+            let snapshot_index = self.log.snapshot_index();
+            for entry in &append.entries {
+                if entry.index > snapshot_index && self.log.term(entry.index) == Some(entry.term) {
+                    self.conf.appended(entry);
+                }
+            }
             self.persisted_index = self.persisted_index.min(self.log.unstable_from - 1);
             // Receiver rule 5: commit up to the last entry known to match this leader.
             let commit = append.leader_commit.min(matched);
@@ -858,6 +1134,9 @@ impl RaftCore {
         } else {
             // Thesis §5.2 (InstallSnapshot): discard the log, adopt the snapshot.
             self.log.compact(index, term);
+            if !meta.voters.is_empty() {
+                self.conf = ConfLog::new(membership_of(&meta));
+            }
             self.persisted_index = index;
             let snapshot = Snapshot {
                 meta,
@@ -904,6 +1183,9 @@ impl RaftCore {
                 progress.next_index = matched + 1;
             }
             self.maybe_commit();
+            if self.transfer.is_some_and(|t| t.target == message.from) {
+                self.maybe_send_timeout_now();
+            }
         } else {
             let hint = if response.conflict_term > 0 {
                 match self.log.last_index_of_term(response.conflict_term) {
@@ -944,7 +1226,7 @@ impl RaftCore {
     }
 
     fn broadcast_append(&mut self) {
-        for peer in self.peers() {
+        for peer in self.replicas() {
             self.send_appends(peer);
         }
     }
@@ -1037,8 +1319,10 @@ impl RaftCore {
 
     fn broadcast_heartbeat(&mut self, read_context: u64) {
         let last_index = self.log.last_index();
-        for peer in self.peers() {
-            let progress = self.progress.get_mut(&peer).expect("peer has progress");
+        for peer in self.replicas() {
+            let Some(progress) = self.progress.get_mut(&peer) else {
+                continue;
+            };
             if progress.state == ProgressState::Replicate
                 && !progress.inflight.is_empty()
                 && progress.match_index == progress.match_at_heartbeat
@@ -1073,7 +1357,7 @@ impl RaftCore {
             self.send(peer, self.term, Body::AppendEntries(heartbeat));
             self.send_appends(peer);
         }
-        if self.config.voters.len() == 1 {
+        if self.alone() {
             self.advance_reads();
         }
     }
@@ -1081,10 +1365,20 @@ impl RaftCore {
     /// Raft §5.3/§5.4.2: the commit index is the highest index stored on a quorum, and
     /// only an entry of the current term is committed by counting replicas.
     fn maybe_commit(&mut self) {
-        let mut matched: Vec<u64> = self.progress.values().map(|p| p.match_index).collect();
-        matched.push(self.persisted_index);
+        // Only voters count (the membership in force, thesis §4.1); learners do not.
+        let mut matched: Vec<u64> = self
+            .progress
+            .iter()
+            .filter(|(peer, _)| self.counts(**peer))
+            .map(|(_, p)| p.match_index)
+            .collect();
+        if self.is_voter() {
+            matched.push(self.persisted_index);
+        }
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.quorum() - 1];
+        let Some(&candidate) = matched.get(self.quorum() - 1) else {
+            return;
+        };
         if candidate <= self.log.commit_index {
             return;
         }
@@ -1106,10 +1400,19 @@ impl RaftCore {
         if self.reads.is_empty() {
             return;
         }
-        let mut acks: Vec<u64> = self.progress.values().map(|p| p.read_ack).collect();
-        acks.push(u64::MAX);
+        let mut acks: Vec<u64> = self
+            .progress
+            .iter()
+            .filter(|(peer, _)| self.counts(**peer))
+            .map(|(_, p)| p.read_ack)
+            .collect();
+        if self.is_voter() {
+            acks.push(u64::MAX);
+        }
         acks.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acks[self.quorum() - 1];
+        let Some(&confirmed) = acks.get(self.quorum() - 1) else {
+            return;
+        };
         while let Some(read) = self.reads.front() {
             if read.context > confirmed {
                 break;
@@ -1165,4 +1468,27 @@ impl RaftCore {
             assert!(self.progress.is_empty(), "only a leader tracks progress");
         }
     }
+}
+
+fn new_progress(next_index: u64) -> Progress {
+    Progress {
+        next_index,
+        match_index: 0,
+        state: ProgressState::Probe,
+        probe_sent: false,
+        inflight: VecDeque::new(),
+        recent_active: true,
+        read_ack: 0,
+        match_at_heartbeat: 0,
+        heartbeats_since_snapshot: 0,
+    }
+}
+
+/// The membership a snapshot records (at its last index).
+fn membership_of(meta: &SnapshotMeta) -> Membership {
+    Membership::from_wire(&crate::proto::raft::Membership {
+        voters: meta.voters.clone(),
+        learners: meta.learners.clone(),
+        promoting: meta.promoting.clone(),
+    })
 }

@@ -60,6 +60,7 @@ impl Sim {
                 index: i as u64 + 1,
                 term: t,
                 data: vec![t as u8],
+                ..Entry::default()
             })
             .collect();
         let disk = MemoryDisk {
@@ -314,6 +315,7 @@ fn persisted_vote_survives_a_restart() {
             pre_vote: false,
             last_log_index: 100,
             last_log_term: 100,
+            leader_transfer: false,
         })),
     };
     sim.nodes.get_mut(&3).expect("node").step(request);
@@ -723,6 +725,7 @@ fn malformed_or_foreign_peer_messages_are_dropped_without_a_panic() {
             index: 5,
             term,
             data: Vec::new(),
+            ..Entry::default()
         }],
         leader_commit: 0,
         read_context: 0,
@@ -734,6 +737,7 @@ fn malformed_or_foreign_peer_messages_are_dropped_without_a_panic() {
             index: sim.node(2).log().last_index() + 1,
             term: term + 5,
             data: Vec::new(),
+            ..Entry::default()
         }],
         leader_commit: 0,
         read_context: 0,
@@ -769,6 +773,7 @@ fn malformed_or_foreign_peer_messages_are_dropped_without_a_panic() {
         pre_vote: false,
         last_log_index: 9,
         last_log_term: 9,
+        leader_transfer: false,
     };
     sim.node_mut(1)
         .step(message(9, 1, u64::MAX, Body::RequestVote(stranger)));
@@ -803,4 +808,229 @@ fn an_idle_leader_and_its_caught_up_followers_may_quiesce_and_a_busy_one_may_not
         sim.node(1).is_quiescent(),
         "committed and applied everywhere"
     );
+}
+
+// ----- thesis §4: membership changes, one server at a time -------------------------
+
+impl Sim {
+    /// Starts a node that joins the running group: it knows no members until the
+    /// leader's log tells it.
+    fn add_node(&mut self, id: u64, configure: impl Fn(&mut RaftConfig)) {
+        let mut config = RaftConfig::new(id, Vec::new());
+        configure(&mut config);
+        self.configs.insert(id, config.clone());
+        self.disks.insert(id, MemoryDisk::default());
+        self.nodes
+            .insert(id, RaftCore::new(config, PersistedState::default()));
+        self.applied.insert(id, Vec::new());
+    }
+
+    fn change(&mut self, leader: u64, change: ConfChange) -> (u64, u64) {
+        let at = self
+            .node_mut(leader)
+            .propose_conf_change(change)
+            .unwrap_or_else(|e| panic!("{change:?}: {e}"));
+        self.drive();
+        at
+    }
+}
+
+fn voters(sim: &Sim, id: u64) -> Vec<u64> {
+    sim.node(id).membership().voters.iter().copied().collect()
+}
+
+#[test]
+fn a_new_voter_joins_as_a_learner_catches_up_and_is_promoted() {
+    let mut sim = Sim::new(3, |_| {});
+    sim.elect(1);
+    for i in 0..20u8 {
+        sim.propose(1, &[i]);
+    }
+    sim.add_node(4, |_| {});
+    sim.change(1, ConfChange::AddVoter(4));
+    // A learner: replicated to, not counted, not campaigning.
+    assert!(sim.node(1).membership().learners.contains(&4));
+    assert_eq!(voters(&sim, 1), [1, 2, 3]);
+    assert_eq!(
+        sim.node(4).log().last_index(),
+        sim.node(1).log().last_index()
+    );
+    for _ in 0..3 * 20 {
+        sim.node_mut(4).tick();
+    }
+    sim.drive();
+    assert_eq!(
+        sim.node(4).role(),
+        Role::Follower,
+        "a learner never campaigns"
+    );
+    // The leader promotes it on a tick once it has caught up within an election timeout.
+    sim.tick(1);
+    sim.tick(1);
+    assert_eq!(voters(&sim, 1), [1, 2, 3, 4]);
+    assert_eq!(
+        voters(&sim, 4),
+        [1, 2, 3, 4],
+        "in force on append, everywhere"
+    );
+    // Four voters: a commit needs three of them.
+    sim.isolate(2);
+    sim.isolate(3);
+    let (index, _) = sim.propose(1, b"needs three");
+    assert!(
+        sim.node(1).commit_index() < index,
+        "1 and 4 are not a quorum of four"
+    );
+    sim.heal();
+    sim.tick(1);
+    sim.tick_all(3);
+    assert!(sim.node(1).commit_index() >= index);
+}
+
+#[test]
+fn a_removed_voter_no_longer_counts_and_the_leader_cannot_remove_itself() {
+    let mut sim = Sim::new(3, |_| {});
+    sim.elect(1);
+    sim.propose(1, b"x");
+    let refused = sim.node_mut(1).propose_conf_change(ConfChange::Remove(1));
+    assert!(
+        matches!(&refused, Err(ConfChangeError::Invalid(why)) if why.contains("transfer leadership")),
+        "{refused:?}"
+    );
+    sim.change(1, ConfChange::Remove(3));
+    assert_eq!(voters(&sim, 1), [1, 2]);
+    // Node 3 is gone: 1 and 2 commit without it.
+    sim.isolate(3);
+    let (index, _) = sim.propose(1, b"without 3");
+    assert_eq!(sim.node(1).commit_index(), index);
+}
+
+/// Elects node 2 while node 1 is cut off and every AppendEntries node 2 sends is lost:
+/// a new leader whose no-op has not committed.
+fn elect_without_commit(sim: &mut Sim) {
+    sim.isolate(1);
+    for _ in 0..200 {
+        if sim.node(2).is_leader() {
+            return;
+        }
+        sim.node_mut(2).tick();
+        sim.drive_filtered(|m| !(m.from == 2 && matches!(m.body, Some(Body::AppendEntries(_)))));
+    }
+    panic!("node 2 was not elected");
+}
+
+fn no_leases(config: &mut RaftConfig) {
+    // Votes are granted on request, so that one node can be elected alone.
+    config.check_quorum = false;
+    config.pre_vote = false;
+}
+
+#[test]
+fn one_change_at_a_time_and_none_before_the_leader_commits_in_its_term() {
+    let mut sim = Sim::new(3, no_leases);
+    sim.elect(1);
+    sim.propose(1, b"x");
+    sim.add_node(4, no_leases);
+    sim.add_node(5, no_leases);
+    // An uncommitted change blocks the next one.
+    sim.isolate(2);
+    sim.isolate(3);
+    sim.node_mut(1)
+        .propose_conf_change(ConfChange::AddLearner(4))
+        .expect("first change");
+    let second = sim
+        .node_mut(1)
+        .propose_conf_change(ConfChange::AddLearner(5));
+    assert!(
+        matches!(second, Err(ConfChangeError::InProgress(_))),
+        "{second:?}"
+    );
+    sim.heal();
+    sim.drive();
+    sim.tick(1);
+    sim.tick(1);
+    assert!(sim.node(1).membership().learners.contains(&4));
+    // The 2015 fix: a new leader may not change anything before its no-op commits.
+    elect_without_commit(&mut sim);
+    let early = sim
+        .node_mut(2)
+        .propose_conf_change(ConfChange::AddLearner(5));
+    assert_eq!(early, Err(ConfChangeError::NoCommitInTerm));
+}
+
+#[test]
+fn the_seeded_bug_config_before_noop_allows_the_early_change() {
+    let mut sim = Sim::new(3, |c| {
+        no_leases(c);
+        c.bugs.config_before_noop = true;
+    });
+    sim.elect(1);
+    sim.propose(1, b"x");
+    elect_without_commit(&mut sim);
+    assert!(
+        sim.node_mut(2)
+            .propose_conf_change(ConfChange::Remove(3))
+            .is_ok(),
+        "the bug lets a leader change membership before its no-op commits"
+    );
+}
+
+#[test]
+fn a_learner_votes_do_not_count_unless_the_seeded_bug_says_so() {
+    for bug in [false, true] {
+        let configure = |c: &mut RaftConfig| {
+            no_leases(c);
+            c.bugs.learner_votes = bug;
+        };
+        let mut sim = Sim::new(3, configure);
+        sim.elect(1);
+        sim.add_node(4, configure);
+        sim.change(1, ConfChange::AddLearner(4));
+        sim.tick_all(2);
+        // Node 2 campaigns with only the learner reachable.
+        sim.isolate(1);
+        sim.isolate(3);
+        sim.cut.remove(&(2, 4));
+        sim.cut.remove(&(4, 2));
+        for _ in 0..200 {
+            if sim.node(2).is_leader() {
+                break;
+            }
+            sim.tick(2);
+        }
+        assert_eq!(
+            sim.node(2).is_leader(),
+            bug,
+            "with the bug, the votes of 2 and learner 4 make a 'quorum' of three voters"
+        );
+    }
+}
+
+#[test]
+fn leadership_moves_to_the_node_asked_for() {
+    let mut sim = Sim::new(3, |_| {});
+    sim.elect(1);
+    sim.propose(1, b"x");
+    sim.node_mut(1).transfer_leadership(3).expect("transfer");
+    sim.drive();
+    assert!(sim.node(3).is_leader(), "node 3 campaigned on TimeoutNow");
+    assert!(!sim.node(1).is_leader());
+    let (index, _) = sim.propose(3, b"under the new leader");
+    assert_eq!(sim.node(3).commit_index(), index);
+    // Not to a node outside the voters.
+    assert!(sim.node_mut(3).transfer_leadership(9).is_err());
+}
+
+#[test]
+fn membership_survives_a_restart_and_a_snapshot() {
+    let mut sim = Sim::new(3, |_| {});
+    sim.elect(1);
+    sim.change(1, ConfChange::Remove(3));
+    sim.propose(1, b"x");
+    sim.restart(2);
+    assert_eq!(voters(&sim, 2), [1, 2], "rebuilt from the log");
+    let applied = sim.node(1).log().applied_index;
+    sim.node_mut(1).compact(applied, b"state".to_vec());
+    let meta = &sim.node(1).snapshot().expect("snapshot").meta;
+    assert_eq!(meta.voters, [1, 2]);
 }

@@ -34,7 +34,7 @@ use crate::partitioning::core_store::{CoreApplied, CoreStore};
 use crate::partitioning::{CORE_GROUP, Load, PartitionMap};
 use crate::proto::kv::{GroupStatus, StatusResponse};
 use crate::proto::raft::{
-    ApplyResult, Command, CoreCommand, Message, NodeHeartbeat, PartitionReport, Quiesce,
+    ApplyResult, Command, CoreCommand, EntryKind, Message, NodeHeartbeat, PartitionReport, Quiesce,
     core_command, message::Body,
 };
 use crate::replication::{RaftCore, Ready, Role};
@@ -271,7 +271,7 @@ impl Group {
             applied_index: self.applied_index,
             last_index: log.last_index(),
             snapshot_index: log.snapshot_index(),
-            voters: self.core.config().voters.clone(),
+            voters: self.core.membership().voters.iter().copied().collect(),
             quiesced: self.quiesced,
         }
     }
@@ -480,20 +480,19 @@ impl Driver {
                     tracing::debug!(group = id, "quiescing");
                     group.quiesced = true;
                     let log = group.core.log();
-                    for &voter in &group.core.config().voters {
-                        if voter != node_id {
-                            quiesce_messages.push(Message {
-                                group_id: id,
-                                from: node_id,
-                                to: voter,
-                                term: group.core.term(),
-                                lamport_time: group.core.lamport_time(),
-                                body: Some(Body::Quiesce(Quiesce {
-                                    last_index: log.last_index(),
-                                    commit: group.core.commit_index(),
-                                })),
-                            });
-                        }
+                    let members: Vec<u64> = group.core.membership().others(node_id).collect();
+                    for member in members {
+                        quiesce_messages.push(Message {
+                            group_id: id,
+                            from: node_id,
+                            to: member,
+                            term: group.core.term(),
+                            lamport_time: group.core.lamport_time(),
+                            body: Some(Body::Quiesce(Quiesce {
+                                last_index: log.last_index(),
+                                commit: group.core.commit_index(),
+                            })),
+                        });
                     }
                     continue;
                 }
@@ -777,7 +776,9 @@ impl Driver {
             map_changed = matches!(group.machine, Machine::Core(_));
         }
         for entry in &ready.committed_entries {
-            let result = if entry.data.is_empty() {
+            // A configuration entry is the Raft core's business, in force since it was
+            // appended; the state machine has nothing to apply.
+            let result = if entry.data.is_empty() || entry.kind == EntryKind::Config as i32 {
                 ApplyResult::default()
             } else {
                 match &mut group.machine {
@@ -954,7 +955,7 @@ fn keeps_quiet(
     };
     match group.core.role() {
         Role::Leader => {
-            let voters = &group.core.config().voters;
+            let voters = &group.core.membership().voters;
             let heard = voters.iter().filter(|&&v| v == node_id || alive(v)).count();
             heard > voters.len() / 2
         }

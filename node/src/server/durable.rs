@@ -330,6 +330,7 @@ mod tests {
             term,
             index,
             data: data.as_bytes().to_vec(),
+            ..Entry::default()
         }
     }
 
@@ -413,6 +414,7 @@ mod tests {
                     last_included_index: 3,
                     last_included_term: 1,
                     voters: vec![1, 2, 3],
+                    ..SnapshotMeta::default()
                 },
                 data: b"state of group 1 at 3".to_vec(),
             };
@@ -445,6 +447,7 @@ mod tests {
                 last_included_index: 2,
                 last_included_term: 1,
                 voters: vec![1],
+                ..SnapshotMeta::default()
             };
             let snapshot = Snapshot {
                 meta: meta.clone(),

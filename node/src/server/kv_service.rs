@@ -484,7 +484,7 @@ impl KvService {
         }
         self.router
             .scan_part(
-                group,
+                descriptor,
                 range.start.to_vec(),
                 range.end.to_vec(),
                 range.limit,
@@ -763,11 +763,22 @@ impl Kv for KvService {
             // One partition's part, for a sender that split the scan by partition: its
             // keys are the sender's clip of a range's span (a bucket's names no key).
             let local = self.map.borrow().get(routed.partition).cloned();
-            let start = match local.map(|d| d.span) {
+            let start = match local.as_ref().map(|d| &d.span) {
                 Some(KeySpan::Bucket { .. }) => None,
                 _ => Some(message.start.as_slice()),
             };
-            self.check_routed(routed, start, EpochCommand::Read)?;
+            let local = self.check_routed(routed, start, EpochCommand::Read)?;
+            // The part must end inside the range too: keys past its end are another
+            // partition's, and a sender that thinks otherwise would read them from here.
+            if let KeySpan::Range { end, .. } = &local.span
+                && !end.is_empty()
+                && (message.end.is_empty() || message.end > *end)
+            {
+                return Err(refusal(&RouteError::KeyNotInRange {
+                    key: message.end.clone(),
+                    descriptor: Box::new(local),
+                }));
+            }
             return match self
                 .scan_local(routed.partition, &range, deadline, true)
                 .await?

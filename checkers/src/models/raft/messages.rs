@@ -240,6 +240,7 @@ impl fmt::Display for MessageView<'_> {
                 m.term, q.last_index, q.commit
             ),
             Body::NodeHeartbeat(_) => write!(f, "NodeHeartbeat"),
+            Body::TimeoutNow(_) => write!(f, "TimeoutNow{{term {}}}", m.term),
         }
     }
 }
