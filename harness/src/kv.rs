@@ -9,7 +9,7 @@ use faultline_node::client::{Routing, RoutingClient};
 use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{
     CompareAndSwapRequest, GetPartitionMapRequest, GetPartitionMapResponse, ResponseHeader,
-    ScanRequest, StatusRequest, compare_and_swap_request::Expected,
+    ScanRequest, StatusRequest, TransferLeaderRequest, compare_and_swap_request::Expected,
 };
 use tonic::transport::Channel;
 
@@ -82,6 +82,13 @@ enum KvOp {
         #[arg(long)]
         json: bool,
     },
+    /// Hand partition ID's leadership to node N (a replica of it), and wait until the
+    /// partition map shows N leading.
+    TransferLeader {
+        id: u64,
+        #[arg(long, value_name = "N")]
+        to: u64,
+    },
 }
 
 pub async fn connect(endpoint: &str) -> anyhow::Result<KvClient<Channel>> {
@@ -129,7 +136,10 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             })?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let router = RoutingClient::new(vec![seed], args.routing, None, Duration::from_secs(2));
-    let needs_node = matches!(args.op, KvOp::Map { .. } | KvOp::Status { .. });
+    let needs_node = matches!(
+        args.op,
+        KvOp::Map { .. } | KvOp::Status { .. } | KvOp::TransferLeader { .. }
+    );
     let mut client = if needs_node {
         Some(connect(&args.endpoint).await?)
     } else {
@@ -205,6 +215,10 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
                 }
             })
         }
+        KvOp::TransferLeader { id, to } => {
+            let kv = client.as_mut().expect("connected for transfer-leader");
+            transfer_leader(kv, id, to, timeout).await
+        }
         KvOp::Map { json } => client.as_mut().expect("connected for map").get_partition_map(request(GetPartitionMapRequest {}, timeout)).await.map(|r| {
             print_map(&r.into_inner(), json);
         }),
@@ -239,6 +253,48 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             eprintln!("faultline: {:?}: {}", status.code(), status.message());
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+/// Asks for the transfer (any node routes it to the partition's leader), then waits
+/// until the map says `to` leads.
+async fn transfer_leader(
+    kv: &mut KvClient<Channel>,
+    id: u64,
+    to: u64,
+    timeout: Duration,
+) -> Result<(), tonic::Status> {
+    let started = std::time::Instant::now();
+    let from = kv
+        .transfer_leader(request(
+            TransferLeaderRequest { partition: id, to },
+            timeout,
+        ))
+        .await?
+        .into_inner()
+        .from;
+    loop {
+        let map = kv
+            .get_partition_map(request(GetPartitionMapRequest {}, timeout))
+            .await?
+            .into_inner();
+        if let Some(p) = map.partitions.iter().find(|p| p.id == id)
+            && p.leader == to
+        {
+            println!(
+                "partition {id}: leader n{from} -> n{to} (term {}) in {} ms",
+                p.leader_term,
+                started.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(tonic::Status::deadline_exceeded(format!(
+                "node {from} started handing partition {id} to n{to}, but the map does not show n{to} leading after {} ms (the transfer gives up after an election timeout if n{to} cannot win)",
+                timeout.as_millis()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

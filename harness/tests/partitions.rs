@@ -67,7 +67,13 @@ async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str, sequence: u64) 
             sequence,
         }),
     };
-    kv.put(request).await.is_ok()
+    match kv.put(request).await {
+        Ok(_) => true,
+        Err(status) => {
+            eprintln!("put {key}: {:?}: {}", status.code(), status.message());
+            false
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +342,13 @@ async fn reads_stay_linearizable_per_key_through_any_node() {
     for i in 0..30u64 {
         let key = format!("k{i}");
         let mut writer = client(&cluster, 1 + i % 3);
-        assert!(put(&mut writer, &key, &format!("v{i}"), i + 1).await);
+        // Leadership may still move right after the first elections; the write is sent
+        // again with the same write id (applied once) until it is acknowledged.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !put(&mut writer, &key, &format!("v{i}"), i + 1).await {
+            assert!(Instant::now() < deadline, "{key} never acknowledged");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         for via in 1..=3 {
             let got = client(&cluster, via)
                 .get(GetRequest {
@@ -408,4 +420,105 @@ async fn a_peer_message_for_a_group_the_node_does_not_host_is_dropped_and_logged
         s.groups.iter().all(|g| g.term < 50),
         "a stray message moved no group's term"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_of_a_partition_moves_to_the_node_asked_for_through_any_node() {
+    use faultline_node::proto::kv::TransferLeaderRequest;
+    let root = tempfile::tempdir().expect("tempdir");
+    let cluster = start(
+        root.path(),
+        &["--partitions", "4", "--partitioning", "hash"],
+    );
+    wait_for_every_leader(&cluster, 5, Duration::from_secs(30)).await;
+    let leader_of = |s: &faultline_node::proto::kv::StatusResponse, group: u64| {
+        s.groups
+            .iter()
+            .find(|g| g.group_id == group && g.role == "leader")
+            .map(|g| g.term)
+    };
+    // Partition 2's leader, and another of its replicas to hand it to.
+    let mut from = None;
+    for (id, addr) in cluster.running() {
+        if leader_of(&status_all_groups(addr).await.expect("status"), 2).is_some() {
+            from = Some(id);
+        }
+    }
+    let from = from.expect("partition 2 has a leader");
+    let to = if from == 3 { 1 } else { 3 };
+    // Asked through the third node, which forwards it to the leader.
+    let via = 6 - from - to;
+    let reply = client(&cluster, via)
+        .transfer_leader(TransferLeaderRequest { partition: 2, to })
+        .await
+        .expect("transfer started")
+        .into_inner();
+    assert_eq!(reply.from, from);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = status_all_groups(cluster.addr(to)).await.expect("status");
+        if leader_of(&status, 2).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n{to} never took partition 2 over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It serves: a write to a key of partition 2 is acknowledged by n{to}.
+    let router = RoutingClient::new(
+        vec![cluster.addr(1)],
+        Routing::Direct,
+        None,
+        Duration::from_secs(2),
+    );
+    let map = router
+        .partition_map(Duration::from_secs(5))
+        .await
+        .expect("map");
+    let bucket = map
+        .partitions
+        .iter()
+        .find(|p| p.id == 2)
+        .expect("partition 2")
+        .bucket;
+    let key = (0..)
+        .map(|i| format!("user/{i}"))
+        .find(|k| faultline_node::partitioning::hashing::bucket_of(k.as_bytes(), 4) == bucket)
+        .expect("a key of partition 2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        match router
+            .put(
+                key.clone().into_bytes(),
+                b"v".to_vec(),
+                None,
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            Ok(reply) => break reply,
+            Err(status) => assert!(Instant::now() < deadline, "never served: {status}"),
+        }
+    };
+    assert_eq!(reply.header.expect("header").node_id, to);
+
+    // A node that holds no replica, or a partition that does not exist, is refused.
+    let error = client(&cluster, 1)
+        .transfer_leader(TransferLeaderRequest {
+            partition: 2,
+            to: 9,
+        })
+        .await
+        .expect_err("not a replica");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    let error = client(&cluster, 1)
+        .transfer_leader(TransferLeaderRequest {
+            partition: 99,
+            to: 1,
+        })
+        .await
+        .expect_err("no such partition");
+    assert_eq!(error.code(), tonic::Code::NotFound);
 }

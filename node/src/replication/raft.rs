@@ -136,11 +136,13 @@ struct Transfer {
 
 /// A learner's catch-up round (thesis §4.2.1): it must reach `target` (the leader's last
 /// index when the round began); a round that takes less than an election timeout
-/// promotes it, a slower one starts another.
+/// promotes it, a slower one starts another. Counted per round, not from a clock that
+/// always runs, so that a group with no learner has no state that changes per tick (the
+/// model checker's state space depends on it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct CatchUp {
     target: u64,
-    started: u32,
+    elapsed: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -217,8 +219,6 @@ pub struct RaftCore {
     conf: ConfLog,
     /// Leader only: learners being caught up for promotion.
     catch_up: BTreeMap<u64, CatchUp>,
-    /// Leader only: ticks since it became leader (catch-up rounds are timed in them).
-    leader_ticks: u32,
     transfer: Option<Transfer>,
 }
 
@@ -277,7 +277,6 @@ impl RaftCore {
             dropped_reads: Vec::new(),
             conf,
             catch_up: BTreeMap::new(),
-            leader_ticks: 0,
             transfer: None,
             config,
         };
@@ -431,7 +430,6 @@ impl RaftCore {
     pub fn tick(&mut self) {
         self.election_elapsed += 1;
         if self.role == Role::Leader {
-            self.leader_ticks = self.leader_ticks.saturating_add(1);
             self.tick_transfer();
             self.promote_caught_up();
             self.heartbeat_elapsed += 1;
@@ -604,16 +602,17 @@ impl RaftCore {
         let promoting: Vec<u64> = self.conf.current().promoting.iter().copied().collect();
         for learner in promoting {
             let matched = self.progress.get(&learner).map_or(0, |p| p.match_index);
-            let now = self.leader_ticks;
             let last = self.log.last_index();
-            let round = *self.catch_up.entry(learner).or_insert(CatchUp {
+            let round = self.catch_up.entry(learner).or_insert(CatchUp {
                 target: last,
-                started: now,
+                elapsed: 0,
             });
+            round.elapsed = round.elapsed.saturating_add(1);
+            let round = *round;
             if matched < round.target {
                 continue;
             }
-            if now.saturating_sub(round.started) <= self.config.election_timeout_ticks_min {
+            if round.elapsed <= self.config.election_timeout_ticks_min {
                 // Fails harmlessly while another change is uncommitted; retried next tick.
                 if self
                     .propose_conf_change(ConfChange::Promote(learner))
@@ -626,7 +625,7 @@ impl RaftCore {
                     learner,
                     CatchUp {
                         target: last,
-                        started: now,
+                        elapsed: 0,
                     },
                 );
             }
@@ -972,7 +971,6 @@ impl RaftCore {
             .into_iter()
             .map(|peer| (peer, new_progress(next_index)))
             .collect();
-        self.leader_ticks = 0;
         self.catch_up.clear();
         self.transfer = None;
         self.read_context_next = 1;

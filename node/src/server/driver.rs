@@ -112,6 +112,12 @@ pub enum Event {
         serializable: bool,
         reply: oneshot::Sender<ReadOutcome<ScanItems>>,
     },
+    /// Start handing leadership of `group` to `to` (the leader only).
+    TransferLeader {
+        group: u64,
+        to: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     Status {
         /// The group the top-level fields describe (None: the first data group).
         group: Option<u64>,
@@ -593,6 +599,18 @@ impl Driver {
                         let _ = reply.send(WriteOutcome::NotLeader(not_leader.leader_hint));
                     }
                 }
+            }
+            Event::TransferLeader { group, to, reply } => {
+                let outcome = match self.groups.get_mut(&group) {
+                    Some(g) => {
+                        g.wake();
+                        g.core
+                            .transfer_leadership(to)
+                            .map_err(|e| format!("partition {group}: {e}"))
+                    }
+                    None => Err(format!("this node holds no replica of partition {group}")),
+                };
+                let _ = reply.send(outcome);
             }
             Event::CoreWrite { command, reply } => {
                 let Some(g) = self.groups.get_mut(&CORE_GROUP) else {

@@ -47,7 +47,8 @@ use crate::proto::kv::{
     CompareAndSwapResponse, DeleteRequest, DeleteResponse, GetPartitionMapRequest,
     GetPartitionMapResponse, GetRequest, GetResponse, NodeAddress, PutRequest, PutResponse,
     ReportPartitionRequest, ReportPartitionResponse, ResponseHeader, ScanRequest, ScanResponse,
-    StatusRequest, StatusResponse, WriteId, compare_and_swap_request,
+    StatusRequest, StatusResponse, TransferLeaderRequest, TransferLeaderResponse, WriteId,
+    compare_and_swap_request,
 };
 use crate::proto::raft::{
     self, ApplyResult, Command, CoreCommand, PartitionReport, command::Op,
@@ -904,6 +905,70 @@ impl Kv for KvService {
                 })
                 .collect(),
         }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let (deadline, routed) = (self.deadline(&request), routed_at(&request));
+        let message = request.into_inner();
+        let partition = message.partition;
+        let map = self.known_map(deadline).await?;
+        let Some(descriptor) = map.get(partition).cloned() else {
+            return Err(Status::not_found(format!(
+                "there is no partition {partition}; `faultline kv map` lists them"
+            )));
+        };
+        if !descriptor.replicas.contains(&message.to) {
+            return Err(Status::invalid_argument(format!(
+                "node {} holds no replica of partition {partition} (replicas {:?}); nothing changed",
+                message.to, descriptor.replicas
+            )));
+        }
+        let leader_here = self.views.get(&partition).map(|v| v.borrow().leader_id);
+        match leader_here {
+            Some(Some(leader)) if leader == self.node_id => {
+                let (reply, outcome) = oneshot::channel();
+                self.submit(Event::TransferLeader {
+                    group: partition,
+                    to: message.to,
+                    reply,
+                })?;
+                return match tokio::time::timeout_at(deadline, outcome).await {
+                    Ok(Ok(Ok(()))) => {
+                        Ok(Response::new(TransferLeaderResponse { from: self.node_id }))
+                    }
+                    Ok(Ok(Err(why))) => Err(Status::failed_precondition(why)),
+                    _ => Err(Status::unavailable(
+                        "the node did not answer before the deadline",
+                    )),
+                };
+            }
+            Some(Some(leader)) if routed.is_some() => {
+                return Err(refusal(&RouteError::NotLeader {
+                    partition,
+                    hint: Some(leader),
+                }));
+            }
+            Some(Some(leader)) => self.router.hint_leader(partition, leader),
+            _ => {}
+        }
+        if routed.is_some() {
+            return Err(refusal(&RouteError::NotLeader {
+                partition,
+                hint: None,
+            }));
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let (_, response) = self
+            .router
+            .call(Target::Partition(partition), timeout, |mut c, d, left| {
+                let request = prepare(message, d.as_ref(), left);
+                async move { c.transfer_leader(request).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn report_partition(
