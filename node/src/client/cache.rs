@@ -13,6 +13,9 @@ use crate::partitioning::{NodeId, PartitionId, PartitionMap, RangeDescriptor};
 pub enum Next {
     /// The cache is corrected: look the target up again and send.
     Retry,
+    /// The refusal said nothing the cache did not know (its descriptors were no newer):
+    /// the replica is behind, so wait a moment before sending again.
+    Stale,
     /// The cache cannot be corrected from the refusal: fetch the whole map first.
     Refetch,
 }
@@ -92,10 +95,17 @@ impl MapCache {
             }
             // An election is under way; the sender tries the replicas in turn.
             Correction::NotLeader { hint: None, .. } => Next::Retry,
-            Correction::Newer(descriptors) => match map.absorb(descriptors) {
-                Ok(()) => Next::Retry,
-                Err(_) => Next::Refetch,
-            },
+            Correction::Newer(descriptors) => {
+                let before = map.clone();
+                match map.absorb(descriptors) {
+                    Ok(()) if map.descriptors().eq(before.descriptors()) => {
+                        *map = before;
+                        Next::Stale
+                    }
+                    Ok(()) => Next::Retry,
+                    Err(_) => Next::Refetch,
+                }
+            }
             Correction::Refetch => Next::Refetch,
         }
     }
@@ -196,8 +206,8 @@ mod tests {
         );
         assert_eq!(cache.locate(b"k").map(|d| d.id), Some(99));
         assert_eq!(cache.locate(b"h").map(|d| d.id), Some(parent.id));
-        // The parent's old descriptor arriving late changes nothing.
-        assert_eq!(cache.correct(&Correction::Newer(vec![parent])), Next::Retry);
+        // The parent's old descriptor arriving late changes nothing: the sender waits.
+        assert_eq!(cache.correct(&Correction::Newer(vec![parent])), Next::Stale);
         assert_eq!(cache.locate(b"k").map(|d| d.id), Some(99));
     }
 

@@ -206,7 +206,7 @@ impl RoutingClient {
                 Some(correction) => {
                     // A hint naming the node just asked, or one already found down, is
                     // stale news: an election is under way, so wait before the next try.
-                    let nothing_new = match &correction {
+                    let mut nothing_new = match &correction {
                         Correction::NotLeader { hint: None, .. } => true,
                         Correction::NotLeader { hint: Some(h), .. } => {
                             *h == node || unreachable.contains(h)
@@ -216,9 +216,12 @@ impl RoutingClient {
                     if let Correction::NotLeader { hint: None, .. } = correction {
                         unreachable.push(node);
                     }
+                    // The guard must be gone before the refetch awaits (it locks again).
                     let next = self.cache().correct(&correction);
-                    if next == Next::Refetch {
-                        self.refetch(deadline).await?;
+                    match next {
+                        Next::Retry => {}
+                        Next::Stale => nothing_new = true,
+                        Next::Refetch => self.refetch(deadline).await?,
                     }
                     if nothing_new {
                         self.pause(&mut pause, deadline).await?;
