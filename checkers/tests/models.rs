@@ -180,3 +180,52 @@ fn a_start_that_cannot_be_played_is_an_error_naming_the_step() {
         "names the built-in starts: {error}"
     );
 }
+
+/// `--membership` at pinned bounds (`faultline model raft --servers 2 --membership
+/// --clients 0 --max-term 2 --max-log 4 --snapshot-interval-entries 0`): a two-voter group
+/// and a third server outside it; the admin client adds it as a voter (a learner first,
+/// promoted by the leader once caught up), then removes it. Two voters, so that every
+/// broadcast (two messages) fits the in-flight bound: with three voters and a fourth server
+/// a broadcast is three messages, and the space at `--max-in-flight 3` is too large for CI.
+fn membership() -> ModelOptions {
+    use faultline_node::replication::ConfChange;
+    ModelOptions {
+        servers: 2,
+        clients: 0,
+        max_term: 2,
+        max_log: 4,
+        snapshot_interval_entries: 0,
+        membership: Some(vec![ConfChange::AddVoter(3), ConfChange::Remove(3)]),
+        ..options()
+    }
+}
+
+#[test]
+fn membership_changes_keep_every_safety_property_exhaustively() {
+    let report = check(membership()).expect("valid options");
+    assert!(report.complete, "the bounds are exhausted:\n{report}");
+    for property in [
+        "election safety",
+        "leader append-only",
+        "log matching",
+        "leader completeness",
+        "state machine safety",
+        "core assertions hold",
+    ] {
+        assert_eq!(
+            report.property(property).verdict,
+            Verdict::Holds,
+            "{property}:\n{report}"
+        );
+    }
+    for witness in [
+        "a joining server is promoted to voter",
+        "the joined voter is removed again",
+    ] {
+        assert_eq!(
+            report.property(witness).verdict,
+            Verdict::Witnessed,
+            "the search reaches the change: {witness}\n{report}"
+        );
+    }
+}

@@ -61,9 +61,15 @@ struct RaftArgs {
     /// Seeds the cores' RNGs and the simulation checker's walks.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// A seeded bug: double-vote, commit-old-term, keep-conflicts, stale-read, vote-amnesia.
+    /// A seeded bug: double-vote, commit-old-term, keep-conflicts, stale-read, vote-amnesia,
+    /// learner-votes, config-before-noop (the last two with --membership).
     #[arg(long, value_name = "NAME")]
     bug: Option<Bug>,
+    /// Change the membership during the search: one more server starts outside the group,
+    /// and an admin client adds it as a voter (a learner, promoted once caught up), then
+    /// removes it again. Each change is one configuration entry.
+    #[arg(long)]
+    membership: bool,
     /// Serve stateright's Explorer on this address (e.g. 127.0.0.1:3000) instead of checking.
     #[arg(long, value_name = "ADDR")]
     explore: Option<String>,
@@ -128,6 +134,13 @@ pub fn run(args: ModelArgs) -> ExitCode {
         max_states: args.max_states,
         stop_at_first_violation: args.first_violation,
         start,
+        membership: args.membership.then(|| {
+            let joining = args.servers as u64 + 1;
+            vec![
+                faultline_node::replication::ConfChange::AddVoter(joining),
+                faultline_node::replication::ConfChange::Remove(joining),
+            ]
+        }),
     };
     if let Some(path) = args.replay {
         return match replay(&options, &path) {

@@ -31,7 +31,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use faultline_node::replication::{RaftConfig, Role, SeededBugs};
+use faultline_node::replication::{ConfChange, RaftConfig, Role, SeededBugs};
 use stateright::actor::{
     Actor, ActorModel, ActorModelAction, ActorModelState, Envelope, Id, LossyNetwork, Network, Out,
 };
@@ -256,15 +256,21 @@ pub enum Bug {
     StaleRead,
     /// Model: the disk forgets `voted_for` across a crash.
     VoteAmnesia,
+    /// Core: a learner's vote counts (`--membership`).
+    LearnerVotes,
+    /// Core: a new leader changes membership before its no-op commits (`--membership`).
+    ConfigBeforeNoop,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 7] = [
         Bug::DoubleVote,
         Bug::CommitOldTerm,
         Bug::KeepConflicts,
         Bug::StaleRead,
         Bug::VoteAmnesia,
+        Bug::LearnerVotes,
+        Bug::ConfigBeforeNoop,
     ];
 
     pub fn name(self) -> &'static str {
@@ -274,6 +280,8 @@ impl Bug {
             Bug::KeepConflicts => "keep_conflicts",
             Bug::StaleRead => "stale_read",
             Bug::VoteAmnesia => "vote_amnesia",
+            Bug::LearnerVotes => "learner_votes",
+            Bug::ConfigBeforeNoop => "config_before_noop",
         }
     }
 
@@ -283,7 +291,8 @@ impl Bug {
             commit_old_term: bug == Some(Bug::CommitOldTerm),
             keep_conflicts: bug == Some(Bug::KeepConflicts),
             stale_read: bug == Some(Bug::StaleRead),
-            ..SeededBugs::default()
+            learner_votes: bug == Some(Bug::LearnerVotes),
+            config_before_noop: bug == Some(Bug::ConfigBeforeNoop),
         }
     }
 }
@@ -348,6 +357,10 @@ pub struct ModelOptions {
     /// Steps played from the empty cluster before the search starts (see `start`); empty:
     /// the search starts from the empty cluster.
     pub start: Vec<String>,
+    /// Membership changes during the search: one more server, which starts outside the
+    /// group, and an admin client that runs `reconfigure` (the servers are numbered from
+    /// 1; the joining one is `servers + 1`).
+    pub membership: Option<Vec<ConfChange>>,
 }
 
 impl Default for ModelOptions {
@@ -373,7 +386,15 @@ impl Default for ModelOptions {
             max_states: None,
             stop_at_first_violation: false,
             start: Vec::new(),
+            membership: None,
         }
+    }
+}
+
+impl ModelOptions {
+    /// Server actors in all: the group's, and the joining one with `membership`.
+    pub fn server_actors(&self) -> usize {
+        self.servers + usize::from(self.membership.is_some())
     }
 }
 
@@ -513,7 +534,12 @@ fn within_boundary(cfg: &ModelConfig, state: &RaftState) -> bool {
 /// The node's `RaftConfig` as the model runs it: ticks scaled down so that one model
 /// `Tick` event is one heartbeat and two make an election timeout.
 pub fn raft_config(id: u64, options: &ModelOptions) -> RaftConfig {
-    let voters: Vec<u64> = (1..=options.servers as u64).collect();
+    // A joining server knows no members until the leader's log tells it.
+    let voters: Vec<u64> = if id <= options.servers as u64 {
+        (1..=options.servers as u64).collect()
+    } else {
+        Vec::new()
+    };
     let mut config = RaftConfig::new(id, voters);
     config.election_timeout_ticks_min = 2;
     // max == min + 1: every randomized timeout is 2, which lets the model leave the
@@ -542,7 +568,7 @@ pub fn build_model(options: &ModelOptions) -> Result<RaftModel, String> {
         return Err("--servers must be at least 1".to_string());
     }
     let cfg = ModelConfig {
-        servers: options.servers,
+        servers: options.server_actors(),
         network: options.network,
         max_term: options.max_term,
         max_log: options.max_log,
@@ -550,7 +576,7 @@ pub fn build_model(options: &ModelOptions) -> Result<RaftModel, String> {
         crashes: options.crashes,
     };
     let mut system = ActorModel::new(cfg.clone(), History::default());
-    for id in 1..=options.servers as u64 {
+    for id in 1..=options.server_actors() as u64 {
         system = system.actor(RaftActor::Server(ServerActor {
             config: raft_config(id, options),
             snapshot_interval_entries: options.snapshot_interval_entries,
@@ -560,7 +586,13 @@ pub fn build_model(options: &ModelOptions) -> Result<RaftModel, String> {
     for client in 0..options.clients {
         system = system.actor(RaftActor::Client(ClientActor {
             script: script(client, options.client_ops),
-            servers: options.servers,
+            servers: options.server_actors(),
+        }));
+    }
+    if let Some(changes) = &options.membership {
+        system = system.actor(RaftActor::Client(ClientActor {
+            script: changes.iter().copied().map(ClientOp::Reconfigure).collect(),
+            servers: options.server_actors(),
         }));
     }
     let network = match options.network {
@@ -599,6 +631,17 @@ pub fn build_model(options: &ModelOptions) -> Result<RaftModel, String> {
         ),
         sometimes("a snapshot is installed", p::snapshot_installed),
     ];
+    let mut properties = properties;
+    if options.membership.is_some() {
+        properties.push(sometimes(
+            "a joining server is promoted to voter",
+            p::new_voter_promoted,
+        ));
+        properties.push(sometimes(
+            "the joined voter is removed again",
+            p::joined_voter_removed,
+        ));
+    }
     let mut model = RaftModel {
         system,
         cfg,

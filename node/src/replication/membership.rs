@@ -127,7 +127,7 @@ impl Membership {
 }
 
 /// One step of a membership change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ConfChange {
     /// A member that only receives the log.
     AddLearner(u64),

@@ -429,6 +429,11 @@ impl RaftCore {
     /// One unit of logical time. Elections and heartbeats are counted in ticks.
     pub fn tick(&mut self) {
         self.election_elapsed += 1;
+        if !self.is_voter() && self.role != Role::Leader {
+            // A learner or a node outside the group never campaigns: counting past the
+            // timeout would only make every tick a new state (the model checker's space).
+            self.election_elapsed = self.election_elapsed.min(self.randomized_election_timeout);
+        }
         if self.role == Role::Leader {
             self.tick_transfer();
             self.promote_caught_up();
@@ -607,7 +612,9 @@ impl RaftCore {
                 target: last,
                 elapsed: 0,
             });
-            round.elapsed = round.elapsed.saturating_add(1);
+            // Past an election timeout the round has failed whatever comes next; the
+            // count stops there, so a learner that never catches up is one state.
+            round.elapsed = (round.elapsed + 1).min(self.config.election_timeout_ticks_min + 1);
             let round = *round;
             if matched < round.target {
                 continue;

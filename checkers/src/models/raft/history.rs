@@ -33,6 +33,8 @@ impl SequentialSpec for RegisterSpec {
                     ClientRet::CasFailed(self.0)
                 }
             }
+            // Never invoked: membership changes stay out of the history.
+            ClientOp::Reconfigure(_) => ClientRet::Reconfigured,
         }
     }
 }
@@ -77,6 +79,10 @@ pub fn record_out(
             history.leaders.insert(seen);
             Some(history)
         }
+        Msg::Request {
+            op: ClientOp::Reconfigure(_),
+            ..
+        } => None,
         Msg::Request { seq, op } => {
             // A client sends one operation to every server: the first copy invokes it.
             if history.in_flight.get(&envelope.src) == Some(seq) {
@@ -100,6 +106,9 @@ pub fn record_in(
     let Msg::Reply { seq, ret } = envelope.msg else {
         return None;
     };
+    if *ret == ClientRet::Reconfigured {
+        return None;
+    }
     // The client accepts exactly the reply to its operation in flight.
     if history.in_flight.get(&envelope.dst) != Some(seq) {
         return None;

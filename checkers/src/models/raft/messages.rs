@@ -5,8 +5,9 @@ use std::cmp::Ordering;
 use std::fmt;
 
 use faultline_node::proto::raft::{
-    Command, Entry, Message, command::Op, compare_and_swap::Expected, message::Body,
+    Command, Entry, EntryKind, Message, command::Op, compare_and_swap::Expected, message::Body,
 };
+use faultline_node::replication::ConfChange;
 use prost::Message as _;
 
 /// A register value. 0 is "absent": the node's store starts without the key.
@@ -25,6 +26,9 @@ pub enum ClientOp {
         expected: Value,
         new: Value,
     },
+    /// A membership change (`--membership`): not a register operation, kept out of the
+    /// linearizability history.
+    Reconfigure(ConfChange),
 }
 
 /// What a client accepts as the outcome of its operation.
@@ -35,6 +39,8 @@ pub enum ClientRet {
     CasOk,
     /// The swap did not happen; the value the store held instead.
     CasFailed(Value),
+    /// The configuration entry committed.
+    Reconfigured,
 }
 
 /// The model's timer: one nondeterministic "time passes" event per server (see
@@ -99,6 +105,7 @@ pub fn command_for(client_id: &str, seq: u64, op: &ClientOp) -> Command {
             new_value: vec![*new],
         }),
         ClientOp::Get => panic!("a read is not a log entry"),
+        ClientOp::Reconfigure(_) => panic!("a membership change is a configuration entry"),
     };
     Command {
         client_id: client_id.to_string(),
@@ -116,6 +123,9 @@ impl fmt::Display for EntryView<'_> {
         write!(f, "{}@{}", entry.index, entry.term)?;
         if entry.data.is_empty() {
             return write!(f, " noop");
+        }
+        if entry.kind == EntryKind::Config as i32 {
+            return write!(f, " config");
         }
         match Command::decode(entry.data.as_slice()) {
             Ok(Command {

@@ -196,3 +196,24 @@ pub fn second_leader_after_crash(_: &RaftModel, state: &RaftState) -> bool {
 pub fn snapshot_installed(_: &RaftModel, state: &RaftState) -> bool {
     up_servers(state).any(|s| s.ghost.installed_snapshot)
 }
+
+/// With `--membership`: the joining server became a voter somewhere (it was added as a
+/// learner and promoted).
+pub fn new_voter_promoted(model: &RaftModel, state: &RaftState) -> bool {
+    let joining = model.cfg.servers as u64;
+    up_servers(state).any(|s| s.core.membership().voters.contains(&joining))
+}
+
+/// With `--membership`: a server's log holds more than one configuration entry and the
+/// joining server is no member any more (it was added, then removed again).
+pub fn joined_voter_removed(model: &RaftModel, state: &RaftState) -> bool {
+    let joining = model.cfg.servers as u64;
+    let config = faultline_node::proto::raft::EntryKind::Config as i32;
+    up_servers(state).any(|s| {
+        let log = s.core.log();
+        let changes = (log.first_index()..=log.last_index())
+            .filter(|&i| log.entry(i).is_some_and(|e| e.kind == config))
+            .count();
+        changes >= 2 && !s.core.membership().is_member(joining)
+    })
+}

@@ -9,7 +9,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
-use faultline_node::proto::raft::{ApplyResult, Command, Entry};
+use faultline_node::proto::raft::{ApplyResult, Command, Entry, EntryKind};
 use faultline_node::replication::{MemoryDisk, RaftConfig, RaftCore, Ready, Role};
 use faultline_node::store::KvStore;
 use prost::Message as _;
@@ -402,6 +402,35 @@ impl ServerActor {
                     s.pending_reads.insert(read_id, (client, seq));
                 })
             }
+            ClientOp::Reconfigure(change) => {
+                if state
+                    .pending_writes
+                    .values()
+                    .any(|p| p.client == client && p.seq == seq)
+                {
+                    return None;
+                }
+                // A change the leader refuses now (one is uncommitted, or its no-op is not)
+                // stays in the network, as a client that retries.
+                if state.core.clone().propose_conf_change(change).is_err() {
+                    return None;
+                }
+                self.on_event(state, o, |s, _| {
+                    let (index, term) = s
+                        .core
+                        .propose_conf_change(change)
+                        .expect("checked on a copy");
+                    s.pending_writes.insert(
+                        index,
+                        PendingWrite {
+                            term,
+                            client,
+                            seq,
+                            op: ClientOp::Reconfigure(change),
+                        },
+                    );
+                })
+            }
             op => {
                 if state
                     .pending_writes
@@ -531,7 +560,8 @@ impl ServerState {
             self.ghost.installed_snapshot = true;
         }
         for entry in &ready.committed_entries {
-            let result = if entry.data.is_empty() {
+            // A configuration entry is the core's business, as in the node's driver.
+            let result = if entry.data.is_empty() || entry.kind == EntryKind::Config as i32 {
                 ApplyResult::default()
             } else {
                 let command = Command::decode(entry.data.as_slice()).expect("model entries decode");
@@ -550,6 +580,7 @@ impl ServerState {
                     ClientOp::Put(_) => ClientRet::PutOk,
                     ClientOp::Cas { .. } if result.succeeded => ClientRet::CasOk,
                     ClientOp::Cas { .. } => ClientRet::CasFailed(first_byte(&result.current_value)),
+                    ClientOp::Reconfigure(_) => ClientRet::Reconfigured,
                     ClientOp::Get => unreachable!("reads are not proposed"),
                 };
                 o.send(
@@ -573,7 +604,7 @@ impl ServerState {
         let applied = AppliedEntry {
             term: entry.term,
             applied_in_term: self.core.term(),
-            command: !entry.data.is_empty(),
+            command: !entry.data.is_empty() && entry.kind != EntryKind::Config as i32,
         };
         match self.disk.ghost_applied.get(&entry.index) {
             Some(before) if before.term != entry.term => {
