@@ -195,7 +195,7 @@ fn membership() -> ModelOptions {
         max_term: 2,
         max_log: 4,
         snapshot_interval_entries: 0,
-        membership: Some(vec![ConfChange::AddVoter(3), ConfChange::Remove(3)]),
+        membership: Some(vec![vec![ConfChange::AddVoter(3), ConfChange::Remove(3)]]),
         ..options()
     }
 }
@@ -228,4 +228,90 @@ fn membership_changes_keep_every_safety_property_exhaustively() {
             "the search reaches the change: {witness}\n{report}"
         );
     }
+}
+
+/// The bounds `learner-votes.steps` was written for: 3 voters and a joining server, one
+/// put, and 3 messages in flight (a broadcast to the voters and the learner).
+fn learner_votes() -> ModelOptions {
+    use faultline_node::replication::ConfChange;
+    ModelOptions {
+        start: read_start("learner-votes").expect("a built-in start"),
+        clients: 1,
+        client_ops: 1,
+        max_term: 2,
+        max_log: 3,
+        max_in_flight: 3,
+        snapshot_interval_entries: 0,
+        membership: Some(vec![vec![ConfChange::AddVoter(4), ConfChange::Remove(4)]]),
+        ..options()
+    }
+}
+
+#[test]
+fn a_learner_counted_toward_a_quorum_loses_a_committed_write() {
+    let report = caught(Bug::LearnerVotes, learner_votes());
+    assert_counterexample(&report, "leader completeness");
+}
+
+#[test]
+fn the_correct_core_passes_from_the_learner_start_exhaustively() {
+    let report = check(learner_votes()).expect("valid options");
+    assert!(report.complete, "exhausted:\n{report}");
+    for property in report.properties.iter().filter(|p| p.always) {
+        assert_eq!(
+            property.verdict,
+            Verdict::Holds,
+            "{}:\n{report}",
+            property.name
+        );
+    }
+    assert_eq!(
+        report.property("a value is committed").verdict,
+        Verdict::Witnessed,
+        "the search commits the put:\n{report}"
+    );
+}
+
+/// The bounds `config-before-noop.steps` was written for: 4 voters, a joining server, two
+/// admins (c1: add n5 as a learner, remove n4; c2: promote n5), terms up to 4 and the 7
+/// messages the start leaves in flight.
+fn config_before_noop() -> ModelOptions {
+    use faultline_node::replication::ConfChange;
+    ModelOptions {
+        servers: 4,
+        start: read_start("config-before-noop").expect("a built-in start"),
+        clients: 0,
+        max_term: 4,
+        max_log: 4,
+        max_in_flight: 7,
+        snapshot_interval_entries: 0,
+        membership: Some(vec![
+            vec![ConfChange::AddLearner(5), ConfChange::Remove(4)],
+            vec![ConfChange::Promote(5)],
+        ]),
+        ..options()
+    }
+}
+
+#[test]
+fn a_change_before_the_leaders_noop_commits_gives_majorities_that_do_not_overlap() {
+    let report = caught(Bug::ConfigBeforeNoop, config_before_noop());
+    assert_counterexample(&report, "leader completeness");
+}
+
+#[test]
+fn the_correct_core_refuses_the_change_the_2015_bug_needs() {
+    // With the rule in place n2 leaves c2's Promote(5) in the network while its no-op is
+    // uncommitted, so its log stays [noop, AddLearner, noop] and the start stops at the
+    // append that would have carried the change.
+    let error = check(config_before_noop()).expect_err("the start stops after the refusal");
+    let refusal = error
+        .lines()
+        .find(|line| line.trim_start().starts_with("c2 -> n2: Request"))
+        .unwrap_or_else(|| panic!("the request was delivered: {error}"));
+    assert!(
+        refusal.contains("log [1@1 noop, 2@1 config, 3@3 noop]"),
+        "n2 appended nothing for it: {refusal}"
+    );
+    assert!(error.contains("start step 45"), "{error}");
 }

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use faultline_checkers::models::raft::{
     Bug, CheckerKind, ModelOptions, NetworkKind, check, read_start, replay,
 };
+use faultline_node::replication::ConfChange;
 
 #[derive(Args)]
 pub struct ModelArgs {
@@ -62,7 +63,8 @@ struct RaftArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// A seeded bug: double-vote, commit-old-term, keep-conflicts, stale-read, vote-amnesia,
-    /// learner-votes, config-before-noop (the last two with --membership).
+    /// learner-votes, config-before-noop (the last two with --membership; see the built-in
+    /// starts learner-votes and config-before-noop).
     #[arg(long, value_name = "NAME")]
     bug: Option<Bug>,
     /// Change the membership during the search: one more server starts outside the group,
@@ -70,6 +72,12 @@ struct RaftArgs {
     /// removes it again. Each change is one configuration entry.
     #[arg(long)]
     membership: bool,
+    /// The admins' changes instead of `--membership`'s (implies it): changes in order,
+    /// separated by commas, and `;` between admin clients, e.g. `add-learner 5, remove 4;
+    /// promote 5`. A change is add-learner N, add-voter N, promote N or remove N. The
+    /// joining server is still server `--servers` + 1.
+    #[arg(long, value_name = "LIST", value_parser = parse_changes)]
+    membership_changes: Option<Changes>,
     /// Serve stateright's Explorer on this address (e.g. 127.0.0.1:3000) instead of checking.
     #[arg(long, value_name = "ADDR")]
     explore: Option<String>,
@@ -98,7 +106,7 @@ struct RaftArgs {
     #[arg(long, value_name = "PATH")]
     replay: Option<String>,
     /// Start the search from the state these steps reach from the empty cluster: a built-in
-    /// start (figure8) or a file with one step per line, worded as counterexamples print
+    /// start (figure8, learner-votes, config-before-noop) or a file with one step per line, worded as counterexamples print
     /// them (`n1 tick`, `n2 -> n1: RequestVoteResponse`, `n1 crashed`).
     #[arg(long, value_name = "NAME|FILE")]
     start: Option<String>,
@@ -134,12 +142,14 @@ pub fn run(args: ModelArgs) -> ExitCode {
         max_states: args.max_states,
         stop_at_first_violation: args.first_violation,
         start,
-        membership: args.membership.then(|| {
-            let joining = args.servers as u64 + 1;
-            vec![
-                faultline_node::replication::ConfChange::AddVoter(joining),
-                faultline_node::replication::ConfChange::Remove(joining),
-            ]
+        membership: args.membership_changes.map(|c| c.0).or_else(|| {
+            args.membership.then(|| {
+                let joining = args.servers as u64 + 1;
+                vec![vec![
+                    ConfChange::AddVoter(joining),
+                    ConfChange::Remove(joining),
+                ]]
+            })
         }),
     };
     if let Some(path) = args.replay {
@@ -165,5 +175,75 @@ pub fn run(args: ModelArgs) -> ExitCode {
             eprintln!("faultline model: error: {error}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The admins' scripts, one value to clap (a `Vec` would be read as a repeated flag).
+#[derive(Clone, Debug)]
+struct Changes(Vec<Vec<ConfChange>>);
+
+/// `add-learner 5, remove 4; promote 5` → one script per admin, changes in order.
+fn parse_changes(list: &str) -> Result<Changes, String> {
+    list.split(';')
+        .map(parse_script)
+        .collect::<Result<_, _>>()
+        .map(Changes)
+}
+
+fn parse_script(list: &str) -> Result<Vec<ConfChange>, String> {
+    let usage = "write changes as `add-learner N`, `add-voter N`, `promote N` or `remove N`, \
+                 separated by commas";
+    list.split(',')
+        .map(|change| {
+            let words: Vec<&str> = change.split_whitespace().collect();
+            let [kind, id] = words[..] else {
+                return Err(format!("{change:?} is not a change: {usage}"));
+            };
+            let id: u64 = id
+                .parse()
+                .map_err(|_| format!("{id:?} in {change:?} is not a server id: {usage}"))?;
+            match kind {
+                "add-learner" => Ok(ConfChange::AddLearner(id)),
+                "add-voter" => Ok(ConfChange::AddVoter(id)),
+                "promote" => Ok(ConfChange::Promote(id)),
+                "remove" => Ok(ConfChange::Remove(id)),
+                _ => Err(format!(
+                    "{kind:?} in {change:?} is no kind of change: {usage}"
+                )),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_changes_parses_in_order_and_a_bad_one_says_how_to_write_it() {
+        assert_eq!(
+            parse_changes("add-learner 5, remove 4; promote 5")
+                .unwrap()
+                .0,
+            vec![
+                vec![ConfChange::AddLearner(5), ConfChange::Remove(4)],
+                vec![ConfChange::Promote(5)]
+            ]
+        );
+        let error = parse_changes("add-voter 5, drop 1").unwrap_err();
+        assert!(
+            error.contains("\"drop\"") && error.contains("remove N"),
+            "{error}"
+        );
+        assert!(
+            parse_changes("remove")
+                .unwrap_err()
+                .contains("not a change")
+        );
+        assert!(
+            parse_changes("remove x")
+                .unwrap_err()
+                .contains("not a server id")
+        );
     }
 }

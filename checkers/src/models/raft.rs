@@ -358,9 +358,10 @@ pub struct ModelOptions {
     /// the search starts from the empty cluster.
     pub start: Vec<String>,
     /// Membership changes during the search: one more server, which starts outside the
-    /// group, and an admin client that runs `reconfigure` (the servers are numbered from
-    /// 1; the joining one is `servers + 1`).
-    pub membership: Option<Vec<ConfChange>>,
+    /// group, and one admin client per script, each asking for its changes in order (the
+    /// servers are numbered from 1; the joining one is `servers + 1`). Two admins let two
+    /// leaders each start a different change, which the single-server bug needs.
+    pub membership: Option<Vec<Vec<ConfChange>>>,
 }
 
 impl Default for ModelOptions {
@@ -589,7 +590,7 @@ pub fn build_model(options: &ModelOptions) -> Result<RaftModel, String> {
             servers: options.server_actors(),
         }));
     }
-    if let Some(changes) = &options.membership {
+    for changes in options.membership.iter().flatten() {
         system = system.actor(RaftActor::Client(ClientActor {
             script: changes.iter().copied().map(ClientOp::Reconfigure).collect(),
             servers: options.server_actors(),
@@ -732,7 +733,14 @@ pub fn read_start(name_or_path: &str) -> Result<Vec<String>, String> {
 }
 
 /// Built-in starts, by name.
-pub const START_SCENARIOS: &[(&str, &str)] = &[("figure8", include_str!("raft/figure8.steps"))];
+pub const START_SCENARIOS: &[(&str, &str)] = &[
+    ("figure8", include_str!("raft/figure8.steps")),
+    ("learner-votes", include_str!("raft/learner-votes.steps")),
+    (
+        "config-before-noop",
+        include_str!("raft/config-before-noop.steps"),
+    ),
+];
 
 /// Checks the model under `options` and reports what it found. With `explore` set, serves
 /// stateright's Explorer instead and does not return.
