@@ -9,7 +9,8 @@ use faultline_node::client::{Routing, RoutingClient};
 use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{
     CompareAndSwapRequest, GetPartitionMapRequest, GetPartitionMapResponse, ResponseHeader,
-    ScanRequest, StatusRequest, TransferLeaderRequest, compare_and_swap_request::Expected,
+    ScanRequest, SplitRequest, StatusRequest, TransferLeaderRequest,
+    compare_and_swap_request::Expected,
 };
 use tonic::transport::Channel;
 
@@ -89,6 +90,9 @@ enum KvOp {
         #[arg(long, value_name = "N")]
         to: u64,
     },
+    /// Split the range holding KEY at KEY: keys from KEY on move to a new partition on the
+    /// same replicas (range partitioning). Waits until the partition map shows both.
+    Split { key: String },
 }
 
 pub async fn connect(endpoint: &str) -> anyhow::Result<KvClient<Channel>> {
@@ -138,7 +142,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
     let router = RoutingClient::new(vec![seed], args.routing, None, Duration::from_secs(2));
     let needs_node = matches!(
         args.op,
-        KvOp::Map { .. } | KvOp::Status { .. } | KvOp::TransferLeader { .. }
+        KvOp::Map { .. } | KvOp::Status { .. } | KvOp::TransferLeader { .. } | KvOp::Split { .. }
     );
     let mut client = if needs_node {
         Some(connect(&args.endpoint).await?)
@@ -219,6 +223,10 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             let kv = client.as_mut().expect("connected for transfer-leader");
             transfer_leader(kv, id, to, timeout).await
         }
+        KvOp::Split { key } => {
+            let kv = client.as_mut().expect("connected for split");
+            split(kv, key.into_bytes(), timeout).await
+        }
         KvOp::Map { json } => client.as_mut().expect("connected for map").get_partition_map(request(GetPartitionMapRequest {}, timeout)).await.map(|r| {
             print_map(&r.into_inner(), json);
         }),
@@ -291,6 +299,64 @@ async fn transfer_leader(
         if started.elapsed() >= timeout {
             return Err(tonic::Status::deadline_exceeded(format!(
                 "node {from} started handing partition {id} to n{to}, but the map does not show n{to} leading after {} ms (the transfer gives up after an election timeout if n{to} cannot win)",
+                timeout.as_millis()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asks for the split (any node routes it to the range's leader), then waits until the
+/// map shows the new partition.
+async fn split(
+    kv: &mut KvClient<Channel>,
+    key: Vec<u8>,
+    timeout: Duration,
+) -> Result<(), tonic::Status> {
+    let started = std::time::Instant::now();
+    let response = kv
+        .split(request(SplitRequest { key: key.clone() }, timeout))
+        .await?
+        .into_inner();
+    let (Some(left), Some(right)) = (response.left, response.right) else {
+        return Err(tonic::Status::internal("the node's answer names no ranges"));
+    };
+    let span = |p: &faultline_node::proto::kv::PartitionDescriptor| {
+        let epoch = p.epoch.unwrap_or_default();
+        let end = if p.end.is_empty() {
+            "+inf".to_string()
+        } else {
+            shown(&p.end)
+        };
+        format!(
+            "{} [{}, {end}) v{}/c{}",
+            p.id,
+            shown(&p.start),
+            epoch.version,
+            epoch.conf_version
+        )
+    };
+    loop {
+        let map = kv
+            .get_partition_map(request(GetPartitionMapRequest {}, timeout))
+            .await?
+            .into_inner();
+        if map.partitions.iter().any(|p| p.id == right.id) {
+            println!(
+                "split at {}: {} and {} in {} ms",
+                shown(&key),
+                span(&left),
+                span(&right),
+                started.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(tonic::Status::deadline_exceeded(format!(
+                "the range split ({} and {}), but the map does not show partition {} after {} ms",
+                span(&left),
+                span(&right),
+                right.id,
                 timeout.as_millis()
             )));
         }

@@ -95,6 +95,11 @@ enum SeededBug {
     StaleLeaderRoute,
     /// Recovery gives one partition's WAL records to another.
     WalGroupMixup,
+    /// A range keeps serving, and applying writes for, keys a split moved away.
+    SkipEpochCheck,
+    /// A write whose key a split moved while it was in flight is acknowledged but
+    /// applied to neither half.
+    SplitLoseWrites,
 }
 
 fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
@@ -184,6 +189,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::ScanSkipsBoundary => bugs.route.scan_skips_boundary = true,
             SeededBug::StaleLeaderRoute => bugs.route.stale_leader_route = true,
             SeededBug::WalGroupMixup => bugs.wal_group_mixup = true,
+            SeededBug::SkipEpochCheck => bugs.range.skip_epoch_check = true,
+            SeededBug::SplitLoseWrites => bugs.range.split_lose_writes = true,
         }
     }
     if !args.bugs.is_empty() {

@@ -157,6 +157,17 @@ impl RoutingClient {
         });
     }
 
+    /// Takes the correction a refusal carries, as a call would. False if `status` is no
+    /// refusal (nothing was learned from it).
+    pub fn correct(&self, status: &Status) -> bool {
+        let Some(correction) = correction(status) else {
+            return false;
+        };
+        self.sync_local();
+        let _ = self.cache().correct(&correction);
+        true
+    }
+
     /// Runs `send` against the node that should serve `target`, correcting and resending
     /// while refusals say how, at most `attempts_max` times and never past `timeout`.
     /// Retried only when the failure proves the request was not applied (a typed refusal,

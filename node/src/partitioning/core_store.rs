@@ -17,6 +17,9 @@ use crate::proto::raft::{CoreCommand, CoreSnapshot, PartitionReport, core_comman
 #[derive(Clone, Debug, PartialEq)]
 pub struct CoreStore {
     map: PartitionMap,
+    /// The next partition id to hand out: above every id the map has ever held, so a
+    /// split's new range never takes the id of a live or merged-away one.
+    next_partition_id: u64,
     digest: u64,
 }
 
@@ -25,14 +28,32 @@ pub struct CoreStore {
 pub enum CoreApplied {
     /// The map changed.
     Taken,
+    /// A partition id was handed out.
+    Allocated(u64),
     /// The command was refused by the map, or did not decode; nothing changed.
     Refused(String),
 }
 
 impl CoreStore {
     pub fn new(map: PartitionMap) -> Self {
-        let digest = digest_of(&map);
-        CoreStore { map, digest }
+        let next_partition_id = map.descriptors().map(|d| d.id + 1).max().unwrap_or(1);
+        let mut store = CoreStore {
+            map,
+            next_partition_id,
+            digest: 0,
+        };
+        store.digest = store.digest_now();
+        store
+    }
+
+    fn digest_now(&self) -> u64 {
+        stable_hash(
+            &[
+                digest_of(&self.map).to_le_bytes(),
+                self.next_partition_id.to_le_bytes(),
+            ]
+            .concat(),
+        )
     }
 
     pub fn map(&self) -> &PartitionMap {
@@ -53,6 +74,12 @@ impl CoreStore {
         };
         match command.op {
             Some(Op::Report(report)) => self.apply_report(&report),
+            Some(Op::AllocatePartitionId(_)) => {
+                let id = self.next_partition_id;
+                self.next_partition_id += 1;
+                self.digest = self.digest_now();
+                CoreApplied::Allocated(id)
+            }
             None => CoreApplied::Refused("empty core command".into()),
         }
     }
@@ -71,7 +98,11 @@ impl CoreStore {
         };
         match self.map.apply_report(&descriptors, report.term, load) {
             Ok(()) => {
-                self.digest = digest_of(&self.map);
+                // A split's new id came from here, but a map restored from an older
+                // snapshot may not have counted it: never hand out an id the map holds.
+                let above = self.map.descriptors().map(|d| d.id + 1).max().unwrap_or(1);
+                self.next_partition_id = self.next_partition_id.max(above);
+                self.digest = self.digest_now();
                 CoreApplied::Taken
             }
             Err(e) => CoreApplied::Refused(e.to_string()),
@@ -86,6 +117,7 @@ impl CoreStore {
                 .map(|d| to_wire(d, self.map.load(d.id)))
                 .collect(),
             map_version: self.map.version(),
+            next_partition_id: self.next_partition_id,
         }
         .encode_to_vec()
     }
@@ -101,7 +133,10 @@ impl CoreStore {
             descriptors.push(descriptor);
         }
         let map = PartitionMap::restore(descriptors, loads, snapshot.map_version)?;
-        Ok(CoreStore::new(map))
+        let mut store = CoreStore::new(map);
+        store.next_partition_id = store.next_partition_id.max(snapshot.next_partition_id);
+        store.digest = store.digest_now();
+        Ok(store)
     }
 }
 
@@ -153,6 +188,20 @@ mod tests {
         assert_eq!(a.map().load(2).writes_per_sec, 5.0);
         let restored = CoreStore::restore(&a.snapshot()).unwrap();
         assert_eq!(restored, a);
+    }
+
+    #[test]
+    fn partition_ids_are_handed_out_once_and_survive_a_snapshot() {
+        let mut s = store();
+        let allocate = CoreCommand {
+            op: Some(Op::AllocatePartitionId(Default::default())),
+        }
+        .encode_to_vec();
+        assert_eq!(s.apply(&allocate), CoreApplied::Allocated(5));
+        assert_eq!(s.apply(&allocate), CoreApplied::Allocated(6));
+        let mut restored = CoreStore::restore(&s.snapshot()).unwrap();
+        assert_eq!(restored, s);
+        assert_eq!(restored.apply(&allocate), CoreApplied::Allocated(7));
     }
 
     #[test]

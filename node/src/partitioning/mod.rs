@@ -14,6 +14,8 @@
 //!   `KeyNotInRange`.
 //! - [`core_store`]: the consistent core's state machine (group 0): the map, changed by
 //!   leaders' reports through the log.
+//! - [`range`]: a data partition's state machine: its own descriptor and its keys; a
+//!   split is an entry of the range's log.
 //! - [`convert`]: descriptors to and from their wire form.
 
 pub mod convert;
@@ -23,10 +25,12 @@ pub mod epoch;
 pub mod hashing;
 pub mod layout;
 pub mod map;
+pub mod range;
 pub mod route;
 
 pub use descriptor::{CORE_GROUP, KeySpan, NodeId, PartitionId, RangeDescriptor, RangeEpoch};
 pub use epoch::EpochCommand;
 pub use layout::{LayoutSpec, Scheme};
 pub use map::{Load, PartitionMap, ReportError};
+pub use range::{Applied, DataRange, RangeBugs};
 pub use route::{RouteError, check_request};

@@ -426,6 +426,15 @@ impl RaftCore {
 
     // ----- inputs ----------------------------------------------------------------
 
+    /// Campaigns now, without waiting out the election timeout: for a group every replica
+    /// starts at the same log (a split's new range), where the node that led the parent
+    /// should lead the child. A learner, or a node outside the group, does nothing.
+    pub fn campaign_now(&mut self) {
+        if self.is_voter() && self.role != Role::Leader {
+            self.campaign(false);
+        }
+    }
+
     /// One unit of logical time. Elections and heartbeats are counted in ticks.
     pub fn tick(&mut self) {
         self.election_elapsed += 1;

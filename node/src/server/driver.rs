@@ -20,8 +20,8 @@
 //! ranges the same way, with node liveness in place of these heartbeats.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
@@ -31,14 +31,17 @@ use super::durable::Durable;
 use super::transport::Transport;
 use crate::partitioning::convert::to_wire;
 use crate::partitioning::core_store::{CoreApplied, CoreStore};
-use crate::partitioning::{CORE_GROUP, Load, PartitionMap};
+use crate::partitioning::{
+    Applied, CORE_GROUP, DataRange, Load, PartitionMap, RangeBugs, RangeDescriptor,
+};
 use crate::proto::kv::{GroupStatus, StatusResponse};
 use crate::proto::raft::{
     ApplyResult, Command, CoreCommand, EntryKind, Message, NodeHeartbeat, PartitionReport, Quiesce,
     core_command, message::Body,
 };
-use crate::replication::{RaftCore, Ready, Role};
-use crate::store::{KvStore, ScanItem};
+use crate::proto::raft::{HardState, SnapshotMeta};
+use crate::replication::{PersistedState, RaftConfig, RaftCore, Ready, Role, Snapshot};
+use crate::store::ScanItem;
 
 /// Ticks fired by one forward clock step; more would only repeat elections.
 const CLOCK_STEP_TICKS_MAX: i64 = 1_000;
@@ -46,12 +49,19 @@ const CLOCK_STEP_TICKS_MAX: i64 = 1_000;
 const QUIESCE_AFTER_TICKS: u32 = 20;
 /// A leader reports its load to the consistent core this often (in ticks), if it had any.
 const LOAD_REPORT_TICKS: u64 = 500;
+/// Messages kept for a group not hosted yet, for how long (ticks), and for how many groups.
+const ORPHAN_MESSAGES_MAX: usize = 32;
+const ORPHAN_TICKS_MAX: u64 = 50;
+const ORPHAN_GROUPS_MAX: usize = 64;
+/// A leader whose range the map has at an older epoch reports again after this many ticks.
+const MAP_BEHIND_CHECK_TICKS: u64 = 20;
 /// Digests of recent states kept over all groups (16 bytes each: 16 MiB), shared out
 /// evenly; each group keeps at least `DIGESTS_KEPT_MIN`.
 const DIGESTS_BUDGET: usize = 1 << 20;
 const DIGESTS_KEPT_MIN: usize = 1_024;
 
 pub enum WriteOutcome {
+    /// Applied, or refused by the range at apply time (`epoch_not_match` set: not applied).
     Applied(ApplyResult),
     NotLeader(Option<u64>),
     /// Another leader's entry took the proposal's index: it was not applied.
@@ -67,6 +77,9 @@ pub enum ReadOutcome<T> {
     /// Leadership was lost before the read was confirmed.
     Dropped,
     NoSuchGroup,
+    /// The range no longer holds what was asked (a split moved it): not served; the
+    /// range's current descriptors.
+    EpochNotMatch(Vec<RangeDescriptor>),
 }
 
 /// What a get finds: the value and its revision, if the key exists.
@@ -136,7 +149,16 @@ pub struct View {
     pub term: u64,
     pub lamport_time: u64,
     pub role: &'static str,
+    /// A data range's own descriptor, as its log last set it (None: the consistent core,
+    /// or a replica that does not know its range yet).
+    pub descriptor: Option<RangeDescriptor>,
 }
+
+/// Every group this node hosts, by id: the driver adds the groups splits create.
+pub type Views = Arc<RwLock<HashMap<u64, watch::Receiver<View>>>>;
+
+/// The Raft configuration of a group the node hosts, by group id and voters.
+pub type GroupConfig = Arc<dyn Fn(u64, Vec<u64>) -> RaftConfig + Send + Sync>;
 
 pub struct DriverOptions {
     pub node_id: u64,
@@ -152,12 +174,15 @@ pub struct DriverOptions {
     pub liveness_ticks: u64,
     pub double_apply: bool,
     pub early_ack: bool,
+    pub range_bugs: RangeBugs,
     pub seeded_bugs: Vec<String>,
+    /// For the groups a split creates.
+    pub group_config: GroupConfig,
 }
 
 /// A group's state machine.
 pub enum Machine {
-    Data(KvStore),
+    Data(DataRange),
     Core(CoreStore),
 }
 
@@ -178,9 +203,10 @@ impl Machine {
 
     fn restore(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         match self {
-            Machine::Data(store) => {
-                *store = KvStore::restore(bytes)
-                    .map_err(|e| anyhow::anyhow!("snapshot from the leader does not decode: {e}"))?
+            Machine::Data(range) => {
+                let known = range.descriptor().cloned();
+                *range = DataRange::restore(bytes, known.as_ref())
+                    .map_err(|e| anyhow::anyhow!("the range's snapshot from the leader: {e}"))?
             }
             Machine::Core(core) => *core = CoreStore::restore(bytes).map_err(anyhow::Error::msg)?,
         }
@@ -282,15 +308,21 @@ impl Group {
         }
     }
 
-    fn serve(&self, read: PendingRead) {
-        let Machine::Data(store) = &self.machine else {
+    /// Serves a read from the state machine, if the range still holds what it asks for:
+    /// a split applied since the read was checked may have moved it.
+    fn serve(&self, read: PendingRead, bugs: RangeBugs) {
+        let Machine::Data(range) = &self.machine else {
             read.drop_with(None);
             return;
         };
+        let store = range.store();
         match read {
             PendingRead::Get { key, reply } => {
-                let value = store.get(&key).map(|(v, r)| (v.to_vec(), r));
-                let _ = reply.send(ReadOutcome::Value(value));
+                let outcome = match range.check_key(&key, bugs) {
+                    Ok(()) => ReadOutcome::Value(store.get(&key).map(|(v, r)| (v.to_vec(), r))),
+                    Err(current) => ReadOutcome::EpochNotMatch(current),
+                };
+                let _ = reply.send(outcome);
             }
             PendingRead::Scan {
                 start,
@@ -298,20 +330,32 @@ impl Group {
                 limit,
                 reply,
             } => {
-                let (items, more) = store.scan(&start, &end, limit);
-                let _ = reply.send(ReadOutcome::Value((items, more)));
+                let outcome = match range.check_span(&start, &end, bugs) {
+                    Ok(()) => ReadOutcome::Value(store.scan(&start, &end, limit)),
+                    Err(current) => ReadOutcome::EpochNotMatch(current),
+                };
+                let _ = reply.send(outcome);
             }
+        }
+    }
+
+    fn descriptor(&self) -> Option<&RangeDescriptor> {
+        match &self.machine {
+            Machine::Data(range) => range.descriptor(),
+            Machine::Core(_) => None,
         }
     }
 }
 
 /// What the thread shares with the request handlers: per-group views and the map.
 pub struct Published {
-    pub views: HashMap<u64, watch::Receiver<View>>,
+    pub views: Views,
 }
 
 pub struct Driver {
     groups: BTreeMap<u64, Group>,
+    views: Views,
+    digests_kept: usize,
     durable: Durable,
     transport: Transport,
     options: DriverOptions,
@@ -324,6 +368,10 @@ pub struct Driver {
     /// The tick at which each peer node was last heard from.
     last_heard: HashMap<u64, u64>,
     unknown_groups_logged: HashSet<u64>,
+    /// Messages for groups not hosted here yet, with the tick they came at: a split's new
+    /// range is created on each replica when it applies the split, and the first replica
+    /// to get there campaigns at once; its vote requests wait here for the others.
+    orphans: HashMap<u64, Vec<(u64, Message)>>,
 }
 
 impl Driver {
@@ -336,38 +384,11 @@ impl Driver {
         reports: mpsc::Sender<PartitionReport>,
     ) -> (Self, Published) {
         let digests_kept = (DIGESTS_BUDGET / starts.len().max(1)).max(DIGESTS_KEPT_MIN);
-        let mut groups = BTreeMap::new();
-        let mut views = HashMap::new();
-        for start in starts {
-            let applied_index = start.core.log().snapshot_index();
-            let digests = VecDeque::from([(applied_index, start.machine.digest())]);
-            let (view, receiver) = watch::channel(View::default());
-            let id = start.core.group_id();
-            views.insert(id, receiver);
-            groups.insert(
-                id,
-                Group {
-                    core: start.core,
-                    machine: start.machine,
-                    pending_writes: HashMap::new(),
-                    pending_reads: HashMap::new(),
-                    confirmed_reads: Vec::new(),
-                    applied_index,
-                    digests,
-                    digests_kept,
-                    quiesced: false,
-                    idle_ticks: 0,
-                    view,
-                    reported_term: 0,
-                    reads_since_report: 0,
-                    writes_since_report: 0,
-                    ticks_since_report: 0,
-                    reported_load: Load::default(),
-                },
-            );
-        }
-        let driver = Self {
-            groups,
+        let views: Views = Arc::default();
+        let mut driver = Self {
+            groups: BTreeMap::new(),
+            views: views.clone(),
+            digests_kept,
             durable,
             transport,
             options,
@@ -377,8 +398,51 @@ impl Driver {
             ticks: 0,
             last_heard: HashMap::new(),
             unknown_groups_logged: HashSet::new(),
+            orphans: HashMap::new(),
         };
+        for start in starts {
+            driver.host(start);
+        }
         (driver, Published { views })
+    }
+
+    /// Starts hosting a group: at bootstrap, and when a split creates one.
+    fn host(&mut self, start: GroupStart) {
+        let applied_index = start.core.log().snapshot_index();
+        let digests = VecDeque::from([(applied_index, start.machine.digest())]);
+        let (view, receiver) = watch::channel(View::default());
+        let id = start.core.group_id();
+        self.views
+            .write()
+            .expect("no thread panics holding the views")
+            .insert(id, receiver);
+        self.groups.insert(
+            id,
+            Group {
+                core: start.core,
+                machine: start.machine,
+                pending_writes: HashMap::new(),
+                pending_reads: HashMap::new(),
+                confirmed_reads: Vec::new(),
+                applied_index,
+                digests,
+                digests_kept: self.digests_kept,
+                quiesced: false,
+                idle_ticks: 0,
+                view,
+                reported_term: 0,
+                reads_since_report: 0,
+                writes_since_report: 0,
+                ticks_since_report: 0,
+                reported_load: Load::default(),
+            },
+        );
+        if let Some(waiting) = self.orphans.remove(&id) {
+            let group = self.groups.get_mut(&id).expect("just hosted");
+            for (_, message) in waiting {
+                group.core.step(message);
+            }
+        }
     }
 
     /// Runs until `Event::Shutdown` or every sender is gone. An error is a storage
@@ -443,6 +507,11 @@ impl Driver {
     /// One tick for every group that is not quiesced; quiescence and liveness; reports.
     fn tick(&mut self) {
         self.ticks += 1;
+        let now = self.ticks;
+        self.orphans.retain(|_, waiting| {
+            waiting.retain(|(at, _)| now.saturating_sub(*at) <= ORPHAN_TICKS_MAX);
+            !waiting.is_empty()
+        });
         if self
             .ticks
             .is_multiple_of(u64::from(self.options.heartbeat_interval_ticks))
@@ -459,6 +528,7 @@ impl Driver {
         let node_id = self.options.node_id;
         let mut quiesce_messages = Vec::new();
         let mut reports = Vec::new();
+        let map = self.map.borrow().clone();
         for (&id, group) in &mut self.groups {
             if group.quiesced
                 && !keeps_quiet(
@@ -512,7 +582,14 @@ impl Driver {
                 let due = group.ticks_since_report >= LOAD_REPORT_TICKS
                     && (group.reads_since_report + group.writes_since_report > 0
                         || group.reported_load != Load::default());
-                if changed_term || due {
+                // A report the core refused or never got (a split's, say) is sent again
+                // until the map has the range as its log has it.
+                let map_behind = group.ticks_since_report >= MAP_BEHIND_CHECK_TICKS
+                    && group.descriptor().is_some_and(|own| {
+                        map.get(own.id)
+                            .is_none_or(|known| known.epoch.is_stale_against(&own.epoch))
+                    });
+                if changed_term || due || map_behind {
                     let seconds = (group.ticks_since_report as f64
                         * self.options.tick.as_secs_f64())
                     .max(0.001);
@@ -538,12 +615,26 @@ impl Driver {
     /// Tells the consistent core that this node leads `group` in `term`: through the
     /// local core replica if it leads, else through the reporter task.
     fn report(&mut self, group: u64, term: u64, load: Load) {
-        let Some(mut descriptor) = self.map.borrow().get(group).cloned() else {
+        let Some(Machine::Data(range)) = self.groups.get(&group).map(|g| &g.machine) else {
             return;
         };
-        descriptor.leader = Some(self.options.node_id);
+        // The range's own descriptor, and the range its last split made unless the map
+        // has it already (or newer): the halves of a split tile the keyspace only
+        // together, so the map takes them in one report.
+        let map = self.map.borrow().clone();
+        let mut descriptors: Vec<RangeDescriptor> =
+            range.descriptor().cloned().into_iter().collect();
+        let Some(own) = descriptors.first_mut() else {
+            return;
+        };
+        own.leader = Some(self.options.node_id);
+        let split_off = range.current().into_iter().skip(1).filter(|d| {
+            map.get(d.id)
+                .is_none_or(|known| known.epoch.is_stale_against(&d.epoch))
+        });
+        descriptors.extend(split_off);
         let report = PartitionReport {
-            descriptors: vec![to_wire(&descriptor, load)],
+            descriptors: descriptors.iter().map(|d| to_wire(d, load)).collect(),
             term,
             reads_per_sec: load.reads_per_sec,
             writes_per_sec: load.writes_per_sec,
@@ -583,11 +674,16 @@ impl Driver {
                         // machine, before the entry is durable on a quorum.
                         let index = g.core.log().last_index();
                         let result = match &g.machine {
-                            Machine::Data(store) => {
-                                store
-                                    .clone()
-                                    .apply(index, &command, self.options.double_apply)
-                            }
+                            Machine::Data(range) => range
+                                .clone()
+                                .apply(
+                                    index,
+                                    &command,
+                                    self.options.double_apply,
+                                    self.options.range_bugs,
+                                )
+                                .result()
+                                .clone(),
                             Machine::Core(_) => ApplyResult::default(),
                         };
                         let _ = reply.send(WriteOutcome::Applied(result));
@@ -692,11 +788,20 @@ impl Driver {
                 group.core.step(message);
             }
             None => {
+                if self.orphans.len() < ORPHAN_GROUPS_MAX
+                    || self.orphans.contains_key(&message.group_id)
+                {
+                    let waiting = self.orphans.entry(message.group_id).or_default();
+                    if waiting.len() >= ORPHAN_MESSAGES_MAX {
+                        waiting.remove(0);
+                    }
+                    waiting.push((self.ticks, message.clone()));
+                }
                 if self.unknown_groups_logged.insert(message.group_id) {
                     tracing::warn!(
                         group = message.group_id,
                         from = message.from,
-                        "dropped a peer message for a group this node does not host (logged once per group)"
+                        "a peer message for a group this node does not host: kept for a moment in case a split creates it here, then dropped (logged once per group)"
                     );
                 }
             }
@@ -717,7 +822,7 @@ impl Driver {
         };
         g.reads_since_report += 1;
         if serializable {
-            g.serve(read);
+            g.serve(read, self.options.range_bugs);
             return;
         }
         g.wake();
@@ -776,15 +881,17 @@ impl Driver {
             }
         }
         for group in self.groups.values_mut() {
-            serve_confirmed_reads(group);
+            serve_confirmed_reads(group, self.options.range_bugs);
         }
         Ok(())
     }
 
     fn apply(&mut self, id: u64, ready: Ready) -> anyhow::Result<()> {
         let double_apply = self.options.double_apply;
+        let bugs = self.options.range_bugs;
         let group = self.groups.get_mut(&id).expect("applying a known group");
         let mut map_changed = false;
+        let mut splits = Vec::new();
         if let Some(snapshot) = &ready.snapshot {
             group.machine.restore(&snapshot.data)?;
             group.applied_index = snapshot.meta.last_included_index;
@@ -800,24 +907,46 @@ impl Driver {
                 ApplyResult::default()
             } else {
                 match &mut group.machine {
-                    Machine::Data(store) => {
+                    Machine::Data(range) => {
                         let command = Command::decode(entry.data.as_slice()).map_err(|e| {
                             anyhow::anyhow!(
                                 "group {id}: committed entry {} does not decode: {e}",
                                 entry.index
                             )
                         })?;
-                        store.apply(entry.index, &command, double_apply)
-                    }
-                    Machine::Core(core) => {
-                        match core.apply(&entry.data) {
-                            CoreApplied::Taken => map_changed = true,
-                            CoreApplied::Refused(why) => {
-                                tracing::debug!(index = entry.index, "core refused: {why}")
+                        match range.apply(entry.index, &command, double_apply, bugs) {
+                            Applied::Done(result) => result,
+                            Applied::Split { mut result, right } => {
+                                let halves = range.current();
+                                tracing::info!(
+                                    group = id,
+                                    index = entry.index,
+                                    left = %halves.first().map(|d| d.span.to_string()).unwrap_or_default(),
+                                    right = %halves.get(1).map(|d| format!("{} {}", d.id, d.span)).unwrap_or_default(),
+                                    "range split"
+                                );
+                                result.split =
+                                    halves.iter().map(|d| to_wire(d, Load::default())).collect();
+                                splits.push((*right, entry.index, entry.term));
+                                result
                             }
                         }
-                        ApplyResult::default()
                     }
+                    Machine::Core(core) => match core.apply(&entry.data) {
+                        CoreApplied::Taken => {
+                            map_changed = true;
+                            ApplyResult::default()
+                        }
+                        CoreApplied::Allocated(partition) => ApplyResult {
+                            succeeded: true,
+                            revision: partition,
+                            ..Default::default()
+                        },
+                        CoreApplied::Refused(why) => {
+                            tracing::debug!(index = entry.index, "core refused: {why}");
+                            ApplyResult::default()
+                        }
+                    },
                 }
             };
             group.applied_index = entry.index;
@@ -850,7 +979,81 @@ impl Driver {
         if map_changed && let Machine::Core(core) = &group.machine {
             self.map.send_replace(Arc::new(core.map().clone()));
         }
+        let leads = group.core.role() == Role::Leader;
+        let term = group.core.term();
+        for (right, index, entry_term) in splits {
+            self.start_split_group(id, right, index, entry_term, leads)?;
+        }
+        if leads
+            && !self.groups[&id].descriptor().is_some_and(|d| {
+                self.map
+                    .borrow()
+                    .get(d.id)
+                    .is_some_and(|known| known.epoch == d.epoch)
+            })
+        {
+            // Tell the core at once: until it knows, requests routed by the map reach the
+            // old range and are sent on from there.
+            let load = self.groups[&id].reported_load;
+            self.report(id, term, load);
+        }
         self.maybe_snapshot(id)
+    }
+
+    /// Hosts the group a split of `parent` made, at the split entry's index: every replica
+    /// of the parent applies the split at the same index and starts the same group, from
+    /// the same state (a snapshot at that index), so no data needs to travel. Its log
+    /// continues the parent's index, so a moved key's revisions keep growing. On replay
+    /// after a restart the group is there already, from its own files.
+    fn start_split_group(
+        &mut self,
+        parent: u64,
+        right: DataRange,
+        index: u64,
+        term: u64,
+        parent_leader_here: bool,
+    ) -> anyhow::Result<()> {
+        let Some(id) = right.descriptor().map(|d| d.id) else {
+            return Ok(());
+        };
+        if self.groups.contains_key(&id) {
+            return Ok(());
+        }
+        let membership = self.groups[&parent].core.membership().clone();
+        let voters: Vec<u64> = membership.voters.iter().copied().collect();
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_included_index: index,
+                last_included_term: term,
+                voters: voters.clone(),
+                learners: membership.learners.iter().copied().collect(),
+                promoting: membership.promoting.iter().copied().collect(),
+            },
+            data: right.snapshot(),
+        };
+        let hard_state = HardState {
+            term,
+            voted_for: 0,
+            commit: index,
+        };
+        self.durable.write_snapshot(id, &snapshot, hard_state)?;
+        let persisted = PersistedState {
+            hard_state,
+            snapshot: Some(snapshot),
+            entries: Vec::new(),
+        };
+        let mut core = RaftCore::new((self.options.group_config)(id, voters), persisted);
+        if parent_leader_here {
+            // The parent's leader leads the new range first, as TiKV's split does: the
+            // other replicas start from the same log and grant the vote at once.
+            core.campaign_now();
+        }
+        tracing::info!(group = id, parent, index, "hosting the range a split made");
+        self.host(GroupStart {
+            core,
+            machine: Machine::Data(right),
+        });
+        Ok(())
     }
 
     fn maybe_snapshot(&mut self, id: u64) -> anyhow::Result<()> {
@@ -939,13 +1142,15 @@ impl Driver {
                 term: group.core.term(),
                 lamport_time: group.core.lamport_time(),
                 role: group.core.role().as_str(),
+                descriptor: group.descriptor().cloned(),
             };
             group.view.send_if_modified(|current| {
                 // The Lamport time moves with every message; publish it only with another
                 // change so that waiters are not woken for nothing.
                 let changed = current.leader_id != view.leader_id
                     || current.term != view.term
-                    || current.role != view.role;
+                    || current.role != view.role
+                    || current.descriptor != view.descriptor;
                 if changed {
                     *current = view;
                 } else {
@@ -981,7 +1186,7 @@ fn keeps_quiet(
     }
 }
 
-fn serve_confirmed_reads(group: &mut Group) {
+fn serve_confirmed_reads(group: &mut Group, bugs: RangeBugs) {
     let applied = group.applied_index;
     let confirmed = std::mem::take(&mut group.confirmed_reads);
     let mut waiting = Vec::new();
@@ -991,7 +1196,7 @@ fn serve_confirmed_reads(group: &mut Group) {
             continue;
         }
         if let Some(read) = group.pending_reads.remove(&id) {
-            group.serve(read);
+            group.serve(read, bugs);
         }
     }
     group.confirmed_reads = waiting;

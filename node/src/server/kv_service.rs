@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::driver::{Event, GetValue, ReadOutcome, ScanItems, View, WriteOutcome};
+use super::driver::{Event, GetValue, ReadOutcome, ScanItems, View, Views, WriteOutcome};
 use crate::client::router::{prepare, scan_response};
 use crate::client::scan::{self, join_all};
 use crate::client::wire::{RoutedAt, refusal, routed_at, routed_request};
@@ -43,12 +43,12 @@ use crate::partitioning::{
 use crate::proto::kv::kv_client::KvClient;
 use crate::proto::kv::kv_server::Kv;
 use crate::proto::kv::{
-    BatchGetRequest, BatchGetResponse, BatchGetResult, CompareAndSwapRequest,
-    CompareAndSwapResponse, DeleteRequest, DeleteResponse, GetPartitionMapRequest,
-    GetPartitionMapResponse, GetRequest, GetResponse, NodeAddress, PutRequest, PutResponse,
-    ReportPartitionRequest, ReportPartitionResponse, ResponseHeader, ScanRequest, ScanResponse,
-    StatusRequest, StatusResponse, TransferLeaderRequest, TransferLeaderResponse, WriteId,
-    compare_and_swap_request,
+    AllocatePartitionIdRequest, AllocatePartitionIdResponse, BatchGetRequest, BatchGetResponse,
+    BatchGetResult, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest, DeleteResponse,
+    GetPartitionMapRequest, GetPartitionMapResponse, GetRequest, GetResponse, NodeAddress,
+    PutRequest, PutResponse, ReportPartitionRequest, ReportPartitionResponse, ResponseHeader,
+    ScanRequest, ScanResponse, SplitRequest, SplitResponse, StatusRequest, StatusResponse,
+    TransferLeaderRequest, TransferLeaderResponse, WriteId, compare_and_swap_request,
 };
 use crate::proto::raft::{
     self, ApplyResult, Command, CoreCommand, PartitionReport, command::Op,
@@ -72,8 +72,8 @@ pub struct RouteBugs {
 pub struct KvService {
     pub node_id: u64,
     pub events: SyncSender<Event>,
-    /// The Raft groups hosted here.
-    pub views: Arc<HashMap<u64, watch::Receiver<View>>>,
+    /// The Raft groups hosted here (splits add to them).
+    pub views: Views,
     /// The partition map as this node knows it; empty until the node has one.
     pub map: watch::Receiver<Arc<PartitionMap>>,
     pub core_replicas: Vec<u64>,
@@ -89,6 +89,7 @@ pub struct KvService {
     /// without confirming leadership.
     pub stale_read: bool,
     pub bugs: RouteBugs,
+    pub range_bugs: crate::partitioning::RangeBugs,
     /// For `stale-leader-route`: the first leader seen per partition.
     pub first_leaders: std::sync::Mutex<HashMap<u64, u64>>,
 }
@@ -143,10 +144,25 @@ impl KvService {
         Ok(())
     }
 
+    /// The view of a group hosted here.
+    fn view(&self, group: u64) -> Option<watch::Receiver<View>> {
+        self.views
+            .read()
+            .expect("no thread panics holding the views")
+            .get(&group)
+            .cloned()
+    }
+
+    fn hosts(&self, group: u64) -> bool {
+        self.views
+            .read()
+            .expect("no thread panics holding the views")
+            .contains_key(&group)
+    }
+
     fn header(&self, group: u64) -> ResponseHeader {
         let view = self
-            .views
-            .get(&group)
+            .view(group)
             .map(|v| v.borrow().clone())
             .unwrap_or_default();
         ResponseHeader {
@@ -187,22 +203,26 @@ impl KvService {
     }
 
     /// For a routed request: the replica's own check (partition here, epoch, key; None
-    /// for a request that names no key). Leadership is checked when it reaches the group.
+    /// for a request that names no key) against the range's own descriptor, as its log
+    /// last set it (the map may lag a split). Leadership is checked when it reaches the
+    /// group, and the key again when the request applies.
     fn check_routed(
         &self,
         routed: RoutedAt,
         key: Option<&[u8]>,
         command: EpochCommand,
     ) -> Result<RangeDescriptor, Status> {
-        let local = self.map.borrow().get(routed.partition).cloned();
-        let local = match local {
-            Some(local) if self.views.contains_key(&routed.partition) => local,
-            _ => {
-                return Err(refusal(&RouteError::PartitionNotHere {
-                    partition: routed.partition,
-                }));
-            }
+        let local = self
+            .view(routed.partition)
+            .and_then(|v| v.borrow().descriptor.clone());
+        let Some(local) = local else {
+            return Err(refusal(&RouteError::PartitionNotHere {
+                partition: routed.partition,
+            }));
         };
+        if self.range_bugs.skip_epoch_check {
+            return Ok(local);
+        }
         check_request(&local, routed.epoch, key, command).map_err(|e| refusal(&e))?;
         Ok(local)
     }
@@ -232,10 +252,9 @@ impl KvService {
         deadline: Instant,
         forwarded: bool,
     ) -> Result<Route<ApplyResult>, Status> {
-        let Some(view) = self.views.get(&group) else {
+        let Some(mut view) = self.view(group) else {
             return Err(refusal(&RouteError::PartitionNotHere { partition: group }));
         };
-        let mut view = view.clone();
         loop {
             let leader = view.borrow_and_update().leader_id;
             match leader {
@@ -247,6 +266,11 @@ impl KvService {
                         reply,
                     })?;
                     match tokio::time::timeout_at(deadline, outcome).await {
+                        Ok(Ok(WriteOutcome::Applied(result)))
+                            if !result.epoch_not_match.is_empty() =>
+                        {
+                            return Err(moved(&result.epoch_not_match));
+                        }
                         Ok(Ok(WriteOutcome::Applied(result))) => {
                             if result.stale_sequence {
                                 // An earlier attempt may have been applied before the later
@@ -350,11 +374,10 @@ impl KvService {
         what: &str,
         event: impl Fn(oneshot::Sender<ReadOutcome<T>>) -> Event,
     ) -> Result<Route<T>, Status> {
-        let Some(view) = self.views.get(&group) else {
+        let Some(mut view) = self.view(group) else {
             return Err(refusal(&RouteError::PartitionNotHere { partition: group }));
         };
         let not_served = format!("the {what} was not served");
-        let mut view = view.clone();
         loop {
             let leader = view.borrow_and_update().leader_id;
             let here = serializable || leader == Some(self.node_id);
@@ -375,6 +398,12 @@ impl KvService {
                         Ok(Ok(ReadOutcome::NoSuchGroup)) => {
                             return Err(refusal(&RouteError::PartitionNotHere {
                                 partition: group,
+                            }));
+                        }
+                        Ok(Ok(ReadOutcome::EpochNotMatch(current))) => {
+                            return Err(refusal(&RouteError::EpochNotMatch {
+                                requested: current.first().map(|d| d.epoch).unwrap_or_default(),
+                                current,
                             }));
                         }
                         Ok(Ok(ReadOutcome::NotLeader(_))) | Ok(Err(_)) | Err(_) => {
@@ -413,10 +442,14 @@ impl KvService {
         RF: Future<Output = Result<T, Status>>,
     {
         let descriptor = self.known_map(deadline).await?.locate(key).clone();
-        if self.views.contains_key(&descriptor.id) {
-            match local(descriptor.id).await? {
-                Route::Local(value) => return Ok((descriptor.id, value)),
-                Route::Forward(leader) => self.router.hint_leader(descriptor.id, leader),
+        if self.hosts(descriptor.id) {
+            match local(descriptor.id).await {
+                Ok(Route::Local(value)) => return Ok((descriptor.id, value)),
+                Ok(Route::Forward(leader)) => self.router.hint_leader(descriptor.id, leader),
+                // The range here no longer holds the key (a split the map has not caught
+                // up with): its refusal corrects the route, then the router goes on.
+                Err(status) if self.router.correct(&status) => {}
+                Err(status) => return Err(status),
             }
         }
         let timeout = deadline.saturating_duration_since(Instant::now());
@@ -477,10 +510,12 @@ impl KvService {
         deadline: Instant,
     ) -> Result<ScanItems, Status> {
         let group = descriptor.id;
-        if self.views.contains_key(&group) {
-            match self.scan_local(group, &range, deadline, false).await? {
-                Route::Local(found) => return Ok(found),
-                Route::Forward(leader) => self.router.hint_leader(group, leader),
+        if self.hosts(group) {
+            match self.scan_local(group, &range, deadline, false).await {
+                Ok(Route::Local(found)) => return Ok(found),
+                Ok(Route::Forward(leader)) => self.router.hint_leader(group, leader),
+                // A split here since the scan was planned: the caller plans again.
+                Err(status) => return Err(status),
             }
         }
         self.router
@@ -494,6 +529,19 @@ impl KvService {
             )
             .await
     }
+}
+
+/// The refusal for a request its range no longer holds: the descriptors the range
+/// returned, for the sender to route it again.
+fn moved(current: &[crate::proto::kv::PartitionDescriptor]) -> Status {
+    let current: Vec<RangeDescriptor> = current
+        .iter()
+        .filter_map(|w| from_wire(w).ok().map(|(d, _)| d))
+        .collect();
+    refusal(&RouteError::EpochNotMatch {
+        requested: current.first().map(|d| d.epoch).unwrap_or_default(),
+        current,
+    })
 }
 
 /// A request carrying `message` and whatever routing `routing` was given (its metadata
@@ -702,7 +750,7 @@ impl Kv for KvService {
                         revision: response.revision,
                         found: response.found,
                         current_value: response.current_value,
-                        stale_sequence: false,
+                        ..Default::default()
                     })
                 },
             )
@@ -883,8 +931,7 @@ impl Kv for KvService {
             _ => "range",
         };
         let core_leader = self
-            .views
-            .get(&crate::partitioning::CORE_GROUP)
+            .view(crate::partitioning::CORE_GROUP)
             .and_then(|v| v.borrow().leader_id)
             .unwrap_or(0);
         Ok(Response::new(GetPartitionMapResponse {
@@ -926,7 +973,7 @@ impl Kv for KvService {
                 message.to, descriptor.replicas
             )));
         }
-        let leader_here = self.views.get(&partition).map(|v| v.borrow().leader_id);
+        let leader_here = self.view(partition).map(|v| v.borrow().leader_id);
         match leader_here {
             Some(Some(leader)) if leader == self.node_id => {
                 let (reply, outcome) = oneshot::channel();
@@ -971,6 +1018,59 @@ impl Kv for KvService {
         Ok(Response::new(response))
     }
 
+    async fn split(
+        &self,
+        request: Request<SplitRequest>,
+    ) -> Result<Response<SplitResponse>, Status> {
+        let (deadline, routed) = (self.deadline(&request), routed_at(&request));
+        let message = request.into_inner();
+        self.check_key(&message.key)?;
+        if let Some(routed) = routed {
+            let local = self.check_routed(routed, Some(&message.key), EpochCommand::Split)?;
+            return self.split_here(local, &message.key, deadline, true).await;
+        }
+        let map = self.known_map(deadline).await?;
+        if map
+            .descriptors()
+            .any(|d| matches!(d.span, KeySpan::Bucket { .. }))
+        {
+            return Err(Status::invalid_argument(
+                "split needs range partitioning: under --partitioning hash a partition is a \
+                 hash bucket, not a key range, and has no key to split at; nothing changed",
+            ));
+        }
+        let partition = map.locate(&message.key).id;
+        let local = self
+            .view(partition)
+            .and_then(|v| v.borrow().descriptor.clone());
+        if let Some(local) = local
+            && local.contains(&message.key)
+        {
+            match self.split_here(local, &message.key, deadline, false).await {
+                Err(status) if self.router.correct(&status) => {}
+                done => return done,
+            }
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let (_, response) = self
+            .router
+            .call(Target::Key(&message.key), timeout, |mut c, d, left| {
+                let request = prepare(message.clone(), d.as_ref(), left);
+                async move { c.split(request).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn allocate_partition_id(
+        &self,
+        request: Request<AllocatePartitionIdRequest>,
+    ) -> Result<Response<AllocatePartitionIdResponse>, Status> {
+        let deadline = self.deadline(&request);
+        let partition = self.allocate_here(deadline).await?;
+        Ok(Response::new(AllocatePartitionIdResponse { partition }))
+    }
+
     async fn report_partition(
         &self,
         request: Request<ReportPartitionRequest>,
@@ -980,7 +1080,7 @@ impl Kv for KvService {
         for wire in &message.descriptors {
             from_wire(wire).map_err(Status::invalid_argument)?;
         }
-        let Some(view) = self.views.get(&crate::partitioning::CORE_GROUP) else {
+        let Some(view) = self.view(crate::partitioning::CORE_GROUP) else {
             return Err(refusal(&RouteError::PartitionNotHere {
                 partition: crate::partitioning::CORE_GROUP,
             }));
@@ -1012,6 +1112,155 @@ impl Kv for KvService {
 }
 
 impl KvService {
+    /// Splits `local` (this node's replica of the range holding `key`) at `key`, if the
+    /// replica leads: a new partition id from the core, then the split entry, planned at
+    /// the range's epoch now, through the range's own log.
+    async fn split_here(
+        &self,
+        local: RangeDescriptor,
+        key: &[u8],
+        deadline: Instant,
+        routed: bool,
+    ) -> Result<Response<SplitResponse>, Status> {
+        let KeySpan::Range { start, .. } = &local.span else {
+            return Err(Status::invalid_argument(
+                "split needs range partitioning: under --partitioning hash a partition is a \
+                 hash bucket, not a key range; nothing changed",
+            ));
+        };
+        if key == start.as_slice() {
+            return Err(Status::invalid_argument(format!(
+                "{} is where partition {} ({}) starts already: a split key must be strictly \
+                 inside the range; nothing changed",
+                crate::partitioning::descriptor::printable(key),
+                local.id,
+                local.span
+            )));
+        }
+        let leader = self.view(local.id).and_then(|v| v.borrow().leader_id);
+        if leader != Some(self.node_id) {
+            return Err(refusal(&RouteError::NotLeader {
+                partition: local.id,
+                hint: leader.filter(|_| routed || leader.is_some()),
+            }));
+        }
+        let new_partition = self.allocate(deadline).await?;
+        let command = Command {
+            op: Some(Op::Split(raft::Split {
+                split_key: key.to_vec(),
+                new_partition,
+                planned: Some(crate::proto::kv::RangeEpoch {
+                    version: local.epoch.version,
+                    conf_version: local.epoch.conf_version,
+                }),
+            })),
+            ..Default::default()
+        };
+        let result = match self.write_local(local.id, &command, deadline, true).await? {
+            Route::Local(result) => result,
+            Route::Forward(leader) => {
+                return Err(refusal(&RouteError::NotLeader {
+                    partition: local.id,
+                    hint: Some(leader),
+                }));
+            }
+        };
+        let [left, right] = &result.split[..] else {
+            return Err(Status::aborted(
+                "the range changed before the split applied; not applied, retry",
+            ));
+        };
+        Ok(Response::new(SplitResponse {
+            left: Some(left.clone()),
+            right: Some(right.clone()),
+        }))
+    }
+
+    /// A partition id from the consistent core's leader: this node's core replica if it
+    /// leads, else the core's nodes in turn (the leader it knows of first).
+    async fn allocate(&self, deadline: Instant) -> Result<u64, Status> {
+        let known = self
+            .view(crate::partitioning::CORE_GROUP)
+            .and_then(|v| v.borrow().leader_id);
+        let mut targets: Vec<u64> = known.into_iter().collect();
+        targets.extend(self.core_replicas.iter().copied());
+        let mut last = None;
+        let mut tried = Vec::new();
+        while let Some(target) = targets.first().copied() {
+            targets.remove(0);
+            if tried.contains(&target) {
+                continue;
+            }
+            tried.push(target);
+            if target == self.node_id {
+                match self.allocate_here(deadline).await {
+                    Ok(id) => return Ok(id),
+                    Err(status) => last = Some(status),
+                }
+                continue;
+            }
+            let Some(mut client) = self.router.connection(target) else {
+                continue;
+            };
+            let mut request = Request::new(AllocatePartitionIdRequest {});
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            match client.allocate_partition_id(request).await {
+                Ok(response) => return Ok(response.into_inner().partition),
+                Err(status) => {
+                    if let Some(crate::client::wire::Correction::NotLeader {
+                        hint: Some(hint),
+                        ..
+                    }) = crate::client::wire::correction(&status)
+                    {
+                        targets.insert(0, hint);
+                    }
+                    last = Some(status);
+                }
+            }
+        }
+        Err(Status::unavailable(format!(
+            "no consistent-core leader handed out a partition id ({}); nothing changed",
+            last.map_or("no core node reachable".to_string(), |s| s
+                .message()
+                .to_string())
+        )))
+    }
+
+    /// Allocates on this node's core replica, which must lead.
+    async fn allocate_here(&self, deadline: Instant) -> Result<u64, Status> {
+        let Some(view) = self.view(crate::partitioning::CORE_GROUP) else {
+            return Err(refusal(&RouteError::PartitionNotHere {
+                partition: crate::partitioning::CORE_GROUP,
+            }));
+        };
+        let leader = view.borrow().leader_id;
+        if leader != Some(self.node_id) {
+            return Err(refusal(&RouteError::NotLeader {
+                partition: crate::partitioning::CORE_GROUP,
+                hint: leader,
+            }));
+        }
+        let (reply, outcome) = oneshot::channel();
+        self.submit(Event::CoreWrite {
+            command: CoreCommand {
+                op: Some(core_command::Op::AllocatePartitionId(
+                    raft::AllocatePartitionId {},
+                )),
+            },
+            reply,
+        })?;
+        match tokio::time::timeout_at(deadline, outcome).await {
+            Ok(Ok(WriteOutcome::Applied(result))) if result.succeeded => Ok(result.revision),
+            Ok(Ok(WriteOutcome::NotLeader(hint))) => Err(refusal(&RouteError::NotLeader {
+                partition: crate::partitioning::CORE_GROUP,
+                hint,
+            })),
+            _ => Err(Status::unavailable(
+                "the consistent core did not commit the id in time; nothing changed",
+            )),
+        }
+    }
+
     /// The seeded bug `stale-leader-route`: a read goes to the first leader this node saw
     /// for the partition, however long ago. None when no leader was seen yet.
     async fn stale_leader_get(
@@ -1020,10 +1269,7 @@ impl KvService {
         deadline: Instant,
     ) -> Result<Option<Response<GetResponse>>, Status> {
         let descriptor = self.known_map(deadline).await?.locate(&message.key).clone();
-        let first = self
-            .views
-            .get(&descriptor.id)
-            .and_then(|v| v.borrow().leader_id);
+        let first = self.view(descriptor.id).and_then(|v| v.borrow().leader_id);
         let Some(first) = first else {
             return Ok(None);
         };
@@ -1081,7 +1327,7 @@ mod tests {
         let service = KvService {
             node_id: 1,
             events,
-            views: Arc::new(HashMap::new()),
+            views: Arc::default(),
             map: map.clone(),
             core_replicas: vec![1],
             addresses: Vec::new(),
@@ -1092,6 +1338,7 @@ mod tests {
             scan_limit_max: 10,
             stale_read: false,
             bugs: RouteBugs::default(),
+            range_bugs: Default::default(),
             first_leaders: std::sync::Mutex::new(HashMap::new()),
         };
         (service, map_tx)

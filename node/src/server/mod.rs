@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 
 use crate::client::RoutingClient;
 use crate::partitioning::core_store::CoreStore;
-use crate::partitioning::{CORE_GROUP, LayoutSpec, PartitionMap};
+use crate::partitioning::{CORE_GROUP, DataRange, LayoutSpec, PartitionMap, RangeBugs};
 use crate::proto::admin::fault_injection_server::FaultInjectionServer;
 use crate::proto::kv::kv_client::KvClient;
 use crate::proto::kv::kv_server::KvServer;
@@ -31,7 +31,6 @@ use crate::proto::kv::{GetPartitionMapRequest, ReportPartitionRequest};
 use crate::proto::raft::PartitionReport;
 use crate::proto::raft::raft_server::RaftServer;
 use crate::replication::{PersistedState, RaftCore, SeededBugs};
-use crate::store::KvStore;
 pub use config::NodeConfig;
 use driver::{Driver, DriverOptions, Event, View};
 use durable::Durable;
@@ -59,6 +58,7 @@ pub struct NodeBugs {
     /// Recovery gives one group's WAL records to another.
     pub wal_group_mixup: bool,
     pub route: kv_service::RouteBugs,
+    pub range: RangeBugs,
 }
 
 impl NodeBugs {
@@ -84,6 +84,12 @@ impl NodeBugs {
         }
         if self.route.stale_leader_route {
             names.push("stale-leader-route".into());
+        }
+        if self.range.skip_epoch_check {
+            names.push("skip-epoch-check".into());
+        }
+        if self.range.split_lose_writes {
+            names.push("split-lose-writes".into());
         }
         names
     }
@@ -198,6 +204,14 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("the layout does not make a valid partition map: {e}"))?;
     let core_replicas = spec.core_replicas();
     let mut starts = Vec::new();
+    let recovered_snapshots: Vec<(u64, Vec<u64>)> = recovered
+        .groups
+        .iter()
+        .filter_map(|(&group, state)| {
+            let snapshot = state.snapshot.as_ref()?;
+            (group != CORE_GROUP).then(|| (group, snapshot.meta.voters.clone()))
+        })
+        .collect();
     let mut group_of = |group: u64, voters: Vec<u64>, machine: driver::Machine| {
         let persisted = recovered.groups.remove(&group).unwrap_or_default();
         (group, voters, machine, persisted)
@@ -215,9 +229,23 @@ pub async fn run(
             hosted.push(group_of(
                 descriptor.id,
                 descriptor.replicas.clone(),
-                driver::Machine::Data(KvStore::default()),
+                driver::Machine::Data(DataRange::new(descriptor.clone())),
             ));
         }
+    }
+    // Ranges splits made since the layout: each has a snapshot file from its first
+    // moment (the split's index), which holds its descriptor and its voters.
+    let made: Vec<(u64, Vec<u64>)> = recovered_snapshots
+        .iter()
+        .filter(|(group, _)| !hosted.iter().any(|(g, ..)| g == group))
+        .cloned()
+        .collect();
+    for (group, voters) in made {
+        hosted.push(group_of(
+            group,
+            voters,
+            driver::Machine::Data(DataRange::uninitialized()),
+        ));
     }
     if let Some(stray) = recovered.groups.keys().next() {
         tracing::warn!(
@@ -229,9 +257,13 @@ pub async fn run(
     for (group, voters, mut machine, persisted) in hosted {
         if let Some(snapshot) = &persisted.snapshot {
             match &mut machine {
-                driver::Machine::Data(store) => {
-                    *store = KvStore::restore(&snapshot.data).with_context(|| {
-                        format!("group {group}'s snapshot file does not decode")
+                driver::Machine::Data(range) => {
+                    let layout = range.descriptor().cloned();
+                    *range = DataRange::restore(&snapshot.data, layout.as_ref()).map_err(|e| {
+                        anyhow::anyhow!(
+                            "group {group}'s snapshot file: {e}; the data directory is damaged \
+                             (restore it, or remove it so the node rejoins empty)"
+                        )
                     })?;
                 }
                 driver::Machine::Core(core) => {
@@ -290,7 +322,13 @@ pub async fn run(
         liveness_ticks: u64::from(config.election_timeout_ticks_max),
         double_apply: bugs.double_apply,
         early_ack: bugs.early_ack,
+        range_bugs: bugs.range,
         seeded_bugs: bugs.names(),
+        group_config: {
+            let config = config.clone();
+            let raft_bugs = bugs.raft.clone();
+            Arc::new(move |group, voters| config.group_config(group, voters, raft_bugs.clone()))
+        },
     };
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(REPORTS_QUEUE_MAX);
     let (driver, published) = Driver::new(
@@ -319,12 +357,17 @@ pub async fn run(
             (id, KvClient::new(endpoint.connect_lazy()))
         })
         .collect();
-    let views = Arc::new(published.views);
+    let views = published.views;
+    let core_view = views
+        .read()
+        .expect("no thread panics holding the views")
+        .get(&CORE_GROUP)
+        .cloned();
     tokio::spawn(send_reports(
         reports_rx,
         peers.clone(),
         core_replicas.clone(),
-        views.get(&CORE_GROUP).cloned(),
+        core_view,
     ));
     if !core_replicas.contains(&config.id) {
         tokio::spawn(pull_map(map_tx, peers.clone(), core_replicas.clone()));
@@ -364,6 +407,7 @@ pub async fn run(
         scan_limit_max: config.scan_limit_max,
         stale_read: bugs.raft.stale_read,
         bugs: bugs.route,
+        range_bugs: bugs.range,
         first_leaders: std::sync::Mutex::new(HashMap::new()),
     };
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -13,7 +13,7 @@ use crate::proto::raft::{
 /// A key, its value and its revision, as a scan returns them.
 pub type ScanItem = (Vec<u8>, Vec<u8>, u64);
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct KvStore {
     /// key -> (value, revision): the revision is the log index of the last write.
     data: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
@@ -110,7 +110,8 @@ impl KvStore {
 
     fn execute(&mut self, index: u64, command: &Command) -> ApplyResult {
         match &command.op {
-            None => ApplyResult::default(),
+            // A split changes the range, not the keys: `DataRange` applies it.
+            None | Some(Op::Split(_)) => ApplyResult::default(),
             Some(Op::Put(put)) => {
                 self.set(&put.key, Some((put.value.clone(), index)));
                 ApplyResult {
@@ -150,7 +151,7 @@ impl KvStore {
                         revision: current.map_or(0, |(_, r)| *r),
                         found: current.is_some(),
                         current_value: current.map(|(v, _)| v.clone()).unwrap_or_default(),
-                        stale_sequence: false,
+                        ..Default::default()
                     }
                 }
             }
@@ -158,6 +159,26 @@ impl KvStore {
     }
 
     pub fn snapshot(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+
+    /// Moves the keys from `at` on into a store of their own (a split's new range). Both
+    /// keep every client session: a client's retry may reach either half, and each must
+    /// answer it as the whole range would have.
+    pub fn split_off(&mut self, at: &[u8]) -> KvStore {
+        let data = self.data.split_off(at);
+        let mut right = KvStore {
+            data,
+            sessions: self.sessions.clone(),
+            digest: 0,
+        };
+        right.digest = right.full_digest();
+        self.digest = self.full_digest();
+        right
+    }
+
+    /// The state as a snapshot holds it (without a range: see `DataRange`).
+    pub fn to_proto(&self) -> StoreSnapshot {
         let keys = self
             .data
             .iter()
@@ -178,7 +199,11 @@ impl KvStore {
             .collect();
         // Deterministic bytes for the same state.
         sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        StoreSnapshot { keys, sessions }.encode_to_vec()
+        StoreSnapshot {
+            keys,
+            sessions,
+            ..Default::default()
+        }
     }
 
     /// A digest of the whole state (keys, values, revisions, sessions): replicas that
@@ -190,7 +215,10 @@ impl KvStore {
     }
 
     pub fn restore(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
-        let snapshot = StoreSnapshot::decode(bytes)?;
+        Self::from_proto(StoreSnapshot::decode(bytes)?)
+    }
+
+    pub fn from_proto(snapshot: StoreSnapshot) -> Result<Self, prost::DecodeError> {
         let data = snapshot
             .keys
             .into_iter()

@@ -1,0 +1,440 @@
+//! A data partition's state machine: the range's own descriptor and its keys, driven by
+//! the range's log. The descriptor lives here, not only in the consistent core's map,
+//! because the range's log is what changes it: a split is an entry of this log, so every
+//! replica narrows its span at the same index, and a request checked against the span at
+//! apply time is never applied by a range that no longer holds its key. The map learns of
+//! a split afterwards, from the leader's report, and may lag; replicas never do.
+//!
+//! Deterministic like [`KvStore`]: the same entries in the same order give the same state
+//! (descriptor included) on every replica.
+
+use prost::Message as _;
+
+use super::convert::{from_wire, to_wire};
+use super::descriptor::{KeySpan, RangeDescriptor, RangeEpoch};
+use super::epoch::{EpochCommand, matches};
+use super::hashing::stable_hash;
+use super::map::Load;
+use crate::proto::raft::{ApplyResult, Command, Split, StoreSnapshot, command::Op};
+use crate::store::KvStore;
+
+/// Seeded bugs of this state machine, off unless `--unsafe-seeded-bug` names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeBugs {
+    /// `skip-epoch-check`: the replica serves and applies keys whatever its span, so a
+    /// range keeps serving the keys a split moved away.
+    pub skip_epoch_check: bool,
+    /// `split-lose-writes`: a write whose key a split moved while it was in flight is
+    /// acknowledged as applied, but applied to neither half.
+    pub split_lose_writes: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DataRange {
+    /// None: a replica created before it knows its range (it waits for a snapshot).
+    descriptor: Option<RangeDescriptor>,
+    store: KvStore,
+    /// The range the last split made, named in refusals so that a sender can route the
+    /// moved keys without asking the map (which learns of the split later).
+    split_off: Vec<RangeDescriptor>,
+}
+
+/// What applying one entry did.
+#[derive(Debug)]
+pub enum Applied {
+    Done(ApplyResult),
+    /// The range split: this one kept the keys before the split key, `right` holds the
+    /// rest and is the new group's state at the split entry's index.
+    Split {
+        result: ApplyResult,
+        right: Box<DataRange>,
+    },
+}
+
+impl Applied {
+    pub fn result(&self) -> &ApplyResult {
+        match self {
+            Applied::Done(result) | Applied::Split { result, .. } => result,
+        }
+    }
+}
+
+impl DataRange {
+    pub fn new(mut descriptor: RangeDescriptor) -> Self {
+        // Who leads is the Raft core's to say; a descriptor kept here would go stale.
+        descriptor.leader = None;
+        descriptor.leader_term = 0;
+        DataRange {
+            descriptor: Some(descriptor),
+            store: KvStore::default(),
+            split_off: Vec::new(),
+        }
+    }
+
+    /// A replica that does not know its range yet: it serves nothing until a snapshot
+    /// from the range's leader gives it one.
+    pub fn uninitialized() -> Self {
+        DataRange::default()
+    }
+
+    pub fn descriptor(&self) -> Option<&RangeDescriptor> {
+        self.descriptor.as_ref()
+    }
+
+    pub fn store(&self) -> &KvStore {
+        &self.store
+    }
+
+    /// What a refusal tells the sender: this range as it is now, and the range its last
+    /// split made.
+    pub fn current(&self) -> Vec<RangeDescriptor> {
+        self.descriptor
+            .iter()
+            .chain(self.split_off.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// Whether this range holds `key` now; if not, the descriptors to route it by.
+    pub fn check_key(&self, key: &[u8], bugs: RangeBugs) -> Result<(), Vec<RangeDescriptor>> {
+        match &self.descriptor {
+            _ if bugs.skip_epoch_check => Ok(()),
+            Some(descriptor) if descriptor.contains(key) => Ok(()),
+            _ => Err(self.current()),
+        }
+    }
+
+    /// Whether a scan of `[start, end)` (empty `end`: unbounded) planned against this range
+    /// stays inside it. A bucket holds keys from all over the keyspace: any range does.
+    pub fn check_span(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        bugs: RangeBugs,
+    ) -> Result<(), Vec<RangeDescriptor>> {
+        let Some(descriptor) = &self.descriptor else {
+            return Err(Vec::new());
+        };
+        if bugs.skip_epoch_check {
+            return Ok(());
+        }
+        match &descriptor.span {
+            KeySpan::Bucket { .. } => Ok(()),
+            KeySpan::Range {
+                start: own_start,
+                end: own_end,
+            } => {
+                let starts_inside = start >= own_start.as_slice();
+                let ends_inside =
+                    own_end.is_empty() || (!end.is_empty() && end <= own_end.as_slice());
+                if starts_inside && ends_inside {
+                    Ok(())
+                } else {
+                    Err(self.current())
+                }
+            }
+        }
+    }
+
+    /// Applies the entry at `index`. A write whose key is no longer here is refused (not
+    /// applied, with the current descriptors); a split computed against another epoch, or
+    /// whose key is not strictly inside the range, is refused the same way.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        command: &Command,
+        double_apply: bool,
+        bugs: RangeBugs,
+    ) -> Applied {
+        let key = match &command.op {
+            None => return Applied::Done(ApplyResult::default()),
+            Some(Op::Split(split)) => return self.split(index, split),
+            Some(Op::Put(put)) => &put.key,
+            Some(Op::Delete(delete)) => &delete.key,
+            Some(Op::CompareAndSwap(cas)) => &cas.key,
+        };
+        if let Err(current) = self.check_key(key, bugs) {
+            if bugs.split_lose_writes {
+                return Applied::Done(ApplyResult {
+                    succeeded: true,
+                    revision: index,
+                    ..Default::default()
+                });
+            }
+            return Applied::Done(refused(&current));
+        }
+        Applied::Done(self.store.apply(index, command, double_apply))
+    }
+
+    fn split(&mut self, index: u64, split: &Split) -> Applied {
+        let Some(descriptor) = &self.descriptor else {
+            return Applied::Done(refused(&[]));
+        };
+        let planned = split
+            .planned
+            .map(|e| RangeEpoch {
+                version: e.version,
+                conf_version: e.conf_version,
+            })
+            .unwrap_or_default();
+        let key = split.split_key.as_slice();
+        let KeySpan::Range { start, end } = &descriptor.span else {
+            return Applied::Done(refused(&self.current()));
+        };
+        let inside = key > start.as_slice() && (end.is_empty() || key < end.as_slice());
+        if !matches(EpochCommand::Split, planned, descriptor.epoch)
+            || !inside
+            || split.new_partition == 0
+            || split.new_partition == descriptor.id
+        {
+            return Applied::Done(refused(&self.current()));
+        }
+        let mut left = descriptor.clone();
+        left.span = KeySpan::Range {
+            start: start.clone(),
+            end: key.to_vec(),
+        };
+        left.epoch.version += 1;
+        let right = RangeDescriptor {
+            id: split.new_partition,
+            span: KeySpan::Range {
+                start: key.to_vec(),
+                end: end.clone(),
+            },
+            epoch: left.epoch,
+            replicas: descriptor.replicas.clone(),
+            leader: None,
+            leader_term: 0,
+        };
+        let right_store = self.store.split_off(key);
+        self.descriptor = Some(left);
+        self.split_off = vec![right.clone()];
+        Applied::Split {
+            result: ApplyResult {
+                succeeded: true,
+                revision: index,
+                ..Default::default()
+            },
+            right: Box::new(DataRange {
+                descriptor: Some(right),
+                store: right_store,
+                split_off: Vec::new(),
+            }),
+        }
+    }
+
+    /// The store's digest with the descriptor's: replicas that agree on keys but not on
+    /// their span (one missed a split) differ.
+    pub fn digest(&self) -> u64 {
+        let span = self
+            .descriptor
+            .as_ref()
+            .map(|d| to_wire(d, Load::default()).encode_to_vec())
+            .unwrap_or_default();
+        stable_hash(&[self.store.digest().to_le_bytes().as_slice(), &span].concat())
+    }
+
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut snapshot = self.store.to_proto();
+        snapshot.range = self.descriptor.as_ref().map(wire);
+        snapshot.split_off = self.split_off.iter().map(wire).collect();
+        snapshot.encode_to_vec()
+    }
+
+    /// A range from its snapshot. One written before ranges kept their descriptor has
+    /// none: `layout` (the bootstrap layout's descriptor for the group) is taken then.
+    pub fn restore(bytes: &[u8], layout: Option<&RangeDescriptor>) -> Result<Self, String> {
+        let snapshot =
+            StoreSnapshot::decode(bytes).map_err(|e| format!("snapshot does not decode: {e}"))?;
+        let descriptor = match &snapshot.range {
+            Some(wire) => Some(from_wire(wire)?.0),
+            None => layout.cloned(),
+        };
+        let split_off = snapshot
+            .split_off
+            .iter()
+            .map(|w| from_wire(w).map(|(d, _)| d))
+            .collect::<Result<_, _>>()?;
+        let store = KvStore::from_proto(snapshot)
+            .map_err(|e| format!("snapshot's sessions do not decode: {e}"))?;
+        Ok(DataRange {
+            descriptor,
+            store,
+            split_off,
+        })
+    }
+}
+
+/// Descriptors in a snapshot or reply carry no leader: who leads is the Raft core's to
+/// say, and a stale one would mislead.
+fn wire(descriptor: &RangeDescriptor) -> crate::proto::kv::PartitionDescriptor {
+    let mut descriptor = descriptor.clone();
+    descriptor.leader = None;
+    descriptor.leader_term = 0;
+    to_wire(&descriptor, Load::default())
+}
+
+fn refused(current: &[RangeDescriptor]) -> ApplyResult {
+    ApplyResult {
+        epoch_not_match: current.iter().map(wire).collect(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::kv;
+    use crate::proto::raft::Put;
+
+    fn range() -> DataRange {
+        DataRange::new(RangeDescriptor {
+            id: 1,
+            span: KeySpan::Range {
+                start: b"b".to_vec(),
+                end: b"m".to_vec(),
+            },
+            epoch: RangeEpoch {
+                version: 3,
+                conf_version: 2,
+            },
+            replicas: vec![1, 2, 3],
+            leader: Some(1),
+            leader_term: 4,
+        })
+    }
+
+    fn put(key: &str) -> Command {
+        Command {
+            op: Some(Op::Put(Put {
+                key: key.into(),
+                value: b"v".to_vec(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn split(key: &str, new: u64, version: u64, conf_version: u64) -> Command {
+        Command {
+            op: Some(Op::Split(Split {
+                split_key: key.into(),
+                new_partition: new,
+                planned: Some(kv::RangeEpoch {
+                    version,
+                    conf_version,
+                }),
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn split_apart(range: &mut DataRange, index: u64, command: &Command) -> DataRange {
+        match range.apply(index, command, false, RangeBugs::default()) {
+            Applied::Split { right, .. } => *right,
+            Applied::Done(result) => panic!("not split: {result:?}"),
+        }
+    }
+
+    #[test]
+    fn a_split_moves_the_keys_from_the_split_key_on_and_bumps_both_versions() {
+        let mut left = range();
+        for (i, key) in ["c", "f", "g", "k"].iter().enumerate() {
+            left.apply(i as u64 + 1, &put(key), false, RangeBugs::default());
+        }
+        let right = split_apart(&mut left, 5, &split("g", 7, 3, 2));
+        let (l, r) = (left.descriptor().unwrap(), right.descriptor().unwrap());
+        assert_eq!(l.span.to_string(), r#"["b", "g")"#);
+        assert_eq!(r.span.to_string(), r#"["g", "m")"#);
+        assert_eq!((l.epoch.version, r.epoch.version), (4, 4));
+        assert_eq!((l.epoch.conf_version, r.epoch.conf_version), (2, 2));
+        assert_eq!((r.id, r.replicas.clone()), (7, vec![1, 2, 3]));
+        assert_eq!(left.store().len(), 2);
+        assert_eq!(right.store().len(), 2);
+        assert_eq!(right.store().get(b"g").map(|(_, rev)| rev), Some(3));
+        assert_eq!(left.current().len(), 2, "a refusal names both halves");
+    }
+
+    #[test]
+    fn a_write_applied_after_the_split_for_a_moved_key_is_refused_not_lost() {
+        let mut left = range();
+        split_apart(&mut left, 1, &split("g", 7, 3, 2));
+        let result = left.apply(2, &put("h"), false, RangeBugs::default());
+        let refusal = result.result();
+        assert!(!refusal.succeeded);
+        let ids: Vec<u64> = refusal.epoch_not_match.iter().map(|d| d.id).collect();
+        assert_eq!(ids, vec![1, 7]);
+        assert!(left.store().get(b"h").is_none());
+        let kept = left.apply(3, &put("c"), false, RangeBugs::default());
+        assert!(kept.result().succeeded);
+
+        let lossy = RangeBugs {
+            split_lose_writes: true,
+            ..Default::default()
+        };
+        let lost = left.apply(4, &put("i"), false, lossy);
+        assert!(lost.result().succeeded, "the seeded bug acknowledges it");
+        assert!(left.store().get(b"i").is_none(), "and applies it nowhere");
+        let skipping = RangeBugs {
+            skip_epoch_check: true,
+            ..Default::default()
+        };
+        left.apply(5, &put("j"), false, skipping);
+        assert!(
+            left.store().get(b"j").is_some(),
+            "the seeded bug keeps serving it"
+        );
+    }
+
+    #[test]
+    fn a_split_planned_against_another_epoch_or_outside_the_range_changes_nothing() {
+        for (key, version, conf_version) in [
+            ("g", 2, 2),
+            ("g", 3, 1),
+            ("b", 3, 2),
+            ("m", 3, 2),
+            ("a", 3, 2),
+        ] {
+            let mut r = range();
+            let before = r.clone();
+            match r.apply(
+                1,
+                &split(key, 7, version, conf_version),
+                false,
+                RangeBugs::default(),
+            ) {
+                Applied::Done(result) => assert_eq!(result.epoch_not_match.len(), 1),
+                Applied::Split { .. } => panic!("split at {key} v{version}/c{conf_version}"),
+            }
+            assert_eq!(r, before);
+        }
+    }
+
+    #[test]
+    fn a_scan_must_stay_inside_the_range() {
+        let r = range();
+        let ok = RangeBugs::default();
+        assert!(r.check_span(b"b", b"m", ok).is_ok());
+        assert!(r.check_span(b"c", b"d", ok).is_ok());
+        assert!(r.check_span(b"a", b"d", ok).is_err());
+        assert!(r.check_span(b"c", b"", ok).is_err());
+        assert!(r.check_span(b"c", b"n", ok).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_descriptor_and_an_old_one_takes_the_layouts() {
+        let mut left = range();
+        left.apply(1, &put("h"), false, RangeBugs::default());
+        let right = split_apart(&mut left, 2, &split("g", 7, 3, 2));
+        for r in [&left, &right] {
+            assert_eq!(&DataRange::restore(&r.snapshot(), None).unwrap(), r);
+        }
+        let old = KvStore::default().snapshot();
+        let layout = range().descriptor().cloned();
+        let restored = DataRange::restore(&old, layout.as_ref()).unwrap();
+        assert_eq!(restored.descriptor(), layout.as_ref());
+        assert_ne!(
+            left.digest(),
+            DataRange::restore(&old, None).unwrap().digest()
+        );
+    }
+}
