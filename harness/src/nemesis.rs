@@ -59,6 +59,8 @@ pub struct Nemesis {
     pub leaders: Arc<Leaders>,
     /// What diverge-leader set up, until it heals.
     pub diverged: std::sync::Mutex<Option<Diverged>>,
+    /// Keys `split` may split at: the workload's own, so that both halves see traffic.
+    pub split_keys: Vec<Vec<u8>>,
 }
 
 /// Whether a schedule steps clocks: the nodes must serve the fault-injection service.
@@ -311,6 +313,7 @@ impl Nemesis {
                 precondition = Some(reached);
                 detail
             }
+            FaultKind::Split { pick } => self.split(*pick).await?,
         };
         self.record("start", fault.name(), json!(detail));
         Ok((detail, precondition))
@@ -343,9 +346,58 @@ impl Nemesis {
             FaultKind::RestartVoter => crate::restart_voter::end(self).await?,
             FaultKind::DivergeLeader => last_word = crate::diverge_leader::end(self).await?,
             FaultKind::Clock { .. } => self.reset_clocks().await?,
+            // A split is not undone: the new range is the cluster's shape from now on.
+            FaultKind::Split { .. } => {}
         }
         self.record("stop", fault.name(), json!(null));
         Ok(last_word)
+    }
+
+    /// Splits the range holding one of `split_keys` at it, through a running node (which
+    /// routes it to the range's leader). Keys that start a range already are skipped.
+    async fn split(&self, pick: u64) -> anyhow::Result<String> {
+        use faultline_node::proto::kv::{GetPartitionMapRequest, SplitRequest};
+        let running = self.cluster.lock().await.running();
+        anyhow::ensure!(!running.is_empty(), "no node is running to ask");
+        let (_, addr) = running[(pick % running.len() as u64) as usize];
+        let endpoint = faultline_node::server::transport::node_endpoint(
+            addr,
+            None,
+            std::time::Duration::from_millis(500),
+        )
+        .timeout(std::time::Duration::from_secs(3));
+        let mut kv = faultline_node::proto::kv::kv_client::KvClient::new(endpoint.connect_lazy());
+        let map = kv
+            .get_partition_map(GetPartitionMapRequest {})
+            .await
+            .with_context(|| format!("cannot read the partition map from {addr}"))?
+            .into_inner();
+        anyhow::ensure!(
+            map.partitions.iter().all(|p| p.bucket_count == 0),
+            "split needs range partitioning (--partitioning range)"
+        );
+        let candidates: Vec<&Vec<u8>> = self
+            .split_keys
+            .iter()
+            .filter(|k| !map.partitions.iter().any(|p| &p.start == *k))
+            .collect();
+        anyhow::ensure!(!candidates.is_empty(), "every key starts a range already");
+        let key = candidates[((pick >> 8) % candidates.len() as u64) as usize].clone();
+        let reply = kv
+            .split(SplitRequest { key: key.clone() })
+            .await
+            .with_context(|| format!("split at {}", String::from_utf8_lossy(&key)))?
+            .into_inner();
+        let (left, right) = (
+            reply.left.unwrap_or_default(),
+            reply.right.unwrap_or_default(),
+        );
+        Ok(format!(
+            "at {}: partition {} keeps the keys before it, {} holds the rest",
+            String::from_utf8_lossy(&key),
+            left.id,
+            right.id
+        ))
     }
 
     pub(crate) fn firewall(&self) -> anyhow::Result<&Firewall> {

@@ -382,6 +382,18 @@ impl Generator {
         splits
     }
 
+    /// Keys the `split` fault may split at: the workload's keys, or for the set workload
+    /// the keys of elements 100, 200, ... 50,000 (elements are added in order, a few
+    /// thousand a second).
+    pub fn split_candidates(&self) -> Vec<String> {
+        if self.set {
+            return (1..=500).map(|i| set_element_key(100 * i)).collect();
+        }
+        let mut keys: Vec<String> = self.keys().collect();
+        keys.sort();
+        keys
+    }
+
     /// The names of all keys, `k0` .. `k{count-1}`.
     pub fn keys(&self) -> impl Iterator<Item = String> + use<> {
         (0..self.keys.count()).map(key_name)

@@ -107,6 +107,14 @@ pub enum FaultKind {
     /// Then it heals: a correct follower truncates the suffix, one that keeps it applies
     /// entries no quorum agreed on. Whether that condition was reached is reported.
     DivergeLeader,
+    /// Split the range that holds one of the workload's keys at that key. `pick` chooses the
+    /// key among those the harness offers (the workload's keys that do not already start a
+    /// range) when the fault starts, since which ranges exist then depends on earlier
+    /// splits.
+    Split {
+        /// Seeded; the key is `keys[pick % keys.len()]`.
+        pick: u64,
+    },
 }
 
 impl FaultKind {
@@ -121,6 +129,7 @@ impl FaultKind {
             FaultKind::CorruptWal { .. } => "corrupt-wal",
             FaultKind::RestartVoter => "restart-voter",
             FaultKind::DivergeLeader => "diverge-leader",
+            FaultKind::Split { .. } => "split",
         }
     }
 
@@ -380,6 +389,7 @@ fn choose_fault(
         }
         FaultName::RestartVoter => FaultKind::RestartVoter,
         FaultName::DivergeLeader => FaultKind::DivergeLeader,
+        FaultName::Split => FaultKind::Split { pick: rng.random() },
         FaultName::CorruptWal => FaultKind::CorruptWal {
             target: Target::Random(random_node(rng)),
             mode: if rng.random_bool(0.5) {

@@ -277,6 +277,9 @@ pub enum FaultName {
     /// Cut the leader off until it holds entries nobody else has and a new leader has
     /// committed different entries at the same indices, then heal.
     DivergeLeader,
+    /// Split a range at a key of the workload's inside it (range partitioning). The new
+    /// range stays: there is nothing to heal.
+    Split,
 }
 
 /// A partition shape, as named in YAML.

@@ -581,7 +581,10 @@ fn nemesis_uses_only_configured_faults_shapes_and_targets() {
             FaultKind::CorruptWal { target, .. } => {
                 assert!(matches!(target, Target::Random(n) if *n < 5))
             }
-            FaultKind::Pause { .. } | FaultKind::RestartVoter | FaultKind::DivergeLeader => {
+            FaultKind::Pause { .. }
+            | FaultKind::RestartVoter
+            | FaultKind::DivergeLeader
+            | FaultKind::Split { .. } => {
                 panic!("{} is not configured", fault.fault.name())
             }
         }
@@ -717,4 +720,25 @@ fn kill_target_same_kills_one_node_chosen_by_the_seed_every_time() {
         chosen.extend(targets);
     }
     assert!(chosen.len() > 1, "the seed picks the node: {chosen:?}");
+}
+
+#[test]
+fn a_split_fault_is_scheduled_by_name_and_replays_from_the_seed() {
+    let w = workload("nemesis:\n  faults: [split]\n  interval_secs: 1\n");
+    let schedule = nemesis_schedule(&w, 7, 3);
+    assert!(!schedule.is_empty());
+    assert!(schedule.iter().all(|f| f.fault.name() == "split"));
+    assert_eq!(
+        schedule,
+        nemesis_schedule(&w, 7, 3),
+        "same seed, same picks"
+    );
+    let picks: HashSet<_> = schedule
+        .iter()
+        .map(|f| match f.fault {
+            FaultKind::Split { pick } => pick,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert!(picks.len() > 1, "each split picks its own key: {picks:?}");
 }
