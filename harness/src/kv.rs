@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use faultline_node::client::{Routing, RoutingClient};
 use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{
-    CompareAndSwapRequest, GetPartitionMapRequest, GetPartitionMapResponse, ResponseHeader,
-    ScanRequest, SplitRequest, StatusRequest, TransferLeaderRequest,
+    CompareAndSwapRequest, GetPartitionMapRequest, GetPartitionMapResponse, MergeRequest,
+    ResponseHeader, ScanRequest, SplitRequest, StatusRequest, TransferLeaderRequest,
     compare_and_swap_request::Expected,
 };
 use tonic::transport::Channel;
@@ -93,6 +93,9 @@ enum KvOp {
     /// Split the range holding KEY at KEY: keys from KEY on move to a new partition on the
     /// same replicas (range partitioning). Waits until the partition map shows both.
     Split { key: String },
+    /// Merge partition ID with the range right after it (same replicas): ID keeps its id
+    /// and spans both. Waits until the partition map shows the merged range.
+    Merge { id: u64 },
 }
 
 pub async fn connect(endpoint: &str) -> anyhow::Result<KvClient<Channel>> {
@@ -142,7 +145,11 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
     let router = RoutingClient::new(vec![seed], args.routing, None, Duration::from_secs(2));
     let needs_node = matches!(
         args.op,
-        KvOp::Map { .. } | KvOp::Status { .. } | KvOp::TransferLeader { .. } | KvOp::Split { .. }
+        KvOp::Map { .. }
+            | KvOp::Status { .. }
+            | KvOp::TransferLeader { .. }
+            | KvOp::Split { .. }
+            | KvOp::Merge { .. }
     );
     let mut client = if needs_node {
         Some(connect(&args.endpoint).await?)
@@ -226,6 +233,10 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
         KvOp::Split { key } => {
             let kv = client.as_mut().expect("connected for split");
             split(kv, key.into_bytes(), timeout).await
+        }
+        KvOp::Merge { id } => {
+            let kv = client.as_mut().expect("connected for merge");
+            merge(kv, id, timeout).await
         }
         KvOp::Map { json } => client.as_mut().expect("connected for map").get_partition_map(request(GetPartitionMapRequest {}, timeout)).await.map(|r| {
             print_map(&r.into_inner(), json);
@@ -357,6 +368,56 @@ async fn split(
                 span(&left),
                 span(&right),
                 right.id,
+                timeout.as_millis()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asks for the merge (any node routes it to the left range's leader), then waits until
+/// the map shows the merged range.
+async fn merge(
+    kv: &mut KvClient<Channel>,
+    id: u64,
+    timeout: Duration,
+) -> Result<(), tonic::Status> {
+    let started = std::time::Instant::now();
+    let merged = kv
+        .merge(request(MergeRequest { partition: id }, timeout))
+        .await?
+        .into_inner()
+        .merged
+        .ok_or_else(|| tonic::Status::internal("the node's answer names no range"))?;
+    let epoch = merged.epoch.unwrap_or_default();
+    loop {
+        let map = kv
+            .get_partition_map(request(GetPartitionMapRequest {}, timeout))
+            .await?
+            .into_inner();
+        if map
+            .partitions
+            .iter()
+            .any(|p| p.id == id && p.epoch.unwrap_or_default().version >= epoch.version)
+        {
+            let end = if merged.end.is_empty() {
+                "+inf".to_string()
+            } else {
+                shown(&merged.end)
+            };
+            println!(
+                "merged: {id} [{}, {end}) v{}/c{} in {} ms",
+                shown(&merged.start),
+                epoch.version,
+                epoch.conf_version,
+                started.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(tonic::Status::deadline_exceeded(format!(
+                "the ranges merged into partition {id} (v{}), but the map does not show it after {} ms",
+                epoch.version,
                 timeout.as_millis()
             )));
         }

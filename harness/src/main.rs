@@ -67,7 +67,7 @@ struct RunArgs {
     /// Open-loop rate in operations per second over all clients (default: the workload's, or closed loop).
     #[arg(long, value_name = "OPS_PER_S")]
     rate: Option<f64>,
-    /// Faults to inject, comma-separated: kill, pause, partition, loss, corrupt-wal, clock, restart-voter, diverge-leader, split; or none.
+    /// Faults to inject, comma-separated: kill, pause, partition, loss, corrupt-wal, clock, restart-voter, diverge-leader, split, merge; or none.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     nemesis: Option<Vec<String>>,
     /// Seconds between the starts of two faults (overrides the workload file).
@@ -120,6 +120,8 @@ const NEMESIS_HELP: &str =
                applies entries no quorum agreed on
   split        (--partitioning range) split the range holding one of the workload's keys
                at that key, through any node; the new range stays
+  merge        (--partitioning range) merge a range with the one after it, through any
+               node: the right range freezes, then joins the left one
 restart-voter and diverge-leader wait on the nodes' status for each step and report
 whether they reached the condition they exist for (\"precondition not reached\" if not).
 partition, loss, restart-voter and diverge-leader need iptables (apt-get install iptables); the others

@@ -59,8 +59,9 @@ pub struct Nemesis {
     pub leaders: Arc<Leaders>,
     /// What diverge-leader set up, until it heals.
     pub diverged: std::sync::Mutex<Option<Diverged>>,
-    /// Keys `split` may split at: the workload's own, so that both halves see traffic.
-    pub split_keys: Vec<Vec<u8>>,
+    /// Keys `split` may split at, asked when the fault starts: the workload's own, where
+    /// its traffic is now, so that both halves see it.
+    pub split_keys: Arc<dyn Fn() -> Vec<Vec<u8>> + Send + Sync>,
 }
 
 /// Whether a schedule steps clocks: the nodes must serve the fault-injection service.
@@ -314,6 +315,7 @@ impl Nemesis {
                 detail
             }
             FaultKind::Split { pick } => self.split(*pick).await?,
+            FaultKind::Merge { pick } => self.merge(*pick).await?,
         };
         self.record("start", fault.name(), json!(detail));
         Ok((detail, precondition))
@@ -347,10 +349,70 @@ impl Nemesis {
             FaultKind::DivergeLeader => last_word = crate::diverge_leader::end(self).await?,
             FaultKind::Clock { .. } => self.reset_clocks().await?,
             // A split is not undone: the new range is the cluster's shape from now on.
-            FaultKind::Split { .. } => {}
+            FaultKind::Split { .. } | FaultKind::Merge { .. } => {}
         }
         self.record("stop", fault.name(), json!(null));
         Ok(last_word)
+    }
+
+    /// Merges a range with the one after it, through a running node.
+    async fn merge(&self, pick: u64) -> anyhow::Result<String> {
+        use faultline_node::proto::kv::{GetPartitionMapRequest, MergeRequest};
+        let mut kv = self.any_node(pick).await?;
+        let map = kv
+            .get_partition_map(GetPartitionMapRequest {})
+            .await
+            .context("cannot read the partition map")?
+            .into_inner();
+        anyhow::ensure!(
+            map.partitions.iter().all(|p| p.bucket_count == 0),
+            "merge needs range partitioning (--partitioning range)"
+        );
+        let mut candidates: Vec<_> = map
+            .partitions
+            .iter()
+            .filter(|p| !p.end.is_empty())
+            .collect();
+        candidates.sort_by(|a, b| a.start.cmp(&b.start));
+        anyhow::ensure!(!candidates.is_empty(), "one range only: nothing to merge");
+        let left = candidates[((pick >> 8) % candidates.len() as u64) as usize];
+        let merged = kv
+            .merge(MergeRequest { partition: left.id })
+            .await
+            .with_context(|| format!("merge of partition {}", left.id))?
+            .into_inner()
+            .merged
+            .unwrap_or_default();
+        let end = if merged.end.is_empty() {
+            "+inf".to_string()
+        } else {
+            String::from_utf8_lossy(&merged.end).into_owned()
+        };
+        Ok(format!(
+            "partition {} with the range after it: now [{}, {end})",
+            left.id,
+            String::from_utf8_lossy(&merged.start)
+        ))
+    }
+
+    /// A client of a running node, chosen by `pick`.
+    async fn any_node(
+        &self,
+        pick: u64,
+    ) -> anyhow::Result<faultline_node::proto::kv::kv_client::KvClient<tonic::transport::Channel>>
+    {
+        let running = self.cluster.lock().await.running();
+        anyhow::ensure!(!running.is_empty(), "no node is running to ask");
+        let (_, addr) = running[(pick % running.len() as u64) as usize];
+        let endpoint = faultline_node::server::transport::node_endpoint(
+            addr,
+            None,
+            std::time::Duration::from_millis(500),
+        )
+        .timeout(std::time::Duration::from_secs(3));
+        Ok(faultline_node::proto::kv::kv_client::KvClient::new(
+            endpoint.connect_lazy(),
+        ))
     }
 
     /// Splits the range holding one of `split_keys` at it, through a running node (which
@@ -376,8 +438,8 @@ impl Nemesis {
             map.partitions.iter().all(|p| p.bucket_count == 0),
             "split needs range partitioning (--partitioning range)"
         );
-        let candidates: Vec<&Vec<u8>> = self
-            .split_keys
+        let keys = (self.split_keys)();
+        let candidates: Vec<&Vec<u8>> = keys
             .iter()
             .filter(|k| !map.partitions.iter().any(|p| &p.start == *k))
             .collect();

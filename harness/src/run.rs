@@ -575,11 +575,17 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         link_delay: std::sync::Mutex::new(None),
         leaders: leaders.clone(),
         diverged: std::sync::Mutex::new(None),
-        split_keys: Generator::new(&workload, 0)
-            .split_candidates()
-            .into_iter()
-            .map(String::into_bytes)
-            .collect(),
+        split_keys: {
+            let shared = shared.clone();
+            Arc::new(move || {
+                let generator = shared.generator.lock().unwrap_or_else(|e| e.into_inner());
+                generator
+                    .split_candidates()
+                    .into_iter()
+                    .map(String::into_bytes)
+                    .collect()
+            })
+        },
     });
     let nemesis_task = {
         let (nemesis, stop) = (nemesis.clone(), stop.clone());

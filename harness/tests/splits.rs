@@ -335,3 +335,109 @@ async fn a_bad_split_is_refused_naming_the_problem_and_changes_nothing() {
         refused.message()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_joins_two_ranges_that_serve_every_key_and_survive_a_restart() {
+    use faultline_node::proto::kv::MergeRequest;
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut cluster = start(
+        root.path(),
+        &[
+            "--partitions",
+            "2",
+            "--partitioning",
+            "range",
+            "--split-at",
+            "m",
+        ],
+    );
+    wait_for_leaders(&cluster, 3, Duration::from_secs(30)).await;
+    let direct = router(&cluster, Routing::Direct, 1);
+    let mut written = BTreeMap::new();
+    for i in 0..30 {
+        let k = if i % 2 == 0 {
+            key(i)
+        } else {
+            format!("z{i:03}").into_bytes()
+        };
+        let value = format!("v{i}").into_bytes();
+        direct
+            .put(k.clone(), value.clone(), None, Duration::from_secs(10))
+            .await
+            .expect("put");
+        written.insert(k, value);
+    }
+    let before = map_of(&cluster, 1).await;
+    let left = before
+        .iter()
+        .find(|p| p.start.is_empty())
+        .expect("first")
+        .clone();
+    let right = before
+        .iter()
+        .find(|p| p.start == b"m")
+        .expect("second")
+        .clone();
+    // The last range has nothing after it.
+    let last = client(&cluster, 2)
+        .merge(MergeRequest {
+            partition: right.id,
+        })
+        .await
+        .expect_err("nothing after the last range");
+    assert_eq!(last.code(), tonic::Code::InvalidArgument);
+    assert!(last.message().contains("last range"), "{}", last.message());
+
+    let merged = client(&cluster, 3)
+        .merge(MergeRequest { partition: left.id })
+        .await
+        .expect("merge")
+        .into_inner()
+        .merged
+        .expect("merged range");
+    assert_eq!(merged.id, left.id);
+    assert!(
+        merged.start.is_empty() && merged.end.is_empty(),
+        "{merged:?}"
+    );
+    let versions = [left.epoch, right.epoch].map(|e| e.unwrap_or_default().version);
+    assert_eq!(
+        merged.epoch.unwrap_or_default().version,
+        versions[0].max(versions[1]) + 1
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while map_of(&cluster, 2).await.len() != 1 {
+        assert!(Instant::now() < deadline, "the map never showed one range");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    read_all(&direct, &written).await;
+    for via in [1, 2, 3] {
+        read_all(&router(&cluster, Routing::Node, via), &written).await;
+    }
+    direct
+        .put(
+            b"z999".to_vec(),
+            b"after".to_vec(),
+            None,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("a write to a moved key");
+    written.insert(b"z999".to_vec(), b"after".to_vec());
+
+    // No node hosts the merged-away group any more, and none brings it back on restart.
+    for id in [1, 2, 3] {
+        cluster.kill(id).expect("kill");
+    }
+    cluster.start_all().expect("restart");
+    wait_for_leaders(&cluster, 2, Duration::from_secs(30)).await;
+    for (_, addr) in cluster.running() {
+        let groups = status_all_groups(addr).await.expect("status").groups;
+        assert!(
+            groups.iter().all(|g| g.group_id != right.id),
+            "group {} came back: {groups:?}",
+            right.id
+        );
+    }
+    read_all(&router(&cluster, Routing::Direct, 3), &written).await;
+}

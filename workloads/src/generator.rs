@@ -382,12 +382,14 @@ impl Generator {
         splits
     }
 
-    /// Keys the `split` fault may split at: the workload's keys, or for the set workload
-    /// the keys of elements 100, 200, ... 50,000 (elements are added in order, a few
-    /// thousand a second).
+    /// Keys the `split` fault may split at, now: the workload's keys, or for the set
+    /// workload the keys of the last 2,000 elements handed out (every 10th), so that the
+    /// split lands where adds are going and the new range takes them over at once.
     pub fn split_candidates(&self) -> Vec<String> {
         if self.set {
-            return (1..=500).map(|i| set_element_key(100 * i)).collect();
+            let newest = self.next_value.saturating_sub(1);
+            let oldest = newest.saturating_sub(2_000).max(1);
+            return (oldest..=newest).step_by(10).map(set_element_key).collect();
         }
         let mut keys: Vec<String> = self.keys().collect();
         keys.sort();

@@ -115,6 +115,12 @@ pub enum FaultKind {
         /// Seeded; the key is `keys[pick % keys.len()]`.
         pick: u64,
     },
+    /// Merge a range with the one after it; `pick` chooses the range among those that
+    /// have one after them, when the fault starts.
+    Merge {
+        /// Seeded.
+        pick: u64,
+    },
 }
 
 impl FaultKind {
@@ -130,6 +136,7 @@ impl FaultKind {
             FaultKind::RestartVoter => "restart-voter",
             FaultKind::DivergeLeader => "diverge-leader",
             FaultKind::Split { .. } => "split",
+            FaultKind::Merge { .. } => "merge",
         }
     }
 
@@ -390,6 +397,7 @@ fn choose_fault(
         FaultName::RestartVoter => FaultKind::RestartVoter,
         FaultName::DivergeLeader => FaultKind::DivergeLeader,
         FaultName::Split => FaultKind::Split { pick: rng.random() },
+        FaultName::Merge => FaultKind::Merge { pick: rng.random() },
         FaultName::CorruptWal => FaultKind::CorruptWal {
             target: Target::Random(random_node(rng)),
             mode: if rng.random_bool(0.5) {

@@ -280,6 +280,8 @@ pub enum FaultName {
     /// Split a range at a key of the workload's inside it (range partitioning). The new
     /// range stays: there is nothing to heal.
     Split,
+    /// Merge a range with the one after it (range partitioning). Nothing to heal either.
+    Merge,
 }
 
 /// A partition shape, as named in YAML.

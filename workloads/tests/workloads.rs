@@ -584,7 +584,8 @@ fn nemesis_uses_only_configured_faults_shapes_and_targets() {
             FaultKind::Pause { .. }
             | FaultKind::RestartVoter
             | FaultKind::DivergeLeader
-            | FaultKind::Split { .. } => {
+            | FaultKind::Split { .. }
+            | FaultKind::Merge { .. } => {
                 panic!("{} is not configured", fault.fault.name())
             }
         }

@@ -15,7 +15,10 @@ use super::descriptor::{KeySpan, RangeDescriptor, RangeEpoch};
 use super::epoch::{EpochCommand, matches};
 use super::hashing::stable_hash;
 use super::map::Load;
-use crate::proto::raft::{ApplyResult, Command, Split, StoreSnapshot, command::Op};
+use crate::proto::raft::{
+    ApplyResult, Command, CommitMerge, MergeTarget, PrepareMerge, RollbackMerge, Split,
+    StoreSnapshot, command::Op,
+};
 use crate::store::KvStore;
 
 /// Seeded bugs of this state machine, off unless `--unsafe-seeded-bug` names them.
@@ -37,6 +40,9 @@ pub struct DataRange {
     /// The range the last split made, named in refusals so that a sender can route the
     /// moved keys without asking the map (which learns of the split later).
     split_off: Vec<RangeDescriptor>,
+    /// Frozen for a merge into this range (id, and the epoch the merge was planned at):
+    /// nothing is served or applied until the merge commits or is rolled back.
+    merging: Option<(u64, RangeEpoch)>,
 }
 
 /// What applying one entry did.
@@ -49,12 +55,22 @@ pub enum Applied {
         result: ApplyResult,
         right: Box<DataRange>,
     },
+    /// The range froze for a merge: its state is final.
+    Frozen(ApplyResult),
+    /// Range `source` joined this one; its group is to go.
+    Merged {
+        result: ApplyResult,
+        source: u64,
+    },
 }
 
 impl Applied {
     pub fn result(&self) -> &ApplyResult {
         match self {
-            Applied::Done(result) | Applied::Split { result, .. } => result,
+            Applied::Done(result)
+            | Applied::Split { result, .. }
+            | Applied::Frozen(result)
+            | Applied::Merged { result, .. } => result,
         }
     }
 }
@@ -68,6 +84,7 @@ impl DataRange {
             descriptor: Some(descriptor),
             store: KvStore::default(),
             split_off: Vec::new(),
+            merging: None,
         }
     }
 
@@ -85,6 +102,11 @@ impl DataRange {
         &self.store
     }
 
+    /// The range this one is frozen to merge into, and the epoch that merge was planned at.
+    pub fn merging(&self) -> Option<(u64, RangeEpoch)> {
+        self.merging
+    }
+
     /// What a refusal tells the sender: this range as it is now, and the range its last
     /// split made.
     pub fn current(&self) -> Vec<RangeDescriptor> {
@@ -99,6 +121,9 @@ impl DataRange {
     pub fn check_key(&self, key: &[u8], bugs: RangeBugs) -> Result<(), Vec<RangeDescriptor>> {
         match &self.descriptor {
             _ if bugs.skip_epoch_check => Ok(()),
+            // Frozen: the sender is told the range as it is, which it knows; it waits and
+            // asks again, and finds the merged range once the map has it.
+            Some(_) if self.merging.is_some() => Err(self.current()),
             Some(descriptor) if descriptor.contains(key) => Ok(()),
             _ => Err(self.current()),
         }
@@ -117,6 +142,9 @@ impl DataRange {
         };
         if bugs.skip_epoch_check {
             return Ok(());
+        }
+        if self.merging.is_some() {
+            return Err(self.current());
         }
         match &descriptor.span {
             KeySpan::Bucket { .. } => Ok(()),
@@ -148,7 +176,11 @@ impl DataRange {
     ) -> Applied {
         let key = match &command.op {
             None => return Applied::Done(ApplyResult::default()),
-            Some(Op::Split(split)) => return self.split(index, split),
+            Some(Op::Split(split)) if self.merging.is_none() => return self.split(index, split),
+            Some(Op::Split(_)) => return Applied::Done(refused(&self.current())),
+            Some(Op::PrepareMerge(prepare)) => return self.prepare_merge(index, prepare),
+            Some(Op::CommitMerge(commit)) => return self.commit_merge(index, commit),
+            Some(Op::RollbackMerge(rollback)) => return self.rollback_merge(index, rollback),
             Some(Op::Put(put)) => &put.key,
             Some(Op::Delete(delete)) => &delete.key,
             Some(Op::CompareAndSwap(cas)) => &cas.key,
@@ -219,7 +251,99 @@ impl DataRange {
                 descriptor: Some(right),
                 store: right_store,
                 split_off: Vec::new(),
+                merging: None,
             }),
+        }
+    }
+
+    fn prepare_merge(&mut self, index: u64, prepare: &PrepareMerge) -> Applied {
+        let Some(descriptor) = &self.descriptor else {
+            return Applied::Done(refused(&[]));
+        };
+        let target = (prepare.into, epoch_of(prepare.into_planned));
+        // Asked again for the merge it is frozen for (a retried `merge`): the same answer.
+        if self.merging == Some(target) {
+            return Applied::Frozen(succeeded(index));
+        }
+        if self.merging.is_some()
+            || !matches(
+                EpochCommand::Merge,
+                epoch_of(prepare.planned),
+                descriptor.epoch,
+            )
+            || !matches!(descriptor.span, KeySpan::Range { .. })
+            || prepare.into == descriptor.id
+        {
+            return Applied::Done(refused(&self.current()));
+        }
+        self.merging = Some(target);
+        Applied::Frozen(succeeded(index))
+    }
+
+    fn commit_merge(&mut self, index: u64, commit: &CommitMerge) -> Applied {
+        let (Some(descriptor), false) = (&self.descriptor, self.merging.is_some()) else {
+            return Applied::Done(refused(&self.current()));
+        };
+        let source = match commit.source.as_ref().map(from_wire) {
+            Some(Ok((source, _))) => source,
+            _ => return Applied::Done(refused(&self.current())),
+        };
+        let (
+            KeySpan::Range { start, end },
+            KeySpan::Range {
+                start: s_start,
+                end: s_end,
+            },
+        ) = (&descriptor.span, &source.span)
+        else {
+            return Applied::Done(refused(&self.current()));
+        };
+        let mut ours = descriptor.replicas.clone();
+        let mut theirs = source.replicas.clone();
+        ours.sort_unstable();
+        theirs.sort_unstable();
+        let adjacent = !end.is_empty() && end == s_start;
+        if !matches(
+            EpochCommand::Merge,
+            epoch_of(commit.planned),
+            descriptor.epoch,
+        ) || !adjacent
+            || ours != theirs
+        {
+            return Applied::Done(refused(&self.current()));
+        }
+        let Ok(frozen) = DataRange::restore(&commit.source_state, None) else {
+            return Applied::Done(refused(&self.current()));
+        };
+        let mut merged = descriptor.clone();
+        merged.span = KeySpan::Range {
+            start: start.clone(),
+            end: s_end.clone(),
+        };
+        // Above both halves' versions: a descriptor from before the merge, of either half,
+        // is stale against it, and no later state reuses an older one (the ABA guard).
+        merged.epoch.version = descriptor.epoch.version.max(source.epoch.version) + 1;
+        self.store.absorb(frozen.store);
+        self.descriptor = Some(merged.clone());
+        self.split_off.clear();
+        let mut result = succeeded(index);
+        result.merged = Some(wire(&merged));
+        Applied::Merged {
+            result,
+            source: source.id,
+        }
+    }
+
+    fn rollback_merge(&mut self, index: u64, rollback: &RollbackMerge) -> Applied {
+        match &mut self.descriptor {
+            Some(descriptor)
+                if self.merging.is_some() && epoch_of(rollback.planned) == descriptor.epoch =>
+            {
+                self.merging = None;
+                descriptor.epoch.version += 1;
+                Applied::Done(succeeded(index))
+            }
+            _ => Applied::Done(refused(&self.current())),
         }
     }
 
@@ -238,6 +362,13 @@ impl DataRange {
         let mut snapshot = self.store.to_proto();
         snapshot.range = self.descriptor.as_ref().map(wire);
         snapshot.split_off = self.split_off.iter().map(wire).collect();
+        snapshot.merging = self.merging.map(|(into, planned)| MergeTarget {
+            into,
+            into_planned: Some(crate::proto::kv::RangeEpoch {
+                version: planned.version,
+                conf_version: planned.conf_version,
+            }),
+        });
         snapshot.encode_to_vec()
     }
 
@@ -255,12 +386,17 @@ impl DataRange {
             .iter()
             .map(|w| from_wire(w).map(|(d, _)| d))
             .collect::<Result<_, _>>()?;
+        let merging = snapshot
+            .merging
+            .as_ref()
+            .map(|m| (m.into, epoch_of(m.into_planned)));
         let store = KvStore::from_proto(snapshot)
             .map_err(|e| format!("snapshot's sessions do not decode: {e}"))?;
         Ok(DataRange {
             descriptor,
             store,
             split_off,
+            merging,
         })
     }
 }
@@ -272,6 +408,22 @@ fn wire(descriptor: &RangeDescriptor) -> crate::proto::kv::PartitionDescriptor {
     descriptor.leader = None;
     descriptor.leader_term = 0;
     to_wire(&descriptor, Load::default())
+}
+
+fn epoch_of(wire: Option<crate::proto::kv::RangeEpoch>) -> RangeEpoch {
+    let wire = wire.unwrap_or_default();
+    RangeEpoch {
+        version: wire.version,
+        conf_version: wire.conf_version,
+    }
+}
+
+fn succeeded(index: u64) -> ApplyResult {
+    ApplyResult {
+        succeeded: true,
+        revision: index,
+        ..Default::default()
+    }
 }
 
 fn refused(current: &[RangeDescriptor]) -> ApplyResult {
@@ -331,7 +483,7 @@ mod tests {
     fn split_apart(range: &mut DataRange, index: u64, command: &Command) -> DataRange {
         match range.apply(index, command, false, RangeBugs::default()) {
             Applied::Split { right, .. } => *right,
-            Applied::Done(result) => panic!("not split: {result:?}"),
+            other => panic!("not split: {other:?}"),
         }
     }
 
@@ -403,10 +555,129 @@ mod tests {
                 RangeBugs::default(),
             ) {
                 Applied::Done(result) => assert_eq!(result.epoch_not_match.len(), 1),
-                Applied::Split { .. } => panic!("split at {key} v{version}/c{conf_version}"),
+                other => panic!("split at {key} v{version}/c{conf_version}: {other:?}"),
             }
             assert_eq!(r, before);
         }
+    }
+
+    fn prepare(into: u64, planned: RangeEpoch, into_planned: RangeEpoch) -> Command {
+        let wire = |e: RangeEpoch| kv::RangeEpoch {
+            version: e.version,
+            conf_version: e.conf_version,
+        };
+        Command {
+            op: Some(Op::PrepareMerge(PrepareMerge {
+                planned: Some(wire(planned)),
+                into,
+                into_planned: Some(wire(into_planned)),
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn commit(source: &DataRange, planned: RangeEpoch) -> Command {
+        Command {
+            op: Some(Op::CommitMerge(CommitMerge {
+                source: source.descriptor().map(wire),
+                source_state: source.snapshot(),
+                planned: Some(kv::RangeEpoch {
+                    version: planned.version,
+                    conf_version: planned.conf_version,
+                }),
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_merge_freezes_the_right_range_then_the_left_spans_both_at_a_newer_version() {
+        let ok = RangeBugs::default();
+        let mut left = range();
+        for (i, key) in ["c", "h", "k"].iter().enumerate() {
+            left.apply(i as u64 + 1, &put(key), false, ok);
+        }
+        let mut right = split_apart(&mut left, 4, &split("g", 7, 3, 2));
+        let (l_epoch, r_epoch) = (
+            left.descriptor().unwrap().epoch,
+            right.descriptor().unwrap().epoch,
+        );
+        right.apply(5, &put("i"), false, ok);
+        assert!(matches!(
+            right.apply(6, &prepare(1, r_epoch, l_epoch), false, ok),
+            Applied::Frozen(_)
+        ));
+        // Frozen: nothing served or applied, and asking again is answered the same.
+        assert!(right.check_key(b"h", ok).is_err());
+        assert!(!right.apply(7, &put("j"), false, ok).result().succeeded);
+        assert!(matches!(
+            right.apply(8, &prepare(1, r_epoch, l_epoch), false, ok),
+            Applied::Frozen(_)
+        ));
+        // A commit planned at another epoch, or of a range not next to this one, is refused.
+        let stale = RangeEpoch {
+            version: 1,
+            ..l_epoch
+        };
+        assert!(
+            !left
+                .apply(5, &commit(&right, stale), false, ok)
+                .result()
+                .succeeded
+        );
+        let mut far = range();
+        far.apply(1, &split("d", 9, 3, 2), false, ok);
+        assert!(
+            !far.apply(
+                2,
+                &commit(&right, far.descriptor().unwrap().epoch),
+                false,
+                ok
+            )
+            .result()
+            .succeeded
+        );
+
+        match left.apply(6, &commit(&right, l_epoch), false, ok) {
+            Applied::Merged { result, source } => {
+                assert_eq!(source, 7);
+                assert!(result.merged.is_some());
+            }
+            other => panic!("not merged: {other:?}"),
+        }
+        let merged = left.descriptor().unwrap();
+        assert_eq!(merged.span.to_string(), r#"["b", "m")"#);
+        assert_eq!(
+            merged.epoch.version,
+            l_epoch.version.max(r_epoch.version) + 1
+        );
+        for key in ["c", "h", "i", "k"] {
+            assert!(left.store().get(key.as_bytes()).is_some(), "{key}");
+        }
+        assert!(left.store().get(b"j").is_none(), "refused while frozen");
+        assert!(left.check_key(b"k", ok).is_ok());
+    }
+
+    #[test]
+    fn a_rolled_back_merge_serves_again_at_a_newer_version() {
+        let ok = RangeBugs::default();
+        let mut r = range();
+        let epoch = r.descriptor().unwrap().epoch;
+        r.apply(1, &prepare(9, epoch, RangeEpoch::default()), false, ok);
+        assert!(r.check_key(b"c", ok).is_err());
+        let rollback = Command {
+            op: Some(Op::RollbackMerge(RollbackMerge {
+                planned: Some(kv::RangeEpoch {
+                    version: epoch.version,
+                    conf_version: epoch.conf_version,
+                }),
+            })),
+            ..Default::default()
+        };
+        assert!(r.apply(2, &rollback, false, ok).result().succeeded);
+        assert!(r.check_key(b"c", ok).is_ok());
+        assert_eq!(r.descriptor().unwrap().epoch.version, epoch.version + 1);
+        assert_eq!(DataRange::restore(&r.snapshot(), None).unwrap(), r);
     }
 
     #[test]

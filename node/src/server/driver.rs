@@ -62,7 +62,7 @@ const DIGESTS_KEPT_MIN: usize = 1_024;
 
 pub enum WriteOutcome {
     /// Applied, or refused by the range at apply time (`epoch_not_match` set: not applied).
-    Applied(ApplyResult),
+    Applied(Box<ApplyResult>),
     NotLeader(Option<u64>),
     /// Another leader's entry took the proposal's index: it was not applied.
     Superseded,
@@ -576,6 +576,36 @@ impl Driver {
                 group.idle_ticks = 0;
             }
             group.core.tick();
+            if group.core.role() == Role::Leader
+                && now.is_multiple_of(MAP_BEHIND_CHECK_TICKS)
+                && let Machine::Data(range) = &group.machine
+                && let (Some((into, planned)), Some(own)) = (range.merging(), range.descriptor())
+                && map.get(into).is_some_and(|target| {
+                    !target.epoch.is_stale_against(&planned)
+                        && target.epoch != planned
+                        && !target.span.overlaps(&own.span)
+                })
+            {
+                // The target moved on without this range (its epoch changed, so the commit
+                // planned against the old one can never apply): serve again.
+                let rollback = Command {
+                    op: Some(crate::proto::raft::command::Op::RollbackMerge(
+                        crate::proto::raft::RollbackMerge {
+                            planned: Some(crate::proto::kv::RangeEpoch {
+                                version: own.epoch.version,
+                                conf_version: own.epoch.conf_version,
+                            }),
+                        },
+                    )),
+                    ..Default::default()
+                };
+                tracing::info!(
+                    group = id,
+                    into,
+                    "rolling back a merge whose target moved on"
+                );
+                let _ = group.core.propose(rollback.encode_to_vec());
+            }
             if id != CORE_GROUP && group.core.role() == Role::Leader {
                 group.ticks_since_report += 1;
                 let changed_term = group.reported_term != group.core.term();
@@ -686,7 +716,7 @@ impl Driver {
                                 .clone(),
                             Machine::Core(_) => ApplyResult::default(),
                         };
-                        let _ = reply.send(WriteOutcome::Applied(result));
+                        let _ = reply.send(WriteOutcome::Applied(Box::new(result)));
                     }
                     Ok((index, term)) => {
                         g.pending_writes.insert(index, (term, reply));
@@ -874,8 +904,12 @@ impl Driver {
             // One fdatasync for every group's records of this round.
             self.durable.sync()?;
             for (id, ready, acknowledgements) in staged {
+                // A merge applied earlier in this round may have retired the group: what
+                // it staged is moot (its range lives on in the merged one).
+                let Some(group) = self.groups.get_mut(&id) else {
+                    continue;
+                };
                 self.transport.send(acknowledgements.into_iter());
-                let group = self.groups.get_mut(&id).expect("staged above");
                 group.core.advance();
                 self.apply(id, ready)?;
             }
@@ -892,6 +926,7 @@ impl Driver {
         let group = self.groups.get_mut(&id).expect("applying a known group");
         let mut map_changed = false;
         let mut splits = Vec::new();
+        let mut merged_away = Vec::new();
         if let Some(snapshot) = &ready.snapshot {
             group.machine.restore(&snapshot.data)?;
             group.applied_index = snapshot.meta.last_included_index;
@@ -930,6 +965,29 @@ impl Driver {
                                 splits.push((*right, entry.index, entry.term));
                                 result
                             }
+                            Applied::Frozen(mut result) => {
+                                // Only the proposer carries the state on; it alone waits.
+                                if group.pending_writes.contains_key(&entry.index) {
+                                    result.merge_state = range.snapshot();
+                                }
+                                tracing::info!(
+                                    group = id,
+                                    index = entry.index,
+                                    "range frozen for a merge"
+                                );
+                                result
+                            }
+                            Applied::Merged { result, source } => {
+                                tracing::info!(
+                                    group = id,
+                                    index = entry.index,
+                                    source,
+                                    span = %range.descriptor().map(|d| d.span.to_string()).unwrap_or_default(),
+                                    "range merged"
+                                );
+                                merged_away.push(source);
+                                result
+                            }
                         }
                     }
                     Machine::Core(core) => match core.apply(&entry.data) {
@@ -953,7 +1011,7 @@ impl Driver {
             group.remember_digest();
             if let Some((term, reply)) = group.pending_writes.remove(&entry.index) {
                 let outcome = if term == entry.term {
-                    WriteOutcome::Applied(result)
+                    WriteOutcome::Applied(Box::new(result))
                 } else {
                     WriteOutcome::Superseded
                 };
@@ -984,6 +1042,9 @@ impl Driver {
         for (right, index, entry_term) in splits {
             self.start_split_group(id, right, index, entry_term, leads)?;
         }
+        for source in merged_away {
+            self.retire_group(source)?;
+        }
         if leads
             && !self.groups[&id].descriptor().is_some_and(|d| {
                 self.map
@@ -998,6 +1059,22 @@ impl Driver {
             self.report(id, term, load);
         }
         self.maybe_snapshot(id)
+    }
+
+    /// Stops hosting a group whose range a merge took into another: its tombstone is
+    /// written first, so that a restart never brings it back. Requests still waiting on it
+    /// are dropped (their entries will not apply here any more).
+    fn retire_group(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.groups.remove(&id).is_none() {
+            return Ok(());
+        }
+        self.durable.tombstone(id)?;
+        self.views
+            .write()
+            .expect("no thread panics holding the views")
+            .remove(&id);
+        tracing::info!(group = id, "retired: a merge took its range");
+        Ok(())
     }
 
     /// Hosts the group a split of `parent` made, at the split entry's index: every replica

@@ -10,7 +10,7 @@
 //! [`Durable::checkpoint`] (after a snapshot, once the WAL has grown past
 //! `checkpoint_bytes`) starts the WAL afresh with what every group still needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use prost::Message as _;
@@ -40,10 +40,16 @@ pub struct Durable {
 
 pub struct Recovered {
     pub durable: Durable,
-    /// Every group that has anything on disk.
+    /// Every group that has anything on disk, but those retired.
     pub groups: BTreeMap<u64, PersistedState>,
+    /// Groups this node hosted and retired (a merge took their range): never hosted again,
+    /// whatever the layout or the WAL says.
+    pub tombstones: BTreeSet<u64>,
     pub torn_tail: Option<TornTail>,
 }
+
+/// The file that lists retired groups.
+const TOMBSTONES_FILE: &str = "tombstones";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -64,6 +70,13 @@ struct Replayed {
     entries: Vec<Entry>,
     /// Where the group's first surviving record is, for errors.
     first_record: usize,
+}
+
+fn invalid(path: &Path, reason: String) -> RecoveryError {
+    RecoveryError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    }
 }
 
 /// The file name of a group's snapshot.
@@ -123,6 +136,10 @@ impl Durable {
         for group in snapshot_groups(&snapshot_dir)? {
             replayed.entry(group).or_default();
         }
+        // A retired group's records stay in the WAL until a checkpoint, without the
+        // snapshot they continue: they are not checked, only dropped.
+        let tombstones = read_tombstones(data_dir)?;
+        replayed.retain(|id, _| !tombstones.contains(id));
         let mut groups = BTreeMap::new();
         for (id, group) in replayed {
             let snapshot = read_snapshot(&snapshot_dir, id)?;
@@ -161,8 +178,25 @@ impl Durable {
         Ok(Recovered {
             durable,
             groups,
+            tombstones,
             torn_tail: replay.torn_tail,
         })
+    }
+
+    /// Retires `group` for good: it joins the tombstone list (written atomically, before
+    /// anything else can happen), and its snapshot file goes. Its WAL records stay until the
+    /// next checkpoint, which keeps only hosted groups', and are ignored meanwhile.
+    pub fn tombstone(&mut self, group: u64) -> Result<(), RecoveryError> {
+        let mut tombstones = read_tombstones(&self.dir)?;
+        tombstones.insert(group);
+        let text: String = tombstones.iter().map(|id| format!("{id}\n")).collect();
+        snapshot_file::write_atomic(&self.dir, TOMBSTONES_FILE, text.as_bytes())?;
+        let snapshot = self.dir.join(SNAPSHOT_DIR).join(snapshot_name(group));
+        match std::fs::remove_file(&snapshot) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(invalid(&snapshot, format!("cannot remove it: {e}"))),
+        }
     }
 
     /// Step 1 of a group's `Ready` contract, without the fsync: the snapshot file (synced
@@ -300,6 +334,24 @@ fn read_snapshot(dir: &Path, group: u64) -> Result<Option<Snapshot>, RecoveryErr
     }))
 }
 
+fn read_tombstones(data_dir: &Path) -> Result<BTreeSet<u64>, RecoveryError> {
+    let Some(bytes) = snapshot_file::read(data_dir, TOMBSTONES_FILE)? else {
+        return Ok(BTreeSet::new());
+    };
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            line.trim().parse().map_err(|_| {
+                invalid(
+                    &data_dir.join(TOMBSTONES_FILE),
+                    format!("{line:?} is not a group id"),
+                )
+            })
+        })
+        .collect()
+}
+
 /// The groups that have a snapshot file in `dir`.
 fn snapshot_groups(dir: &Path) -> Result<Vec<u64>, RecoveryError> {
     let entries = std::fs::read_dir(dir).map_err(|e| RecoveryError::Invalid {
@@ -393,6 +445,51 @@ mod tests {
         assert_eq!(recovered.groups[&7].entries[3].data, b"g7 new");
         assert_eq!(recovered.groups[&7].hard_state.term, 9);
         assert_eq!(recovered.groups[&1].hard_state.term, 2);
+    }
+
+    #[test]
+    fn a_retired_group_is_never_recovered_whatever_its_records_and_snapshot_say() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut durable = Durable::recover(dir.path()).unwrap().durable;
+            // Group 3 starts from a snapshot at 7 (a split's new range), then has entries.
+            let snapshot = Snapshot {
+                meta: SnapshotMeta {
+                    last_included_index: 7,
+                    last_included_term: 1,
+                    voters: vec![1, 2, 3],
+                    ..SnapshotMeta::default()
+                },
+                data: b"state of group 3 at 7".to_vec(),
+            };
+            durable
+                .write_snapshot(3, &snapshot, HardState::default())
+                .unwrap();
+            for index in 8..=9 {
+                durable
+                    .stage(3, &ready(vec![entry(1, index, "three")], 1), nothing)
+                    .unwrap();
+                durable
+                    .stage(1, &ready(vec![entry(1, index - 7, "one")], 1), nothing)
+                    .unwrap();
+                durable.sync().unwrap();
+            }
+            durable.tombstone(3).unwrap();
+        }
+        // Without its snapshot the records of group 3 would be a gap; retired, they are
+        // not looked at.
+        let recovered = Durable::recover(dir.path()).unwrap();
+        assert!(recovered.tombstones.contains(&3));
+        assert_eq!(recovered.groups.keys().copied().collect::<Vec<_>>(), [1]);
+        drop(recovered);
+        snapshot_file::write_atomic(dir.path(), TOMBSTONES_FILE, b"3\nthree\n").unwrap();
+        let error = Durable::recover(dir.path())
+            .err()
+            .expect("a bad tombstone list");
+        assert!(
+            error.to_string().contains("\"three\" is not a group id"),
+            "{error}"
+        );
     }
 
     #[test]

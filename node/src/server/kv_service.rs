@@ -45,10 +45,11 @@ use crate::proto::kv::kv_server::Kv;
 use crate::proto::kv::{
     AllocatePartitionIdRequest, AllocatePartitionIdResponse, BatchGetRequest, BatchGetResponse,
     BatchGetResult, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest, DeleteResponse,
-    GetPartitionMapRequest, GetPartitionMapResponse, GetRequest, GetResponse, NodeAddress,
-    PutRequest, PutResponse, ReportPartitionRequest, ReportPartitionResponse, ResponseHeader,
-    ScanRequest, ScanResponse, SplitRequest, SplitResponse, StatusRequest, StatusResponse,
-    TransferLeaderRequest, TransferLeaderResponse, WriteId, compare_and_swap_request,
+    GetPartitionMapRequest, GetPartitionMapResponse, GetRequest, GetResponse, MergeRequest,
+    MergeResponse, NodeAddress, PrepareMergeRequest, PrepareMergeResponse, PutRequest, PutResponse,
+    ReportPartitionRequest, ReportPartitionResponse, ResponseHeader, ScanRequest, ScanResponse,
+    SplitRequest, SplitResponse, StatusRequest, StatusResponse, TransferLeaderRequest,
+    TransferLeaderResponse, WriteId, compare_and_swap_request,
 };
 use crate::proto::raft::{
     self, ApplyResult, Command, CoreCommand, PartitionReport, command::Op,
@@ -280,7 +281,7 @@ impl KvService {
                                     "a later write of this client_id was applied already; whether this one was is no longer known",
                                 ));
                             }
-                            return Ok(Route::Local(result));
+                            return Ok(Route::Local(*result));
                         }
                         Ok(Ok(WriteOutcome::NotLeader(_))) => {
                             Self::wait_for_leader_change(
@@ -528,6 +529,13 @@ impl KvService {
                 deadline,
             )
             .await
+    }
+}
+
+fn wire_epoch(epoch: crate::partitioning::RangeEpoch) -> crate::proto::kv::RangeEpoch {
+    crate::proto::kv::RangeEpoch {
+        version: epoch.version,
+        conf_version: epoch.conf_version,
     }
 }
 
@@ -1062,6 +1070,83 @@ impl Kv for KvService {
         Ok(Response::new(response))
     }
 
+    async fn merge(
+        &self,
+        request: Request<MergeRequest>,
+    ) -> Result<Response<MergeResponse>, Status> {
+        let (deadline, routed) = (self.deadline(&request), routed_at(&request));
+        let message = request.into_inner();
+        if let Some(routed) = routed {
+            let local = self.check_routed(routed, None, EpochCommand::Merge)?;
+            return self.merge_here(local, deadline, true).await;
+        }
+        let map = self.known_map(deadline).await?;
+        let Some(left) = map.get(message.partition).cloned() else {
+            return Err(Status::not_found(format!(
+                "there is no partition {}; `faultline kv map` lists them",
+                message.partition
+            )));
+        };
+        let local = self
+            .view(left.id)
+            .and_then(|v| v.borrow().descriptor.clone());
+        if let Some(local) = local {
+            match self.merge_here(local, deadline, false).await {
+                Err(status) if self.router.correct(&status) => {}
+                done => return done,
+            }
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let (_, response) = self
+            .router
+            .call(Target::Partition(left.id), timeout, |mut c, d, left| {
+                let request = prepare(message, d.as_ref(), left);
+                async move { c.merge(request).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn prepare_merge(
+        &self,
+        request: Request<PrepareMergeRequest>,
+    ) -> Result<Response<PrepareMergeResponse>, Status> {
+        let (deadline, routed) = (self.deadline(&request), routed_at(&request));
+        let message = request.into_inner();
+        let Some(routed) = routed else {
+            return Err(Status::invalid_argument(
+                "PrepareMerge is node to node and must be routed to the range it freezes",
+            ));
+        };
+        let local = self.check_routed(routed, None, EpochCommand::Merge)?;
+        let command = Command {
+            op: Some(Op::PrepareMerge(raft::PrepareMerge {
+                planned: Some(wire_epoch(local.epoch)),
+                into: message.into,
+                into_planned: message.into_epoch,
+            })),
+            ..Default::default()
+        };
+        let result = match self.write_local(local.id, &command, deadline, true).await? {
+            Route::Local(result) => result,
+            Route::Forward(leader) => {
+                return Err(refusal(&RouteError::NotLeader {
+                    partition: local.id,
+                    hint: Some(leader),
+                }));
+            }
+        };
+        if result.merge_state.is_empty() {
+            return Err(Status::aborted(
+                "the range did not freeze for the merge; not applied, retry",
+            ));
+        }
+        Ok(Response::new(PrepareMergeResponse {
+            source: Some(to_wire(&local, Default::default())),
+            state: result.merge_state,
+        }))
+    }
+
     async fn allocate_partition_id(
         &self,
         request: Request<AllocatePartitionIdRequest>,
@@ -1173,6 +1258,92 @@ impl KvService {
         Ok(Response::new(SplitResponse {
             left: Some(left.clone()),
             right: Some(right.clone()),
+        }))
+    }
+
+    /// Merges `local` (this node's replica of the left range) with the range right after
+    /// it, if the replica leads: the right range freezes through its own log and hands
+    /// over its final state, which then joins this range through this range's log.
+    async fn merge_here(
+        &self,
+        local: RangeDescriptor,
+        deadline: Instant,
+        routed: bool,
+    ) -> Result<Response<MergeResponse>, Status> {
+        let KeySpan::Range { end, .. } = &local.span else {
+            return Err(Status::invalid_argument(
+                "merge needs range partitioning: under --partitioning hash a partition is a \
+                 hash bucket with no neighbour to merge with; nothing changed",
+            ));
+        };
+        if end.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "partition {} ({}) is the last range: there is no range after it to merge \
+                 with (merge the one before it); nothing changed",
+                local.id, local.span
+            )));
+        }
+        let leader = self.view(local.id).and_then(|v| v.borrow().leader_id);
+        if leader != Some(self.node_id) {
+            return Err(refusal(&RouteError::NotLeader {
+                partition: local.id,
+                hint: leader.filter(|_| routed || leader.is_some()),
+            }));
+        }
+        let map = self.known_map(deadline).await?;
+        let right = map.locate(end).clone();
+        let mut ours = local.replicas.clone();
+        let mut theirs = right.replicas.clone();
+        ours.sort_unstable();
+        theirs.sort_unstable();
+        if ours != theirs {
+            return Err(Status::failed_precondition(format!(
+                "partition {} is on nodes {ours:?} and partition {} after it on {theirs:?}: a \
+                 merge needs both on the same nodes (move a replica first); nothing changed",
+                local.id, right.id
+            )));
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let into_epoch = wire_epoch(local.epoch);
+        let (_, prepared) = self
+            .router
+            .call(Target::Partition(right.id), timeout, |mut c, d, left| {
+                let request = prepare(
+                    PrepareMergeRequest {
+                        into: local.id,
+                        into_epoch: Some(into_epoch),
+                    },
+                    d.as_ref(),
+                    left,
+                );
+                async move { c.prepare_merge(request).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        let command = Command {
+            op: Some(Op::CommitMerge(raft::CommitMerge {
+                source: prepared.source,
+                source_state: prepared.state,
+                planned: Some(into_epoch),
+            })),
+            ..Default::default()
+        };
+        let result = match self.write_local(local.id, &command, deadline, true).await? {
+            Route::Local(result) => result,
+            Route::Forward(leader) => {
+                return Err(refusal(&RouteError::NotLeader {
+                    partition: local.id,
+                    hint: Some(leader),
+                }));
+            }
+        };
+        let Some(merged) = result.merged else {
+            return Err(Status::aborted(
+                "the range changed before the merge applied; not applied (the frozen range \
+                 rolls back once it sees the change), retry",
+            ));
+        };
+        Ok(Response::new(MergeResponse {
+            merged: Some(merged),
         }))
     }
 

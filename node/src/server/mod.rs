@@ -225,7 +225,9 @@ pub async fn run(
         ));
     }
     for descriptor in initial_map.descriptors() {
-        if descriptor.replicas.contains(&config.id) {
+        if descriptor.replicas.contains(&config.id)
+            && !recovered.tombstones.contains(&descriptor.id)
+        {
             hosted.push(group_of(
                 descriptor.id,
                 descriptor.replicas.clone(),

@@ -110,8 +110,11 @@ impl KvStore {
 
     fn execute(&mut self, index: u64, command: &Command) -> ApplyResult {
         match &command.op {
-            // A split changes the range, not the keys: `DataRange` applies it.
-            None | Some(Op::Split(_)) => ApplyResult::default(),
+            // Splits and merges change the range: `DataRange` applies them.
+            None
+            | Some(
+                Op::Split(_) | Op::PrepareMerge(_) | Op::CommitMerge(_) | Op::RollbackMerge(_),
+            ) => ApplyResult::default(),
             Some(Op::Put(put)) => {
                 self.set(&put.key, Some((put.value.clone(), index)));
                 ApplyResult {
@@ -175,6 +178,22 @@ impl KvStore {
         right.digest = right.full_digest();
         self.digest = self.full_digest();
         right
+    }
+
+    /// Takes in the keys of `other`, a range next to this one (a merge: no key is in
+    /// both). A client's session keeps the later of its two sequences.
+    pub fn absorb(&mut self, other: KvStore) {
+        self.data.extend(other.data);
+        for (client, (sequence, result)) in other.sessions {
+            let newer = self
+                .sessions
+                .get(&client)
+                .is_none_or(|(ours, _)| *ours < sequence);
+            if newer {
+                self.sessions.insert(client, (sequence, result));
+            }
+        }
+        self.digest = self.full_digest();
     }
 
     /// The state as a snapshot holds it (without a range: see `DataRange`).
