@@ -419,20 +419,11 @@ impl Nemesis {
     /// routes it to the range's leader). Keys that start a range already are skipped.
     async fn split(&self, pick: u64) -> anyhow::Result<String> {
         use faultline_node::proto::kv::{GetPartitionMapRequest, SplitRequest};
-        let running = self.cluster.lock().await.running();
-        anyhow::ensure!(!running.is_empty(), "no node is running to ask");
-        let (_, addr) = running[(pick % running.len() as u64) as usize];
-        let endpoint = faultline_node::server::transport::node_endpoint(
-            addr,
-            None,
-            std::time::Duration::from_millis(500),
-        )
-        .timeout(std::time::Duration::from_secs(3));
-        let mut kv = faultline_node::proto::kv::kv_client::KvClient::new(endpoint.connect_lazy());
+        let mut kv = self.any_node(pick).await?;
         let map = kv
             .get_partition_map(GetPartitionMapRequest {})
             .await
-            .with_context(|| format!("cannot read the partition map from {addr}"))?
+            .context("cannot read the partition map")?
             .into_inner();
         anyhow::ensure!(
             map.partitions.iter().all(|p| p.bucket_count == 0),

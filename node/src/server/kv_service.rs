@@ -1127,15 +1127,7 @@ impl Kv for KvService {
             })),
             ..Default::default()
         };
-        let result = match self.write_local(local.id, &command, deadline, true).await? {
-            Route::Local(result) => result,
-            Route::Forward(leader) => {
-                return Err(refusal(&RouteError::NotLeader {
-                    partition: local.id,
-                    hint: Some(leader),
-                }));
-            }
-        };
+        let result = self.write_here(local.id, &command, deadline).await?;
         if result.merge_state.is_empty() {
             return Err(Status::aborted(
                 "the range did not freeze for the merge; not applied, retry",
@@ -1165,34 +1157,15 @@ impl Kv for KvService {
         for wire in &message.descriptors {
             from_wire(wire).map_err(Status::invalid_argument)?;
         }
-        let Some(view) = self.view(crate::partitioning::CORE_GROUP) else {
-            return Err(refusal(&RouteError::PartitionNotHere {
-                partition: crate::partitioning::CORE_GROUP,
-            }));
-        };
-        let leader = view.borrow().leader_id;
-        if leader != Some(self.node_id) {
-            return Err(refusal(&RouteError::NotLeader {
-                partition: crate::partitioning::CORE_GROUP,
-                hint: leader,
-            }));
-        }
-        let (reply, outcome) = oneshot::channel();
-        self.submit(Event::CoreWrite {
-            command: CoreCommand {
-                op: Some(core_command::Op::Report(PartitionReport {
-                    descriptors: message.descriptors,
-                    term: message.term,
-                    reads_per_sec: message.reads_per_sec,
-                    writes_per_sec: message.writes_per_sec,
-                })),
-            },
-            reply,
-        })?;
-        match tokio::time::timeout_at(deadline, outcome).await {
-            Ok(Ok(WriteOutcome::Applied(_))) => Ok(Response::new(ReportPartitionResponse {})),
-            _ => Err(Status::unavailable("the report was not committed in time")),
-        }
+        let report = core_command::Op::Report(PartitionReport {
+            descriptors: message.descriptors,
+            term: message.term,
+            reads_per_sec: message.reads_per_sec,
+            writes_per_sec: message.writes_per_sec,
+        });
+        self.core_write(report, deadline, "the report was not committed in time")
+            .await?;
+        Ok(Response::new(ReportPartitionResponse {}))
     }
 }
 
@@ -1241,15 +1214,7 @@ impl KvService {
             })),
             ..Default::default()
         };
-        let result = match self.write_local(local.id, &command, deadline, true).await? {
-            Route::Local(result) => result,
-            Route::Forward(leader) => {
-                return Err(refusal(&RouteError::NotLeader {
-                    partition: local.id,
-                    hint: Some(leader),
-                }));
-            }
-        };
+        let result = self.write_here(local.id, &command, deadline).await?;
         let [left, right] = &result.split[..] else {
             return Err(Status::aborted(
                 "the range changed before the split applied; not applied, retry",
@@ -1327,15 +1292,7 @@ impl KvService {
             })),
             ..Default::default()
         };
-        let result = match self.write_local(local.id, &command, deadline, true).await? {
-            Route::Local(result) => result,
-            Route::Forward(leader) => {
-                return Err(refusal(&RouteError::NotLeader {
-                    partition: local.id,
-                    hint: Some(leader),
-                }));
-            }
-        };
+        let result = self.write_here(local.id, &command, deadline).await?;
         let Some(merged) = result.merged else {
             return Err(Status::aborted(
                 "the range changed before the merge applied; not applied (the frozen range \
@@ -1399,36 +1356,64 @@ impl KvService {
 
     /// Allocates on this node's core replica, which must lead.
     async fn allocate_here(&self, deadline: Instant) -> Result<u64, Status> {
-        let Some(view) = self.view(crate::partitioning::CORE_GROUP) else {
-            return Err(refusal(&RouteError::PartitionNotHere {
-                partition: crate::partitioning::CORE_GROUP,
-            }));
+        let allocate = core_command::Op::AllocatePartitionId(raft::AllocatePartitionId {});
+        let result = self
+            .core_write(
+                allocate,
+                deadline,
+                "the consistent core did not commit the id in time; nothing changed",
+            )
+            .await?;
+        Ok(result.revision)
+    }
+
+    /// Proposes `op` to this node's consistent-core replica, which must lead, and waits
+    /// until it applies; `late` says what a deadline passing means.
+    async fn core_write(
+        &self,
+        op: core_command::Op,
+        deadline: Instant,
+        late: &str,
+    ) -> Result<ApplyResult, Status> {
+        let core = crate::partitioning::CORE_GROUP;
+        let Some(view) = self.view(core) else {
+            return Err(refusal(&RouteError::PartitionNotHere { partition: core }));
         };
         let leader = view.borrow().leader_id;
         if leader != Some(self.node_id) {
             return Err(refusal(&RouteError::NotLeader {
-                partition: crate::partitioning::CORE_GROUP,
+                partition: core,
                 hint: leader,
             }));
         }
         let (reply, outcome) = oneshot::channel();
         self.submit(Event::CoreWrite {
-            command: CoreCommand {
-                op: Some(core_command::Op::AllocatePartitionId(
-                    raft::AllocatePartitionId {},
-                )),
-            },
+            command: CoreCommand { op: Some(op) },
             reply,
         })?;
         match tokio::time::timeout_at(deadline, outcome).await {
-            Ok(Ok(WriteOutcome::Applied(result))) if result.succeeded => Ok(result.revision),
+            Ok(Ok(WriteOutcome::Applied(result))) => Ok(*result),
             Ok(Ok(WriteOutcome::NotLeader(hint))) => Err(refusal(&RouteError::NotLeader {
-                partition: crate::partitioning::CORE_GROUP,
+                partition: core,
                 hint,
             })),
-            _ => Err(Status::unavailable(
-                "the consistent core did not commit the id in time; nothing changed",
-            )),
+            _ => Err(Status::unavailable(late.to_string())),
+        }
+    }
+
+    /// A routed write (split, merge step) on the replica here, which must lead.
+    async fn write_here(
+        &self,
+        group: u64,
+        command: &Command,
+        deadline: Instant,
+    ) -> Result<ApplyResult, Status> {
+        match self.write_local(group, command, deadline, true).await? {
+            Route::Local(result) => Ok(result),
+            Route::Forward(leader) => Err(refusal(&RouteError::NotLeader {
+                partition: group,
+                hint: Some(leader),
+            })),
         }
     }
 
