@@ -16,6 +16,8 @@
 //!   leaders' reports through the log.
 //! - [`range`]: a data partition's state machine: its own descriptor and its keys; a
 //!   split is an entry of the range's log.
+//! - [`load`]: a range's load statistics and the split finder that picks a key dividing
+//!   its load (groundwork for load-based splitting; not wired in yet).
 //! - [`convert`]: descriptors to and from their wire form.
 
 pub mod convert;
@@ -24,6 +26,7 @@ pub mod descriptor;
 pub mod epoch;
 pub mod hashing;
 pub mod layout;
+pub mod load;
 pub mod map;
 pub mod range;
 pub mod route;
