@@ -357,17 +357,8 @@ impl Nemesis {
 
     /// Merges a range with the one after it, through a running node.
     async fn merge(&self, pick: u64) -> anyhow::Result<String> {
-        use faultline_node::proto::kv::{GetPartitionMapRequest, MergeRequest};
-        let mut kv = self.any_node(pick).await?;
-        let map = kv
-            .get_partition_map(GetPartitionMapRequest {})
-            .await
-            .context("cannot read the partition map")?
-            .into_inner();
-        anyhow::ensure!(
-            map.partitions.iter().all(|p| p.bucket_count == 0),
-            "merge needs range partitioning (--partitioning range)"
-        );
+        use faultline_node::proto::kv::MergeRequest;
+        let (mut kv, map) = self.range_map(pick, "merge").await?;
         let mut candidates: Vec<_> = map
             .partitions
             .iter()
@@ -395,6 +386,29 @@ impl Nemesis {
         ))
     }
 
+    /// A running node (chosen by `pick`) and its partition map, which must be of ranges
+    /// for `fault` to act on it.
+    async fn range_map(
+        &self,
+        pick: u64,
+        fault: &str,
+    ) -> anyhow::Result<(
+        faultline_node::proto::kv::kv_client::KvClient<tonic::transport::Channel>,
+        faultline_node::proto::kv::GetPartitionMapResponse,
+    )> {
+        let mut kv = self.any_node(pick).await?;
+        let map = kv
+            .get_partition_map(faultline_node::proto::kv::GetPartitionMapRequest {})
+            .await
+            .context("cannot read the partition map")?
+            .into_inner();
+        anyhow::ensure!(
+            map.partitions.iter().all(|p| p.bucket_count == 0),
+            "{fault} needs range partitioning (--partitioning range)"
+        );
+        Ok((kv, map))
+    }
+
     /// A client of a running node, chosen by `pick`.
     async fn any_node(
         &self,
@@ -418,17 +432,8 @@ impl Nemesis {
     /// Splits the range holding one of `split_keys` at it, through a running node (which
     /// routes it to the range's leader). Keys that start a range already are skipped.
     async fn split(&self, pick: u64) -> anyhow::Result<String> {
-        use faultline_node::proto::kv::{GetPartitionMapRequest, SplitRequest};
-        let mut kv = self.any_node(pick).await?;
-        let map = kv
-            .get_partition_map(GetPartitionMapRequest {})
-            .await
-            .context("cannot read the partition map")?
-            .into_inner();
-        anyhow::ensure!(
-            map.partitions.iter().all(|p| p.bucket_count == 0),
-            "split needs range partitioning (--partitioning range)"
-        );
+        use faultline_node::proto::kv::SplitRequest;
+        let (mut kv, map) = self.range_map(pick, "split").await?;
         let keys = (self.split_keys)();
         let candidates: Vec<&Vec<u8>> = keys
             .iter()

@@ -1039,22 +1039,17 @@ impl Driver {
         }
         let leads = group.core.role() == Role::Leader;
         let term = group.core.term();
+        let reshaped = !splits.is_empty() || !merged_away.is_empty();
         for (right, index, entry_term) in splits {
             self.start_split_group(id, right, index, entry_term, leads)?;
         }
         for source in merged_away {
             self.retire_group(source)?;
         }
-        if leads
-            && !self.groups[&id].descriptor().is_some_and(|d| {
-                self.map
-                    .borrow()
-                    .get(d.id)
-                    .is_some_and(|known| known.epoch == d.epoch)
-            })
-        {
+        if leads && reshaped {
             // Tell the core at once: until it knows, requests routed by the map reach the
-            // old range and are sent on from there.
+            // old range and are sent on from there. A report lost on the way is sent again
+            // by the tick (`map_behind`), not by every later round.
             let load = self.groups[&id].reported_load;
             self.report(id, term, load);
         }

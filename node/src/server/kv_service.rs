@@ -270,7 +270,12 @@ impl KvService {
                         Ok(Ok(WriteOutcome::Applied(result)))
                             if !result.epoch_not_match.is_empty() =>
                         {
-                            return Err(moved(&result.epoch_not_match));
+                            let current = result
+                                .epoch_not_match
+                                .iter()
+                                .filter_map(|w| from_wire(w).ok().map(|(d, _)| d))
+                                .collect();
+                            return Err(moved(current));
                         }
                         Ok(Ok(WriteOutcome::Applied(result))) => {
                             if result.stale_sequence {
@@ -402,10 +407,7 @@ impl KvService {
                             }));
                         }
                         Ok(Ok(ReadOutcome::EpochNotMatch(current))) => {
-                            return Err(refusal(&RouteError::EpochNotMatch {
-                                requested: current.first().map(|d| d.epoch).unwrap_or_default(),
-                                current,
-                            }));
+                            return Err(moved(current));
                         }
                         Ok(Ok(ReadOutcome::NotLeader(_))) | Ok(Err(_)) | Err(_) => {
                             return Err(Status::unavailable(
@@ -539,13 +541,9 @@ fn wire_epoch(epoch: crate::partitioning::RangeEpoch) -> crate::proto::kv::Range
     }
 }
 
-/// The refusal for a request its range no longer holds: the descriptors the range
-/// returned, for the sender to route it again.
-fn moved(current: &[crate::proto::kv::PartitionDescriptor]) -> Status {
-    let current: Vec<RangeDescriptor> = current
-        .iter()
-        .filter_map(|w| from_wire(w).ok().map(|(d, _)| d))
-        .collect();
+/// The refusal for a request its range no longer holds (a split moved it, or the range
+/// is frozen for a merge): the range's current descriptors, to route it again by.
+fn moved(current: Vec<RangeDescriptor>) -> Status {
     refusal(&RouteError::EpochNotMatch {
         requested: current.first().map(|d| d.epoch).unwrap_or_default(),
         current,
@@ -1035,7 +1033,7 @@ impl Kv for KvService {
         self.check_key(&message.key)?;
         if let Some(routed) = routed {
             let local = self.check_routed(routed, Some(&message.key), EpochCommand::Split)?;
-            return self.split_here(local, &message.key, deadline, true).await;
+            return self.split_here(local, &message.key, deadline).await;
         }
         let map = self.known_map(deadline).await?;
         if map
@@ -1054,7 +1052,7 @@ impl Kv for KvService {
         if let Some(local) = local
             && local.contains(&message.key)
         {
-            match self.split_here(local, &message.key, deadline, false).await {
+            match self.split_here(local, &message.key, deadline).await {
                 Err(status) if self.router.correct(&status) => {}
                 done => return done,
             }
@@ -1078,7 +1076,7 @@ impl Kv for KvService {
         let message = request.into_inner();
         if let Some(routed) = routed {
             let local = self.check_routed(routed, None, EpochCommand::Merge)?;
-            return self.merge_here(local, deadline, true).await;
+            return self.merge_here(local, deadline).await;
         }
         let map = self.known_map(deadline).await?;
         let Some(left) = map.get(message.partition).cloned() else {
@@ -1091,7 +1089,7 @@ impl Kv for KvService {
             .view(left.id)
             .and_then(|v| v.borrow().descriptor.clone());
         if let Some(local) = local {
-            match self.merge_here(local, deadline, false).await {
+            match self.merge_here(local, deadline).await {
                 Err(status) if self.router.correct(&status) => {}
                 done => return done,
             }
@@ -1178,7 +1176,6 @@ impl KvService {
         local: RangeDescriptor,
         key: &[u8],
         deadline: Instant,
-        routed: bool,
     ) -> Result<Response<SplitResponse>, Status> {
         let KeySpan::Range { start, .. } = &local.span else {
             return Err(Status::invalid_argument(
@@ -1199,7 +1196,7 @@ impl KvService {
         if leader != Some(self.node_id) {
             return Err(refusal(&RouteError::NotLeader {
                 partition: local.id,
-                hint: leader.filter(|_| routed || leader.is_some()),
+                hint: leader,
             }));
         }
         let new_partition = self.allocate(deadline).await?;
@@ -1233,7 +1230,6 @@ impl KvService {
         &self,
         local: RangeDescriptor,
         deadline: Instant,
-        routed: bool,
     ) -> Result<Response<MergeResponse>, Status> {
         let KeySpan::Range { end, .. } = &local.span else {
             return Err(Status::invalid_argument(
@@ -1252,7 +1248,7 @@ impl KvService {
         if leader != Some(self.node_id) {
             return Err(refusal(&RouteError::NotLeader {
                 partition: local.id,
-                hint: leader.filter(|_| routed || leader.is_some()),
+                hint: leader,
             }));
         }
         let map = self.known_map(deadline).await?;
