@@ -9,8 +9,8 @@ use faultline_node::client::{Routing, RoutingClient};
 use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{
     CompareAndSwapRequest, GetPartitionMapRequest, GetPartitionMapResponse, MergeRequest,
-    ResponseHeader, ScanRequest, SplitRequest, StatusRequest, TransferLeaderRequest,
-    compare_and_swap_request::Expected,
+    MoveReplicaRequest, ResponseHeader, ScanRequest, SplitRequest, StatusRequest,
+    TransferLeaderRequest, compare_and_swap_request::Expected,
 };
 use tonic::transport::Channel;
 
@@ -96,6 +96,16 @@ enum KvOp {
     /// Merge partition ID with the range right after it (same replicas): ID keeps its id
     /// and spans both. Waits until the partition map shows the merged range.
     Merge { id: u64 },
+    /// Move partition ID's replica from node N to node M: M is added as a learner, caught
+    /// up by snapshot and promoted; leadership moves off N if N leads; N is removed. Waits
+    /// until the partition map shows M and not N (raise --timeout-ms for large ranges).
+    Move {
+        id: u64,
+        #[arg(long, value_name = "N")]
+        from: u64,
+        #[arg(long, value_name = "M")]
+        to: u64,
+    },
 }
 
 pub async fn connect(endpoint: &str) -> anyhow::Result<KvClient<Channel>> {
@@ -150,6 +160,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             | KvOp::TransferLeader { .. }
             | KvOp::Split { .. }
             | KvOp::Merge { .. }
+            | KvOp::Move { .. }
     );
     let mut client = if needs_node {
         Some(connect(&args.endpoint).await?)
@@ -229,6 +240,10 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
         KvOp::TransferLeader { id, to } => {
             let kv = client.as_mut().expect("connected for transfer-leader");
             transfer_leader(kv, id, to, timeout).await
+        }
+        KvOp::Move { id, from, to } => {
+            let kv = client.as_mut().expect("connected for move");
+            move_replica(kv, id, from, to, timeout).await
         }
         KvOp::Split { key } => {
             let kv = client.as_mut().expect("connected for split");
@@ -310,6 +325,60 @@ async fn transfer_leader(
         if started.elapsed() >= timeout {
             return Err(tonic::Status::deadline_exceeded(format!(
                 "node {from} started handing partition {id} to n{to}, but the map does not show n{to} leading after {} ms (the transfer gives up after an election timeout if n{to} cannot win)",
+                timeout.as_millis()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asks for the move (any node runs it), then waits until the map shows it.
+async fn move_replica(
+    kv: &mut KvClient<Channel>,
+    id: u64,
+    from: u64,
+    to: u64,
+    timeout: Duration,
+) -> Result<(), tonic::Status> {
+    let started = std::time::Instant::now();
+    let moved = kv
+        .move_replica(request(
+            MoveReplicaRequest {
+                partition: id,
+                from,
+                to,
+            },
+            timeout,
+        ))
+        .await?
+        .into_inner()
+        .descriptor
+        .ok_or_else(|| tonic::Status::internal("the node's answer names no range"))?;
+    let epoch = moved.epoch.unwrap_or_default();
+    loop {
+        let map = kv
+            .get_partition_map(request(GetPartitionMapRequest {}, timeout))
+            .await?
+            .into_inner();
+        if map.partitions.iter().any(|p| {
+            p.id == id
+                && p.epoch.unwrap_or_default().conf_version >= epoch.conf_version
+                && p.replicas.contains(&to)
+                && !p.replicas.contains(&from)
+        }) {
+            println!(
+                "partition {id}: replica n{from} -> n{to}, replicas now {:?} (c{}) in {} ms",
+                moved.replicas,
+                epoch.conf_version,
+                started.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(tonic::Status::deadline_exceeded(format!(
+                "the replica moved (replicas {:?}, c{}), but the map does not show it after {} ms",
+                moved.replicas,
+                epoch.conf_version,
                 timeout.as_millis()
             )));
         }
@@ -445,6 +514,7 @@ fn print_map(map: &GetPartitionMapResponse, json: bool) {
                     "id": p.id,
                     "epoch": {"version": epoch.version, "conf_version": epoch.conf_version},
                     "replicas": p.replicas,
+                    "learners": p.learners,
                     "leader": (p.leader != 0).then_some(p.leader),
                     "leader_term": p.leader_term,
                     "reads_per_sec": p.reads_per_sec,
@@ -493,7 +563,12 @@ fn print_map(map: &GetPartitionMapResponse, json: bool) {
             format!("[{}, {end})", shown(&p.start))
         };
         let epoch = p.epoch.unwrap_or_default();
-        let replicas: Vec<String> = p.replicas.iter().map(|r| format!("n{r}")).collect();
+        let replicas: Vec<String> = p
+            .replicas
+            .iter()
+            .map(|r| format!("n{r}"))
+            .chain(p.learners.iter().map(|l| format!("n{l}(learner)")))
+            .collect();
         println!(
             "{:>4}  {:<28} {:>7}  {:<12} {:>7} {:>9.0}",
             p.id,

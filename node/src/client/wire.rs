@@ -206,6 +206,7 @@ mod tests {
             replicas: vec![1, 2, 3],
             leader: Some(2),
             leader_term: 4,
+            learners: Vec::new(),
         }
     }
 

@@ -25,6 +25,7 @@ pub fn to_wire(descriptor: &RangeDescriptor, load: Load) -> PartitionDescriptor 
         leader_term: descriptor.leader_term,
         reads_per_sec: load.reads_per_sec,
         writes_per_sec: load.writes_per_sec,
+        learners: descriptor.learners.clone(),
     }
 }
 
@@ -59,6 +60,7 @@ pub fn from_wire(wire: &PartitionDescriptor) -> Result<(RangeDescriptor, Load), 
         replicas: wire.replicas.clone(),
         leader: (wire.leader != 0).then_some(wire.leader),
         leader_term: wire.leader_term,
+        learners: wire.learners.clone(),
     };
     descriptor.validate()?;
     let load = Load {
@@ -91,6 +93,7 @@ mod tests {
                 replicas: vec![1, 2, 3],
                 leader: Some(3),
                 leader_term: 9,
+                learners: Vec::new(),
             };
             let load = Load {
                 reads_per_sec: 1.5,
@@ -109,6 +112,7 @@ mod tests {
                 replicas: vec![1],
                 leader: None,
                 leader_term: 0,
+                learners: Vec::new(),
             },
             Load::default(),
         );

@@ -123,6 +123,8 @@ pub struct RangeDescriptor {
     /// older term does not replace a newer one's leader).
     pub leader: Option<NodeId>,
     pub leader_term: u64,
+    /// Node ids holding a non-voting replica (being caught up, or kept as a read copy).
+    pub learners: Vec<NodeId>,
 }
 
 impl RangeDescriptor {
@@ -145,6 +147,12 @@ impl RangeDescriptor {
             return Err(format!(
                 "partition {} lists a replica twice: {:?}",
                 self.id, self.replicas
+            ));
+        }
+        if let Some(both) = self.learners.iter().find(|n| self.replicas.contains(n)) {
+            return Err(format!(
+                "partition {} lists n{both} as both a voter and a learner",
+                self.id
             ));
         }
         if let Some(leader) = self.leader
@@ -228,6 +236,7 @@ mod tests {
             replicas: vec![1, 2, 3],
             leader: Some(2),
             leader_term: 4,
+            learners: Vec::new(),
         };
         assert_eq!(good.validate(), Ok(()));
         let mut core = good.clone();

@@ -195,6 +195,7 @@ impl LayoutSpec {
                     replicas: replicas(id),
                     leader: None,
                     leader_term: 0,
+                    learners: Vec::new(),
                 }
             })
             .collect()

@@ -12,7 +12,7 @@ use prost::Message as _;
 
 use super::convert::{from_wire, to_wire};
 use super::descriptor::{KeySpan, RangeDescriptor, RangeEpoch};
-use super::epoch::{EpochCommand, matches};
+use super::epoch::{EpochCommand, bumped, matches};
 use super::hashing::stable_hash;
 use super::map::Load;
 use crate::proto::raft::{
@@ -237,6 +237,7 @@ impl DataRange {
             replicas: descriptor.replicas.clone(),
             leader: None,
             leader_term: 0,
+            learners: descriptor.learners.clone(),
         };
         let right_store = self.store.split_off(key);
         self.descriptor = Some(left);
@@ -347,6 +348,30 @@ impl DataRange {
         }
     }
 
+    /// A membership change applied (a configuration entry): the range's replicas are the
+    /// group's members now, and its conf_version moves on (the epoch table's `change
+    /// replicas` row), so that a descriptor from before the change reads as stale.
+    pub fn set_members(&mut self, voters: &[u64], learners: &[u64]) {
+        let Some(descriptor) = &mut self.descriptor else {
+            return;
+        };
+        // Voters that stay keep their placement order; newcomers go last.
+        let mut replicas: Vec<u64> = descriptor
+            .replicas
+            .iter()
+            .copied()
+            .filter(|n| voters.contains(n))
+            .collect();
+        for voter in voters {
+            if !replicas.contains(voter) {
+                replicas.push(*voter);
+            }
+        }
+        descriptor.replicas = replicas;
+        descriptor.learners = learners.to_vec();
+        descriptor.epoch = bumped(EpochCommand::ChangeReplicas, descriptor.epoch);
+    }
+
     /// The store's digest with the descriptor's: replicas that agree on keys but not on
     /// their span (one missed a split) differ.
     pub fn digest(&self) -> u64 {
@@ -453,6 +478,7 @@ mod tests {
             replicas: vec![1, 2, 3],
             leader: Some(1),
             leader_term: 4,
+            learners: Vec::new(),
         })
     }
 

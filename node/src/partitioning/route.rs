@@ -118,6 +118,7 @@ mod tests {
             replicas: vec![1, 2, 3],
             leader: Some(2),
             leader_term: 7,
+            learners: Vec::new(),
         }
     }
 

@@ -17,6 +17,9 @@ use std::collections::BTreeSet;
 
 use crate::proto::raft::{self, Entry, EntryKind};
 
+/// What the refusal to remove a group's leader says; a replica move looks for it.
+pub const LEADER_REMOVAL: &str = "transfer leadership before removing it";
+
 /// A group's members. Voters elect and make quorums; learners only receive the log;
 /// `promoting` are learners to be promoted once caught up.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -107,9 +110,7 @@ impl Membership {
             }
             ConfChange::Remove(id) => {
                 if id == leader {
-                    return Err(format!(
-                        "node {id} leads the group: transfer leadership before removing it"
-                    ));
+                    return Err(format!("node {id} leads the group: {LEADER_REMOVAL}"));
                 }
                 let was_voter = next.voters.remove(&id);
                 let was_learner = next.learners.remove(&id);

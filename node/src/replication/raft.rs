@@ -386,6 +386,24 @@ impl RaftCore {
         self.conf.current().quorum()
     }
 
+    /// Whether `node` is outside the group both as the log stands and as it is committed:
+    /// a message from it comes from a replica that missed its own removal (or from one
+    /// that never belonged), never from a member being added.
+    pub fn is_stranger(&self, node: u64) -> bool {
+        !self.conf.current().is_member(node) && !self.conf.at(self.log.commit_index).is_member(node)
+    }
+
+    /// Whether this replica may retire on hearing that the group committed, at `index`, a
+    /// membership without it: only if its own log knows of no membership change after
+    /// `index` (a later one may add it back, and it may have counted toward quorums
+    /// since). A replica that holds nothing yet (created for a move, still waiting for
+    /// its snapshot) stays for the move that asked for it.
+    pub fn removed_at(&self, index: u64) -> bool {
+        self.log.last_index() > 0
+            && self.log.snapshot_index() <= index
+            && self.conf.last_change_index() <= index
+    }
+
     fn is_voter(&self) -> bool {
         self.conf.current().is_voter(self.config.id)
     }
@@ -768,7 +786,10 @@ impl RaftCore {
                     self.campaign(true);
                 }
             }
-            Body::Quiesce(_) | Body::NodeHeartbeat(_) => {
+            Body::Quiesce(_)
+            | Body::NodeHeartbeat(_)
+            | Body::GroupRemoved(_)
+            | Body::ReplicaCheck(_) => {
                 unreachable!("is_well_formed drops host-to-host messages")
             }
         }
@@ -818,7 +839,10 @@ impl RaftCore {
             Body::RequestVote(_) | Body::RequestVoteResponse(_) | Body::TimeoutNow(_) => true,
             // Host-to-host messages (quiescence, node liveness) are the host's business;
             // one that reaches a core is dropped.
-            Body::Quiesce(_) | Body::NodeHeartbeat(_) => false,
+            Body::Quiesce(_)
+            | Body::NodeHeartbeat(_)
+            | Body::GroupRemoved(_)
+            | Body::ReplicaCheck(_) => false,
         }
     }
 

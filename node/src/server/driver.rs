@@ -36,11 +36,13 @@ use crate::partitioning::{
 };
 use crate::proto::kv::{GroupStatus, StatusResponse};
 use crate::proto::raft::{
-    ApplyResult, Command, CoreCommand, EntryKind, Message, NodeHeartbeat, PartitionReport, Quiesce,
-    core_command, message::Body,
+    ApplyResult, Command, CoreCommand, EntryKind, GroupRemoved, Message, NodeHeartbeat,
+    PartitionReport, Quiesce, ReplicaCheck, core_command, message::Body,
 };
 use crate::proto::raft::{HardState, SnapshotMeta};
-use crate::replication::{PersistedState, RaftConfig, RaftCore, Ready, Role, Snapshot};
+use crate::replication::{
+    ConfChange, ConfChangeError, PersistedState, RaftConfig, RaftCore, Ready, Role, Snapshot,
+};
 use crate::store::ScanItem;
 
 /// Ticks fired by one forward clock step; more would only repeat elections.
@@ -55,6 +57,9 @@ const ORPHAN_TICKS_MAX: u64 = 50;
 const ORPHAN_GROUPS_MAX: usize = 64;
 /// A leader whose range the map has at an older epoch reports again after this many ticks.
 const MAP_BEHIND_CHECK_TICKS: u64 = 20;
+/// A replica whose log says it was removed asks the members this often (in ticks) until
+/// one says the removal committed.
+const REMOVED_CHECK_TICKS: u64 = 100;
 /// Digests of recent states kept over all groups (16 bytes each: 16 MiB), shared out
 /// evenly; each group keeps at least `DIGESTS_KEPT_MIN`.
 const DIGESTS_BUDGET: usize = 1 << 20;
@@ -68,6 +73,12 @@ pub enum WriteOutcome {
     Superseded,
     /// This node holds no replica of the group.
     NoSuchGroup,
+    /// A membership change the group refused, and whether it may succeed later (another
+    /// change is still committing, say).
+    Refused {
+        why: String,
+        retry: bool,
+    },
 }
 
 /// How a read (a get: [`GetValue`]; a scan: [`ScanItems`]) ended.
@@ -124,6 +135,20 @@ pub enum Event {
         limit: usize,
         serializable: bool,
         reply: oneshot::Sender<ReadOutcome<ScanItems>>,
+    },
+    /// One membership change of `group` (the leader only); answered once it applies.
+    ConfChange {
+        group: u64,
+        change: ConfChange,
+        reply: oneshot::Sender<WriteOutcome>,
+    },
+    /// Host an empty replica of `group`, to be caught up by its leader: with the range's
+    /// bootstrap descriptor if it has one (its log may then be replayed from the start),
+    /// else with none (it waits for a snapshot). Answers whether it was created.
+    CreateReplica {
+        group: u64,
+        initial: Option<RangeDescriptor>,
+        reply: oneshot::Sender<Result<bool, String>>,
     },
     /// Start handing leadership of `group` to `to` (the leader only).
     TransferLeader {
@@ -456,7 +481,7 @@ impl Driver {
             match events.recv_timeout(wait) {
                 Ok(Event::Shutdown) => return Ok(()),
                 Ok(event) => {
-                    self.handle(event);
+                    self.handle(event)?;
                     handled += 1;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -467,7 +492,7 @@ impl Driver {
                 match events.try_recv() {
                     Ok(Event::Shutdown) => return Ok(()),
                     Ok(event) => {
-                        self.handle(event);
+                        self.handle(event)?;
                         handled += 1;
                     }
                     Err(_) => break,
@@ -526,6 +551,32 @@ impl Driver {
             self.transport.send(heartbeats);
         }
         let node_id = self.options.node_id;
+        if now.is_multiple_of(REMOVED_CHECK_TICKS) {
+            let checks: Vec<Message> = self
+                .groups
+                .iter()
+                .filter(|(id, g)| {
+                    **id != CORE_GROUP
+                        && g.core.log().last_index() > 0
+                        && !g.core.membership().is_member(node_id)
+                })
+                .flat_map(|(&id, g)| {
+                    g.core
+                        .membership()
+                        .voters
+                        .iter()
+                        .map(move |&voter| Message {
+                            group_id: id,
+                            from: node_id,
+                            to: voter,
+                            term: g.core.term(),
+                            lamport_time: g.core.lamport_time(),
+                            body: Some(Body::ReplicaCheck(ReplicaCheck {})),
+                        })
+                })
+                .collect();
+            self.transport.send(checks.into_iter());
+        }
         let mut quiesce_messages = Vec::new();
         let mut reports = Vec::new();
         let map = self.map.borrow().clone();
@@ -684,9 +735,9 @@ impl Driver {
         let _ = self.reports.try_send(report);
     }
 
-    fn handle(&mut self, event: Event) {
+    fn handle(&mut self, event: Event) -> anyhow::Result<()> {
         match event {
-            Event::Peer(message) => self.handle_peer(message),
+            Event::Peer(message) => self.handle_peer(message)?,
             Event::Write {
                 group,
                 command,
@@ -694,7 +745,7 @@ impl Driver {
             } => {
                 let Some(g) = self.groups.get_mut(&group) else {
                     let _ = reply.send(WriteOutcome::NoSuchGroup);
-                    return;
+                    return Ok(());
                 };
                 g.wake();
                 g.writes_since_report += 1;
@@ -741,7 +792,7 @@ impl Driver {
             Event::CoreWrite { command, reply } => {
                 let Some(g) = self.groups.get_mut(&CORE_GROUP) else {
                     let _ = reply.send(WriteOutcome::NoSuchGroup);
-                    return;
+                    return Ok(());
                 };
                 g.wake();
                 match g.core.propose(command.encode_to_vec()) {
@@ -784,14 +835,119 @@ impl Driver {
             } => {
                 let _ = reply.send(self.status(group, all_groups, digest_index));
             }
+            Event::ConfChange {
+                group,
+                change,
+                reply,
+            } => self.conf_change(group, change, reply)?,
+            Event::CreateReplica {
+                group,
+                initial,
+                reply,
+            } => {
+                let created = self.create_replica(group, initial)?;
+                let _ = reply.send(Ok(created));
+            }
             Event::Shutdown => {}
         }
+        Ok(())
     }
 
-    fn handle_peer(&mut self, message: Message) {
+    /// Proposes one membership change. A replica added to a group whose log was never
+    /// compacted would be caught up entry by entry from the first; the leader takes a
+    /// snapshot first, so that it is caught up by snapshot, as a move asks.
+    fn conf_change(
+        &mut self,
+        id: u64,
+        change: ConfChange,
+        reply: oneshot::Sender<WriteOutcome>,
+    ) -> anyhow::Result<()> {
+        let Some(group) = self.groups.get_mut(&id) else {
+            let _ = reply.send(WriteOutcome::NoSuchGroup);
+            return Ok(());
+        };
+        group.wake();
+        if let Machine::Data(range) = &group.machine
+            && range.merging().is_some()
+        {
+            let _ = reply.send(WriteOutcome::Refused {
+                why: format!("partition {id} is frozen for a merge; its replicas cannot change until the merge ends"),
+                retry: true,
+            });
+            return Ok(());
+        }
+        let adding = matches!(change, ConfChange::AddLearner(_) | ConfChange::AddVoter(_));
+        if adding
+            && group.core.is_leader()
+            && group.core.log().snapshot_index() == 0
+            && group.applied_index > 0
+        {
+            self.snapshot_now(id)?;
+        }
+        let group = self.groups.get_mut(&id).expect("checked above");
+        match group.core.propose_conf_change(change) {
+            Ok((index, term)) => {
+                tracing::info!(group = id, index, ?change, "membership change proposed");
+                group.pending_writes.insert(index, (term, reply));
+            }
+            Err(ConfChangeError::NotLeader(not_leader)) => {
+                let _ = reply.send(WriteOutcome::NotLeader(not_leader.leader_hint));
+            }
+            Err(e) => {
+                let retry = !matches!(e, ConfChangeError::Invalid(_));
+                let _ = reply.send(WriteOutcome::Refused {
+                    why: format!("partition {id}: {e}"),
+                    retry,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Hosts an empty replica of `id` for its leader to catch up. Its first state is
+    /// written at once (a snapshot file at index 0), so that a restart hosts it again
+    /// whatever it has received by then. A replica added back to a node it was removed
+    /// from starts afresh: the WAL is rewritten without the old one's records first.
+    fn create_replica(
+        &mut self,
+        id: u64,
+        initial: Option<RangeDescriptor>,
+    ) -> anyhow::Result<bool> {
+        if self.groups.contains_key(&id) {
+            return Ok(false);
+        }
+        if self.durable.is_tombstoned(id)? {
+            self.checkpoint()?;
+            self.durable.untombstone(id)?;
+        }
+        let range = initial.map_or_else(DataRange::uninitialized, DataRange::new);
+        let snapshot = Snapshot {
+            meta: SnapshotMeta::default(),
+            data: range.snapshot(),
+        };
+        self.durable
+            .write_snapshot(id, &snapshot, HardState::default())?;
+        let persisted = PersistedState {
+            hard_state: HardState::default(),
+            snapshot: Some(snapshot),
+            entries: Vec::new(),
+        };
+        let core = RaftCore::new((self.options.group_config)(id, Vec::new()), persisted);
+        tracing::info!(
+            group = id,
+            "hosting an empty replica for its leader to catch up"
+        );
+        self.host(GroupStart {
+            core,
+            machine: Machine::Data(range),
+        });
+        Ok(true)
+    }
+
+    fn handle_peer(&mut self, message: Message) -> anyhow::Result<()> {
         self.last_heard.insert(message.from, self.ticks);
         match &message.body {
-            Some(Body::NodeHeartbeat(_)) => return,
+            Some(Body::NodeHeartbeat(_)) => return Ok(()),
             Some(Body::Quiesce(quiesce)) => {
                 if let Some(group) = self.groups.get_mut(&message.group_id)
                     && group.core.term() == message.term
@@ -801,9 +957,51 @@ impl Driver {
                 {
                     group.quiesced = true;
                 }
-                return;
+                return Ok(());
+            }
+            Some(Body::GroupRemoved(removed)) => {
+                if let Some(group) = self.groups.get(&message.group_id)
+                    && message.group_id != CORE_GROUP
+                    && group.core.removed_at(removed.index)
+                {
+                    tracing::info!(
+                        group = message.group_id,
+                        from = message.from,
+                        index = removed.index,
+                        "removed from the group: retiring the replica"
+                    );
+                    self.retire_group(message.group_id)?;
+                }
+                return Ok(());
             }
             _ => {}
+        }
+        let from_leader = matches!(
+            message.body,
+            Some(Body::AppendEntries(_) | Body::InstallSnapshot(_) | Body::TimeoutNow(_))
+        );
+        if let Some(group) = self.groups.get(&message.group_id)
+            && !from_leader
+            && group.core.membership().is_member(self.options.node_id)
+            && group.core.is_stranger(message.from)
+        {
+            // A replica that missed its removal (it was down, or cut off, when it
+            // happened) would campaign or ask forever: tell it.
+            let removed = Message {
+                group_id: message.group_id,
+                from: self.options.node_id,
+                to: message.from,
+                term: group.core.term(),
+                lamport_time: group.core.lamport_time(),
+                body: Some(Body::GroupRemoved(GroupRemoved {
+                    index: group.core.commit_index(),
+                })),
+            };
+            self.transport.send(std::iter::once(removed));
+            return Ok(());
+        }
+        if matches!(message.body, Some(Body::ReplicaCheck(_))) {
+            return Ok(());
         }
         match self.groups.get_mut(&message.group_id) {
             Some(group) => {
@@ -836,6 +1034,7 @@ impl Driver {
                 }
             }
         }
+        Ok(())
     }
 
     fn read(&mut self, group: u64, read: PendingRead, serializable: bool) {
@@ -927,6 +1126,9 @@ impl Driver {
         let mut map_changed = false;
         let mut splits = Vec::new();
         let mut merged_away = Vec::new();
+        // The members of the newest configuration entry applied, and who it dropped.
+        let mut members_now: Option<Vec<u64>> = None;
+        let mut dropped = Vec::new();
         if let Some(snapshot) = &ready.snapshot {
             group.machine.restore(&snapshot.data)?;
             group.applied_index = snapshot.meta.last_included_index;
@@ -938,10 +1140,55 @@ impl Driver {
         for entry in &ready.committed_entries {
             // A configuration entry is the Raft core's business, in force since it was
             // appended; the state machine has nothing to apply.
-            let result = if entry.data.is_empty() || entry.kind == EntryKind::Config as i32 {
+            let result = if entry.kind == EntryKind::Config as i32 {
+                let wire =
+                    crate::proto::raft::Membership::decode(entry.data.as_slice()).map_err(|e| {
+                        anyhow::anyhow!(
+                            "group {id}: configuration entry {} does not decode: {e}",
+                            entry.index
+                        )
+                    })?;
+                let members: Vec<u64> = wire.voters.iter().chain(&wire.learners).copied().collect();
+                if let Machine::Data(range) = &mut group.machine {
+                    if let Some(before) = range.descriptor() {
+                        dropped.extend(
+                            before
+                                .replicas
+                                .iter()
+                                .chain(&before.learners)
+                                .filter(|n| !members.contains(n))
+                                .map(|&n| (n, entry.index)),
+                        );
+                    }
+                    range.set_members(&wire.voters, &wire.learners);
+                    tracing::info!(
+                        group = id,
+                        index = entry.index,
+                        voters = ?wire.voters,
+                        learners = ?wire.learners,
+                        "membership changed"
+                    );
+                }
+                members_now = Some(members);
+                ApplyResult {
+                    succeeded: true,
+                    revision: entry.index,
+                    ..Default::default()
+                }
+            } else if entry.data.is_empty() {
                 ApplyResult::default()
             } else {
                 match &mut group.machine {
+                    Machine::Data(range) if range.descriptor().is_none() => {
+                        // Only a snapshot gives a replica created empty its range; the
+                        // leader sends one before any entry (it compacts before adding a
+                        // replica whose range was not laid out at bootstrap).
+                        anyhow::bail!(
+                            "group {id}: committed entry {} reached a replica that has no state yet \
+                             (it needed a snapshot first); stopping rather than diverge",
+                            entry.index
+                        );
+                    }
                     Machine::Data(range) => {
                         let command = Command::decode(entry.data.as_slice()).map_err(|e| {
                             anyhow::anyhow!(
@@ -1039,12 +1286,33 @@ impl Driver {
         }
         let leads = group.core.role() == Role::Leader;
         let term = group.core.term();
-        let reshaped = !splits.is_empty() || !merged_away.is_empty();
+        let reshaped = !splits.is_empty() || !merged_away.is_empty() || members_now.is_some();
+        if leads && !dropped.is_empty() {
+            let removed = dropped.iter().map(|&(node, index)| Message {
+                group_id: id,
+                from: self.options.node_id,
+                to: node,
+                term,
+                lamport_time: group.core.lamport_time(),
+                body: Some(Body::GroupRemoved(GroupRemoved { index })),
+            });
+            self.transport.send(removed);
+        }
+        let removed_here = id != CORE_GROUP
+            && members_now.is_some_and(|members| !members.contains(&self.options.node_id));
         for (right, index, entry_term) in splits {
             self.start_split_group(id, right, index, entry_term, leads)?;
         }
         for source in merged_away {
             self.retire_group(source)?;
+        }
+        if removed_here {
+            tracing::info!(
+                group = id,
+                "this replica was removed from its group: retiring it"
+            );
+            self.retire_group(id)?;
+            return Ok(());
         }
         if leads && reshaped {
             // Tell the core at once: until it knows, requests routed by the map reach the
@@ -1068,7 +1336,7 @@ impl Driver {
             .write()
             .expect("no thread panics holding the views")
             .remove(&id);
-        tracing::info!(group = id, "retired: a merge took its range");
+        tracing::info!(group = id, "retired");
         Ok(())
     }
 
@@ -1136,6 +1404,16 @@ impl Driver {
         if since < self.options.snapshot_interval_entries {
             return Ok(());
         }
+        self.snapshot_now(id)?;
+        if self.durable.wants_checkpoint() {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Takes a snapshot of `id` now and compacts its log.
+    fn snapshot_now(&mut self, id: u64) -> anyhow::Result<()> {
+        let group = self.groups.get_mut(&id).expect("a known group");
         let data = group.machine.snapshot();
         group.core.compact(group.applied_index, data);
         let snapshot = group.core.snapshot().expect("just compacted").clone();
@@ -1146,19 +1424,22 @@ impl Driver {
             index = group.applied_index,
             "snapshot written, log compacted"
         );
-        if self.durable.wants_checkpoint() {
-            let groups = self.groups.iter().map(|(&id, g)| {
-                let log = g.core.log();
-                (
-                    id,
-                    g.core.hard_state(),
-                    g.core.snapshot().map(|s| &s.meta),
-                    log.slice(log.first_index(), log.last_index(), usize::MAX),
-                )
-            });
-            self.durable.checkpoint(groups)?;
-            tracing::info!("WAL rewritten with what every group still needs");
-        }
+        Ok(())
+    }
+
+    /// Rewrites the WAL with only what the hosted groups still need.
+    fn checkpoint(&mut self) -> anyhow::Result<()> {
+        let groups = self.groups.iter().map(|(&id, g)| {
+            let log = g.core.log();
+            (
+                id,
+                g.core.hard_state(),
+                g.core.snapshot().map(|s| &s.meta),
+                log.slice(log.first_index(), log.last_index(), usize::MAX),
+            )
+        });
+        self.durable.checkpoint(groups)?;
+        tracing::info!("WAL rewritten with what every group still needs");
         Ok(())
     }
 

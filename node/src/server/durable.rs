@@ -199,6 +199,23 @@ impl Durable {
         }
     }
 
+    /// Whether `group` was retired here.
+    pub fn is_tombstoned(&self, group: u64) -> Result<bool, RecoveryError> {
+        Ok(read_tombstones(&self.dir)?.contains(&group))
+    }
+
+    /// Takes `group` off the tombstone list, for a replica added back to a node it was
+    /// removed from. The caller checkpoints the WAL first: the retired replica's records
+    /// must be gone before a new one's records for the same group can be told apart.
+    pub fn untombstone(&mut self, group: u64) -> Result<(), RecoveryError> {
+        let mut tombstones = read_tombstones(&self.dir)?;
+        if tombstones.remove(&group) {
+            let text: String = tombstones.iter().map(|id| format!("{id}\n")).collect();
+            snapshot_file::write_atomic(&self.dir, TOMBSTONES_FILE, text.as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Step 1 of a group's `Ready` contract, without the fsync: the snapshot file (synced
     /// on its own), then the entries and hard state as WAL records. [`Durable::sync`]
     /// makes the records durable, for every group staged since the last one.

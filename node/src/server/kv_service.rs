@@ -19,7 +19,7 @@
 //! - `UNAVAILABLE`: the deadline passed without an answer; a write may or may not
 //!   have been applied (the outcome is unknown), a read returned nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,9 +44,11 @@ use crate::proto::kv::kv_client::KvClient;
 use crate::proto::kv::kv_server::Kv;
 use crate::proto::kv::{
     AllocatePartitionIdRequest, AllocatePartitionIdResponse, BatchGetRequest, BatchGetResponse,
-    BatchGetResult, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest, DeleteResponse,
-    GetPartitionMapRequest, GetPartitionMapResponse, GetRequest, GetResponse, MergeRequest,
-    MergeResponse, NodeAddress, PrepareMergeRequest, PrepareMergeResponse, PutRequest, PutResponse,
+    BatchGetResult, ChangeReplicasRequest, ChangeReplicasResponse, CompareAndSwapRequest,
+    CompareAndSwapResponse, CreateReplicaRequest, CreateReplicaResponse, DeleteRequest,
+    DeleteResponse, GetPartitionMapRequest, GetPartitionMapResponse, GetRequest, GetResponse,
+    MergeRequest, MergeResponse, MoveReplicaRequest, MoveReplicaResponse, NodeAddress,
+    PrepareMergeRequest, PrepareMergeResponse, PutRequest, PutResponse, ReplicaChange,
     ReportPartitionRequest, ReportPartitionResponse, ResponseHeader, ScanRequest, ScanResponse,
     SplitRequest, SplitResponse, StatusRequest, StatusResponse, TransferLeaderRequest,
     TransferLeaderResponse, WriteId, compare_and_swap_request,
@@ -55,6 +57,8 @@ use crate::proto::raft::{
     self, ApplyResult, Command, CoreCommand, PartitionReport, command::Op,
     compare_and_swap::Expected, core_command,
 };
+use crate::replication::ConfChange;
+use crate::replication::membership::LEADER_REMOVAL;
 
 /// Keys one BatchGet may ask for.
 pub const BATCH_GET_KEYS_MAX: usize = 1_000;
@@ -93,7 +97,17 @@ pub struct KvService {
     pub range_bugs: crate::partitioning::RangeBugs,
     /// For `stale-leader-route`: the first leader seen per partition.
     pub first_leaders: std::sync::Mutex<HashMap<u64, u64>>,
+    /// The bootstrap layout's descriptors: a replica created for a move of one of these
+    /// ranges starts from it, so that any leader can catch it up from its log's start.
+    pub initial: Arc<BTreeMap<u64, RangeDescriptor>>,
 }
+
+/// How long a replica change or move may take unless the caller's deadline says less:
+/// catching a replica up can take a while.
+const ADMIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+const ADMIN_TIMEOUT_MAX: Duration = Duration::from_secs(600);
+/// How often a membership change that must wait for another (still committing) is retried.
+const CONF_CHANGE_RETRY: Duration = Duration::from_millis(20);
 
 /// One partition's part of a scan.
 #[derive(Clone, Copy)]
@@ -113,6 +127,17 @@ enum Route<T> {
 const NO_MAP_YET: &str = "this node does not know the partition map yet (its consistent core has not answered); not applied, retry";
 
 impl KvService {
+    /// The deadline of an administrative request (a replica change or move): the caller's,
+    /// up to `ADMIN_TIMEOUT_MAX`, else `ADMIN_TIMEOUT_DEFAULT`.
+    fn admin_deadline<T>(&self, request: &Request<T>) -> Instant {
+        let asked = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        Instant::now() + asked.map_or(ADMIN_TIMEOUT_DEFAULT, |t| t.min(ADMIN_TIMEOUT_MAX))
+    }
+
     fn deadline<T>(&self, request: &Request<T>) -> Instant {
         let asked = request
             .metadata()
@@ -305,6 +330,9 @@ impl KvService {
                             return Err(refusal(&RouteError::PartitionNotHere {
                                 partition: group,
                             }));
+                        }
+                        Ok(Ok(WriteOutcome::Refused { why, .. })) => {
+                            return Err(Status::failed_precondition(why));
                         }
                         Ok(Err(_)) | Err(_) => {
                             return Err(Status::unavailable(
@@ -973,15 +1001,21 @@ impl Kv for KvService {
                 "there is no partition {partition}; `faultline kv map` lists them"
             )));
         };
-        if !descriptor.replicas.contains(&message.to) {
-            return Err(Status::invalid_argument(format!(
-                "node {} holds no replica of partition {partition} (replicas {:?}); nothing changed",
-                message.to, descriptor.replicas
-            )));
-        }
         let leader_here = self.view(partition).map(|v| v.borrow().leader_id);
         match leader_here {
             Some(Some(leader)) if leader == self.node_id => {
+                // The leader's own descriptor, not the map: a replica added a moment ago
+                // (a move's) may not be in the map yet.
+                let own = self
+                    .view(partition)
+                    .and_then(|v| v.borrow().descriptor.clone())
+                    .unwrap_or(descriptor);
+                if !own.replicas.contains(&message.to) {
+                    return Err(Status::invalid_argument(format!(
+                        "node {} holds no voting replica of partition {partition} (replicas {:?}); nothing changed",
+                        message.to, own.replicas
+                    )));
+                }
                 let (reply, outcome) = oneshot::channel();
                 self.submit(Event::TransferLeader {
                     group: partition,
@@ -1165,9 +1199,291 @@ impl Kv for KvService {
             .await?;
         Ok(Response::new(ReportPartitionResponse {}))
     }
+
+    async fn change_replicas(
+        &self,
+        request: Request<ChangeReplicasRequest>,
+    ) -> Result<Response<ChangeReplicasResponse>, Status> {
+        let (deadline, routed) = (self.admin_deadline(&request), routed_at(&request));
+        let message = request.into_inner();
+        let partition = message.partition;
+        let change = match ReplicaChange::try_from(message.change) {
+            Ok(ReplicaChange::AddVoter) => ConfChange::AddVoter(message.node),
+            Ok(ReplicaChange::AddLearner) => ConfChange::AddLearner(message.node),
+            Ok(ReplicaChange::Remove) => ConfChange::Remove(message.node),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown replica change {}; nothing changed",
+                    message.change
+                )));
+            }
+        };
+        let map = self.known_map(deadline).await?;
+        if map.get(partition).is_none() {
+            return Err(Status::not_found(format!(
+                "there is no partition {partition}; `faultline kv map` lists them"
+            )));
+        }
+        if !matches!(change, ConfChange::Remove(_)) && !self.is_cluster_node(message.node) {
+            return Err(Status::invalid_argument(format!(
+                "node {} is not a member of the cluster (its nodes are {:?}): a replica can only \
+                 go to one of them; nothing changed",
+                message.node,
+                self.addresses.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+            )));
+        }
+        let leader_here = self.view(partition).map(|v| v.borrow().leader_id);
+        match leader_here {
+            Some(Some(leader)) if leader == self.node_id => {
+                return self
+                    .change_here(partition, change, deadline)
+                    .await
+                    .map(Response::new);
+            }
+            Some(Some(leader)) if routed.is_some() => {
+                return Err(refusal(&RouteError::NotLeader {
+                    partition,
+                    hint: Some(leader),
+                }));
+            }
+            Some(Some(leader)) => self.router.hint_leader(partition, leader),
+            _ => {}
+        }
+        if routed.is_some() {
+            return Err(refusal(&RouteError::NotLeader {
+                partition,
+                hint: None,
+            }));
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let (_, response) = self
+            .router
+            .call(Target::Partition(partition), timeout, |mut c, d, left| {
+                let request = prepare(message, d.as_ref(), left);
+                async move { c.change_replicas(request).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn create_replica(
+        &self,
+        request: Request<CreateReplicaRequest>,
+    ) -> Result<Response<CreateReplicaResponse>, Status> {
+        let deadline = self.admin_deadline(&request);
+        let partition = request.into_inner().partition;
+        let created = self.create_replica_here(partition, deadline).await?;
+        Ok(Response::new(CreateReplicaResponse { created }))
+    }
+
+    async fn move_replica(
+        &self,
+        request: Request<MoveReplicaRequest>,
+    ) -> Result<Response<MoveReplicaResponse>, Status> {
+        let deadline = self.admin_deadline(&request);
+        let MoveReplicaRequest {
+            partition,
+            from,
+            to,
+        } = request.into_inner();
+        let map = self.known_map(deadline).await?;
+        let Some(descriptor) = map.get(partition).cloned() else {
+            return Err(Status::not_found(format!(
+                "there is no partition {partition}; `faultline kv map` lists them"
+            )));
+        };
+        if from == to {
+            return Err(Status::invalid_argument(format!(
+                "--from and --to are both node {from}; nothing changed"
+            )));
+        }
+        if !descriptor.replicas.contains(&from) && !descriptor.learners.contains(&from) {
+            return Err(Status::invalid_argument(format!(
+                "node {from} holds no replica of partition {partition} (replicas {:?}); nothing changed",
+                descriptor.replicas
+            )));
+        }
+        if !self.is_cluster_node(to) {
+            return Err(Status::invalid_argument(format!(
+                "node {to} is not a member of the cluster (its nodes are {:?}); nothing changed",
+                self.addresses.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+            )));
+        }
+        let change = |change: ReplicaChange, node: u64| {
+            let mut request = Request::new(ChangeReplicasRequest {
+                partition,
+                change: change as i32,
+                node,
+            });
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            request
+        };
+        if !descriptor.replicas.contains(&to) {
+            tracing::info!(partition, from, to, "moving a replica: adding the new one");
+            self.change_replicas(change(ReplicaChange::AddVoter, to))
+                .await?;
+        }
+        loop {
+            match self
+                .change_replicas(change(ReplicaChange::Remove, from))
+                .await
+            {
+                Ok(response) => {
+                    tracing::info!(partition, from, to, "replica moved");
+                    return Ok(Response::new(MoveReplicaResponse {
+                        descriptor: response.into_inner().descriptor,
+                    }));
+                }
+                Err(status)
+                    if status.code() == tonic::Code::FailedPrecondition
+                        && status.message().contains(LEADER_REMOVAL) =>
+                {
+                    // The replica to remove leads: hand leadership to the new one first.
+                    let mut transfer = Request::new(TransferLeaderRequest { partition, to });
+                    transfer.set_timeout(
+                        deadline
+                            .saturating_duration_since(Instant::now())
+                            .min(self.request_timeout),
+                    );
+                    self.transfer_leader(transfer).await?;
+                    if Instant::now() + CONF_CHANGE_RETRY >= deadline {
+                        return Err(Status::unavailable(format!(
+                            "node {to} was added to partition {partition}, but node {from} kept \
+                             leading it until the deadline; it is still a replica"
+                        )));
+                    }
+                    tokio::time::sleep(CONF_CHANGE_RETRY).await;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
 }
 
 impl KvService {
+    fn is_cluster_node(&self, node: u64) -> bool {
+        self.addresses.iter().any(|(id, _)| *id == node)
+    }
+
+    /// Hosts an empty replica of `partition` here (for its leader to catch up).
+    async fn create_replica_here(&self, partition: u64, deadline: Instant) -> Result<bool, Status> {
+        let (reply, outcome) = oneshot::channel();
+        self.submit(Event::CreateReplica {
+            group: partition,
+            initial: self.initial.get(&partition).cloned(),
+            reply,
+        })?;
+        match tokio::time::timeout_at(deadline, outcome).await {
+            Ok(Ok(Ok(created))) => Ok(created),
+            Ok(Ok(Err(why))) => Err(Status::failed_precondition(why)),
+            _ => Err(Status::unavailable(
+                "the node did not create the replica before the deadline",
+            )),
+        }
+    }
+
+    /// One membership change of `partition`, whose replica here leads: for an added
+    /// replica, an empty one is hosted on its node first; an added voter is waited for
+    /// until the leader has promoted it.
+    async fn change_here(
+        &self,
+        partition: u64,
+        change: ConfChange,
+        deadline: Instant,
+    ) -> Result<ChangeReplicasResponse, Status> {
+        if let ConfChange::AddLearner(node) | ConfChange::AddVoter(node) = change {
+            if node == self.node_id {
+                self.create_replica_here(partition, deadline).await?;
+            } else {
+                let Some(mut client) = self.router.connection(node) else {
+                    return Err(Status::unavailable(format!(
+                        "no connection to node {node}; nothing changed"
+                    )));
+                };
+                let mut request = Request::new(CreateReplicaRequest { partition });
+                request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                client.create_replica(request).await.map_err(|status| {
+                    Status::new(
+                        status.code(),
+                        format!(
+                            "node {node} did not host a replica of partition {partition}: {}; nothing changed",
+                            status.message()
+                        ),
+                    )
+                })?;
+            }
+        }
+        loop {
+            let (reply, outcome) = oneshot::channel();
+            self.submit(Event::ConfChange {
+                group: partition,
+                change,
+                reply,
+            })?;
+            match tokio::time::timeout_at(deadline, outcome).await {
+                Ok(Ok(WriteOutcome::Applied(_))) => break,
+                Ok(Ok(WriteOutcome::NotLeader(hint))) => {
+                    return Err(refusal(&RouteError::NotLeader { partition, hint }));
+                }
+                Ok(Ok(WriteOutcome::Refused { why, retry: true })) => {
+                    if Instant::now() + CONF_CHANGE_RETRY >= deadline {
+                        return Err(Status::unavailable(format!(
+                            "{why}; the deadline passed while waiting, nothing changed"
+                        )));
+                    }
+                    tokio::time::sleep(CONF_CHANGE_RETRY).await;
+                }
+                Ok(Ok(WriteOutcome::Refused { why, retry: false })) => {
+                    return Err(Status::failed_precondition(format!(
+                        "{why}; nothing changed"
+                    )));
+                }
+                Ok(Ok(WriteOutcome::Superseded)) => {
+                    return Err(Status::aborted(
+                        "leadership changed before the membership change committed; not applied",
+                    ));
+                }
+                Ok(Ok(WriteOutcome::NoSuchGroup)) => {
+                    return Err(refusal(&RouteError::PartitionNotHere { partition }));
+                }
+                Ok(Err(_)) | Err(_) => {
+                    return Err(Status::unavailable(
+                        "the membership change was proposed but not committed before the deadline; it may or may not be applied",
+                    ));
+                }
+            }
+        }
+        let done = |d: &RangeDescriptor| match change {
+            ConfChange::AddVoter(n) | ConfChange::Promote(n) => d.replicas.contains(&n),
+            ConfChange::AddLearner(n) => d.learners.contains(&n),
+            ConfChange::Remove(n) => !d.replicas.contains(&n) && !d.learners.contains(&n),
+        };
+        let Some(mut view) = self.view(partition) else {
+            return Err(Status::unavailable(format!(
+                "the membership change applied, but this node no longer hosts partition {partition}"
+            )));
+        };
+        loop {
+            if let Some(descriptor) = view.borrow_and_update().descriptor.clone()
+                && done(&descriptor)
+            {
+                return Ok(ChangeReplicasResponse {
+                    descriptor: Some(to_wire(&descriptor, Default::default())),
+                });
+            }
+            match tokio::time::timeout_at(deadline, view.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(Status::unavailable(format!(
+                        "the change applied, but partition {partition} did not reach it before \
+                         the deadline (an added voter is promoted once it has caught up; the \
+                         leader keeps trying)"
+                    )));
+                }
+            }
+        }
+    }
+
     /// Splits `local` (this node's replica of the range holding `key`) at `key`, if the
     /// replica leads: a new partition id from the core, then the split entry, planned at
     /// the range's epoch now, through the range's own log.
@@ -1492,6 +1808,7 @@ mod tests {
             bugs: RouteBugs::default(),
             range_bugs: Default::default(),
             first_leaders: std::sync::Mutex::new(HashMap::new()),
+            initial: Arc::default(),
         };
         (service, map_tx)
     }

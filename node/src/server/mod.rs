@@ -203,6 +203,10 @@ pub async fn run(
     let initial_map = PartitionMap::new(spec.initial_descriptors())
         .map_err(|e| anyhow::anyhow!("the layout does not make a valid partition map: {e}"))?;
     let core_replicas = spec.core_replicas();
+    let initial_descriptors: BTreeMap<u64, crate::partitioning::RangeDescriptor> = initial_map
+        .descriptors()
+        .map(|d| (d.id, d.clone()))
+        .collect();
     let mut starts = Vec::new();
     let recovered_snapshots: Vec<(u64, Vec<u64>)> = recovered
         .groups
@@ -275,6 +279,13 @@ pub async fn run(
             }
         }
         entries += persisted.entries.len();
+        // A replica that joined as a learner is not among the voters its snapshot lists:
+        // it starts as a joining node, and its membership comes from the snapshot and log.
+        let voters = if voters.contains(&config.id) {
+            voters
+        } else {
+            Vec::new()
+        };
         let core = RaftCore::new(
             config.group_config(group, voters, bugs.raft.clone()),
             persisted,
@@ -411,6 +422,7 @@ pub async fn run(
         bugs: bugs.route,
         range_bugs: bugs.range,
         first_leaders: std::sync::Mutex::new(HashMap::new()),
+        initial: Arc::new(initial_descriptors),
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;

@@ -251,6 +251,8 @@ impl fmt::Display for MessageView<'_> {
             ),
             Body::NodeHeartbeat(_) => write!(f, "NodeHeartbeat"),
             Body::TimeoutNow(_) => write!(f, "TimeoutNow{{term {}}}", m.term),
+            Body::GroupRemoved(r) => write!(f, "GroupRemoved{{index {}}}", r.index),
+            Body::ReplicaCheck(_) => write!(f, "ReplicaCheck"),
         }
     }
 }
