@@ -109,17 +109,22 @@ impl Membership {
                 next.voters.insert(id);
             }
             ConfChange::Remove(id) => {
-                if id == leader {
-                    return Err(format!("node {id} leads the group: {LEADER_REMOVAL}"));
-                }
                 let was_voter = next.voters.remove(&id);
                 let was_learner = next.learners.remove(&id);
                 next.promoting.remove(&id);
                 if !was_voter && !was_learner {
                     return Err(format!("node {id} is not a member of the group"));
                 }
+                // Before the leader check: the last voter is always the leader, and the
+                // way out is not a transfer.
                 if next.voters.is_empty() {
-                    return Err(format!("node {id} is the group's last voter"));
+                    return Err(format!(
+                        "node {id} is the group's last voter: it would have no replica left \
+                         (add one before removing this)"
+                    ));
+                }
+                if id == leader {
+                    return Err(format!("node {id} leads the group: {LEADER_REMOVAL}"));
                 }
             }
         }

@@ -1,0 +1,373 @@
+//! Replica moves on real processes: a move adds the new replica as a learner (caught up
+//! by snapshot), promotes it, hands leadership on if the old replica leads, and removes
+//! the old one, which retires. Writes keep being acknowledged through it and none is lost;
+//! a replica that was down when it was removed retires when it comes back; a replica can
+//! move back to a node it left; bad moves are refused naming the problem.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use faultline_harness::cluster::{
+    LocalCluster, find_node_bin, free_loopback_addrs, group_status_with_digest, status_all_groups,
+};
+use faultline_node::client::{Routing, RoutingClient};
+use faultline_node::proto::kv::kv_client::KvClient;
+use faultline_node::proto::kv::{
+    ChangeReplicasRequest, GetPartitionMapRequest, MoveReplicaRequest, PartitionDescriptor,
+    ReplicaChange,
+};
+use tonic::transport::Channel;
+
+fn client(cluster: &LocalCluster, id: u64) -> KvClient<Channel> {
+    let endpoint = faultline_node::server::transport::node_endpoint(
+        cluster.addr(id),
+        None,
+        Duration::from_secs(3),
+    )
+    .timeout(Duration::from_secs(30));
+    KvClient::new(endpoint.connect_lazy())
+}
+
+/// Four nodes, so that every partition (three replicas) has a node to move to.
+fn start(root: &std::path::Path, args: &[&str]) -> LocalCluster {
+    let node_bin = find_node_bin().expect("node binary");
+    let addrs = free_loopback_addrs(4).expect("ports");
+    let args = args.iter().map(|a| a.to_string()).collect();
+    let mut cluster = LocalCluster::new(&node_bin, root, &addrs, args).expect("layout");
+    cluster.start_all().expect("start");
+    cluster
+}
+
+fn router(cluster: &LocalCluster) -> RoutingClient {
+    let seeds = cluster
+        .ids()
+        .into_iter()
+        .map(|id| cluster.addr(id))
+        .collect();
+    RoutingClient::new(seeds, Routing::Direct, None, Duration::from_secs(2))
+}
+
+/// Which running nodes host `group`, and which of them leads it.
+async fn hosts(cluster: &LocalCluster, group: u64) -> (Vec<u64>, Option<u64>) {
+    let mut hosting = Vec::new();
+    let mut leader = None;
+    for (id, addr) in cluster.running() {
+        if let Ok(s) = status_all_groups(addr).await
+            && let Some(g) = s.groups.iter().find(|g| g.group_id == group)
+        {
+            hosting.push(id);
+            if g.role == "leader" {
+                leader = Some(id);
+            }
+        }
+    }
+    (hosting, leader)
+}
+
+async fn wait_for_leader_of(cluster: &LocalCluster, group: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let (_, Some(leader)) = hosts(cluster, group).await {
+            return leader;
+        }
+        assert!(Instant::now() < deadline, "group {group} elected no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn partition(cluster: &LocalCluster, via: u64, id: u64) -> PartitionDescriptor {
+    client(cluster, via)
+        .get_partition_map(GetPartitionMapRequest {})
+        .await
+        .expect("map")
+        .into_inner()
+        .partitions
+        .into_iter()
+        .find(|p| p.id == id)
+        .expect("the partition is in the map")
+}
+
+/// Waits until the running nodes hosting `group` are exactly `expected`.
+async fn wait_for_hosts(cluster: &LocalCluster, group: u64, expected: &[u64]) {
+    let mut expected = expected.to_vec();
+    expected.sort_unstable();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (hosting, _) = hosts(cluster, group).await;
+        if hosting == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} is hosted on {hosting:?}, not {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn move_request(partition: u64, from: u64, to: u64) -> MoveReplicaRequest {
+    MoveReplicaRequest {
+        partition,
+        from,
+        to,
+    }
+}
+
+/// Every replica of `group` reaches the same applied index with the same state.
+async fn replicas_agree(cluster: &LocalCluster, group: u64, replicas: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut seen = BTreeMap::new();
+        for &id in replicas {
+            let s = group_status_with_digest(cluster.addr(id), Some(group), 0)
+                .await
+                .expect("status");
+            seen.insert(id, (s.applied_index, s.state_digest));
+        }
+        let states: std::collections::BTreeSet<_> = seen.values().collect();
+        if states.len() == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas of group {group} disagree: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moves_off_its_leader_and_back_under_writes_and_no_acknowledged_write_is_lost() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cluster = start(
+        root.path(),
+        &[
+            "--partitions",
+            "1",
+            "--partitioning",
+            "range",
+            "--snapshot-interval-entries",
+            "100",
+        ],
+    );
+    let group = 1;
+    let leader = wait_for_leader_of(&cluster, group).await;
+    let before = partition(&cluster, 1, group).await;
+    let spare = (1..=4)
+        .find(|n| !before.replicas.contains(n))
+        .expect("a node without the partition");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..3u64 {
+        let router = router(&cluster);
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = BTreeMap::new();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("k{w}-{i:05}").into_bytes();
+                let value = format!("{w}:{i}").into_bytes();
+                if router
+                    .put(key.clone(), value.clone(), None, Duration::from_secs(10))
+                    .await
+                    .is_ok()
+                {
+                    acked.insert(key, value);
+                }
+                i += 1;
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Off the leader: the move must hand leadership on before it can remove it.
+    let via = spare % 4 + 1;
+    let moved = client(&cluster, via)
+        .move_replica(move_request(group, leader, spare))
+        .await
+        .expect("move off the leader")
+        .into_inner()
+        .descriptor
+        .expect("descriptor");
+    assert!(moved.replicas.contains(&spare) && !moved.replicas.contains(&leader));
+    assert!(moved.learners.is_empty(), "{moved:?}");
+    assert!(
+        moved.epoch.unwrap_or_default().conf_version
+            > before.epoch.unwrap_or_default().conf_version
+    );
+    wait_for_hosts(&cluster, group, &moved.replicas).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Back onto the node it just left (its old replica retired there): it starts afresh.
+    let other = moved
+        .replicas
+        .iter()
+        .copied()
+        .find(|&n| n != spare)
+        .expect("a replica that did not move");
+    let back = client(&cluster, leader)
+        .move_replica(move_request(group, other, leader))
+        .await
+        .expect("move back")
+        .into_inner()
+        .descriptor
+        .expect("descriptor");
+    assert!(back.replicas.contains(&leader) && !back.replicas.contains(&other));
+    wait_for_hosts(&cluster, group, &back.replicas).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut acked = BTreeMap::new();
+    for writer in writers {
+        acked.extend(writer.await.expect("writer"));
+    }
+    assert!(
+        acked.len() > 50,
+        "only {} writes were acknowledged",
+        acked.len()
+    );
+    let reader = router(&cluster);
+    for (key, value) in &acked {
+        let got = reader
+            .get(key.clone(), false, Duration::from_secs(10))
+            .await
+            .expect("get");
+        assert!(
+            got.found && &got.value == value,
+            "acknowledged {:?} is lost",
+            String::from_utf8_lossy(key)
+        );
+    }
+    replicas_agree(&cluster, group, &back.replicas).await;
+    let map = partition(&cluster, 2, group).await;
+    let mut shown = map.replicas.clone();
+    shown.sort_unstable();
+    let mut expected = back.replicas.clone();
+    expected.sort_unstable();
+    assert_eq!(shown, expected, "the map shows the replicas the move left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_when_it_was_removed_retires_when_it_comes_back() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut cluster = start(
+        root.path(),
+        &["--partitions", "1", "--partitioning", "range"],
+    );
+    let group = 1;
+    let leader = wait_for_leader_of(&cluster, group).await;
+    let before = partition(&cluster, leader, group).await;
+    let spare = (1..=4)
+        .find(|n| !before.replicas.contains(n))
+        .expect("a node without the partition");
+    let down = before
+        .replicas
+        .iter()
+        .copied()
+        .find(|&n| n != leader)
+        .expect("a follower");
+    let router = router(&cluster);
+    router
+        .put(
+            b"before".to_vec(),
+            b"1".to_vec(),
+            None,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("put");
+    cluster.kill(down).expect("kill");
+    client(&cluster, leader)
+        .move_replica(move_request(group, down, spare))
+        .await
+        .expect("a move off a node that is down");
+    cluster.start(down).expect("restart");
+    let mut expected = before.replicas.clone();
+    expected.retain(|&n| n != down);
+    expected.push(spare);
+    wait_for_hosts(&cluster, group, &expected).await;
+    let got = router
+        .get(b"before".to_vec(), false, Duration::from_secs(10))
+        .await
+        .expect("get");
+    assert!(got.found);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_moves_and_replica_changes_are_refused_naming_the_problem_and_change_nothing() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cluster = start(
+        root.path(),
+        &["--partitions", "1", "--partitioning", "range"],
+    );
+    let group = 1;
+    let leader = wait_for_leader_of(&cluster, group).await;
+    let before = partition(&cluster, 1, group).await;
+    let spare = (1..=4)
+        .find(|n| !before.replicas.contains(n))
+        .expect("a node without the partition");
+    let follower = before
+        .replicas
+        .iter()
+        .copied()
+        .find(|&n| n != leader)
+        .expect("a follower");
+    let mut kv = client(&cluster, spare);
+    let cases = [
+        (
+            move_request(group, follower, 9),
+            "not a member of the cluster",
+        ),
+        (move_request(group, spare, follower), "holds no replica"),
+        (move_request(group, follower, follower), "both node"),
+        (move_request(77, follower, spare), "no partition 77"),
+    ];
+    for (request, why) in cases {
+        let status = kv.move_replica(request).await.expect_err("refused");
+        assert!(status.message().contains(why), "{request:?}: {status:?}");
+    }
+    let add_existing = ChangeReplicasRequest {
+        partition: group,
+        change: ReplicaChange::AddVoter as i32,
+        node: follower,
+    };
+    let status = kv.change_replicas(add_existing).await.expect_err("refused");
+    assert!(
+        status.message().contains("voter of the group already"),
+        "{status:?}"
+    );
+
+    // Down to the leader alone, then the last replica is refused.
+    for node in before.replicas.iter().copied().filter(|&n| n != leader) {
+        kv.change_replicas(ChangeReplicasRequest {
+            partition: group,
+            change: ReplicaChange::Remove as i32,
+            node,
+        })
+        .await
+        .expect("remove a follower");
+    }
+    let status = kv
+        .change_replicas(ChangeReplicasRequest {
+            partition: group,
+            change: ReplicaChange::Remove as i32,
+            node: leader,
+        })
+        .await
+        .expect_err("the last replica");
+    assert!(status.message().contains("last voter"), "{status:?}");
+    wait_for_hosts(&cluster, group, &[leader]).await;
+    let got = router(&cluster)
+        .put(
+            b"alone".to_vec(),
+            b"1".to_vec(),
+            None,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(got.is_ok(), "the last replica serves alone: {got:?}");
+}
