@@ -3,6 +3,7 @@
 //! Every node runs in its own process group with a parent-death signal, and the
 //! cluster kills what is left when dropped, so no node outlives the harness.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -279,27 +280,60 @@ impl LocalCluster {
         }
     }
 
-    /// Polls every running node's status until a majority agrees on one leader.
+    /// Polls every running node until every Raft group it hosts has a leader that a
+    /// majority of the group's voters agree on. Returns the leader of the first data
+    /// partition (of the consistent core if there is none).
     pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
         let deadline = Instant::now() + timeout;
-        let mut last_seen = Vec::new();
+        let mut unled = Vec::new();
         while Instant::now() < deadline {
-            last_seen.clear();
+            // group -> (node, role, leader, term, voters)
+            let mut groups: BTreeMap<u64, Vec<(u64, String, u64, u64, Vec<u64>)>> = BTreeMap::new();
             for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-                if let Ok(status) = status(node.addr).await {
-                    last_seen.push((node.id, status.role.clone(), status.leader_id, status.term));
+                if let Ok(status) = status_all_groups(node.addr).await {
+                    for g in status.groups {
+                        groups.entry(g.group_id).or_default().push((
+                            node.id,
+                            g.role,
+                            g.leader_id,
+                            g.term,
+                            g.voters,
+                        ));
+                    }
                 }
             }
-            if let Some(&(leader, ..)) = last_seen.iter().find(|(_, role, ..)| role == "leader") {
-                let agreeing = last_seen.iter().filter(|(_, _, l, _)| *l == leader).count();
-                if agreeing > self.nodes.len() / 2 {
-                    return Ok(leader);
+            unled.clear();
+            let mut leaders = BTreeMap::new();
+            for (&group, seen) in &groups {
+                let agreed = seen.iter().find_map(|(id, role, _, _, voters)| {
+                    let agreeing = seen.iter().filter(|(_, _, l, ..)| l == id).count();
+                    (role == "leader" && agreeing > voters.len() / 2).then_some(*id)
+                });
+                match agreed {
+                    Some(leader) => {
+                        leaders.insert(group, leader);
+                    }
+                    None => unled.push((
+                        group,
+                        seen.iter()
+                            .map(|(id, role, l, term, _)| (*id, role.clone(), *l, *term))
+                            .collect::<Vec<_>>(),
+                    )),
                 }
+            }
+            if !groups.is_empty() && unled.is_empty() {
+                let first = leaders
+                    .iter()
+                    .find(|(g, _)| **g != 0)
+                    .or_else(|| leaders.iter().next())
+                    .map(|(_, l)| *l)
+                    .expect("at least one group");
+                return Ok(first);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::bail!(
-            "no leader agreed on by a majority within {timeout:?}; last statuses (id, role, leader, term): {last_seen:?}"
+            "some groups have no leader agreed on by a majority of their voters within {timeout:?}; their last statuses (group, [(id, role, leader, term)]): {unled:?}"
         )
     }
 }

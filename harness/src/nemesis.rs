@@ -23,6 +23,8 @@ use crate::net::namespace::node_ip;
 /// After a fault heals, how long its recovery counts as part of it (see
 /// [`FaultWindow::ok_ops_after`]).
 pub const RECOVERY_WINDOW_NS: u64 = 1_000_000_000;
+/// A move under other faults may wait out elections and a snapshot.
+const MOVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What one fault did, for the results: when it ran and how many operations
 /// completed successfully while it was active.
@@ -316,6 +318,8 @@ impl Nemesis {
             }
             FaultKind::Split { pick } => self.split(*pick).await?,
             FaultKind::Merge { pick } => self.merge(*pick).await?,
+            FaultKind::Move { pick } => self.move_replica(*pick).await?,
+            FaultKind::ShuffleLeader { pick } => self.shuffle_leader(*pick).await?,
         };
         self.record("start", fault.name(), json!(detail));
         Ok((detail, precondition))
@@ -349,7 +353,10 @@ impl Nemesis {
             FaultKind::DivergeLeader => last_word = crate::diverge_leader::end(self).await?,
             FaultKind::Clock { .. } => self.reset_clocks().await?,
             // A split is not undone: the new range is the cluster's shape from now on.
-            FaultKind::Split { .. } | FaultKind::Merge { .. } => {}
+            FaultKind::Split { .. }
+            | FaultKind::Merge { .. }
+            | FaultKind::Move { .. }
+            | FaultKind::ShuffleLeader { .. } => {}
         }
         self.record("stop", fault.name(), json!(null));
         Ok(last_word)
@@ -386,6 +393,100 @@ impl Nemesis {
         ))
     }
 
+    /// Moves a replica of a partition to a node that holds none, through a running node.
+    async fn move_replica(&self, pick: u64) -> anyhow::Result<String> {
+        use faultline_node::proto::kv::{GetPartitionMapRequest, MoveReplicaRequest};
+        let mut kv = self.any_node_with(pick, MOVE_TIMEOUT).await?;
+        let map = kv
+            .get_partition_map(GetPartitionMapRequest {})
+            .await
+            .context("cannot read the partition map")?
+            .into_inner();
+        let nodes: Vec<u64> = map.nodes.iter().map(|n| n.id).collect();
+        let spare = |p: &faultline_node::proto::kv::PartitionDescriptor| -> Vec<u64> {
+            nodes
+                .iter()
+                .copied()
+                .filter(|n| !p.replicas.contains(n) && !p.learners.contains(n))
+                .collect()
+        };
+        let candidates: Vec<_> = map
+            .partitions
+            .iter()
+            .filter(|p| !spare(p).is_empty() && !p.replicas.is_empty())
+            .collect();
+        anyhow::ensure!(
+            !candidates.is_empty(),
+            "every node holds a replica of every partition: move needs more nodes than \
+             replicas (run with --nodes 4, say)"
+        );
+        let partition = candidates[((pick >> 8) % candidates.len() as u64) as usize];
+        let from = partition.replicas[((pick >> 16) % partition.replicas.len() as u64) as usize];
+        let targets = spare(partition);
+        let to = targets[((pick >> 24) % targets.len() as u64) as usize];
+        let moved = kv
+            .move_replica(MoveReplicaRequest {
+                partition: partition.id,
+                from,
+                to,
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "move of partition {}'s replica n{from} to n{to}",
+                    partition.id
+                )
+            })?
+            .into_inner()
+            .descriptor
+            .unwrap_or_default();
+        Ok(format!(
+            "partition {}: replica n{from} -> n{to}, replicas now {:?}",
+            partition.id, moved.replicas
+        ))
+    }
+
+    /// Hands a partition's leadership to another of its voters, through a running node.
+    async fn shuffle_leader(&self, pick: u64) -> anyhow::Result<String> {
+        use faultline_node::proto::kv::{GetPartitionMapRequest, TransferLeaderRequest};
+        let mut kv = self.any_node(pick).await?;
+        let map = kv
+            .get_partition_map(GetPartitionMapRequest {})
+            .await
+            .context("cannot read the partition map")?
+            .into_inner();
+        let candidates: Vec<_> = map
+            .partitions
+            .iter()
+            .filter(|p| p.replicas.len() > 1)
+            .collect();
+        anyhow::ensure!(
+            !candidates.is_empty(),
+            "every partition has one replica: there is no other voter to lead"
+        );
+        let partition = candidates[((pick >> 8) % candidates.len() as u64) as usize];
+        let others: Vec<u64> = partition
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&n| n != partition.leader)
+            .collect();
+        let to = others[((pick >> 16) % others.len() as u64) as usize];
+        let from = kv
+            .transfer_leader(TransferLeaderRequest {
+                partition: partition.id,
+                to,
+            })
+            .await
+            .with_context(|| format!("leadership of partition {} to n{to}", partition.id))?
+            .into_inner()
+            .from;
+        Ok(format!(
+            "partition {}: leader n{from} -> n{to}",
+            partition.id
+        ))
+    }
+
     /// A running node (chosen by `pick`) and its partition map, which must be of ranges
     /// for `fault` to act on it.
     async fn range_map(
@@ -415,6 +516,17 @@ impl Nemesis {
         pick: u64,
     ) -> anyhow::Result<faultline_node::proto::kv::kv_client::KvClient<tonic::transport::Channel>>
     {
+        self.any_node_with(pick, std::time::Duration::from_secs(3))
+            .await
+    }
+
+    /// The same, with requests that may take up to `timeout`.
+    async fn any_node_with(
+        &self,
+        pick: u64,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<faultline_node::proto::kv::kv_client::KvClient<tonic::transport::Channel>>
+    {
         let running = self.cluster.lock().await.running();
         anyhow::ensure!(!running.is_empty(), "no node is running to ask");
         let (_, addr) = running[(pick % running.len() as u64) as usize];
@@ -423,7 +535,7 @@ impl Nemesis {
             None,
             std::time::Duration::from_millis(500),
         )
-        .timeout(std::time::Duration::from_secs(3));
+        .timeout(timeout);
         Ok(faultline_node::proto::kv::kv_client::KvClient::new(
             endpoint.connect_lazy(),
         ))

@@ -137,15 +137,21 @@ pub async fn compare(nodes: &[(u64, SocketAddr)], settle: Duration) -> Replicas 
         hosts.keys().map(|&g| (g, GroupSeen::default())).collect();
     loop {
         for (&group, state) in groups.iter_mut().filter(|(_, s)| s.settled.is_none()) {
-            let replicas = &hosts[&group];
             let mut applied = BTreeMap::new();
-            for &(id, addr) in replicas {
-                if let Ok(status) = group_status_with_digest(addr, Some(group), 0).await
-                    && status.group_id == group
-                {
-                    applied.insert(id, status.applied_index);
+            let mut retired = Vec::new();
+            for &(id, addr) in &hosts[&group] {
+                match group_status_with_digest(addr, Some(group), 0).await {
+                    // A replica a move removed retires when it hears of it, maybe only now.
+                    Ok(status) if status.role == "none" => retired.push(id),
+                    Ok(status) if status.group_id == group => {
+                        applied.insert(id, status.applied_index);
+                    }
+                    _ => {}
                 }
             }
+            let replicas = hosts.get_mut(&group).expect("listed");
+            replicas.retain(|(id, _)| !retired.contains(id));
+            let replicas = &hosts[&group];
             // Index 0 is the empty state everywhere (and asks a node for its current one).
             if let Some(&common) = applied.values().min().filter(|&&index| index > 0) {
                 for &(id, addr) in replicas {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use faultline_workloads::{
-    FaultName, Generator, Op, OpKind, OpValue, Workload, nemesis_schedule, resolve,
+    FaultKind, FaultName, Generator, Op, OpKind, OpValue, Workload, nemesis_schedule, resolve,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -514,12 +514,21 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         .collect();
     let mut node_args = options.node_args.clone();
     // Every node a voter of every partition unless the user places replicas: the faults
-    // then hit a replica of each group wherever they land (as with one Raft group).
+    // then hit a replica of each group wherever they land (as with one Raft group). A
+    // schedule that moves replicas needs nodes without one: three replicas each, then.
     if !node_args
         .iter()
         .any(|a| a == "--replicas" || a.starts_with("--replicas="))
     {
-        node_args.extend(["--replicas".to_string(), options.nodes.min(7).to_string()]);
+        let moves = schedule
+            .iter()
+            .any(|f| matches!(f.fault, FaultKind::Move { .. }));
+        let replicas = if moves && options.nodes > 3 {
+            3
+        } else {
+            options.nodes.min(7)
+        };
+        node_args.extend(["--replicas".to_string(), replicas.to_string()]);
     }
     if let Some(partitions) = options.partitions {
         let scheme = options.partitioning.as_deref().unwrap_or("range");

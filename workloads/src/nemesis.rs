@@ -121,6 +121,18 @@ pub enum FaultKind {
         /// Seeded.
         pick: u64,
     },
+    /// Move a replica of a partition to a node that holds none: `pick` chooses the
+    /// partition, the replica and the node among those that exist when the fault starts.
+    Move {
+        /// Seeded.
+        pick: u64,
+    },
+    /// Hand a partition's leadership to another of its voters; `pick` chooses both when
+    /// the fault starts.
+    ShuffleLeader {
+        /// Seeded.
+        pick: u64,
+    },
 }
 
 impl FaultKind {
@@ -137,6 +149,8 @@ impl FaultKind {
             FaultKind::DivergeLeader => "diverge-leader",
             FaultKind::Split { .. } => "split",
             FaultKind::Merge { .. } => "merge",
+            FaultKind::Move { .. } => "move",
+            FaultKind::ShuffleLeader { .. } => "shuffle-leader",
         }
     }
 
@@ -398,6 +412,8 @@ fn choose_fault(
         FaultName::DivergeLeader => FaultKind::DivergeLeader,
         FaultName::Split => FaultKind::Split { pick: rng.random() },
         FaultName::Merge => FaultKind::Merge { pick: rng.random() },
+        FaultName::Move => FaultKind::Move { pick: rng.random() },
+        FaultName::ShuffleLeader => FaultKind::ShuffleLeader { pick: rng.random() },
         FaultName::CorruptWal => FaultKind::CorruptWal {
             target: Target::Random(random_node(rng)),
             mode: if rng.random_bool(0.5) {

@@ -282,6 +282,11 @@ pub enum FaultName {
     Split,
     /// Merge a range with the one after it (range partitioning). Nothing to heal either.
     Merge,
+    /// Move a partition's replica to a node that holds none (a learner caught up by
+    /// snapshot, promoted, then the old replica removed). Needs more nodes than replicas.
+    Move,
+    /// Hand a partition's leadership to another of its voters.
+    ShuffleLeader,
 }
 
 /// A partition shape, as named in YAML.
