@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use faultline_node::proto::kv::StatusRequest;
 use faultline_node::proto::kv::kv_client::KvClient;
+use faultline_node::proto::kv::{GroupStatus, StatusRequest};
 use faultline_node::server::transport::node_endpoint;
 
 pub struct NodeProcess {
@@ -287,27 +287,21 @@ impl LocalCluster {
         let deadline = Instant::now() + timeout;
         let mut unled = Vec::new();
         while Instant::now() < deadline {
-            // group -> (node, role, leader, term, voters)
-            let mut groups: BTreeMap<u64, Vec<(u64, String, u64, u64, Vec<u64>)>> = BTreeMap::new();
+            // group -> what each node hosting it says
+            let mut groups: BTreeMap<u64, Vec<(u64, GroupStatus)>> = BTreeMap::new();
             for node in self.nodes.iter().filter(|n| n.child.is_some()) {
                 if let Ok(status) = status_all_groups(node.addr).await {
                     for g in status.groups {
-                        groups.entry(g.group_id).or_default().push((
-                            node.id,
-                            g.role,
-                            g.leader_id,
-                            g.term,
-                            g.voters,
-                        ));
+                        groups.entry(g.group_id).or_default().push((node.id, g));
                     }
                 }
             }
             unled.clear();
             let mut leaders = BTreeMap::new();
             for (&group, seen) in &groups {
-                let agreed = seen.iter().find_map(|(id, role, _, _, voters)| {
-                    let agreeing = seen.iter().filter(|(_, _, l, ..)| l == id).count();
-                    (role == "leader" && agreeing > voters.len() / 2).then_some(*id)
+                let agreed = seen.iter().find_map(|(id, g)| {
+                    let agreeing = seen.iter().filter(|(_, o)| o.leader_id == *id).count();
+                    (g.role == "leader" && agreeing > g.voters.len() / 2).then_some(*id)
                 });
                 match agreed {
                     Some(leader) => {
@@ -316,7 +310,7 @@ impl LocalCluster {
                     None => unled.push((
                         group,
                         seen.iter()
-                            .map(|(id, role, l, term, _)| (*id, role.clone(), *l, *term))
+                            .map(|(id, g)| (*id, g.role.clone(), g.leader_id, g.term))
                             .collect::<Vec<_>>(),
                     )),
                 }

@@ -585,7 +585,9 @@ fn nemesis_uses_only_configured_faults_shapes_and_targets() {
             | FaultKind::RestartVoter
             | FaultKind::DivergeLeader
             | FaultKind::Split { .. }
-            | FaultKind::Merge { .. } => {
+            | FaultKind::Merge { .. }
+            | FaultKind::Move { .. }
+            | FaultKind::ShuffleLeader { .. } => {
                 panic!("{} is not configured", fault.fault.name())
             }
         }
