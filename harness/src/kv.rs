@@ -99,6 +99,9 @@ enum KvOp {
     /// Move partition ID's replica from node N to node M: M is added as a learner, caught
     /// up by snapshot and promoted; leadership moves off N if N leads; N is removed. Waits
     /// until the partition map shows M and not N (raise --timeout-ms for large ranges).
+    /// Drain node N (move each of its replicas to the other nodes, fewest replicas first),
+    /// then remove it from the cluster. Its process can be stopped afterwards.
+    RemoveNode { node: u64 },
     Move {
         id: u64,
         #[arg(long, value_name = "N")]
@@ -161,6 +164,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             | KvOp::Split { .. }
             | KvOp::Merge { .. }
             | KvOp::Move { .. }
+            | KvOp::RemoveNode { .. }
     );
     let mut client = if needs_node {
         Some(connect(&args.endpoint).await?)
@@ -240,6 +244,26 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
         KvOp::TransferLeader { id, to } => {
             let kv = client.as_mut().expect("connected for transfer-leader");
             transfer_leader(kv, id, to, timeout).await
+        }
+        KvOp::RemoveNode { node } => {
+            let kv = client.as_mut().expect("connected for remove-node");
+            let started = std::time::Instant::now();
+            kv.remove_node(request(
+                faultline_node::proto::kv::RemoveNodeRequest { node },
+                timeout,
+            ))
+            .await
+            .map(|r| {
+                let moved = r.into_inner().moved;
+                for p in &moved {
+                    println!("partition {}: replicas now {:?}", p.id, p.replicas);
+                }
+                println!(
+                    "node {node} drained ({} replicas moved) and removed from the cluster in {} ms; its process can be stopped",
+                    moved.len(),
+                    started.elapsed().as_millis()
+                );
+            })
         }
         KvOp::Move { id, from, to } => {
             let kv = client.as_mut().expect("connected for move");
@@ -547,6 +571,19 @@ fn print_map(map: &GetPartitionMapResponse, json: bool) {
             format!("n{}", map.core_leader)
         }
     );
+    let nodes: Vec<String> = map
+        .nodes
+        .iter()
+        .map(|n| {
+            let state = match faultline_node::proto::kv::NodeState::try_from(n.state) {
+                Ok(faultline_node::proto::kv::NodeState::Draining) => " (draining)",
+                Ok(faultline_node::proto::kv::NodeState::Removed) => " (removed)",
+                _ => "",
+            };
+            format!("n{} {}{state}", n.id, n.address)
+        })
+        .collect();
+    println!("nodes: {}", nodes.join(", "));
     println!(
         "{:>4}  {:<28} {:>7}  {:<12} {:>7} {:>9}",
         "id", "range or bucket", "epoch", "replicas", "leader", "ops/s"

@@ -26,6 +26,11 @@ struct Args {
     /// Another member of the cluster, as ID=ADDR; repeat for each.
     #[arg(long = "peer", value_name = "ID=ADDR", value_parser = parse_peer)]
     peers: Vec<(u64, SocketAddr)>,
+    /// Join a running cluster through the node at ADDR (any node): the consistent core
+    /// registers this node, which then learns the layout and every other node from it.
+    /// Needs only --id, --listen and --data-dir; later starts read the data directory.
+    #[arg(long, value_name = "ADDR")]
+    join: Option<SocketAddr>,
     /// Directory for the WAL and snapshots; created if missing.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -147,6 +152,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     if !args.peers.is_empty() {
         config.peers = args.peers.into_iter().collect();
+    }
+    if args.join.is_some() {
+        config.join = args.join;
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;

@@ -37,6 +37,12 @@ impl MapCache {
     /// Replaces the cache with a map fetched from its source, at the source's `version`.
     pub fn install(&mut self, map: PartitionMap, version: u64) {
         self.installed = Some(version);
+        // A node's own map registers the nodes that joined since the cluster formed.
+        for (id, node) in map.live_nodes() {
+            if let Ok(addr) = node.address.parse() {
+                self.nodes.insert(id, addr);
+            }
+        }
         self.map = (!map.is_empty()).then_some(map);
     }
 

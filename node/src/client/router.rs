@@ -273,7 +273,15 @@ impl RoutingClient {
         if let Some(client) = channels.get(&node) {
             return Some(client.clone());
         }
-        let addr = self.cache().address(node)?;
+        let known = self.cache().address(node);
+        let addr = match known {
+            Some(addr) => addr,
+            None => {
+                // A node that joined since the cache was last installed.
+                self.sync_local();
+                self.cache().address(node)?
+            }
+        };
         let client =
             KvClient::new(node_endpoint(addr, self.source_ip, self.connect_timeout).connect_lazy());
         channels.insert(node, client.clone());

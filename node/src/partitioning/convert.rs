@@ -29,6 +29,35 @@ pub fn to_wire(descriptor: &RangeDescriptor, load: Load) -> PartitionDescriptor 
     }
 }
 
+pub fn node_to_wire(id: super::NodeId, node: &super::NodeRecord) -> kv::NodeAddress {
+    let state = match node.state {
+        super::NodeState::Active => kv::NodeState::Active,
+        super::NodeState::Draining => kv::NodeState::Draining,
+        super::NodeState::Removed => kv::NodeState::Removed,
+    };
+    kv::NodeAddress {
+        id,
+        address: node.address.clone(),
+        state: state as i32,
+    }
+}
+
+pub fn node_from_wire(wire: &kv::NodeAddress) -> (super::NodeId, super::NodeRecord) {
+    let state = match kv::NodeState::try_from(wire.state) {
+        Ok(kv::NodeState::Draining) => super::NodeState::Draining,
+        Ok(kv::NodeState::Removed) => super::NodeState::Removed,
+        // An unknown state from a newer node reads as active: it still serves.
+        _ => super::NodeState::Active,
+    };
+    (
+        wire.id,
+        super::NodeRecord {
+            address: wire.address.clone(),
+            state,
+        },
+    )
+}
+
 pub fn from_wire(wire: &PartitionDescriptor) -> Result<(RangeDescriptor, Load), String> {
     if wire.bucket_count > super::layout::PARTITIONS_MAX {
         return Err(format!(

@@ -9,7 +9,7 @@
 
 use prost::Message as _;
 
-use super::convert::{from_wire, to_wire};
+use super::convert::{from_wire, node_from_wire, node_to_wire, to_wire};
 use super::hashing::stable_hash;
 use super::map::{Load, PartitionMap};
 use crate::proto::raft::{CoreCommand, CoreSnapshot, PartitionReport, core_command::Op};
@@ -60,6 +60,15 @@ impl CoreStore {
         &self.map
     }
 
+    /// A core restored from a snapshot written before nodes were registered knows none:
+    /// it takes the bootstrap nodes, as every core replica does alike.
+    pub fn fill_nodes(&mut self, bootstrap: &[(super::NodeId, super::NodeRecord)]) {
+        if self.map.nodes().is_empty() {
+            self.map = self.map.clone().with_nodes(bootstrap.iter().cloned());
+            self.digest = self.digest_now();
+        }
+    }
+
     /// A digest of the map (descriptors, leaders, loads), for comparing replicas.
     pub fn digest(&self) -> u64 {
         self.digest
@@ -79,6 +88,27 @@ impl CoreStore {
                 self.next_partition_id += 1;
                 self.digest = self.digest_now();
                 CoreApplied::Allocated(id)
+            }
+            Some(Op::AddNode(add)) => match self.map.add_node(add.id, &add.address) {
+                Ok(_) => {
+                    self.digest = self.digest_now();
+                    CoreApplied::Taken
+                }
+                Err(why) => CoreApplied::Refused(why),
+            },
+            Some(Op::SetNodeState(set)) => {
+                let (_, record) = node_from_wire(&crate::proto::kv::NodeAddress {
+                    id: set.id,
+                    address: String::new(),
+                    state: set.state,
+                });
+                match self.map.set_node_state(set.id, record.state) {
+                    Ok(()) => {
+                        self.digest = self.digest_now();
+                        CoreApplied::Taken
+                    }
+                    Err(why) => CoreApplied::Refused(why),
+                }
             }
             None => CoreApplied::Refused("empty core command".into()),
         }
@@ -118,6 +148,12 @@ impl CoreStore {
                 .collect(),
             map_version: self.map.version(),
             next_partition_id: self.next_partition_id,
+            nodes: self
+                .map
+                .nodes()
+                .iter()
+                .map(|(&id, n)| node_to_wire(id, n))
+                .collect(),
         }
         .encode_to_vec()
     }
@@ -132,7 +168,8 @@ impl CoreStore {
             loads.push((descriptor.id, load));
             descriptors.push(descriptor);
         }
-        let map = PartitionMap::restore(descriptors, loads, snapshot.map_version)?;
+        let map = PartitionMap::restore(descriptors, loads, snapshot.map_version)?
+            .with_nodes(snapshot.nodes.iter().map(node_from_wire));
         let mut store = CoreStore::new(map);
         store.next_partition_id = store.next_partition_id.max(snapshot.next_partition_id);
         store.digest = store.digest_now();
@@ -144,6 +181,10 @@ impl CoreStore {
 /// few of them, so a full pass per change costs little.
 fn digest_of(map: &PartitionMap) -> u64 {
     let mut digest = stable_hash(&map.version().to_le_bytes());
+    for (&id, node) in map.nodes() {
+        let wire = node_to_wire(id, node);
+        digest = stable_hash(&[digest.to_le_bytes().as_slice(), &wire.encode_to_vec()].concat());
+    }
     for descriptor in map.descriptors() {
         let wire = to_wire(descriptor, map.load(descriptor.id));
         digest = stable_hash(&[digest.to_le_bytes().as_slice(), &wire.encode_to_vec()].concat());

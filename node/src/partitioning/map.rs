@@ -35,8 +35,27 @@ pub enum ReportError {
     Invalid(String),
 }
 
+/// Where a node of the cluster stands, as the consistent core registered it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeState {
+    Active,
+    /// Its replicas are being moved away; nothing new is placed on it.
+    Draining,
+    /// Out of the cluster for good; its id is not reused.
+    Removed,
+}
+
+/// A node of the cluster: where it serves, and its state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeRecord {
+    pub address: String,
+    pub state: NodeState,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PartitionMap {
+    /// The cluster's nodes: the bootstrap ones, and those that joined since.
+    nodes: BTreeMap<NodeId, NodeRecord>,
     descriptors: BTreeMap<PartitionId, RangeDescriptor>,
     /// Range partitions by start key.
     by_start: BTreeMap<Vec<u8>, PartitionId>,
@@ -77,6 +96,79 @@ impl PartitionMap {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The map with `nodes` registered (the bootstrap nodes, or a snapshot's).
+    pub fn with_nodes(mut self, nodes: impl IntoIterator<Item = (NodeId, NodeRecord)>) -> Self {
+        self.nodes = nodes.into_iter().collect();
+        self
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeRecord> {
+        &self.nodes
+    }
+
+    /// Nodes that are not removed, with their addresses.
+    pub fn live_nodes(&self) -> impl Iterator<Item = (NodeId, &NodeRecord)> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.state != NodeState::Removed)
+            .map(|(&id, n)| (id, n))
+    }
+
+    /// Registers a joining node. A retry of the same join changes nothing (`Ok(false)`);
+    /// an id or address taken by another node, or the id of a removed one, is refused.
+    pub fn add_node(&mut self, id: NodeId, address: &str) -> Result<bool, String> {
+        if id == 0 {
+            return Err("node id 0 is not valid; ids start at 1".into());
+        }
+        if let Some(known) = self.nodes.get(&id) {
+            return match known.state {
+                NodeState::Removed => Err(format!(
+                    "node id {id} belonged to a node that was removed from the cluster; ids \
+                     are not reused: choose another --id"
+                )),
+                _ if known.address == address => Ok(false),
+                _ => Err(format!(
+                    "node id {id} is in use by the node at {}; choose another --id",
+                    known.address
+                )),
+            };
+        }
+        if let Some((other, _)) = self
+            .nodes
+            .iter()
+            .find(|(_, n)| n.address == address && n.state != NodeState::Removed)
+        {
+            return Err(format!(
+                "{address} is where node {other} serves; give the new node its own --listen"
+            ));
+        }
+        self.nodes.insert(
+            id,
+            NodeRecord {
+                address: address.to_string(),
+                state: NodeState::Active,
+            },
+        );
+        self.version += 1;
+        Ok(true)
+    }
+
+    /// Moves a node to `state`: active to draining (and back), either to removed. A
+    /// removed node stays removed.
+    pub fn set_node_state(&mut self, id: NodeId, state: NodeState) -> Result<(), String> {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return Err(format!("there is no node {id} in the cluster"));
+        };
+        if node.state == NodeState::Removed && state != NodeState::Removed {
+            return Err(format!("node {id} was removed from the cluster"));
+        }
+        if node.state != state {
+            node.state = state;
+            self.version += 1;
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {

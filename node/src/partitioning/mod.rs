@@ -34,6 +34,6 @@ pub mod route;
 pub use descriptor::{CORE_GROUP, KeySpan, NodeId, PartitionId, RangeDescriptor, RangeEpoch};
 pub use epoch::EpochCommand;
 pub use layout::{LayoutSpec, Scheme};
-pub use map::{Load, PartitionMap, ReportError};
+pub use map::{Load, NodeRecord, NodeState, PartitionMap, ReportError};
 pub use range::{Applied, DataRange, RangeBugs};
 pub use route::{RouteError, check_request};

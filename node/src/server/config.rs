@@ -14,8 +14,11 @@ pub struct NodeConfig {
     pub id: u64,
     /// Address of the gRPC server: clients and peers both connect here.
     pub listen: SocketAddr,
-    /// Every other voter: id -> address.
+    /// Every other node the cluster is formed with: id -> address. Nodes that joined since
+    /// are learnt from the cluster (and kept in the data directory's `members` file).
     pub peers: BTreeMap<u64, SocketAddr>,
+    /// A node of a running cluster to join through (`--join`).
+    pub join: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// Outgoing peer connections bind to this address (default: the listen address),
     /// so that firewall rules can match both ends of a link.
@@ -59,6 +62,7 @@ impl Default for NodeConfig {
             id: 0,
             listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
             peers: BTreeMap::new(),
+            join: None,
             data_dir: PathBuf::from("data"),
             peer_source_ip: None,
             tick_ms: 10,
@@ -106,6 +110,22 @@ impl NodeConfig {
             anyhow::bail!(
                 "--peer names this node's own id {}; list only the other nodes",
                 self.id
+            );
+        }
+        if self.join.is_some()
+            && (self.partitions.is_some()
+                || self.partitioning.is_some()
+                || !self.split_at.is_empty()
+                || self.replicas.is_some())
+        {
+            anyhow::bail!(
+                "--join takes the layout from the cluster it joins: leave out --partitions, \
+                 --partitioning, --split-at and --replicas"
+            );
+        }
+        if self.join == Some(self.listen) {
+            anyhow::bail!(
+                "--join names this node's own --listen address; give the address of a node of the running cluster"
             );
         }
         if self.tick_ms == 0 || self.request_timeout_ms == 0 {

@@ -150,6 +150,15 @@ pub enum Event {
         initial: Option<RangeDescriptor>,
         reply: oneshot::Sender<Result<bool, String>>,
     },
+    /// A node joined the cluster: send to it, and count it for liveness.
+    AddPeer {
+        id: u64,
+        addr: std::net::SocketAddr,
+    },
+    /// A node left the cluster.
+    RemovePeer {
+        id: u64,
+    },
     /// Start handing leadership of `group` to `to` (the leader only).
     TransferLeader {
         group: u64,
@@ -848,6 +857,23 @@ impl Driver {
                 let created = self.create_replica(group, initial)?;
                 let _ = reply.send(Ok(created));
             }
+            Event::AddPeer { id, addr } => {
+                if id != self.options.node_id && !self.options.peers.contains(&id) {
+                    tracing::info!(peer = id, %addr, "a node joined the cluster: talking to it");
+                    self.transport.add_peer(id, addr);
+                    self.options.peers.push(id);
+                }
+            }
+            Event::RemovePeer { id } => {
+                if self.options.peers.contains(&id) {
+                    tracing::info!(
+                        peer = id,
+                        "a node left the cluster: no longer talking to it"
+                    );
+                    self.transport.remove_peer(id);
+                    self.options.peers.retain(|&p| p != id);
+                }
+            }
             Event::Shutdown => {}
         }
         Ok(())
@@ -1249,7 +1275,10 @@ impl Driver {
                         },
                         CoreApplied::Refused(why) => {
                             tracing::debug!(index = entry.index, "core refused: {why}");
-                            ApplyResult::default()
+                            ApplyResult {
+                                refused: why,
+                                ..Default::default()
+                            }
                         }
                     },
                 }

@@ -47,11 +47,12 @@ use crate::proto::kv::{
     BatchGetResult, ChangeReplicasRequest, ChangeReplicasResponse, CompareAndSwapRequest,
     CompareAndSwapResponse, CreateReplicaRequest, CreateReplicaResponse, DeleteRequest,
     DeleteResponse, GetPartitionMapRequest, GetPartitionMapResponse, GetRequest, GetResponse,
-    MergeRequest, MergeResponse, MoveReplicaRequest, MoveReplicaResponse, NodeAddress,
-    PrepareMergeRequest, PrepareMergeResponse, PutRequest, PutResponse, ReplicaChange,
-    ReportPartitionRequest, ReportPartitionResponse, ResponseHeader, ScanRequest, ScanResponse,
-    SplitRequest, SplitResponse, StatusRequest, StatusResponse, TransferLeaderRequest,
-    TransferLeaderResponse, WriteId, compare_and_swap_request,
+    JoinRequest, JoinResponse, MergeRequest, MergeResponse, MoveReplicaRequest,
+    MoveReplicaResponse, NodeAddress, PrepareMergeRequest, PrepareMergeResponse, PutRequest,
+    PutResponse, RemoveNodeRequest, RemoveNodeResponse, ReplicaChange, ReportPartitionRequest,
+    ReportPartitionResponse, ResponseHeader, ScanRequest, ScanResponse, SplitRequest,
+    SplitResponse, StatusRequest, StatusResponse, TransferLeaderRequest, TransferLeaderResponse,
+    WriteId, compare_and_swap_request,
 };
 use crate::proto::raft::{
     self, ApplyResult, Command, CoreCommand, PartitionReport, command::Op,
@@ -100,7 +101,14 @@ pub struct KvService {
     /// The bootstrap layout's descriptors: a replica created for a move of one of these
     /// ranges starts from it, so that any leader can catch it up from its log's start.
     pub initial: Arc<BTreeMap<u64, RangeDescriptor>>,
+    /// The layout the cluster was formed with, as the data directory's `layout` file
+    /// holds it: what a joining node is given.
+    pub layout: String,
 }
+
+/// Metadata on a request forwarded to the consistent core's leader: the receiver serves
+/// it only if it leads the core, and never forwards it again.
+const CORE_FORWARDED: &str = "faultline-core-forwarded";
 
 /// How long a replica change or move may take unless the caller's deadline says less:
 /// catching a replica up can take a while.
@@ -977,14 +985,7 @@ impl Kv for KvService {
                 .collect(),
             core_replicas: self.core_replicas.clone(),
             core_leader,
-            nodes: self
-                .addresses
-                .iter()
-                .map(|(id, addr)| NodeAddress {
-                    id: *id,
-                    address: addr.to_string(),
-                })
-                .collect(),
+            nodes: self.nodes_wire(),
         }))
     }
 
@@ -1276,6 +1277,170 @@ impl Kv for KvService {
         Ok(Response::new(CreateReplicaResponse { created }))
     }
 
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let deadline = self.deadline(&request);
+        let forwarded = request.metadata().contains_key(CORE_FORWARDED);
+        let message = request.into_inner();
+        let addr: SocketAddr = message.address.parse().map_err(|_| {
+            Status::invalid_argument(format!(
+                "the joining node's address {:?} is not HOST:PORT with an IP host",
+                message.address
+            ))
+        })?;
+        if addr.ip().is_unspecified() {
+            return Err(Status::invalid_argument(format!(
+                "the joining node's address {addr} is unspecified; give the one its peers reach it at"
+            )));
+        }
+        let map = self.known_map(deadline).await?;
+        // The core refuses the same; asking first names the problem without a log entry.
+        let mut probe =
+            (*map)
+                .clone()
+                .with_nodes(self.nodes_now().into_iter().map(|(id, address, state)| {
+                    (id, crate::partitioning::NodeRecord { address, state })
+                }));
+        probe
+            .add_node(message.id, &message.address)
+            .map_err(|why| Status::already_exists(format!("{why}; nothing changed")))?;
+        if !self.leads_core() {
+            return self
+                .forward_to_core(message, deadline, forwarded, |mut c, r| async move {
+                    c.join(r).await
+                })
+                .await
+                .map(Response::new);
+        }
+        let add = core_command::Op::AddNode(raft::AddNode {
+            id: message.id,
+            address: message.address.clone(),
+        });
+        let result = self
+            .core_write(
+                add,
+                deadline,
+                "the consistent core did not commit the join in time",
+            )
+            .await?;
+        if !result.refused.is_empty() {
+            return Err(Status::already_exists(format!(
+                "{}; nothing changed",
+                result.refused
+            )));
+        }
+        tracing::info!(node = message.id, address = %message.address, "a node joined the cluster");
+        Ok(Response::new(JoinResponse {
+            layout: self.layout.clone(),
+            nodes: self.nodes_wire(),
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        let deadline = self.admin_deadline(&request);
+        let forwarded = request.metadata().contains_key(CORE_FORWARDED);
+        let node = request.into_inner().node;
+        let map = self.known_map(deadline).await?;
+        let nodes = self.nodes_now();
+        if !nodes.iter().any(|(id, ..)| *id == node) {
+            return Err(Status::not_found(format!(
+                "there is no node {node} in the cluster (its nodes are {:?}); nothing changed",
+                nodes.iter().map(|(id, ..)| *id).collect::<Vec<_>>()
+            )));
+        }
+        if self.core_replicas.contains(&node) {
+            return Err(Status::failed_precondition(format!(
+                "node {node} holds a replica of the consistent core (nodes {:?}), whose \
+                 replicas are fixed when the cluster is formed; only nodes outside it can be \
+                 removed; nothing changed",
+                self.core_replicas
+            )));
+        }
+        let holding: Vec<&RangeDescriptor> = map
+            .descriptors()
+            .filter(|d| d.replicas.contains(&node) || d.learners.contains(&node))
+            .collect();
+        let active: Vec<u64> = nodes
+            .iter()
+            .filter(|(id, _, state)| {
+                *id != node && *state == crate::partitioning::NodeState::Active
+            })
+            .map(|(id, ..)| *id)
+            .collect();
+        if let Some(stuck) = holding.iter().find(|d| {
+            !active
+                .iter()
+                .any(|n| !d.replicas.contains(n) && !d.learners.contains(n))
+        }) {
+            return Err(Status::failed_precondition(format!(
+                "partition {} has a replica on every other node ({:?}): removing node {node} \
+                 would leave it short of a replica; add a node first; nothing changed",
+                stuck.id, stuck.replicas
+            )));
+        }
+        // The drain runs where the core leads: the node's state changes there.
+        if !self.leads_core() {
+            let message = RemoveNodeRequest { node };
+            return self
+                .forward_to_core(message, deadline, forwarded, |mut c, r| async move {
+                    c.remove_node(r).await
+                })
+                .await
+                .map(Response::new);
+        }
+        self.set_node_state(node, crate::proto::kv::NodeState::Draining, deadline)
+            .await?;
+        tracing::info!(node, partitions = holding.len(), "draining a node");
+        let mut moved = Vec::new();
+        // Counted as the moves go, so that the replicas spread over the other nodes.
+        let mut load: BTreeMap<u64, usize> = active.iter().map(|&n| (n, 0)).collect();
+        for d in map.descriptors() {
+            for n in d.replicas.iter().chain(&d.learners) {
+                if let Some(count) = load.get_mut(n) {
+                    *count += 1;
+                }
+            }
+        }
+        for descriptor in holding {
+            let to = active
+                .iter()
+                .copied()
+                .filter(|n| !descriptor.replicas.contains(n) && !descriptor.learners.contains(n))
+                .min_by_key(|n| (load[n], *n))
+                .expect("checked above: every partition has a node to go to");
+            let mut request = Request::new(MoveReplicaRequest {
+                partition: descriptor.id,
+                from: node,
+                to,
+            });
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            let response = self.move_replica(request).await.map_err(|status| {
+                Status::new(
+                    status.code(),
+                    format!(
+                        "draining node {node}: moving partition {}'s replica to node {to}: {} \
+                         ({} moved before; node {node} stays draining: run remove-node again)",
+                        descriptor.id,
+                        status.message(),
+                        moved.len()
+                    ),
+                )
+            })?;
+            *load.get_mut(&to).expect("an active node") += 1;
+            moved.extend(response.into_inner().descriptor);
+        }
+        self.set_node_state(node, crate::proto::kv::NodeState::Removed, deadline)
+            .await?;
+        tracing::info!(
+            node,
+            moved = moved.len(),
+            "node drained and removed from the cluster"
+        );
+        Ok(Response::new(RemoveNodeResponse { moved }))
+    }
+
     async fn move_replica(
         &self,
         request: Request<MoveReplicaRequest>,
@@ -1361,8 +1526,140 @@ impl Kv for KvService {
 }
 
 impl KvService {
+    /// The cluster's nodes that are not removed: as the consistent core registered them,
+    /// or the ones the cluster was formed with while this node has no map.
+    fn nodes_now(&self) -> Vec<(u64, String, crate::partitioning::NodeState)> {
+        let map = self.map.borrow().clone();
+        if map.nodes().is_empty() {
+            return self
+                .addresses
+                .iter()
+                .map(|(id, addr)| {
+                    (
+                        *id,
+                        addr.to_string(),
+                        crate::partitioning::NodeState::Active,
+                    )
+                })
+                .collect();
+        }
+        map.live_nodes()
+            .map(|(id, n)| (id, n.address.clone(), n.state))
+            .collect()
+    }
+
+    fn nodes_wire(&self) -> Vec<NodeAddress> {
+        self.nodes_now()
+            .into_iter()
+            .map(|(id, address, state)| {
+                crate::partitioning::convert::node_to_wire(
+                    id,
+                    &crate::partitioning::NodeRecord { address, state },
+                )
+            })
+            .collect()
+    }
+
+    /// Whether `node` may be given a replica: an active node of the cluster.
     fn is_cluster_node(&self, node: u64) -> bool {
-        self.addresses.iter().any(|(id, _)| *id == node)
+        self.nodes_now()
+            .iter()
+            .any(|(id, _, state)| *id == node && *state == crate::partitioning::NodeState::Active)
+    }
+
+    fn leads_core(&self) -> bool {
+        self.view(crate::partitioning::CORE_GROUP)
+            .and_then(|v| v.borrow().leader_id)
+            == Some(self.node_id)
+    }
+
+    /// Sends a request only the consistent core's leader serves (a join, a node's
+    /// removal) to it: the leader this node knows of first, then each core node in turn.
+    /// A forwarded request is not forwarded again; its receiver refuses it unless it leads.
+    async fn forward_to_core<Req, Resp, F, Fut>(
+        &self,
+        message: Req,
+        deadline: Instant,
+        forwarded: bool,
+        call: F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Clone,
+        F: Fn(KvClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let core = crate::partitioning::CORE_GROUP;
+        let known = self.view(core).and_then(|v| v.borrow().leader_id);
+        if forwarded {
+            return Err(refusal(&RouteError::NotLeader {
+                partition: core,
+                hint: known,
+            }));
+        }
+        let mut targets: Vec<u64> = known.into_iter().collect();
+        targets.extend(self.core_replicas.iter().copied());
+        let mut tried = Vec::new();
+        let mut last = None;
+        while !targets.is_empty() {
+            let target = targets.remove(0);
+            if tried.contains(&target) || target == self.node_id {
+                continue;
+            }
+            tried.push(target);
+            let Some(client) = self.router.connection(target) else {
+                continue;
+            };
+            let mut request = Request::new(message.clone());
+            request
+                .metadata_mut()
+                .insert(CORE_FORWARDED, "1".parse().expect("ascii"));
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            match call(client, request).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => {
+                    let hint = match crate::client::wire::correction(&status) {
+                        Some(crate::client::wire::Correction::NotLeader { hint, .. }) => hint,
+                        Some(_) => None,
+                        // Not a routing refusal: the leader's own answer.
+                        None if status.code() != tonic::Code::Unavailable => return Err(status),
+                        None => None,
+                    };
+                    if let Some(hint) = hint {
+                        targets.insert(0, hint);
+                    }
+                    last = Some(status);
+                }
+            }
+        }
+        Err(Status::unavailable(format!(
+            "no leader of the consistent core answered ({}); nothing changed",
+            last.map_or("no core node reachable".to_string(), |s| s
+                .message()
+                .to_string())
+        )))
+    }
+
+    async fn set_node_state(
+        &self,
+        node: u64,
+        state: crate::proto::kv::NodeState,
+        deadline: Instant,
+    ) -> Result<(), Status> {
+        let set = core_command::Op::SetNodeState(raft::SetNodeState {
+            id: node,
+            state: state as i32,
+        });
+        let result = self
+            .core_write(
+                set,
+                deadline,
+                "the consistent core did not commit the node's state in time",
+            )
+            .await?;
+        if !result.refused.is_empty() {
+            return Err(Status::failed_precondition(result.refused));
+        }
+        Ok(())
     }
 
     /// Hosts an empty replica of `partition` here (for its leader to catch up).

@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tonic::transport::Channel;
@@ -144,7 +145,9 @@ fn layout(config: &NodeConfig) -> anyhow::Result<LayoutSpec> {
                 differences.join(", ")
             );
         }
-        if stored.nodes != flags.nodes {
+        // A node that joined later is not among the nodes the cluster was formed with;
+        // its peers come from the `members` file.
+        if stored.nodes.contains(&config.id) && stored.nodes != flags.nodes {
             anyhow::bail!(
                 "this node's data directory {} holds a cluster of nodes {:?}, but the flags \
                  name nodes {:?} (this node and its --peer list); membership changes are \
@@ -168,6 +171,110 @@ fn layout(config: &NodeConfig) -> anyhow::Result<LayoutSpec> {
     Ok(flags)
 }
 
+/// The file in the data directory that lists the other nodes of the cluster as this node
+/// last learnt them (`ID ADDR` lines), so that a restart reaches nodes that joined since
+/// the cluster was formed, without flags.
+const MEMBERS_FILE: &str = "members";
+
+fn read_members(dir: &std::path::Path) -> anyhow::Result<BTreeMap<u64, SocketAddr>> {
+    let Some(bytes) = crate::storage::snapshot_file::read(dir, MEMBERS_FILE)? else {
+        return Ok(BTreeMap::new());
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut members = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed = line
+            .split_once(' ')
+            .and_then(|(id, addr)| Some((id.parse().ok()?, addr.parse().ok()?)));
+        let Some((id, addr)) = parsed else {
+            anyhow::bail!(
+                "{}: the line {line:?} is not `ID ADDR`; the data directory is damaged (fix \
+                 the line, or remove the file and start with --peer flags)",
+                dir.join(MEMBERS_FILE).display()
+            );
+        };
+        members.insert(id, addr);
+    }
+    Ok(members)
+}
+
+fn write_members(dir: &std::path::Path, members: &BTreeMap<u64, SocketAddr>) -> anyhow::Result<()> {
+    let text: String = members
+        .iter()
+        .map(|(id, addr)| format!("{id} {addr}\n"))
+        .collect();
+    crate::storage::snapshot_file::write_atomic(dir, MEMBERS_FILE, text.as_bytes())?;
+    Ok(())
+}
+
+/// How long a joining node keeps asking the node it joins through.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Joins the cluster through `seed`: the consistent core registers this node; the layout
+/// and the other nodes it answers with go to the data directory, which later starts read.
+async fn join_cluster(config: &NodeConfig, seed: SocketAddr) -> anyhow::Result<()> {
+    use crate::proto::kv::JoinRequest;
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let endpoint = transport::node_endpoint(seed, config.source_ip(), Duration::from_secs(1))
+        .timeout(Duration::from_secs(5));
+    let client = KvClient::new(endpoint.connect_lazy());
+    let deadline = std::time::Instant::now() + JOIN_TIMEOUT;
+    let response = loop {
+        let request = JoinRequest {
+            id: config.id,
+            address: config.listen.to_string(),
+        };
+        match client.clone().join(request).await {
+            Ok(response) => break response.into_inner(),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::AlreadyExists
+                        | tonic::Code::InvalidArgument
+                        | tonic::Code::Unimplemented
+                ) =>
+            {
+                anyhow::bail!(
+                    "the cluster refused to let node {} join: {}",
+                    config.id,
+                    status.message()
+                );
+            }
+            Err(status) if std::time::Instant::now() >= deadline => {
+                anyhow::bail!(
+                    "cannot join the cluster through {seed} within {JOIN_TIMEOUT:?}: {} (is \
+                     --join the address of a running node?)",
+                    status.message()
+                );
+            }
+            Err(status) => {
+                tracing::info!(%seed, "join not answered yet, retrying: {}", status.message());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let mut members = BTreeMap::new();
+    for node in &response.nodes {
+        if node.id == config.id {
+            continue;
+        }
+        let addr = node.address.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "the cluster names node {} at {:?}, not HOST:PORT",
+                node.id,
+                node.address
+            )
+        })?;
+        members.insert(node.id, addr);
+    }
+    write_members(dir, &members)?;
+    crate::storage::snapshot_file::write_atomic(dir, LAYOUT_FILE, response.layout.as_bytes())?;
+    tracing::info!(id = config.id, %seed, nodes = members.len() + 1, "joined the cluster");
+    Ok(())
+}
+
 /// Runs a node until `shutdown` resolves or storage fails.
 pub async fn run(
     config: NodeConfig,
@@ -175,7 +282,40 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    if let Some(seed) = config.join
+        && crate::storage::snapshot_file::read(&config.data_dir, LAYOUT_FILE)
+            .ok()
+            .flatten()
+            .is_none()
+    {
+        join_cluster(&config, seed).await?;
+    }
     let spec = layout(&config)?;
+    // Every other node: those the cluster was formed with, and those learnt since.
+    let mut peers = config.peers.clone();
+    for (id, addr) in read_members(&config.data_dir)? {
+        if id != config.id {
+            peers.entry(id).or_insert(addr);
+        }
+    }
+    let bootstrap_nodes: Vec<(u64, crate::partitioning::NodeRecord)> = spec
+        .nodes
+        .iter()
+        .filter_map(|&id| {
+            let addr = if id == config.id {
+                Some(config.listen)
+            } else {
+                peers.get(&id).copied()
+            }?;
+            Some((
+                id,
+                crate::partitioning::NodeRecord {
+                    address: addr.to_string(),
+                    state: crate::partitioning::NodeState::Active,
+                },
+            ))
+        })
+        .collect();
     let recovered = Durable::recover(&config.data_dir).with_context(|| {
         format!(
             "cannot recover node {} from {}",
@@ -201,7 +341,8 @@ pub async fn run(
         wal_group_mixup(&mut recovered.groups);
     }
     let initial_map = PartitionMap::new(spec.initial_descriptors())
-        .map_err(|e| anyhow::anyhow!("the layout does not make a valid partition map: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("the layout does not make a valid partition map: {e}"))?
+        .with_nodes(bootstrap_nodes.clone());
     let core_replicas = spec.core_replicas();
     let initial_descriptors: BTreeMap<u64, crate::partitioning::RangeDescriptor> = initial_map
         .descriptors()
@@ -275,6 +416,7 @@ pub async fn run(
                 driver::Machine::Core(core) => {
                     *core = CoreStore::restore(&snapshot.data)
                         .map_err(|e| anyhow::anyhow!("the consistent core's snapshot: {e}"))?;
+                    core.fill_nodes(&bootstrap_nodes);
                 }
             }
         }
@@ -320,13 +462,13 @@ pub async fn run(
     };
     let transport = Transport::start(
         &tokio::runtime::Handle::current(),
-        &config.peers,
+        &peers,
         &transport_options,
     );
     let clock = clock::TimerClock::default();
     let driver_options = DriverOptions {
         node_id: config.id,
-        peers: config.peers.keys().copied().collect(),
+        peers: peers.keys().copied().collect(),
         tick: Duration::from_millis(config.tick_ms),
         clock: clock.clone(),
         snapshot_interval_entries: config.snapshot_interval_entries,
@@ -361,8 +503,7 @@ pub async fn run(
             result
         })?;
 
-    let peers: HashMap<u64, KvClient<Channel>> = config
-        .peers
+    let peer_clients: HashMap<u64, KvClient<Channel>> = peers
         .iter()
         .map(|(&id, &addr)| {
             let endpoint =
@@ -378,16 +519,20 @@ pub async fn run(
         .cloned();
     tokio::spawn(send_reports(
         reports_rx,
-        peers.clone(),
+        peer_clients.clone(),
         core_replicas.clone(),
         core_view,
     ));
     if !core_replicas.contains(&config.id) {
-        tokio::spawn(pull_map(map_tx, peers.clone(), core_replicas.clone()));
+        tokio::spawn(pull_map(
+            map_tx,
+            peer_clients.clone(),
+            core_replicas.clone(),
+        ));
     }
     // A correction may name this node itself (its replica became leader meanwhile): the
     // forwarding client then asks it like any other.
-    let mut channels = peers.clone();
+    let mut channels = peer_clients.clone();
     channels.insert(
         config.id,
         KvClient::new(
@@ -400,8 +545,15 @@ pub async fn run(
         ),
     );
     let router = RoutingClient::for_node(map.clone(), channels);
+    tokio::spawn(follow_members(
+        map.clone(),
+        events.clone(),
+        peers.clone(),
+        config.id,
+        config.data_dir.clone(),
+    ));
     let mut addresses: Vec<(u64, std::net::SocketAddr)> =
-        config.peers.iter().map(|(&id, &addr)| (id, addr)).collect();
+        peers.iter().map(|(&id, &addr)| (id, addr)).collect();
     addresses.push((config.id, config.listen));
     addresses.sort_unstable();
     // The largest request a client may send: a compare-and-swap with two maximal values.
@@ -423,6 +575,7 @@ pub async fn run(
         range_bugs: bugs.range,
         first_leaders: std::sync::Mutex::new(HashMap::new()),
         initial: Arc::new(initial_descriptors),
+        layout: serde_yaml::to_string(&spec)?,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
@@ -437,7 +590,7 @@ pub async fn run(
                 config.listen
             )
         })?;
-    tracing::info!(id = config.id, listen = %config.listen, peers = ?config.peers, "serving");
+    tracing::info!(id = config.id, listen = %config.listen, peers = ?peers, "serving");
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let stop = async {
         tokio::select! {
@@ -574,7 +727,84 @@ async fn pull_map(
             }
         }
         if let Ok(pulled) = PartitionMap::restore(descriptors, loads, response.version) {
-            map.send_replace(Arc::new(pulled));
+            let nodes = response
+                .nodes
+                .iter()
+                .map(crate::partitioning::convert::node_from_wire);
+            map.send_replace(Arc::new(pulled.with_nodes(nodes)));
+        }
+    }
+}
+
+/// Keeps the node talking to every node of the cluster: when the map registers a node
+/// this one does not know (it joined), the replication thread starts sending to it; when
+/// one is removed, it stops. What it learns goes to the `members` file for restarts.
+async fn follow_members(
+    mut map: watch::Receiver<Arc<PartitionMap>>,
+    events: std::sync::mpsc::SyncSender<Event>,
+    mut known: BTreeMap<u64, SocketAddr>,
+    me: u64,
+    dir: std::path::PathBuf,
+) {
+    loop {
+        let current = map.borrow_and_update().clone();
+        let live: BTreeMap<u64, String> = current
+            .live_nodes()
+            .map(|(id, n)| (id, n.address.clone()))
+            .collect();
+        let mut changed = false;
+        for (&id, address) in &live {
+            if id == me || known.contains_key(&id) {
+                continue;
+            }
+            let Ok(addr) = address.parse::<SocketAddr>() else {
+                tracing::warn!(
+                    node = id,
+                    address,
+                    "the map names a node at an address that does not parse; ignored"
+                );
+                continue;
+            };
+            if deliver(&events, Event::AddPeer { id, addr }).await.is_err() {
+                return;
+            }
+            known.insert(id, addr);
+            changed = true;
+        }
+        // An empty list is a map from before nodes were registered: it removes nobody.
+        if !live.is_empty() {
+            let gone: Vec<u64> = known
+                .keys()
+                .copied()
+                .filter(|id| !live.contains_key(id))
+                .collect();
+            for id in gone {
+                if deliver(&events, Event::RemovePeer { id }).await.is_err() {
+                    return;
+                }
+                known.remove(&id);
+                changed = true;
+            }
+        }
+        if changed && let Err(error) = write_members(&dir, &known) {
+            tracing::warn!("cannot record the cluster's nodes: {error:#}");
+        }
+        if map.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Hands an event to the replication thread, waiting while its queue is full.
+async fn deliver(events: &std::sync::mpsc::SyncSender<Event>, mut event: Event) -> Result<(), ()> {
+    loop {
+        match events.try_send(event) {
+            Ok(()) => return Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(back)) => {
+                event = back;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(()),
         }
     }
 }

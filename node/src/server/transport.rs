@@ -23,8 +23,11 @@ use crate::proto::raft::{DeliverAck, Message, MessageBatch};
 
 pub struct Transport {
     peers: HashMap<u64, mpsc::Sender<Message>>,
+    runtime: tokio::runtime::Handle,
+    options: TransportOptions,
 }
 
+#[derive(Clone)]
 pub struct TransportOptions {
     pub source_ip: Option<IpAddr>,
     pub queue_max: usize,
@@ -37,19 +40,37 @@ impl Transport {
         peers: &BTreeMap<u64, SocketAddr>,
         options: &TransportOptions,
     ) -> Self {
-        let mut senders = HashMap::new();
+        let mut transport = Self {
+            peers: HashMap::new(),
+            runtime: runtime.clone(),
+            options: options.clone(),
+        };
         for (&id, &addr) in peers {
-            let (tx, rx) = mpsc::channel(options.queue_max);
-            runtime.spawn(deliver_loop(
-                id,
-                addr,
-                options.source_ip,
-                options.batch_messages_max,
-                rx,
-            ));
-            senders.insert(id, tx);
+            transport.add_peer(id, addr);
         }
-        Self { peers: senders }
+        transport
+    }
+
+    /// Starts talking to a node (one that joined since this one started).
+    pub fn add_peer(&mut self, id: u64, addr: SocketAddr) {
+        if self.peers.contains_key(&id) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(self.options.queue_max);
+        self.runtime.spawn(deliver_loop(
+            id,
+            addr,
+            self.options.source_ip,
+            self.options.batch_messages_max,
+            rx,
+        ));
+        self.peers.insert(id, tx);
+    }
+
+    /// Stops talking to a node removed from the cluster: its sender task ends with the
+    /// queue.
+    pub fn remove_peer(&mut self, id: u64) {
+        self.peers.remove(&id);
     }
 
     pub fn send(&self, messages: impl Iterator<Item = Message>) {
