@@ -20,6 +20,8 @@ pub struct NodeProcess {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// For a node added after the cluster formed: the node it joins through.
+    pub joins_via: Option<SocketAddr>,
     child: Option<Child>,
 }
 
@@ -79,6 +81,7 @@ impl LocalCluster {
                 addr,
                 data_dir: dir.join("data"),
                 log_path: dir.join("log"),
+                joins_via: None,
                 child: None,
             });
         }
@@ -160,14 +163,41 @@ impl LocalCluster {
         self.node(id).child.as_ref().map(Child::id)
     }
 
+    /// Lays out (but does not start) one more node at `addr`, which joins the running
+    /// cluster through node `via` when started. Returns its id.
+    pub fn add_joining_node(
+        &mut self,
+        root: &Path,
+        addr: SocketAddr,
+        via: u64,
+    ) -> anyhow::Result<u64> {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let dir = root.join("nodes").join(id.to_string());
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let joins_via = Some(self.addr(via));
+        self.nodes.push(NodeProcess {
+            id,
+            addr,
+            data_dir: dir.join("data"),
+            log_path: dir.join("log"),
+            joins_via,
+            child: None,
+        });
+        Ok(id)
+    }
+
     pub fn start(&mut self, id: u64) -> anyhow::Result<()> {
+        // The nodes the cluster was formed with know each other by flags; one that joined
+        // later learns them from the cluster, and they learn it the same way.
         let peers: Vec<String> = self
             .nodes
             .iter()
-            .filter(|n| n.id != id)
+            .filter(|n| n.id != id && n.joins_via.is_none())
             .map(|n| format!("{}={}", n.id, n.addr))
             .collect();
         let node = self.node(id);
+        let joins_via = node.joins_via;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -181,11 +211,19 @@ impl LocalCluster {
             .arg(node.addr.to_string())
             .arg("--data-dir")
             .arg(&node.data_dir);
-        for peer in &peers {
-            command.arg("--peer").arg(peer);
+        match joins_via {
+            Some(via) => {
+                command.arg("--join").arg(via.to_string());
+                command.args(without_layout_flags(&self.extra_args));
+            }
+            None => {
+                for peer in &peers {
+                    command.arg("--peer").arg(peer);
+                }
+                command.args(&self.extra_args);
+            }
         }
         command
-            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -341,6 +379,31 @@ impl Drop for LocalCluster {
             }
         }
     }
+}
+
+/// The node arguments without the layout flags, which a joining node must leave out (it
+/// takes the layout from the cluster).
+fn without_layout_flags(args: &[String]) -> Vec<String> {
+    const LAYOUT: [&str; 4] = ["--partitions", "--partitioning", "--split-at", "--replicas"];
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if LAYOUT.contains(&arg.as_str()) {
+            skip_value = true;
+            continue;
+        }
+        if LAYOUT
+            .iter()
+            .any(|flag| arg.starts_with(&format!("{flag}=")))
+        {
+            continue;
+        }
+        kept.push(arg.clone());
+    }
+    kept
 }
 
 /// The last `lines` lines of a log file, for error messages.

@@ -371,3 +371,144 @@ async fn bad_moves_and_replica_changes_are_refused_naming_the_problem_and_change
         .await;
     assert!(got.is_ok(), "the last replica serves alone: {got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_takes_replicas_survives_restarts_and_is_drained_and_removed() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let node_bin = find_node_bin().expect("node binary");
+    let addrs = free_loopback_addrs(5).expect("ports");
+    let args = ["--partitions", "3", "--partitioning", "range"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let mut cluster = LocalCluster::new(&node_bin, root.path(), &addrs[..3], args).expect("layout");
+    cluster.start_all().expect("start");
+    for group in 1..=3 {
+        wait_for_leader_of(&cluster, group).await;
+    }
+    let writes = router(&cluster);
+    let mut written = BTreeMap::new();
+    for i in 0..60u32 {
+        // Keys spread over the three ranges (split over the first two key bytes).
+        let key = vec![(i * 4) as u8, b'k', i as u8];
+        writes
+            .put(
+                key.clone(),
+                i.to_le_bytes().to_vec(),
+                None,
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("put");
+        written.insert(key, i.to_le_bytes().to_vec());
+    }
+
+    let joined = cluster
+        .add_joining_node(root.path(), addrs[3], 2)
+        .expect("lay out node 4");
+    cluster.start(joined).expect("start node 4");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut listed = 0;
+        for id in 1..=3 {
+            let map = client(&cluster, id)
+                .get_partition_map(GetPartitionMapRequest {})
+                .await
+                .expect("map")
+                .into_inner();
+            listed += usize::from(map.nodes.iter().any(|n| n.id == joined));
+        }
+        if listed == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the map never listed node {joined}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for group in [1, 2] {
+        client(&cluster, 3)
+            .move_replica(move_request(group, 1, joined))
+            .await
+            .unwrap_or_else(|s| panic!("move partition {group} to the new node: {s}"));
+        wait_for_hosts(&cluster, group, &[2, 3, joined]).await;
+    }
+    // The newcomer serves what it now holds, and restarts (from its data directory) like
+    // the nodes the cluster was formed with.
+    cluster.kill(joined).expect("kill node 4");
+    cluster.kill(1).expect("kill node 1");
+    cluster.start(joined).expect("restart node 4");
+    cluster.start(1).expect("restart node 1");
+    for group in 1..=3 {
+        wait_for_leader_of(&cluster, group).await;
+    }
+    let through_newcomer = RoutingClient::new(
+        vec![cluster.addr(joined)],
+        Routing::Node,
+        None,
+        Duration::from_secs(2),
+    );
+    for (key, value) in &written {
+        let got = through_newcomer
+            .get(key.clone(), false, Duration::from_secs(10))
+            .await
+            .expect("get through node 4");
+        assert!(got.found && &got.value == value, "{key:?}");
+    }
+
+    // Another node asking for a taken id is turned away, naming the clash.
+    let clash = std::process::Command::new(&node_bin)
+        .args(["--id", "2", "--listen", &addrs[4].to_string(), "--join"])
+        .arg(cluster.addr(1).to_string())
+        .arg("--data-dir")
+        .arg(root.path().join("clash"))
+        .output()
+        .expect("run a clashing node");
+    let stderr = String::from_utf8_lossy(&clash.stderr);
+    assert!(!clash.status.success(), "{stderr}");
+    assert!(stderr.contains("node id 2 is in use"), "{stderr}");
+
+    let removed = client(&cluster, 2)
+        .remove_node(faultline_node::proto::kv::RemoveNodeRequest { node: joined })
+        .await
+        .expect("remove node 4")
+        .into_inner();
+    assert_eq!(removed.moved.len(), 2, "{removed:?}");
+    for group in [1, 2] {
+        let (hosting, _) = hosts(&cluster, group).await;
+        assert!(
+            !hosting.contains(&joined),
+            "group {group} is still on node 4"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let map = client(&cluster, 3)
+            .get_partition_map(GetPartitionMapRequest {})
+            .await
+            .expect("map")
+            .into_inner();
+        if map.nodes.iter().all(|n| n.id != joined) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 is still listed: {:?}",
+            map.nodes
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = client(&cluster, 3)
+        .remove_node(faultline_node::proto::kv::RemoveNodeRequest { node: 1 })
+        .await
+        .expect_err("a core replica");
+    assert!(status.message().contains("consistent core"), "{status:?}");
+    for (key, value) in &written {
+        let got = writes
+            .get(key.clone(), false, Duration::from_secs(10))
+            .await
+            .expect("get after the removal");
+        assert!(got.found && &got.value == value, "{key:?}");
+    }
+}

@@ -2106,6 +2106,7 @@ mod tests {
             range_bugs: Default::default(),
             first_leaders: std::sync::Mutex::new(HashMap::new()),
             initial: Arc::default(),
+            layout: String::new(),
         };
         (service, map_tx)
     }
