@@ -28,6 +28,9 @@ pub struct NodeProcess {
 pub struct LocalCluster {
     node_bin: PathBuf,
     nodes: Vec<NodeProcess>,
+    /// Where the nodes' directories are.
+    root: PathBuf,
+    next_id: u64,
     extra_args: Vec<String>,
 }
 
@@ -87,8 +90,10 @@ impl LocalCluster {
         }
         Ok(Self {
             node_bin: node_bin.to_path_buf(),
+            next_id: nodes.len() as u64 + 1,
             nodes,
             extra_args,
+            root: root.to_path_buf(),
         })
     }
 
@@ -141,11 +146,27 @@ impl LocalCluster {
     }
 
     fn node(&self, id: u64) -> &NodeProcess {
-        &self.nodes[(id - 1) as usize]
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("node {id} is not part of this cluster"))
     }
 
     fn node_mut(&mut self, id: u64) -> &mut NodeProcess {
-        &mut self.nodes[(id - 1) as usize]
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("node {id} is not part of this cluster"))
+    }
+
+    /// Stops a node removed from the cluster and stops counting it as one of the
+    /// cluster's (healing no longer restarts it); its files stay for the record.
+    pub fn forget(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.is_running(id) {
+            self.kill(id)?;
+        }
+        self.nodes.retain(|n| n.id != id);
+        Ok(())
     }
 
     pub fn start_all(&mut self) -> anyhow::Result<()> {
@@ -165,14 +186,11 @@ impl LocalCluster {
 
     /// Lays out (but does not start) one more node at `addr`, which joins the running
     /// cluster through node `via` when started. Returns its id.
-    pub fn add_joining_node(
-        &mut self,
-        root: &Path,
-        addr: SocketAddr,
-        via: u64,
-    ) -> anyhow::Result<u64> {
-        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
-        let dir = root.join("nodes").join(id.to_string());
+    pub fn add_joining_node(&mut self, addr: SocketAddr, via: u64) -> anyhow::Result<u64> {
+        // Ids are not reused, even for a node forgotten since.
+        let id = self.next_id;
+        self.next_id += 1;
+        let dir = self.root.join("nodes").join(id.to_string());
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let joins_via = Some(self.addr(via));

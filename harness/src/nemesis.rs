@@ -64,6 +64,8 @@ pub struct Nemesis {
     /// Keys `split` may split at, asked when the fault starts: the workload's own, where
     /// its traffic is now, so that both halves see it.
     pub split_keys: Arc<dyn Fn() -> Vec<Vec<u8>> + Send + Sync>,
+    /// Nodes the membership fault started, until it removes them.
+    pub added: std::sync::Mutex<Vec<u64>>,
 }
 
 /// Whether a schedule steps clocks: the nodes must serve the fault-injection service.
@@ -302,7 +304,13 @@ impl Nemesis {
                 let id = self.resolve(*target).await?;
                 let mut cluster = self.cluster.lock().await;
                 cluster.kill(id)?;
-                let data_dir = cluster.nodes()[id as usize - 1].data_dir.clone();
+                let data_dir = cluster
+                    .nodes()
+                    .iter()
+                    .find(|n| n.id == id)
+                    .with_context(|| format!("node {id} is not part of the cluster"))?
+                    .data_dir
+                    .clone();
                 let damage = corrupt_wal_tail(&data_dir, *mode, self.seed ^ number)?;
                 format!("node {id}: {damage}")
             }
@@ -320,6 +328,7 @@ impl Nemesis {
             FaultKind::Merge { pick } => self.merge(*pick).await?,
             FaultKind::Move { pick } => self.move_replica(*pick).await?,
             FaultKind::ShuffleLeader { pick } => self.shuffle_leader(*pick).await?,
+            FaultKind::Membership { pick } => self.add_node(*pick).await?,
         };
         self.record("start", fault.name(), json!(detail));
         Ok((detail, precondition))
@@ -357,6 +366,7 @@ impl Nemesis {
             | FaultKind::Merge { .. }
             | FaultKind::Move { .. }
             | FaultKind::ShuffleLeader { .. } => {}
+            FaultKind::Membership { .. } => self.remove_added_node().await?,
         }
         self.record("stop", fault.name(), json!(null));
         Ok(last_word)
@@ -444,6 +454,68 @@ impl Nemesis {
             "partition {}: replica n{from} -> n{to}, replicas now {:?}",
             partition.id, moved.replicas
         ))
+    }
+
+    /// Starts one more node, which joins the cluster through a running node (chosen by
+    /// `pick`), and waits until the cluster lists it.
+    async fn add_node(&self, pick: u64) -> anyhow::Result<String> {
+        use faultline_node::proto::kv::GetPartitionMapRequest;
+        let (id, via) = {
+            let mut cluster = self.cluster.lock().await;
+            let running = cluster.running();
+            anyhow::ensure!(!running.is_empty(), "no node is running to join through");
+            let (via, via_addr) = running[(pick % running.len() as u64) as usize];
+            let index = cluster.ids().into_iter().max().unwrap_or(0) as usize;
+            let addr = std::net::SocketAddr::new(
+                crate::net::namespace::node_ip(index).into(),
+                via_addr.port(),
+            );
+            let id = cluster.add_joining_node(addr, via)?;
+            cluster.start(id)?;
+            (id, via)
+        };
+        self.added.lock().expect("added lock").push(id);
+        let mut kv = self.any_node(pick).await?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let map = kv
+                .get_partition_map(GetPartitionMapRequest {})
+                .await
+                .map(|r| r.into_inner());
+            if map.is_ok_and(|m| m.nodes.iter().any(|n| n.id == id)) {
+                return Ok(format!("node {id} joined through node {via}"));
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "node {id} was started to join through node {via} but the cluster did not list it within 20 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Drains the node `add_node` started (its replicas move to the others), removes it
+    /// from the cluster and stops it.
+    async fn remove_added_node(&self) -> anyhow::Result<()> {
+        use faultline_node::proto::kv::RemoveNodeRequest;
+        let Some(id) = self.added.lock().expect("added lock").pop() else {
+            return Ok(());
+        };
+        let mut kv = self.any_node_with(id, MOVE_TIMEOUT * 3).await?;
+        let removed = kv
+            .remove_node(RemoveNodeRequest { node: id })
+            .await
+            .with_context(|| format!("removing node {id} (it keeps running)"))?
+            .into_inner();
+        self.record(
+            "removed",
+            "membership",
+            json!(format!(
+                "node {id}: {} replicas moved off it",
+                removed.moved.len()
+            )),
+        );
+        self.cluster.lock().await.forget(id)?;
+        Ok(())
     }
 
     /// Hands a partition's leadership to another of its voters, through a running node.

@@ -520,9 +520,12 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         .iter()
         .any(|a| a == "--replicas" || a.starts_with("--replicas="))
     {
-        let moves = schedule
-            .iter()
-            .any(|f| matches!(f.fault, FaultKind::Move { .. }));
+        let moves = schedule.iter().any(|f| {
+            matches!(
+                f.fault,
+                FaultKind::Move { .. } | FaultKind::Membership { .. }
+            )
+        });
         let replicas = if moves && options.nodes > 3 {
             3
         } else {
@@ -595,6 +598,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
                     .collect()
             })
         },
+        added: std::sync::Mutex::new(Vec::new()),
     });
     let nemesis_task = {
         let (nemesis, stop) = (nemesis.clone(), stop.clone());

@@ -404,7 +404,7 @@ async fn a_node_joins_takes_replicas_survives_restarts_and_is_drained_and_remove
     }
 
     let joined = cluster
-        .add_joining_node(root.path(), addrs[3], 2)
+        .add_joining_node(addrs[3], 2)
         .expect("lay out node 4");
     cluster.start(joined).expect("start node 4");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -133,6 +133,13 @@ pub enum FaultKind {
         /// Seeded.
         pick: u64,
     },
+    /// Start one more node, which joins the cluster; when the fault ends, drain it
+    /// (its replicas move to the others), remove it and stop it. `pick` chooses the node
+    /// it joins through.
+    Membership {
+        /// Seeded.
+        pick: u64,
+    },
 }
 
 impl FaultKind {
@@ -151,6 +158,7 @@ impl FaultKind {
             FaultKind::Merge { .. } => "merge",
             FaultKind::Move { .. } => "move",
             FaultKind::ShuffleLeader { .. } => "shuffle-leader",
+            FaultKind::Membership { .. } => "membership",
         }
     }
 
@@ -414,6 +422,7 @@ fn choose_fault(
         FaultName::Merge => FaultKind::Merge { pick: rng.random() },
         FaultName::Move => FaultKind::Move { pick: rng.random() },
         FaultName::ShuffleLeader => FaultKind::ShuffleLeader { pick: rng.random() },
+        FaultName::Membership => FaultKind::Membership { pick: rng.random() },
         FaultName::CorruptWal => FaultKind::CorruptWal {
             target: Target::Random(random_node(rng)),
             mode: if rng.random_bool(0.5) {

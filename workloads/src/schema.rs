@@ -287,6 +287,9 @@ pub enum FaultName {
     Move,
     /// Hand a partition's leadership to another of its voters.
     ShuffleLeader,
+    /// Add a node (it joins the running cluster), then drain and remove it when the fault
+    /// ends.
+    Membership,
 }
 
 /// A partition shape, as named in YAML.

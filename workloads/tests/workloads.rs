@@ -587,7 +587,8 @@ fn nemesis_uses_only_configured_faults_shapes_and_targets() {
             | FaultKind::Split { .. }
             | FaultKind::Merge { .. }
             | FaultKind::Move { .. }
-            | FaultKind::ShuffleLeader { .. } => {
+            | FaultKind::ShuffleLeader { .. }
+            | FaultKind::Membership { .. } => {
                 panic!("{} is not configured", fault.fault.name())
             }
         }
