@@ -482,8 +482,31 @@ impl Nemesis {
                 .get_partition_map(GetPartitionMapRequest {})
                 .await
                 .map(|r| r.into_inner());
-            if map.is_ok_and(|m| m.nodes.iter().any(|n| n.id == id)) {
-                return Ok(format!("node {id} joined through node {via}"));
+            if let Ok(map) = map
+                && map.nodes.iter().any(|n| n.id == id)
+            {
+                // One replica moves onto it, so that its removal drains something.
+                let moved = match map
+                    .partitions
+                    .get((pick >> 8) as usize % map.partitions.len().max(1))
+                {
+                    Some(p) if !p.replicas.is_empty() => {
+                        let from = p.replicas[((pick >> 16) % p.replicas.len() as u64) as usize];
+                        let mut kv = self.any_node_with(pick, MOVE_TIMEOUT).await?;
+                        kv.move_replica(faultline_node::proto::kv::MoveReplicaRequest {
+                            partition: p.id,
+                            from,
+                            to: id,
+                        })
+                        .await
+                        .map(|_| format!(", took partition {}'s replica from n{from}", p.id))
+                        .unwrap_or_else(|s| {
+                            format!(", but no replica moved to it: {}", s.message())
+                        })
+                    }
+                    _ => String::new(),
+                };
+                return Ok(format!("node {id} joined through node {via}{moved}"));
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
