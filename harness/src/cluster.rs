@@ -88,6 +88,12 @@ impl LocalCluster {
                 child: None,
             });
         }
+        // The placement driver moves replicas and leaders on its own; a test or run that
+        // wants it asks for it, so that nothing else reshapes a cluster behind its back.
+        let mut extra_args = extra_args;
+        if !extra_args.iter().any(|a| a.starts_with("--placement")) {
+            extra_args.extend(["--placement".to_string(), "off".to_string()]);
+        }
         Ok(Self {
             node_bin: node_bin.to_path_buf(),
             next_id: nodes.len() as u64 + 1,

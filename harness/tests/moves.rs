@@ -512,3 +512,127 @@ async fn a_node_joins_takes_replicas_survives_restarts_and_is_drained_and_remove
         assert!(got.found && &got.value == value, "{key:?}");
     }
 }
+
+/// Replicas on each node, and leaders on each node, as `via`'s map has them.
+async fn per_node(
+    cluster: &LocalCluster,
+    via: u64,
+) -> (
+    Vec<PartitionDescriptor>,
+    BTreeMap<u64, usize>,
+    BTreeMap<u64, usize>,
+) {
+    let map = client(cluster, via)
+        .get_partition_map(GetPartitionMapRequest {})
+        .await
+        .expect("map")
+        .into_inner();
+    let mut replicas = BTreeMap::new();
+    let mut leaders = BTreeMap::new();
+    for p in &map.partitions {
+        for &n in &p.replicas {
+            *replicas.entry(n).or_insert(0) += 1;
+        }
+        if p.leader != 0 {
+            *leaders.entry(p.leader).or_insert(0) += 1;
+        }
+    }
+    (map.partitions, replicas, leaders)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_placement_driver_gives_a_joining_node_a_quarter_of_the_hash_replicas_and_some_leaders()
+{
+    let root = tempfile::tempdir().expect("tempdir");
+    let node_bin = find_node_bin().expect("node binary");
+    let addrs = free_loopback_addrs(4).expect("ports");
+    let args = [
+        "--partitions",
+        "64",
+        "--partitioning",
+        "hash",
+        "--placement",
+        "on",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut cluster = LocalCluster::new(&node_bin, root.path(), &addrs[..3], args).expect("layout");
+    cluster.start_all().expect("start");
+    cluster
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .expect("every partition elects a leader");
+    let writes = router(&cluster);
+    let mut written = BTreeMap::new();
+    for i in 0..100u32 {
+        let key = format!("key-{i}").into_bytes();
+        writes
+            .put(
+                key.clone(),
+                i.to_le_bytes().to_vec(),
+                None,
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("put");
+        written.insert(key, i.to_le_bytes().to_vec());
+    }
+
+    let joined = cluster
+        .add_joining_node(addrs[3], 1)
+        .expect("lay out node 4");
+    cluster.start(joined).expect("start node 4");
+    let ids: Vec<u64> = (1..=64).collect();
+    let target =
+        faultline_node::partitioning::placement::target_placement(&ids, &[1, 2, 3, joined], 3);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let (partitions, replicas, _) = loop {
+        let (partitions, replicas, leaders) = per_node(&cluster, 1).await;
+        let settled = partitions.iter().all(|p| {
+            let mut have = p.replicas.clone();
+            have.sort_unstable();
+            let mut want = target[&p.id].clone();
+            want.sort_unstable();
+            have == want && p.learners.is_empty()
+        });
+        if settled {
+            break (partitions, replicas, leaders);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the placement driver did not reach its targets: replicas per node {replicas:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // Only what consistent hashing must move went to the newcomer: about a quarter.
+    let total = partitions.iter().map(|p| p.replicas.len()).sum::<usize>();
+    let on_newcomer = replicas.get(&joined).copied().unwrap_or(0);
+    assert!(
+        on_newcomer as f64 <= total as f64 * 0.30 && on_newcomer as f64 >= total as f64 * 0.20,
+        "node {joined} holds {on_newcomer} of {total} replicas"
+    );
+    let mean = total as f64 / 4.0;
+    let most = *replicas.values().max().expect("nodes") as f64;
+    assert!(most / mean <= 1.10, "replicas per node {replicas:?}");
+    // Leaders even out too: the newcomer leads some.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, _, leaders) = per_node(&cluster, 1).await;
+        if leaders.get(&joined).copied().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {joined} leads nothing: leaders per node {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (key, value) in &written {
+        let got = writes
+            .get(key.clone(), false, Duration::from_secs(10))
+            .await
+            .expect("get after rebalancing");
+        assert!(got.found && &got.value == value, "{key:?}");
+    }
+}

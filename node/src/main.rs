@@ -31,6 +31,11 @@ struct Args {
     /// Needs only --id, --listen and --data-dir; later starts read the data directory.
     #[arg(long, value_name = "ADDR")]
     join: Option<SocketAddr>,
+    /// Whether this node runs the placement driver when it leads the consistent core:
+    /// replicas follow consistent hashing (hash partitioning) or even out past a threshold
+    /// (range partitioning), and leaders even out (default on).
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    placement: Option<bool>,
     /// Directory for the WAL and snapshots; created if missing.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -107,6 +112,14 @@ enum SeededBug {
     SplitLoseWrites,
 }
 
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?} is neither on nor off")),
+    }
+}
+
 fn parse_peer(text: &str) -> Result<(u64, SocketAddr), String> {
     let (id, addr) = text
         .split_once('=')
@@ -155,6 +168,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.join.is_some() {
         config.join = args.join;
+    }
+    if let Some(placement) = args.placement {
+        config.placement = placement;
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;

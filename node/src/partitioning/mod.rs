@@ -28,6 +28,7 @@ pub mod hashing;
 pub mod layout;
 pub mod load;
 pub mod map;
+pub mod placement;
 pub mod range;
 pub mod route;
 

@@ -54,6 +54,9 @@ pub struct NodeConfig {
     pub replicas: Option<u32>,
     /// Most keys one scan may return.
     pub scan_limit_max: u32,
+    /// Run the placement driver (on whichever node leads the consistent core): it moves
+    /// replicas and leaders to keep nodes balanced.
+    pub placement: bool,
 }
 
 impl Default for NodeConfig {
@@ -85,6 +88,7 @@ impl Default for NodeConfig {
             split_at: Vec::new(),
             replicas: None,
             scan_limit_max: 10_000,
+            placement: true,
         }
     }
 }

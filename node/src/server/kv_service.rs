@@ -1394,22 +1394,48 @@ impl Kv for KvService {
             .await?;
         tracing::info!(node, partitions = holding.len(), "draining a node");
         let mut moved = Vec::new();
-        // Counted as the moves go, so that the replicas spread over the other nodes.
-        let mut load: BTreeMap<u64, usize> = active.iter().map(|&n| (n, 0)).collect();
-        for d in map.descriptors() {
-            for n in d.replicas.iter().chain(&d.learners) {
-                if let Some(count) = load.get_mut(n) {
-                    *count += 1;
+        // Planned again from the map after every move, until nothing is left on the node:
+        // a move that was under way when the drain began (the placement driver's) may
+        // still land a replica there.
+        loop {
+            let map = self.known_map(deadline).await?;
+            let Some(descriptor) = map
+                .descriptors()
+                .find(|d| d.replicas.contains(&node) || d.learners.contains(&node))
+                .cloned()
+            else {
+                break;
+            };
+            if Instant::now() >= deadline {
+                return Err(Status::unavailable(format!(
+                    "draining node {node}: the deadline passed with partition {} still on it \
+                     ({} moved; node {node} stays draining: run remove-node again)",
+                    descriptor.id,
+                    moved.len()
+                )));
+            }
+            // The active node with the fewest replicas that lacks one of this partition.
+            let mut load: BTreeMap<u64, usize> = active.iter().map(|&n| (n, 0)).collect();
+            for d in map.descriptors() {
+                for n in d.replicas.iter().chain(&d.learners) {
+                    if let Some(count) = load.get_mut(n) {
+                        *count += 1;
+                    }
                 }
             }
-        }
-        for descriptor in holding {
-            let to = active
+            let Some(to) = active
                 .iter()
                 .copied()
                 .filter(|n| !descriptor.replicas.contains(n) && !descriptor.learners.contains(n))
                 .min_by_key(|n| (load[n], *n))
-                .expect("checked above: every partition has a node to go to");
+            else {
+                return Err(Status::failed_precondition(format!(
+                    "draining node {node}: partition {} has a replica on every other node; \
+                     add a node first ({} moved; node {node} stays draining)",
+                    descriptor.id,
+                    moved.len()
+                )));
+            };
             let mut request = Request::new(MoveReplicaRequest {
                 partition: descriptor.id,
                 from: node,
@@ -1428,8 +1454,21 @@ impl Kv for KvService {
                     ),
                 )
             })?;
-            *load.get_mut(&to).expect("an active node") += 1;
-            moved.extend(response.into_inner().descriptor);
+            let after = response.into_inner().descriptor;
+            // Until the map shows the move, the next plan would pick the same partition.
+            let mut watch = self.map.clone();
+            let settle = Instant::now() + Duration::from_secs(5);
+            while watch
+                .borrow_and_update()
+                .get(descriptor.id)
+                .is_some_and(|d| d.replicas.contains(&node) || d.learners.contains(&node))
+            {
+                match tokio::time::timeout_at(settle, watch.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
+            moved.extend(after);
         }
         self.set_node_state(node, crate::proto::kv::NodeState::Removed, deadline)
             .await?;

@@ -7,6 +7,7 @@ pub mod config;
 pub mod driver;
 pub mod durable;
 pub mod kv_service;
+pub mod placement;
 pub mod transport;
 
 use std::future::Future;
@@ -521,7 +522,7 @@ pub async fn run(
         reports_rx,
         peer_clients.clone(),
         core_replicas.clone(),
-        core_view,
+        core_view.clone(),
     ));
     if !core_replicas.contains(&config.id) {
         tokio::spawn(pull_map(
@@ -544,6 +545,19 @@ pub async fn run(
             .connect_lazy(),
         ),
     );
+    if config.placement {
+        let own = KvClient::new(
+            transport::node_endpoint(config.listen, config.source_ip(), Duration::from_secs(1))
+                .connect_lazy(),
+        );
+        tokio::spawn(placement::run(
+            map.clone(),
+            core_view.clone(),
+            config.id,
+            own,
+            spec.replicas as usize,
+        ));
+    }
     let router = RoutingClient::for_node(map.clone(), channels);
     tokio::spawn(follow_members(
         map.clone(),
