@@ -1,6 +1,6 @@
 //! The placement driver's shell: on the node whose replica leads the consistent core, it
 //! asks the sans-IO planner (`crate::partitioning::placement`) for the next action every
-//! `PLACEMENT_INTERVAL`, carries it out through the node's own Kv service (the RPCs an
+//! `PLACEMENT_INTERVAL` (at once after an action), carries it out through the node's own Kv service (the RPCs an
 //! operator would use: `MoveReplica`, `TransferLeader`), and waits until the map shows the
 //! result before planning again, so that it never plans twice from one stale map. One
 //! action at a time: a cluster being rebalanced keeps serving, and a failed action is
@@ -38,12 +38,13 @@ pub async fn run(
         return;
     };
     loop {
-        tokio::time::sleep(PLACEMENT_INTERVAL).await;
         if core_view.borrow().leader_id != Some(me) {
+            tokio::time::sleep(PLACEMENT_INTERVAL).await;
             continue;
         }
         let current = map.borrow_and_update().clone();
         let Some(action) = plan(&current, replicas) else {
+            tokio::time::sleep(PLACEMENT_INTERVAL).await;
             continue;
         };
         let done = match &action {
