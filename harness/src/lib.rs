@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod diverge_leader;
 pub mod history;
 pub mod leaders;
+pub mod learner_partition;
 pub mod nemesis;
 pub mod net;
 pub mod replicas;

@@ -66,6 +66,8 @@ pub struct Nemesis {
     pub split_keys: Arc<dyn Fn() -> Vec<Vec<u8>> + Send + Sync>,
     /// Nodes the membership fault started, until it removes them.
     pub added: std::sync::Mutex<Vec<u64>>,
+    /// The learner learner-partition added, until it removes it.
+    pub learner_added: std::sync::Mutex<Option<crate::learner_partition::Added>>,
 }
 
 /// Whether a schedule steps clocks: the nodes must serve the fault-injection service.
@@ -109,6 +111,7 @@ pub fn needs_firewall(schedule: &[ScheduledFault]) -> bool {
                 | FaultKind::Loss { .. }
                 | FaultKind::RestartVoter
                 | FaultKind::DivergeLeader
+                | FaultKind::LearnerPartition
         )
     })
 }
@@ -329,6 +332,11 @@ impl Nemesis {
             FaultKind::Move { pick } => self.move_replica(*pick).await?,
             FaultKind::ShuffleLeader { pick } => self.shuffle_leader(*pick).await?,
             FaultKind::Membership { pick } => self.add_node(*pick).await?,
+            FaultKind::LearnerPartition => {
+                let (detail, reached) = crate::learner_partition::start(self).await?;
+                precondition = Some(reached);
+                detail
+            }
         };
         self.record("start", fault.name(), json!(detail));
         Ok((detail, precondition))
@@ -367,6 +375,7 @@ impl Nemesis {
             | FaultKind::Move { .. }
             | FaultKind::ShuffleLeader { .. } => {}
             FaultKind::Membership { .. } => self.remove_added_node().await?,
+            FaultKind::LearnerPartition => crate::learner_partition::end(self).await?,
         }
         self.record("stop", fault.name(), json!(null));
         Ok(last_word)

@@ -523,7 +523,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         let moves = schedule.iter().any(|f| {
             matches!(
                 f.fault,
-                FaultKind::Move { .. } | FaultKind::Membership { .. }
+                FaultKind::Move { .. } | FaultKind::Membership { .. } | FaultKind::LearnerPartition
             )
         });
         let replicas = if moves && options.nodes > 3 {
@@ -599,6 +599,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
             })
         },
         added: std::sync::Mutex::new(Vec::new()),
+        learner_added: std::sync::Mutex::new(None),
     });
     let nemesis_task = {
         let (nemesis, stop) = (nemesis.clone(), stop.clone());

@@ -636,3 +636,68 @@ async fn the_placement_driver_gives_a_joining_node_a_quarter_of_the_hash_replica
         assert!(got.found && &got.value == value, "{key:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moved_back_catches_up_through_the_entry_that_removed_it_and_stays() {
+    // The leader's snapshot is from before the first move (it is taken when a replica is
+    // first added), so the node the replica moves back to replays the entry that removed
+    // it, then hundreds of writes, then the entry that adds it again, in separate batches.
+    let root = tempfile::tempdir().expect("tempdir");
+    let cluster = start(
+        root.path(),
+        &["--partitions", "1", "--partitioning", "range"],
+    );
+    let group = 1;
+    let leader = wait_for_leader_of(&cluster, group).await;
+    let before = partition(&cluster, leader, group).await;
+    let spare = (1..=4)
+        .find(|n| !before.replicas.contains(n))
+        .expect("a node without the partition");
+    let writes = router(&cluster);
+    client(&cluster, spare)
+        .move_replica(move_request(group, leader, spare))
+        .await
+        .expect("move off the leader");
+    let mut written = BTreeMap::new();
+    for i in 0..700u32 {
+        let key = format!("k{i:04}").into_bytes();
+        writes
+            .put(
+                key.clone(),
+                i.to_le_bytes().to_vec(),
+                None,
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("put");
+        written.insert(key, i.to_le_bytes().to_vec());
+    }
+    let other = before
+        .replicas
+        .iter()
+        .copied()
+        .find(|&n| n != leader)
+        .expect("another replica");
+    let back = client(&cluster, spare)
+        .move_replica(move_request(group, other, leader))
+        .await
+        .expect("move back")
+        .into_inner()
+        .descriptor
+        .expect("descriptor");
+    wait_for_hosts(&cluster, group, &back.replicas).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (hosting, _) = hosts(&cluster, group).await;
+    assert!(
+        hosting.contains(&leader),
+        "node {leader} retired the replica it was given back: {hosting:?}"
+    );
+    replicas_agree(&cluster, group, &back.replicas).await;
+    for (key, value) in &written {
+        let got = writes
+            .get(key.clone(), false, Duration::from_secs(10))
+            .await
+            .expect("get");
+        assert!(got.found && &got.value == value, "{key:?}");
+    }
+}

@@ -110,6 +110,10 @@ enum SeededBug {
     /// A write whose key a split moved while it was in flight is acknowledged but
     /// applied to neither half.
     SplitLoseWrites,
+    /// A learner's vote (and its acknowledgement) counts toward a quorum.
+    LearnerVotes,
+    /// A leader changes the membership before it has committed an entry of its term.
+    ConfigBeforeNoop,
 }
 
 fn parse_on_off(text: &str) -> Result<bool, String> {
@@ -215,6 +219,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::WalGroupMixup => bugs.wal_group_mixup = true,
             SeededBug::SkipEpochCheck => bugs.range.skip_epoch_check = true,
             SeededBug::SplitLoseWrites => bugs.range.split_lose_writes = true,
+            SeededBug::LearnerVotes => bugs.raft.learner_votes = true,
+            SeededBug::ConfigBeforeNoop => bugs.raft.config_before_noop = true,
         }
     }
     if !args.bugs.is_empty() {

@@ -140,6 +140,10 @@ pub enum FaultKind {
         /// Seeded.
         pick: u64,
     },
+    /// Add a learner to a partition and, once it has caught up, cut it and one of the
+    /// partition's voters off from every other node; heal and remove the learner when the
+    /// fault ends. A minority with a learner must not elect a leader.
+    LearnerPartition,
 }
 
 impl FaultKind {
@@ -159,13 +163,17 @@ impl FaultKind {
             FaultKind::Move { .. } => "move",
             FaultKind::ShuffleLeader { .. } => "shuffle-leader",
             FaultKind::Membership { .. } => "membership",
+            FaultKind::LearnerPartition => "learner-partition",
         }
     }
 
     /// Faults that set up a specific condition, and report whether they reached it: a run
     /// in which none did shows nothing about the bug the condition exposes.
     pub fn has_precondition(&self) -> bool {
-        matches!(self, FaultKind::RestartVoter | FaultKind::DivergeLeader)
+        matches!(
+            self,
+            FaultKind::RestartVoter | FaultKind::DivergeLeader | FaultKind::LearnerPartition
+        )
     }
 }
 
@@ -423,6 +431,7 @@ fn choose_fault(
         FaultName::Move => FaultKind::Move { pick: rng.random() },
         FaultName::ShuffleLeader => FaultKind::ShuffleLeader { pick: rng.random() },
         FaultName::Membership => FaultKind::Membership { pick: rng.random() },
+        FaultName::LearnerPartition => FaultKind::LearnerPartition,
         FaultName::CorruptWal => FaultKind::CorruptWal {
             target: Target::Random(random_node(rng)),
             mode: if rng.random_bool(0.5) {

@@ -290,6 +290,9 @@ pub enum FaultName {
     /// Add a node (it joins the running cluster), then drain and remove it when the fault
     /// ends.
     Membership,
+    /// Add a learner to a partition, then cut it and one voter off from the rest (four
+    /// nodes or more).
+    LearnerPartition,
 }
 
 /// A partition shape, as named in YAML.

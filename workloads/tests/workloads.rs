@@ -588,7 +588,8 @@ fn nemesis_uses_only_configured_faults_shapes_and_targets() {
             | FaultKind::Merge { .. }
             | FaultKind::Move { .. }
             | FaultKind::ShuffleLeader { .. }
-            | FaultKind::Membership { .. } => {
+            | FaultKind::Membership { .. }
+            | FaultKind::LearnerPartition => {
                 panic!("{} is not configured", fault.fault.name())
             }
         }

@@ -176,6 +176,13 @@ impl ConfLog {
             .map_or(&self.base, |(_, _, m)| m)
     }
 
+    /// Whether `id` is a member of any membership the log holds (its base or a change):
+    /// false for a replica created to be added that has not yet received the change that
+    /// adds it.
+    pub fn has_included(&self, id: u64) -> bool {
+        self.base.is_member(id) || self.changes.iter().any(|(_, _, m)| m.is_member(id))
+    }
+
     /// The index of the newest configuration entry (0 if the log holds none).
     pub fn last_change_index(&self) -> u64 {
         self.changes.last().map_or(0, |(i, _, _)| *i)
@@ -268,6 +275,22 @@ mod tests {
                 .expect_err("last voter")
                 .contains("last voter")
         );
+    }
+
+    #[test]
+    fn a_replica_catching_up_on_history_from_before_it_was_added_was_never_included() {
+        // Node 4 is created for a move and receives the log from a snapshot taken when the
+        // group was 1-3; an old change removes 3; only a later one adds 4.
+        let mut log = ConfLog::new(three());
+        let without_three = three().apply(ConfChange::Remove(3), 1).expect("remove");
+        log.appended(&config_entry(10, 1, &without_three));
+        assert!(!log.has_included(4), "history alone never named node 4");
+        assert!(log.has_included(3), "node 3 was a member, then removed");
+        let with_four = without_three
+            .apply(ConfChange::AddVoter(4), 1)
+            .expect("add");
+        log.appended(&config_entry(20, 1, &with_four));
+        assert!(log.has_included(4));
     }
 
     #[test]

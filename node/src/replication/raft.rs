@@ -382,6 +382,11 @@ impl RaftCore {
         self.conf.current()
     }
 
+    /// The membership in force once the log ends at `index` (at or after the snapshot).
+    pub fn membership_at(&self, index: u64) -> &Membership {
+        self.conf.at(index)
+    }
+
     fn quorum(&self) -> usize {
         self.conf.current().quorum()
     }
@@ -394,14 +399,17 @@ impl RaftCore {
     }
 
     /// Whether this replica may retire on hearing that the group committed, at `index`, a
-    /// membership without it: only if its own log knows of no membership change after
-    /// `index` (a later one may add it back, and it may have counted toward quorums
-    /// since). A replica that holds nothing yet (created for a move, still waiting for
-    /// its snapshot) stays for the move that asked for it.
+    /// membership without it: only if its whole log is at or below `index` (an entry
+    /// beyond, such as a change adding it back, may have counted it toward a quorum), and
+    /// only if it has been a member (a replica created for a move, catching up on entries
+    /// from before the change that adds it, is not removed by them).
     pub fn removed_at(&self, index: u64) -> bool {
-        self.log.last_index() > 0
-            && self.log.snapshot_index() <= index
-            && self.conf.last_change_index() <= index
+        self.log.last_index() > 0 && self.log.last_index() <= index && self.was_member()
+    }
+
+    /// Whether any membership this replica's snapshot or log holds includes it.
+    pub fn was_member(&self) -> bool {
+        self.conf.has_included(self.config.id)
     }
 
     fn is_voter(&self) -> bool {

@@ -568,6 +568,7 @@ impl Driver {
                     **id != CORE_GROUP
                         && g.core.log().last_index() > 0
                         && !g.core.membership().is_member(node_id)
+                        && g.core.was_member()
                 })
                 .flat_map(|(&id, g)| {
                     g.core
@@ -1316,6 +1317,10 @@ impl Driver {
         let leads = group.core.role() == Role::Leader;
         let term = group.core.term();
         let reshaped = !splits.is_empty() || !merged_away.is_empty() || members_now.is_some();
+        // One added back later in the same batch is a member again: not told.
+        if let Some(members) = &members_now {
+            dropped.retain(|(node, _)| !members.contains(node));
+        }
         if leads && !dropped.is_empty() {
             let removed = dropped.iter().map(|&(node, index)| Message {
                 group_id: id,
@@ -1327,22 +1332,15 @@ impl Driver {
             });
             self.transport.send(removed);
         }
-        let removed_here = id != CORE_GROUP
-            && members_now.is_some_and(|members| !members.contains(&self.options.node_id));
         for (right, index, entry_term) in splits {
             self.start_split_group(id, right, index, entry_term, leads)?;
         }
         for source in merged_away {
             self.retire_group(source)?;
         }
-        if removed_here {
-            tracing::info!(
-                group = id,
-                "this replica was removed from its group: retiring it"
-            );
-            self.retire_group(id)?;
-            return Ok(());
-        }
+        // A replica removed by an entry it applies does not retire here: the entry may be
+        // history it is catching up on (it was added again later). The leader tells it
+        // (`GroupRemoved`) once the removal has committed, and `removed_at` decides.
         if leads && reshaped {
             // Tell the core at once: until it knows, requests routed by the map reach the
             // old range and are sent on from there. A report lost on the way is sent again
@@ -1388,7 +1386,20 @@ impl Driver {
         if self.groups.contains_key(&id) {
             return Ok(());
         }
-        let membership = self.groups[&parent].core.membership().clone();
+        // The parent's members as of the split, not as its log stands now: changes after
+        // the split are the parent's alone. A replica added to the parent after the split,
+        // catching up on the entries before it, applies the split too, but the new range
+        // is not one of its replicas.
+        let membership = self.groups[&parent].core.membership_at(index).clone();
+        if !membership.is_member(self.options.node_id) {
+            tracing::debug!(
+                group = id,
+                parent,
+                index,
+                "a split from before this replica joined the parent: its range is not hosted here"
+            );
+            return Ok(());
+        }
         let voters: Vec<u64> = membership.voters.iter().copied().collect();
         let snapshot = Snapshot {
             meta: SnapshotMeta {

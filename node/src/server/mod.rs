@@ -483,7 +483,16 @@ pub async fn run(
         group_config: {
             let config = config.clone();
             let raft_bugs = bugs.raft.clone();
-            Arc::new(move |group, voters| config.group_config(group, voters, raft_bugs.clone()))
+            Arc::new(move |group, voters: Vec<u64>| {
+                // A learner of the parent is not among its voters: it starts as a joining
+                // node, and its membership comes from the snapshot.
+                let voters = if voters.contains(&config.id) {
+                    voters
+                } else {
+                    Vec::new()
+                };
+                config.group_config(group, voters, raft_bugs.clone())
+            })
         },
     };
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(REPORTS_QUEUE_MAX);
