@@ -94,6 +94,14 @@ impl LocalCluster {
         if !extra_args.iter().any(|a| a.starts_with("--placement")) {
             extra_args.extend(["--placement".to_string(), "off".to_string()]);
         }
+        // Load-based splitting likewise: a busy range would split under a test that did
+        // not ask for it.
+        if !extra_args
+            .iter()
+            .any(|a| a.starts_with("--hot-ops-per-sec"))
+        {
+            extra_args.extend(["--hot-ops-per-sec".to_string(), "0".to_string()]);
+        }
         Ok(Self {
             node_bin: node_bin.to_path_buf(),
             next_id: nodes.len() as u64 + 1,
@@ -188,6 +196,11 @@ impl LocalCluster {
 
     pub fn pid(&self, id: u64) -> Option<u32> {
         self.node(id).child.as_ref().map(Child::id)
+    }
+
+    /// The id the next added node gets (ids are never reused).
+    pub fn next_id(&self) -> u64 {
+        self.next_id
     }
 
     /// Lays out (but does not start) one more node at `addr`, which joins the running

@@ -474,7 +474,8 @@ impl Nemesis {
             let running = cluster.running();
             anyhow::ensure!(!running.is_empty(), "no node is running to join through");
             let (via, via_addr) = running[(pick % running.len() as u64) as usize];
-            let index = cluster.ids().into_iter().max().unwrap_or(0) as usize;
+            // Its own address, never one a removed node had: ids are not reused.
+            let index = cluster.next_id() as usize - 1;
             let addr = std::net::SocketAddr::new(
                 crate::net::namespace::node_ip(index).into(),
                 via_addr.port(),

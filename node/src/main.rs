@@ -36,6 +36,14 @@ struct Args {
     /// (range partitioning), and leaders even out (default on).
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     placement: Option<bool>,
+    /// A range this node leads that serves at least N operations per second over a window
+    /// is hot: it splits at a key that divides its load, or its leadership moves (default
+    /// 500; 0 turns load-based splitting off).
+    #[arg(long, value_name = "N")]
+    hot_ops_per_sec: Option<f64>,
+    /// The window the hot-range threshold is measured over, in seconds (default 10).
+    #[arg(long, value_name = "SECS")]
+    hot_window_secs: Option<u64>,
     /// Directory for the WAL and snapshots; created if missing.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -175,6 +183,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(placement) = args.placement {
         config.placement = placement;
+    }
+    if let Some(ops) = args.hot_ops_per_sec {
+        config.hot_ops_per_sec = ops;
+    }
+    if let Some(secs) = args.hot_window_secs {
+        config.hot_window_secs = secs;
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;

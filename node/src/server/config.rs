@@ -57,6 +57,11 @@ pub struct NodeConfig {
     /// Run the placement driver (on whichever node leads the consistent core): it moves
     /// replicas and leaders to keep nodes balanced.
     pub placement: bool,
+    /// A range served at this many operations per second or more over a window of
+    /// `hot_window_secs` is hot: it splits at a key that divides its load, or (one hot key)
+    /// its leadership moves to the least loaded node. 0: never.
+    pub hot_ops_per_sec: f64,
+    pub hot_window_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -89,6 +94,8 @@ impl Default for NodeConfig {
             replicas: None,
             scan_limit_max: 10_000,
             placement: true,
+            hot_ops_per_sec: 500.0,
+            hot_window_secs: 10,
         }
     }
 }
@@ -145,6 +152,10 @@ impl NodeConfig {
             anyhow::bail!(
                 "client_queue_max, peer_queue_max and batch_events_max must be at least 1"
             );
+        }
+        if self.hot_window_secs == 0 || self.hot_ops_per_sec.is_nan() || self.hot_ops_per_sec < 0.0
+        {
+            anyhow::bail!("hot_window_secs must be at least 1 and hot_ops_per_sec at least 0");
         }
         if self.scan_limit_max == 0 {
             anyhow::bail!("scan_limit_max must be at least 1");

@@ -60,6 +60,9 @@ const MAP_BEHIND_CHECK_TICKS: u64 = 20;
 /// A replica whose log says it was removed asks the members this often (in ticks) until
 /// one says the removal committed.
 const REMOVED_CHECK_TICKS: u64 = 100;
+/// A split the hot-spot detector asks for must divide the sampled requests at least this
+/// evenly (`|left - right| / (left + right)`).
+const HOT_SPLIT_BALANCE_MAX: f64 = 0.3;
 /// Digests of recent states kept over all groups (16 bytes each: 16 MiB), shared out
 /// evenly; each group keeps at least `DIGESTS_KEPT_MIN`.
 const DIGESTS_BUDGET: usize = 1 << 20;
@@ -191,6 +194,20 @@ pub struct View {
 /// Every group this node hosts, by id: the driver adds the groups splits create.
 pub type Views = Arc<RwLock<HashMap<u64, watch::Receiver<View>>>>;
 
+/// What the replication thread asks the node's async side to do about a hot range (see
+/// `hot_spots` in `mod.rs`, which carries it out with the node's own RPCs).
+#[derive(Clone, Debug)]
+pub enum HotAction {
+    /// Split the range at `key`, then hand the new half's leadership to another node.
+    Split {
+        group: u64,
+        key: Vec<u8>,
+        why: String,
+    },
+    /// No key divides the load (one hot key, or a hash bucket): move the leadership.
+    MoveLeader { group: u64, why: String },
+}
+
 /// The Raft configuration of a group the node hosts, by group id and voters.
 pub type GroupConfig = Arc<dyn Fn(u64, Vec<u64>) -> RaftConfig + Send + Sync>;
 
@@ -212,6 +229,12 @@ pub struct DriverOptions {
     pub seeded_bugs: Vec<String>,
     /// For the groups a split creates.
     pub group_config: GroupConfig,
+    /// A range this node leads that serves at least this many operations per second over
+    /// a window of `hot_window_ticks` is hot: split at a key that divides its load, or its
+    /// leadership moved. 0: never.
+    pub hot_ops_per_sec: f64,
+    pub hot_window_ticks: u64,
+    pub hot_actions: Option<mpsc::Sender<HotAction>>,
 }
 
 /// A group's state machine.
@@ -297,9 +320,26 @@ struct Group {
     writes_since_report: u64,
     ticks_since_report: u64,
     reported_load: Load,
+    /// Load-based splitting: the requests of the current window, and where they fall.
+    hot_window: crate::partitioning::load::LoadWindow,
+    hot_finder: crate::partitioning::load::SplitFinder,
+    hot_ticks: u64,
 }
 
 impl Group {
+    /// Counts a request this replica serves as leader, for the hot-spot detector.
+    fn record_request(&mut self, key: &[u8], bytes: usize, write: bool) {
+        if !self.core.is_leader() {
+            return;
+        }
+        if write {
+            self.hot_window.write(bytes);
+        } else {
+            self.hot_window.read(bytes);
+        }
+        self.hot_finder.record(key);
+    }
+
     /// Resumes ticking a quiesced group. A message to a group that is not quiesced (a
     /// heartbeat's answer) changes nothing: whether it is idle is judged at each tick.
     fn wake(&mut self) {
@@ -469,6 +509,11 @@ impl Driver {
                 writes_since_report: 0,
                 ticks_since_report: 0,
                 reported_load: Load::default(),
+                hot_window: Default::default(),
+                hot_finder: crate::partitioning::load::SplitFinder::new(
+                    crate::partitioning::hashing::mix(id ^ self.options.node_id),
+                ),
+                hot_ticks: 0,
             },
         );
         if let Some(waiting) = self.orphans.remove(&id) {
@@ -589,6 +634,7 @@ impl Driver {
         }
         let mut quiesce_messages = Vec::new();
         let mut reports = Vec::new();
+        let mut hot = Vec::new();
         let map = self.map.borrow().clone();
         for (&id, group) in &mut self.groups {
             if group.quiesced
@@ -668,6 +714,19 @@ impl Driver {
                 let _ = group.core.propose(rollback.encode_to_vec());
             }
             if id != CORE_GROUP && group.core.role() == Role::Leader {
+                group.hot_ticks += 1;
+                if group.hot_ticks >= self.options.hot_window_ticks {
+                    let seconds = group.hot_ticks as f64 * self.options.tick.as_secs_f64();
+                    if let Some(action) = hot_spot(id, group, seconds, self.options.hot_ops_per_sec)
+                    {
+                        hot.push(action);
+                    }
+                    group.hot_ticks = 0;
+                    group.hot_window = Default::default();
+                    group.hot_finder = crate::partitioning::load::SplitFinder::new(
+                        crate::partitioning::hashing::mix(id ^ now),
+                    );
+                }
                 group.ticks_since_report += 1;
                 let changed_term = group.reported_term != group.core.term();
                 let due = group.ticks_since_report >= LOAD_REPORT_TICKS
@@ -698,6 +757,12 @@ impl Driver {
             }
         }
         self.transport.send(quiesce_messages.into_iter());
+        if let Some(actions) = &self.options.hot_actions {
+            for action in hot {
+                // A full queue drops it: the next window decides again.
+                let _ = actions.try_send(action);
+            }
+        }
         for (id, term, load) in reports {
             self.report(id, term, load);
         }
@@ -759,6 +824,9 @@ impl Driver {
                 };
                 g.wake();
                 g.writes_since_report += 1;
+                if let Some(key) = command_key(&command) {
+                    g.record_request(key, command.encoded_len(), true);
+                }
                 match g.core.propose(command.encode_to_vec()) {
                     Ok(_) if self.options.early_ack => {
                         // The seeded bug: answer from a speculative copy of the state
@@ -1077,6 +1145,11 @@ impl Driver {
             return;
         };
         g.reads_since_report += 1;
+        let key = match &read {
+            PendingRead::Get { key, .. } => key.clone(),
+            PendingRead::Scan { start, .. } => start.clone(),
+        };
+        g.record_request(&key, key.len(), false);
         if serializable {
             g.serve(read, self.options.range_bugs);
             return;
@@ -1553,6 +1626,75 @@ impl Driver {
             });
         }
     }
+}
+
+/// The key a write is for, for the hot-spot detector.
+fn command_key(command: &Command) -> Option<&[u8]> {
+    use crate::proto::raft::command::Op;
+    match &command.op {
+        Some(Op::Put(put)) => Some(&put.key),
+        Some(Op::Delete(delete)) => Some(&delete.key),
+        Some(Op::CompareAndSwap(cas)) => Some(&cas.key),
+        _ => None,
+    }
+}
+
+/// At the end of a leader's load window: whether its range is hot, and what to do about it.
+/// Every decision is logged with the numbers that made it.
+fn hot_spot(id: u64, group: &Group, seconds: f64, threshold: f64) -> Option<HotAction> {
+    let ops = group.hot_window.ops_per_sec(seconds);
+    if threshold <= 0.0 || ops < threshold {
+        return None;
+    }
+    let Machine::Data(range) = &group.machine else {
+        return None;
+    };
+    let descriptor = range.descriptor()?;
+    if range.merging().is_some() {
+        return None;
+    }
+    let observed = group.hot_finder.seen();
+    let splittable = matches!(descriptor.span, crate::partitioning::KeySpan::Range { .. });
+    let advice = splittable
+        .then(|| group.hot_finder.advice(HOT_SPLIT_BALANCE_MAX))
+        .flatten()
+        .filter(|a| descriptor.contains(&a.key) && !descriptor_starts_at(descriptor, &a.key));
+    let action = match advice {
+        Some(advice) => {
+            let why = format!(
+                "{ops:.0} ops/s over {seconds:.0} s (threshold {threshold:.0}); {} of {observed} \
+                 sampled requests fall {} before and {} after {} (balance {:.2})",
+                advice.left + advice.right,
+                advice.left,
+                advice.right,
+                crate::partitioning::descriptor::printable(&advice.key),
+                advice.balance
+            );
+            HotAction::Split {
+                group: id,
+                key: advice.key,
+                why,
+            }
+        }
+        None => HotAction::MoveLeader {
+            group: id,
+            why: format!(
+                "{ops:.0} ops/s over {seconds:.0} s (threshold {threshold:.0}); no key divides \
+                 the {observed} sampled requests within balance {HOT_SPLIT_BALANCE_MAX}{}",
+                if splittable {
+                    " (one hot key)"
+                } else {
+                    " (a hash bucket cannot split)"
+                }
+            ),
+        },
+    };
+    tracing::info!(group = id, ?action, "hot range");
+    Some(action)
+}
+
+fn descriptor_starts_at(descriptor: &RangeDescriptor, key: &[u8]) -> bool {
+    matches!(&descriptor.span, crate::partitioning::KeySpan::Range { start, .. } if start.as_slice() == key)
 }
 
 /// Whether a quiesced group may stay quiet: its leader's node is alive (a follower), or a

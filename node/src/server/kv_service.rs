@@ -1292,17 +1292,6 @@ impl Kv for KvService {
                 "the joining node's address {addr} is unspecified; give the one its peers reach it at"
             )));
         }
-        let map = self.known_map(deadline).await?;
-        // The core refuses the same; asking first names the problem without a log entry.
-        let mut probe =
-            (*map)
-                .clone()
-                .with_nodes(self.nodes_now().into_iter().map(|(id, address, state)| {
-                    (id, crate::partitioning::NodeRecord { address, state })
-                }));
-        probe
-            .add_node(message.id, &message.address)
-            .map_err(|why| Status::already_exists(format!("{why}; nothing changed")))?;
         if !self.leads_core() {
             return self
                 .forward_to_core(message, deadline, forwarded, |mut c, r| async move {
@@ -1311,6 +1300,14 @@ impl Kv for KvService {
                 .await
                 .map(Response::new);
         }
+        // The core refuses the same; asking first names the problem without a log entry.
+        // Only here, where the core leads: another node's map may lag (a node removed a
+        // moment ago still holding its address there).
+        let map = self.known_map(deadline).await?;
+        let mut probe = (*map).clone();
+        probe
+            .add_node(message.id, &message.address)
+            .map_err(|why| Status::already_exists(format!("{why}; nothing changed")))?;
         let add = core_command::Op::AddNode(raft::AddNode {
             id: message.id,
             address: message.address.clone(),

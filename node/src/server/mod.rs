@@ -44,6 +44,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// Reports waiting for the consistent core's leader; beyond it they are dropped (the next
 /// one carries the same news).
 const REPORTS_QUEUE_MAX: usize = 1_024;
+/// Hot-range actions waiting for the task that carries them out.
+const HOT_ACTIONS_MAX: usize = 64;
 /// How often a node that does not hold the consistent core asks it for the map.
 const MAP_PULL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -467,6 +469,7 @@ pub async fn run(
         &transport_options,
     );
     let clock = clock::TimerClock::default();
+    let (hot_tx, hot_rx) = tokio::sync::mpsc::channel(HOT_ACTIONS_MAX);
     let driver_options = DriverOptions {
         node_id: config.id,
         peers: peers.keys().copied().collect(),
@@ -494,6 +497,9 @@ pub async fn run(
                 config.group_config(group, voters, raft_bugs.clone())
             })
         },
+        hot_ops_per_sec: config.hot_ops_per_sec,
+        hot_window_ticks: (config.hot_window_secs * 1000 / config.tick_ms.max(1)).max(1),
+        hot_actions: Some(hot_tx),
     };
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(REPORTS_QUEUE_MAX);
     let (driver, published) = Driver::new(
@@ -554,6 +560,15 @@ pub async fn run(
             .connect_lazy(),
         ),
     );
+    tokio::spawn(hot_spots(
+        hot_rx,
+        KvClient::new(
+            transport::node_endpoint(config.listen, config.source_ip(), Duration::from_secs(1))
+                .connect_lazy(),
+        ),
+        map.clone(),
+        config.id,
+    ));
     if config.placement {
         let own = KvClient::new(
             transport::node_endpoint(config.listen, config.source_ip(), Duration::from_secs(1))
@@ -828,6 +843,97 @@ async fn deliver(events: &std::sync::mpsc::SyncSender<Event>, mut event: Event) 
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(()),
+        }
+    }
+}
+
+/// Carries out what the hot-spot detector decided, with the node's own RPCs: a split (then
+/// the new half's leadership goes to the replica leading the fewest partitions, so that the
+/// halves' leaders spread), or, for a load no key divides, a leadership move to that
+/// replica. Merges are never automatic, so a split range stays split.
+async fn hot_spots(
+    mut actions: tokio::sync::mpsc::Receiver<driver::HotAction>,
+    own: KvClient<Channel>,
+    map: watch::Receiver<Arc<PartitionMap>>,
+    me: u64,
+) {
+    use crate::proto::kv::{SplitRequest, TransferLeaderRequest};
+    // The replica of `partition` (not this node) that leads the fewest partitions.
+    let least_loaded = |partition: u64| {
+        let map = map.borrow().clone();
+        let descriptor = map.get(partition)?.clone();
+        let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+        for d in map.descriptors() {
+            if let Some(leader) = d.leader {
+                *led.entry(leader).or_default() += 1;
+            }
+        }
+        descriptor
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&n| n != me)
+            .min_by_key(|n| (led.get(n).copied().unwrap_or(0), *n))
+            .map(|n| (n, led.get(&n).copied().unwrap_or(0)))
+    };
+    let transfer = |partition: u64, to: u64| {
+        let mut request = tonic::Request::new(TransferLeaderRequest { partition, to });
+        request.set_timeout(Duration::from_secs(5));
+        let mut own = own.clone();
+        async move { own.transfer_leader(request).await }
+    };
+    while let Some(action) = actions.recv().await {
+        match action {
+            driver::HotAction::Split { group, key, why } => {
+                let mut request = tonic::Request::new(SplitRequest { key: key.clone() });
+                request.set_timeout(Duration::from_secs(10));
+                match own.clone().split(request).await {
+                    Ok(response) => {
+                        let right = response.into_inner().right.unwrap_or_default();
+                        tracing::info!(group, right = right.id, "hot range split: {why}");
+                        // The map learns of the new half from this node's report.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if let Some((to, leads)) = least_loaded(right.id) {
+                            match transfer(right.id, to).await {
+                                Ok(_) => tracing::info!(
+                                    partition = right.id,
+                                    to,
+                                    leads,
+                                    "hot range split: the new half's leadership goes to the replica leading the fewest partitions"
+                                ),
+                                Err(s) => tracing::warn!(
+                                    partition = right.id,
+                                    to,
+                                    "hot range split: leadership not moved: {}",
+                                    s.message()
+                                ),
+                            }
+                        }
+                    }
+                    Err(status) => {
+                        tracing::warn!(group, "hot range not split: {}", status.message())
+                    }
+                }
+            }
+            driver::HotAction::MoveLeader { group, why } => {
+                let Some((to, leads)) = least_loaded(group) else {
+                    continue;
+                };
+                match transfer(group, to).await {
+                    Ok(_) => tracing::info!(
+                        group,
+                        to,
+                        leads,
+                        "hot range: leadership moves to the replica leading the fewest partitions: {why}"
+                    ),
+                    Err(s) => tracing::warn!(
+                        group,
+                        to,
+                        "hot range: leadership not moved: {}",
+                        s.message()
+                    ),
+                }
+            }
         }
     }
 }
