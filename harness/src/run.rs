@@ -109,6 +109,10 @@ pub struct Results {
     pub refused_recovery: Vec<String>,
     /// When the earliest operation the checker could not linearize was invoked.
     pub first_anomaly_secs: Option<f64>,
+    /// For a workload with load-based splitting on: what the cluster did about it, and the
+    /// throughput and latency before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hotspot: Option<Hotspot>,
     pub run_dir: PathBuf,
     pub elapsed_secs: f64,
 }
@@ -533,6 +537,13 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         };
         node_args.extend(["--replicas".to_string(), replicas.to_string()]);
     }
+    if let Some(ops) = workload.hot_ops_per_sec
+        && !node_args.iter().any(|a| a.starts_with("--hot-ops-per-sec"))
+    {
+        node_args.extend(["--hot-ops-per-sec".to_string(), ops.to_string()]);
+        let window = workload.hot_window_secs.unwrap_or(10);
+        node_args.extend(["--hot-window-secs".to_string(), window.to_string()]);
+    }
     if let Some(partitions) = options.partitions {
         let scheme = options.partitioning.as_deref().unwrap_or("range");
         node_args.extend(partition_args(&workload, partitions, scheme));
@@ -682,10 +693,15 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         shared_terms: leaders.shared_terms(),
         refused_recovery,
         first_anomaly_secs: None,
+        hotspot: None,
         run_dir: run_dir.clone(),
         elapsed_secs,
     };
     count_operations(&run_dir.join("history.jsonl"), &mut results, &mut faults)?;
+    if workload.hot_ops_per_sec.is_some() {
+        let window = workload.hot_window_secs.unwrap_or(10);
+        results.hotspot = Some(hotspot(&run_dir, window, workload.time_limit_secs)?);
+    }
     results.faults = faults;
     crate::workload::kind(&workload).check(&mut results, &run_dir)?;
     std::fs::write(
@@ -781,6 +797,102 @@ async fn final_reads(shared: &Arc<Shared>, cluster: &Arc<Mutex<LocalCluster>>) -
     None
 }
 
+/// What load-based splitting did in a run, from the nodes' own logs of their decisions,
+/// and the run's throughput and p99 latency in its first and last windows (the first is
+/// before any decision could be made: the unmitigated load).
+#[derive(Clone, Debug, Serialize)]
+pub struct Hotspot {
+    pub splits: u64,
+    pub leader_moves: u64,
+    pub window_secs: u64,
+    pub before_ops_per_s: f64,
+    pub after_ops_per_s: f64,
+    pub before_p99_ms: f64,
+    pub after_p99_ms: f64,
+}
+
+impl Hotspot {
+    pub fn describe(&self) -> String {
+        format!(
+            "hotspot: {} splits, {} leader moves; first {} s: {:.0} ops/s, p99 {:.1} ms; last {} s: {:.0} ops/s, p99 {:.1} ms ({:.2}x)",
+            self.splits,
+            self.leader_moves,
+            self.window_secs,
+            self.before_ops_per_s,
+            self.before_p99_ms,
+            self.window_secs,
+            self.after_ops_per_s,
+            self.after_p99_ms,
+            self.after_ops_per_s / self.before_ops_per_s.max(f64::MIN_POSITIVE)
+        )
+    }
+}
+
+fn hotspot(run_dir: &Path, window_secs: u64, time_limit_secs: u64) -> anyhow::Result<Hotspot> {
+    let mut splits = 0;
+    let mut leader_moves = 0;
+    if let Ok(nodes) = std::fs::read_dir(run_dir.join("nodes")) {
+        for node in nodes.flatten() {
+            let log = std::fs::read_to_string(node.path().join("log")).unwrap_or_default();
+            for line in log.lines() {
+                if line.contains("hot range split:") {
+                    splits += 1;
+                }
+                if line.contains("new half's leadership goes to the replica")
+                    || line.contains("hot range: leadership moves")
+                {
+                    leader_moves += 1;
+                }
+            }
+        }
+    }
+    let text = std::fs::read_to_string(run_dir.join("history.jsonl"))?;
+    let mut invoked: BTreeMap<u64, u64> = BTreeMap::new();
+    let window_ns = window_secs * 1_000_000_000;
+    let end_ns = time_limit_secs * 1_000_000_000;
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let event: Value = serde_json::from_str(line)?;
+        let Some(process) = event["process"].as_u64() else {
+            continue;
+        };
+        let time = event["time"].as_u64().unwrap_or(0);
+        match event["type"].as_str() {
+            Some("invoke") => {
+                invoked.insert(process, time);
+            }
+            Some("ok") => {
+                let begin = invoked.remove(&process).unwrap_or(time);
+                let latency_ms = (time - begin.min(time)) as f64 / 1e6;
+                if time < window_ns {
+                    before.push(latency_ms);
+                } else if time + window_ns >= end_ns && time <= end_ns {
+                    after.push(latency_ms);
+                }
+            }
+            _ => {
+                invoked.remove(&process);
+            }
+        }
+    }
+    let p99 = |mut v: Vec<f64>| {
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)]
+    };
+    Ok(Hotspot {
+        splits,
+        leader_moves,
+        window_secs,
+        before_ops_per_s: before.len() as f64 / window_secs as f64,
+        after_ops_per_s: after.len() as f64 / window_secs as f64,
+        before_p99_ms: p99(before),
+        after_p99_ms: p99(after),
+    })
+}
+
 /// Operations by type and outcome, and for each fault how many operations completed
 /// successfully while it was active.
 fn count_operations(
@@ -851,6 +963,9 @@ pub fn print_summary(results: &Results) {
     // A divergence is among the notes and an unsettled cluster among the teardown errors.
     if let Some(replicas @ Replicas::Agree { .. }) = &results.replicas {
         println!("{}", replicas.describe());
+    }
+    if let Some(hotspot) = &results.hotspot {
+        println!("{}", hotspot.describe());
     }
     for note in &results.notes {
         println!("{note}");

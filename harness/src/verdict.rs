@@ -225,6 +225,7 @@ mod tests {
             shared_terms: Vec::new(),
             refused_recovery: Vec::new(),
             first_anomaly_secs: None,
+            hotspot: None,
             run_dir: "/nonexistent".into(),
             elapsed_secs: 1.0,
         }

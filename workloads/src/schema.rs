@@ -95,6 +95,15 @@ pub struct Workload {
     /// last answer. Defaults to 0: an unknown outcome is recorded as `info`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub write_retries: u32,
+    /// Load-based splitting on the nodes for this workload's runs: a range served at this
+    /// many operations per second or more over `hot_window_secs` splits at a key that
+    /// divides its load (or, one hot key, its leadership moves). Absent: off, as for every
+    /// run that does not ask (the node's own default is 500 over 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_ops_per_sec: Option<f64>,
+    /// The window `hot_ops_per_sec` is measured over, in seconds. Defaults to 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_window_secs: Option<u64>,
 }
 
 fn is_zero(n: &u32) -> bool {

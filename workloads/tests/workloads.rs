@@ -79,7 +79,7 @@ fn base_parses_with_defaults() {
 #[test]
 fn every_builtin_parses_and_validates() {
     let names: Vec<_> = builtin_names().collect();
-    assert_eq!(names, ["register", "causal", "set"]);
+    assert_eq!(names, ["register", "causal", "set", "hotspot"]);
     for name in names {
         let text = builtin(name).unwrap();
         let w = Workload::from_yaml(text, name).unwrap();

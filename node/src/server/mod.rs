@@ -899,7 +899,7 @@ async fn hot_spots(
                                     partition = right.id,
                                     to,
                                     leads,
-                                    "hot range split: the new half's leadership goes to the replica leading the fewest partitions"
+                                    "hot range: the new half's leadership goes to the replica leading the fewest partitions"
                                 ),
                                 Err(s) => tracing::warn!(
                                     partition = right.id,
