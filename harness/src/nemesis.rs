@@ -381,18 +381,88 @@ impl Nemesis {
         Ok(last_word)
     }
 
-    /// Merges a range with the one after it, through a running node.
+    /// Merges a range with the one after it, through a running node. A merge needs both
+    /// ranges on the same nodes; when replica moves have made them differ, the right range's
+    /// replicas are moved onto the left's first (as TiKV's placement driver does before a
+    /// merge), then the merge is asked for.
     async fn merge(&self, pick: u64) -> anyhow::Result<String> {
-        use faultline_node::proto::kv::MergeRequest;
+        use faultline_node::proto::kv::{MergeRequest, MoveReplicaRequest};
         let (mut kv, map) = self.range_map(pick, "merge").await?;
-        let mut candidates: Vec<_> = map
-            .partitions
-            .iter()
-            .filter(|p| !p.end.is_empty())
+        let mut ranges: Vec<_> = map.partitions.iter().collect();
+        ranges.sort_by(|a, b| a.start.cmp(&b.start));
+        anyhow::ensure!(ranges.len() > 1, "one range only: nothing to merge");
+        let sorted = |r: &[u64]| {
+            let mut r = r.to_vec();
+            r.sort_unstable();
+            r
+        };
+        // Pairs already on the same nodes first; else any pair, aligned by moves.
+        let pairs: Vec<(usize, bool)> = (0..ranges.len() - 1)
+            .map(|i| {
+                (
+                    i,
+                    sorted(&ranges[i].replicas) == sorted(&ranges[i + 1].replicas),
+                )
+            })
             .collect();
-        candidates.sort_by(|a, b| a.start.cmp(&b.start));
-        anyhow::ensure!(!candidates.is_empty(), "one range only: nothing to merge");
-        let left = candidates[((pick >> 8) % candidates.len() as u64) as usize];
+        let aligned: Vec<usize> = pairs.iter().filter(|(_, a)| *a).map(|(i, _)| *i).collect();
+        let index = if aligned.is_empty() {
+            pairs[((pick >> 8) % pairs.len() as u64) as usize].0
+        } else {
+            aligned[((pick >> 8) % aligned.len() as u64) as usize]
+        };
+        let (left, right) = (ranges[index].clone(), ranges[index + 1].clone());
+        let mut moves = 0;
+        if aligned.is_empty() {
+            let mut mover = self.any_node_with(pick, MOVE_TIMEOUT).await?;
+            let extra: Vec<u64> = right
+                .replicas
+                .iter()
+                .copied()
+                .filter(|n| !left.replicas.contains(n))
+                .collect();
+            let missing: Vec<u64> = left
+                .replicas
+                .iter()
+                .copied()
+                .filter(|n| !right.replicas.contains(n))
+                .collect();
+            for (&from, &to) in extra.iter().zip(&missing) {
+                mover
+                    .move_replica(MoveReplicaRequest {
+                        partition: right.id,
+                        from,
+                        to,
+                    })
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "aligning partition {}'s replicas with partition {}'s for a merge (n{from} -> n{to})",
+                            right.id, left.id
+                        )
+                    })?;
+                moves += 1;
+            }
+            // The merge checks replicas against the map, which learns of the moves from
+            // reports.
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            while Instant::now() < deadline {
+                let now = kv
+                    .get_partition_map(faultline_node::proto::kv::GetPartitionMapRequest {})
+                    .await?
+                    .into_inner();
+                let replicas_of = |id: u64| {
+                    now.partitions
+                        .iter()
+                        .find(|p| p.id == id)
+                        .map(|p| sorted(&p.replicas))
+                };
+                if replicas_of(left.id).is_some() && replicas_of(left.id) == replicas_of(right.id) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         let merged = kv
             .merge(MergeRequest { partition: left.id })
             .await
@@ -405,8 +475,16 @@ impl Nemesis {
         } else {
             String::from_utf8_lossy(&merged.end).into_owned()
         };
+        let aligned_by = if moves > 0 {
+            format!(
+                " (after {moves} replica moves put partition {} on the same nodes)",
+                right.id
+            )
+        } else {
+            String::new()
+        };
         Ok(format!(
-            "partition {} with the range after it: now [{}, {end})",
+            "partition {} with the range after it: now [{}, {end}){aligned_by}",
             left.id,
             String::from_utf8_lossy(&merged.start)
         ))
