@@ -31,6 +31,15 @@ fn start(root: &std::path::Path) -> LocalCluster {
     cluster
 }
 
+/// Every node's log, one after the other.
+fn all_logs(cluster: &LocalCluster) -> String {
+    cluster
+        .nodes()
+        .iter()
+        .map(|n| std::fs::read_to_string(&n.log_path).unwrap_or_default())
+        .collect()
+}
+
 async fn map(cluster: &LocalCluster) -> Vec<faultline_node::proto::kv::PartitionDescriptor> {
     let endpoint = faultline_node::server::transport::node_endpoint(
         cluster.addr(1),
@@ -107,11 +116,7 @@ async fn a_hot_range_splits_on_its_own_and_its_halves_are_led_by_different_nodes
         },
     )
     .await;
-    let logs: String = cluster
-        .nodes()
-        .iter()
-        .map(|n| std::fs::read_to_string(&n.log_path).unwrap_or_default())
-        .collect();
+    let logs = all_logs(&cluster);
     assert!(logs.contains("hot range split"), "the split was not logged");
     assert!(
         logs.contains("ops/s over"),
@@ -139,11 +144,7 @@ async fn a_single_hot_key_moves_its_leadership_instead_of_splitting() {
     )
     .await;
     assert_eq!(map(&cluster).await.len(), 1, "one key cannot be split");
-    let logs: String = cluster
-        .nodes()
-        .iter()
-        .map(|n| std::fs::read_to_string(&n.log_path).unwrap_or_default())
-        .collect();
+    let logs = all_logs(&cluster);
     assert!(
         logs.contains("one hot key"),
         "the decision was not logged with its reason"

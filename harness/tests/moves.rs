@@ -115,6 +115,46 @@ fn move_request(partition: u64, from: u64, to: u64) -> MoveReplicaRequest {
     }
 }
 
+/// Puts `i` (little-endian) at `key(i)` for each `i` in `count`, through `router`; returns
+/// what was written.
+async fn write_keys(
+    router: &RoutingClient,
+    count: u32,
+    key: impl Fn(u32) -> Vec<u8>,
+) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut written = BTreeMap::new();
+    for i in 0..count {
+        let key = key(i);
+        router
+            .put(
+                key.clone(),
+                i.to_le_bytes().to_vec(),
+                None,
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("put");
+        written.insert(key, i.to_le_bytes().to_vec());
+    }
+    written
+}
+
+/// Every key of `written` reads back with its value through `router`; `when` names the
+/// moment in the failure message.
+async fn read_back(router: &RoutingClient, written: &BTreeMap<Vec<u8>, Vec<u8>>, when: &str) {
+    for (key, value) in written {
+        let got = router
+            .get(key.clone(), false, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|s| panic!("get {when}: {s}"));
+        assert!(
+            got.found && &got.value == value,
+            "{when}: acknowledged {:?} is lost",
+            String::from_utf8_lossy(key)
+        );
+    }
+}
+
 /// Every replica of `group` reaches the same applied index with the same state.
 async fn replicas_agree(cluster: &LocalCluster, group: u64, replicas: &[u64]) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -231,17 +271,7 @@ async fn a_replica_moves_off_its_leader_and_back_under_writes_and_no_acknowledge
         acked.len()
     );
     let reader = router(&cluster);
-    for (key, value) in &acked {
-        let got = reader
-            .get(key.clone(), false, Duration::from_secs(10))
-            .await
-            .expect("get");
-        assert!(
-            got.found && &got.value == value,
-            "acknowledged {:?} is lost",
-            String::from_utf8_lossy(key)
-        );
-    }
+    read_back(&reader, &acked, "after the moves").await;
     replicas_agree(&cluster, group, &back.replicas).await;
     let map = partition(&cluster, 2, group).await;
     let mut shown = map.replicas.clone();
@@ -387,21 +417,8 @@ async fn a_node_joins_takes_replicas_survives_restarts_and_is_drained_and_remove
         wait_for_leader_of(&cluster, group).await;
     }
     let writes = router(&cluster);
-    let mut written = BTreeMap::new();
-    for i in 0..60u32 {
-        // Keys spread over the three ranges (split over the first two key bytes).
-        let key = vec![(i * 4) as u8, b'k', i as u8];
-        writes
-            .put(
-                key.clone(),
-                i.to_le_bytes().to_vec(),
-                None,
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("put");
-        written.insert(key, i.to_le_bytes().to_vec());
-    }
+    // Keys spread over the three ranges (split over the first two key bytes).
+    let written = write_keys(&writes, 60, |i| vec![(i * 4) as u8, b'k', i as u8]).await;
 
     let joined = cluster
         .add_joining_node(addrs[3], 2)
@@ -449,13 +466,7 @@ async fn a_node_joins_takes_replicas_survives_restarts_and_is_drained_and_remove
         None,
         Duration::from_secs(2),
     );
-    for (key, value) in &written {
-        let got = through_newcomer
-            .get(key.clone(), false, Duration::from_secs(10))
-            .await
-            .expect("get through node 4");
-        assert!(got.found && &got.value == value, "{key:?}");
-    }
+    read_back(&through_newcomer, &written, "through node 4").await;
 
     // Another node asking for a taken id is turned away, naming the clash.
     let clash = std::process::Command::new(&node_bin)
@@ -504,13 +515,7 @@ async fn a_node_joins_takes_replicas_survives_restarts_and_is_drained_and_remove
         .await
         .expect_err("a core replica");
     assert!(status.message().contains("consistent core"), "{status:?}");
-    for (key, value) in &written {
-        let got = writes
-            .get(key.clone(), false, Duration::from_secs(10))
-            .await
-            .expect("get after the removal");
-        assert!(got.found && &got.value == value, "{key:?}");
-    }
+    read_back(&writes, &written, "after the removal").await;
 }
 
 /// Replicas on each node, and leaders on each node, as `via`'s map has them.
@@ -564,20 +569,7 @@ async fn the_placement_driver_gives_a_joining_node_a_quarter_of_the_hash_replica
         .await
         .expect("every partition elects a leader");
     let writes = router(&cluster);
-    let mut written = BTreeMap::new();
-    for i in 0..100u32 {
-        let key = format!("key-{i}").into_bytes();
-        writes
-            .put(
-                key.clone(),
-                i.to_le_bytes().to_vec(),
-                None,
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("put");
-        written.insert(key, i.to_le_bytes().to_vec());
-    }
+    let written = write_keys(&writes, 100, |i| format!("key-{i}").into_bytes()).await;
 
     let joined = cluster
         .add_joining_node(addrs[3], 1)
@@ -628,13 +620,7 @@ async fn the_placement_driver_gives_a_joining_node_a_quarter_of_the_hash_replica
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for (key, value) in &written {
-        let got = writes
-            .get(key.clone(), false, Duration::from_secs(10))
-            .await
-            .expect("get after rebalancing");
-        assert!(got.found && &got.value == value, "{key:?}");
-    }
+    read_back(&writes, &written, "after rebalancing").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -658,20 +644,7 @@ async fn a_replica_moved_back_catches_up_through_the_entry_that_removed_it_and_s
         .move_replica(move_request(group, leader, spare))
         .await
         .expect("move off the leader");
-    let mut written = BTreeMap::new();
-    for i in 0..700u32 {
-        let key = format!("k{i:04}").into_bytes();
-        writes
-            .put(
-                key.clone(),
-                i.to_le_bytes().to_vec(),
-                None,
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("put");
-        written.insert(key, i.to_le_bytes().to_vec());
-    }
+    let written = write_keys(&writes, 700, |i| format!("k{i:04}").into_bytes()).await;
     let other = before
         .replicas
         .iter()
@@ -693,11 +666,5 @@ async fn a_replica_moved_back_catches_up_through_the_entry_that_removed_it_and_s
         "node {leader} retired the replica it was given back: {hosting:?}"
     );
     replicas_agree(&cluster, group, &back.replicas).await;
-    for (key, value) in &written {
-        let got = writes
-            .get(key.clone(), false, Duration::from_secs(10))
-            .await
-            .expect("get");
-        assert!(got.found && &got.value == value, "{key:?}");
-    }
+    read_back(&writes, &written, "after the move back").await;
 }

@@ -61,6 +61,15 @@ use crate::proto::raft::{
 use crate::replication::ConfChange;
 use crate::replication::membership::LEADER_REMOVAL;
 
+/// The timeout the caller's deadline leaves (the `grpc-timeout` header), if it set one.
+fn asked_timeout<T>(request: &Request<T>) -> Option<Duration> {
+    request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+}
+
 /// Keys one BatchGet may ask for.
 pub const BATCH_GET_KEYS_MAX: usize = 1_000;
 
@@ -138,21 +147,13 @@ impl KvService {
     /// The deadline of an administrative request (a replica change or move): the caller's,
     /// up to `ADMIN_TIMEOUT_MAX`, else `ADMIN_TIMEOUT_DEFAULT`.
     fn admin_deadline<T>(&self, request: &Request<T>) -> Instant {
-        let asked = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
-        Instant::now() + asked.map_or(ADMIN_TIMEOUT_DEFAULT, |t| t.min(ADMIN_TIMEOUT_MAX))
+        Instant::now()
+            + asked_timeout(request).map_or(ADMIN_TIMEOUT_DEFAULT, |t| t.min(ADMIN_TIMEOUT_MAX))
     }
 
     fn deadline<T>(&self, request: &Request<T>) -> Instant {
-        let asked = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
-        let timeout = asked.map_or(self.request_timeout, |t| t.min(self.request_timeout));
+        let timeout =
+            asked_timeout(request).map_or(self.request_timeout, |t| t.min(self.request_timeout));
         Instant::now() + timeout
     }
 
@@ -1002,51 +1003,32 @@ impl Kv for KvService {
                 "there is no partition {partition}; `faultline kv map` lists them"
             )));
         };
-        let leader_here = self.view(partition).map(|v| v.borrow().leader_id);
-        match leader_here {
-            Some(Some(leader)) if leader == self.node_id => {
-                // The leader's own descriptor, not the map: a replica added a moment ago
-                // (a move's) may not be in the map yet.
-                let own = self
-                    .view(partition)
-                    .and_then(|v| v.borrow().descriptor.clone())
-                    .unwrap_or(descriptor);
-                if !own.replicas.contains(&message.to) {
-                    return Err(Status::invalid_argument(format!(
-                        "node {} holds no voting replica of partition {partition} (replicas {:?}); nothing changed",
-                        message.to, own.replicas
-                    )));
-                }
-                let (reply, outcome) = oneshot::channel();
-                self.submit(Event::TransferLeader {
-                    group: partition,
-                    to: message.to,
-                    reply,
-                })?;
-                return match tokio::time::timeout_at(deadline, outcome).await {
-                    Ok(Ok(Ok(()))) => {
-                        Ok(Response::new(TransferLeaderResponse { from: self.node_id }))
-                    }
-                    Ok(Ok(Err(why))) => Err(Status::failed_precondition(why)),
-                    _ => Err(Status::unavailable(
-                        "the node did not answer before the deadline",
-                    )),
-                };
+        if self.leads_here(partition, routed.is_some())? {
+            // The leader's own descriptor, not the map: a replica added a moment ago
+            // (a move's) may not be in the map yet.
+            let own = self
+                .view(partition)
+                .and_then(|v| v.borrow().descriptor.clone())
+                .unwrap_or(descriptor);
+            if !own.replicas.contains(&message.to) {
+                return Err(Status::invalid_argument(format!(
+                    "node {} holds no voting replica of partition {partition} (replicas {:?}); nothing changed",
+                    message.to, own.replicas
+                )));
             }
-            Some(Some(leader)) if routed.is_some() => {
-                return Err(refusal(&RouteError::NotLeader {
-                    partition,
-                    hint: Some(leader),
-                }));
-            }
-            Some(Some(leader)) => self.router.hint_leader(partition, leader),
-            _ => {}
-        }
-        if routed.is_some() {
-            return Err(refusal(&RouteError::NotLeader {
-                partition,
-                hint: None,
-            }));
+            let (reply, outcome) = oneshot::channel();
+            self.submit(Event::TransferLeader {
+                group: partition,
+                to: message.to,
+                reply,
+            })?;
+            return match tokio::time::timeout_at(deadline, outcome).await {
+                Ok(Ok(Ok(()))) => Ok(Response::new(TransferLeaderResponse { from: self.node_id })),
+                Ok(Ok(Err(why))) => Err(Status::failed_precondition(why)),
+                _ => Err(Status::unavailable(
+                    "the node did not answer before the deadline",
+                )),
+            };
         }
         let timeout = deadline.saturating_duration_since(Instant::now());
         let (_, response) = self
@@ -1233,28 +1215,11 @@ impl Kv for KvService {
                 self.addresses.iter().map(|(id, _)| *id).collect::<Vec<_>>()
             )));
         }
-        let leader_here = self.view(partition).map(|v| v.borrow().leader_id);
-        match leader_here {
-            Some(Some(leader)) if leader == self.node_id => {
-                return self
-                    .change_here(partition, change, deadline)
-                    .await
-                    .map(Response::new);
-            }
-            Some(Some(leader)) if routed.is_some() => {
-                return Err(refusal(&RouteError::NotLeader {
-                    partition,
-                    hint: Some(leader),
-                }));
-            }
-            Some(Some(leader)) => self.router.hint_leader(partition, leader),
-            _ => {}
-        }
-        if routed.is_some() {
-            return Err(refusal(&RouteError::NotLeader {
-                partition,
-                hint: None,
-            }));
+        if self.leads_here(partition, routed.is_some())? {
+            return self
+                .change_here(partition, change, deadline)
+                .await
+                .map(Response::new);
         }
         let timeout = deadline.saturating_duration_since(Instant::now());
         let (_, response) = self
@@ -1603,14 +1568,31 @@ impl KvService {
             .any(|(id, _, state)| *id == node && *state == crate::partitioning::NodeState::Active)
     }
 
+    /// For a request only `partition`'s leader serves (a leadership transfer, a replica
+    /// change): whether this node's replica leads. A request routed here that it cannot
+    /// serve is refused with the leader it knows of; an unrouted one is forwarded by the
+    /// caller, to the leader this node knows of first.
+    fn leads_here(&self, partition: u64, routed: bool) -> Result<bool, Status> {
+        match self.view(partition).and_then(|v| v.borrow().leader_id) {
+            Some(leader) if leader == self.node_id => Ok(true),
+            hint if routed => Err(refusal(&RouteError::NotLeader { partition, hint })),
+            Some(leader) => {
+                self.router.hint_leader(partition, leader);
+                Ok(false)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn leads_core(&self) -> bool {
         self.view(crate::partitioning::CORE_GROUP)
             .and_then(|v| v.borrow().leader_id)
             == Some(self.node_id)
     }
 
-    /// Sends a request only the consistent core's leader serves (a join, a node's
-    /// removal) to it: the leader this node knows of first, then each core node in turn.
+    /// Sends a request only the consistent core's leader serves (a partition id, a join, a
+    /// node's removal) to it: the leader this node knows of first, then each core node in
+    /// turn.
     /// A forwarded request is not forwarded again; its receiver refuses it unless it leads.
     async fn forward_to_core<Req, Resp, F, Fut>(
         &self,
@@ -1952,51 +1934,20 @@ impl KvService {
     /// A partition id from the consistent core's leader: this node's core replica if it
     /// leads, else the core's nodes in turn (the leader it knows of first).
     async fn allocate(&self, deadline: Instant) -> Result<u64, Status> {
-        let known = self
-            .view(crate::partitioning::CORE_GROUP)
-            .and_then(|v| v.borrow().leader_id);
-        let mut targets: Vec<u64> = known.into_iter().collect();
-        targets.extend(self.core_replicas.iter().copied());
-        let mut last = None;
-        let mut tried = Vec::new();
-        while let Some(target) = targets.first().copied() {
-            targets.remove(0);
-            if tried.contains(&target) {
-                continue;
-            }
-            tried.push(target);
-            if target == self.node_id {
-                match self.allocate_here(deadline).await {
-                    Ok(id) => return Ok(id),
-                    Err(status) => last = Some(status),
-                }
-                continue;
-            }
-            let Some(mut client) = self.router.connection(target) else {
-                continue;
-            };
-            let mut request = Request::new(AllocatePartitionIdRequest {});
-            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-            match client.allocate_partition_id(request).await {
-                Ok(response) => return Ok(response.into_inner().partition),
-                Err(status) => {
-                    if let Some(crate::client::wire::Correction::NotLeader {
-                        hint: Some(hint),
-                        ..
-                    }) = crate::client::wire::correction(&status)
-                    {
-                        targets.insert(0, hint);
-                    }
-                    last = Some(status);
-                }
-            }
+        if self.leads_core()
+            && let Ok(id) = self.allocate_here(deadline).await
+        {
+            return Ok(id);
         }
-        Err(Status::unavailable(format!(
-            "no consistent-core leader handed out a partition id ({}); nothing changed",
-            last.map_or("no core node reachable".to_string(), |s| s
-                .message()
-                .to_string())
-        )))
+        let response = self
+            .forward_to_core(
+                AllocatePartitionIdRequest {},
+                deadline,
+                false,
+                |mut c, r| async move { c.allocate_partition_id(r).await },
+            )
+            .await?;
+        Ok(response.partition)
     }
 
     /// Allocates on this node's core replica, which must lead.

@@ -560,20 +560,10 @@ pub async fn run(
             .connect_lazy(),
         ),
     );
-    tokio::spawn(hot_spots(
-        hot_rx,
-        KvClient::new(
-            transport::node_endpoint(config.listen, config.source_ip(), Duration::from_secs(1))
-                .connect_lazy(),
-        ),
-        map.clone(),
-        config.id,
-    ));
+    // The hot-spot and placement tasks act through this node's own Kv service.
+    let own = channels[&config.id].clone();
+    tokio::spawn(hot_spots(hot_rx, own.clone(), map.clone(), config.id));
     if config.placement {
-        let own = KvClient::new(
-            transport::node_endpoint(config.listen, config.source_ip(), Duration::from_secs(1))
-                .connect_lazy(),
-        );
         tokio::spawn(placement::run(
             map.clone(),
             core_view.clone(),
