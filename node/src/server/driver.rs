@@ -57,8 +57,8 @@ const ORPHAN_TICKS_MAX: u64 = 50;
 const ORPHAN_GROUPS_MAX: usize = 64;
 /// A leader whose range the map has at an older epoch reports again after this many ticks.
 const MAP_BEHIND_CHECK_TICKS: u64 = 20;
-/// A replica whose log says it was removed asks the members this often (in ticks) until
-/// one says the removal committed.
+/// A replica whose log says it was removed, or a learner, asks the members this often (in
+/// ticks) whether it is still a member; one that was removed hears so.
 const REMOVED_CHECK_TICKS: u64 = 100;
 /// A split the hot-spot detector asks for must divide the sampled requests at least this
 /// evenly (`|left - right| / (left + right)`).
@@ -612,7 +612,10 @@ impl Driver {
                 .filter(|(id, g)| {
                     **id != CORE_GROUP
                         && g.core.log().last_index() > 0
-                        && !g.core.membership().is_member(node_id)
+                        // A learner asks too: one removed while cut off never hears of
+                        // it otherwise (learners never campaign), and a member that is
+                        // still a learner gets no answer.
+                        && !g.core.membership().is_voter(node_id)
                         && g.core.was_member()
                 })
                 .flat_map(|(&id, g)| {
