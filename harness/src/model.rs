@@ -78,6 +78,11 @@ struct RaftArgs {
     /// joining server is still server `--servers` + 1.
     #[arg(long, value_name = "LIST", value_parser = parse_changes)]
     membership_changes: Option<Changes>,
+    /// Symmetry reduction: states that differ only in which server is which are visited
+    /// once (not with --membership). A counterexample then names servers as each
+    /// state's representative does; rerun without it to read one step by step.
+    #[arg(long)]
+    symmetry: bool,
     /// Serve stateright's Explorer on this address (e.g. 127.0.0.1:3000) instead of checking.
     #[arg(long, value_name = "ADDR")]
     explore: Option<String>,
@@ -142,6 +147,7 @@ pub fn run(args: ModelArgs) -> ExitCode {
         max_states: args.max_states,
         stop_at_first_violation: args.first_violation,
         start,
+        symmetry: args.symmetry,
         membership: args.membership_changes.map(|c| c.0).or_else(|| {
             args.membership.then(|| {
                 let joining = args.servers as u64 + 1;

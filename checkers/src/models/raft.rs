@@ -17,7 +17,7 @@
 //!
 //! **Bounds.** By state, not depth: every server's term ≤ `max_term` and last log index
 //! ≤ `max_log`, at most `max_in_flight` messages in the network, at most `crashes`
-//! crashes over the run. Symmetry reduction is not used: see the README.
+//! crashes over the run. Symmetry reduction is opt-in (`symmetry`): see the README.
 
 pub mod client;
 mod history;
@@ -25,6 +25,7 @@ mod messages;
 pub mod properties;
 mod report;
 pub mod server;
+mod symmetry;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -141,6 +142,9 @@ impl Model for RaftModel {
         if next.crashed.iter().any(|&c| c) {
             let crashed = next.crashed.clone();
             without_messages(&mut next.network, |e| crashed[usize::from(e.dst)]);
+        }
+        if self.cfg.symmetry {
+            next = symmetry::canonical(&self.system, self.cfg.servers, next);
         }
         Some(next)
     }
@@ -362,6 +366,10 @@ pub struct ModelOptions {
     /// servers are numbered from 1; the joining one is `servers + 1`). Two admins let two
     /// leaders each start a different change, which the single-server bug needs.
     pub membership: Option<Vec<Vec<ConfChange>>>,
+    /// Symmetry reduction: visit one of the states that differ only in which server is
+    /// which (see `symmetry`). Not with `membership` (the joining server is not
+    /// interchangeable with the others).
+    pub symmetry: bool,
 }
 
 impl Default for ModelOptions {
@@ -388,6 +396,7 @@ impl Default for ModelOptions {
             stop_at_first_violation: false,
             start: Vec::new(),
             membership: None,
+            symmetry: false,
         }
     }
 }
@@ -413,6 +422,7 @@ pub struct ModelConfig {
     pub max_log: u64,
     pub max_in_flight: usize,
     pub crashes: usize,
+    pub symmetry: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -439,9 +449,9 @@ impl Actor for RaftActor {
     type State = ActorState;
     type Timer = Timer;
     type Random = ();
-    type Storage = Disk;
+    type Storage = Arc<Disk>;
 
-    fn on_start(&self, _id: Id, storage: &Option<Disk>, o: &mut Out<Self>) -> ActorState {
+    fn on_start(&self, _id: Id, storage: &Option<Arc<Disk>>, o: &mut Out<Self>) -> ActorState {
         match self {
             RaftActor::Server(server) => ActorState::Server(server.start(storage, o)),
             RaftActor::Client(client) => ActorState::Client(client.start(o)),
@@ -568,6 +578,13 @@ pub fn build_model(options: &ModelOptions) -> Result<RaftModel, String> {
     if options.servers == 0 {
         return Err("--servers must be at least 1".to_string());
     }
+    if options.symmetry && options.membership.is_some() {
+        return Err(
+            "--symmetry cannot be used with --membership: the joining server is not \
+                    interchangeable with the others; drop one of the two"
+                .to_string(),
+        );
+    }
     let cfg = ModelConfig {
         servers: options.server_actors(),
         network: options.network,
@@ -575,6 +592,7 @@ pub fn build_model(options: &ModelOptions) -> Result<RaftModel, String> {
         max_log: options.max_log,
         max_in_flight: options.max_in_flight,
         crashes: options.crashes,
+        symmetry: options.symmetry,
     };
     let mut system = ActorModel::new(cfg.clone(), History::default());
     for id in 1..=options.server_actors() as u64 {
@@ -650,7 +668,10 @@ pub fn build_model(options: &ModelOptions) -> Result<RaftModel, String> {
         start: None,
     };
     if !options.start.is_empty() {
-        model.start = Some(play_start(&model, &options.start)?);
+        // Steps name servers as the empty cluster does: played without renaming.
+        let mut plain = model.clone();
+        plain.cfg.symmetry = false;
+        model.start = Some(play_start(&plain, &options.start)?);
     }
     Ok(model)
 }

@@ -154,7 +154,27 @@ pub struct ConfLog {
     changes: Vec<(u64, u64, Membership)>,
 }
 
+impl Membership {
+    /// The same membership with every id renamed (see `RaftCore::relabeled`).
+    pub fn relabeled(&self, rename: &dyn Fn(u64) -> u64) -> Self {
+        Self {
+            voters: self.voters.iter().map(|&id| rename(id)).collect(),
+            learners: self.learners.iter().map(|&id| rename(id)).collect(),
+            promoting: self.promoting.iter().map(|&id| rename(id)).collect(),
+        }
+    }
+}
+
 impl ConfLog {
+    /// The same log of memberships with every id renamed, or `None` if the log holds a
+    /// configuration entry after the base (its ids are inside the entry's encoded data,
+    /// which a renaming would have to rewrite too).
+    pub fn relabeled(&self, rename: &dyn Fn(u64) -> u64) -> Option<Self> {
+        self.changes
+            .is_empty()
+            .then(|| Self::new(self.base.relabeled(rename)))
+    }
+
     pub fn new(base: Membership) -> Self {
         Self {
             base,

@@ -16,4 +16,5 @@ pub use membership::{ConfChange, Membership};
 pub use memory_disk::MemoryDisk;
 pub use raft::{
     ConfChangeError, NotLeader, PersistedState, RaftCore, ReadState, Ready, Role, Snapshot,
+    relabel_meta,
 };

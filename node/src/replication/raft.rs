@@ -292,6 +292,42 @@ impl RaftCore {
     pub fn group_id(&self) -> u64 {
         self.config.group_id
     }
+    /// This core with every server id renamed by `rename` and `config` (the renamed
+    /// server's own) in place of its configuration: what a model checker's symmetry
+    /// reduction needs, so that two states differing only in which server is which are
+    /// explored once. `None` if the log holds a membership change (its ids live inside
+    /// the entry's encoded data, which this does not rewrite).
+    pub fn relabeled(&self, config: RaftConfig, rename: &dyn Fn(u64) -> u64) -> Option<Self> {
+        let conf = self.conf.relabeled(rename)?;
+        let id = |id: u64| if id == 0 { 0 } else { rename(id) };
+        let mut core = self.clone();
+        // The renamed server draws from its own seed: a model that reduces by symmetry
+        // must make the draws not matter (a timeout range of one value).
+        core.rng_seed = config.seed;
+        core.config = config;
+        core.voted_for = id(self.voted_for);
+        core.leader_id = self.leader_id.map(id);
+        core.votes = renamed_keys(&self.votes, rename);
+        core.progress = renamed_keys(&self.progress, rename);
+        core.persisted_hard_state.voted_for = id(self.persisted_hard_state.voted_for);
+        for snapshot in [&mut core.snapshot, &mut core.snapshot_to_install]
+            .into_iter()
+            .flatten()
+        {
+            relabel_meta(&mut snapshot.meta, rename);
+        }
+        for message in &mut core.messages {
+            message.from = id(message.from);
+            message.to = id(message.to);
+        }
+        core.conf = conf;
+        core.catch_up = renamed_keys(&self.catch_up, rename);
+        if let Some(transfer) = &mut core.transfer {
+            transfer.target = rename(transfer.target);
+        }
+        Some(core)
+    }
+
     pub fn config(&self) -> &RaftConfig {
         &self.config
     }
@@ -1531,6 +1567,21 @@ fn new_progress(next_index: u64) -> Progress {
 }
 
 /// The membership a snapshot records (at its last index).
+fn renamed_keys<V: Clone>(map: &BTreeMap<u64, V>, rename: &dyn Fn(u64) -> u64) -> BTreeMap<u64, V> {
+    map.iter().map(|(&k, v)| (rename(k), v.clone())).collect()
+}
+
+/// Renames the member ids a snapshot's metadata carries (see `RaftCore::relabeled`).
+pub fn relabel_meta(meta: &mut SnapshotMeta, rename: &dyn Fn(u64) -> u64) {
+    for ids in [&mut meta.voters, &mut meta.learners, &mut meta.promoting] {
+        for id in ids.iter_mut() {
+            *id = rename(*id);
+        }
+        // The node writes member lists sorted; keep them so.
+        ids.sort_unstable();
+    }
+}
+
 fn membership_of(meta: &SnapshotMeta) -> Membership {
     Membership::from_wire(&crate::proto::raft::Membership {
         voters: meta.voters.clone(),

@@ -29,7 +29,8 @@ pub struct PropertyReport {
     pub name: &'static str,
     pub always: bool,
     pub verdict: Verdict,
-    /// Action indices joined by `/` (for `replay` and the Explorer's `/#/steps/PATH`).
+    /// Action indices joined by `/` (for `replay` and the Explorer's `/#/steps/PATH`),
+    /// always of the unreduced model (a run with `symmetry` replays without it).
     pub path: Option<String>,
     pub steps: Vec<String>,
 }
@@ -43,6 +44,8 @@ pub struct ModelReport {
     pub duration: Duration,
     /// The checker explored every state within the bounds.
     pub complete: bool,
+    /// States were reduced by symmetry (`unique_states` counts representatives).
+    pub symmetry: bool,
     pub properties: Vec<PropertyReport>,
 }
 
@@ -125,7 +128,12 @@ impl fmt::Display for ModelReport {
                 writeln!(f, "  {:>3}. {step}", i + 1)?;
             }
             if let Some(path) = &p.path {
-                writeln!(f, "  replay: path {path}")?;
+                let note = if self.symmetry {
+                    " (without --symmetry)"
+                } else {
+                    ""
+                };
+                writeln!(f, "  replay: path {path}{note}")?;
             }
         }
         Ok(())
@@ -165,8 +173,17 @@ pub(super) fn build<C: Checker<RaftModel>>(
             };
             let (path, steps) = match found {
                 Some(path) => {
-                    let encoded = path.encode(model);
-                    let states = path.clone().into_vec();
+                    let mut encoded = path.encode(model);
+                    let mut states = path.clone().into_vec();
+                    // Under symmetry the path's states are representatives, whose server
+                    // names can change from step to step: print the same run unrenamed.
+                    if model.cfg.symmetry
+                        && let Some((plain, plain_path)) =
+                            super::symmetry::unreduced(model, &states)
+                    {
+                        states = plain;
+                        encoded = plain_path;
+                    }
                     let start = model.start_steps().iter().map(|s| format!("(start) {s}"));
                     let steps = start
                         .chain(states.windows(2).filter_map(|pair| {
@@ -194,6 +211,7 @@ pub(super) fn build<C: Checker<RaftModel>>(
         max_depth: checker.max_depth(),
         duration,
         complete,
+        symmetry: options.symmetry,
         properties,
     }
 }
@@ -201,7 +219,7 @@ pub(super) fn build<C: Checker<RaftModel>>(
 pub fn describe_options(o: &ModelOptions) -> String {
     format!(
         "servers {} clients {} (ops {}) max-term {} max-log {} max-in-flight {} network {:?} crashes {} \
-         snapshot-every {} pre-vote {} append-entries-max {} checker {:?} seed {} bug {}{}",
+         snapshot-every {} pre-vote {} append-entries-max {} checker {:?} seed {} bug {}{}{}",
         o.servers,
         o.clients,
         o.client_ops,
@@ -221,6 +239,7 @@ pub fn describe_options(o: &ModelOptions) -> String {
         } else {
             format!(" start {} steps in", o.start.len())
         },
+        if o.symmetry { " symmetry" } else { "" },
     )
 }
 

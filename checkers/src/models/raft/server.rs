@@ -5,12 +5,12 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 use faultline_node::proto::raft::{ApplyResult, Command, Entry, EntryKind};
-use faultline_node::replication::{MemoryDisk, RaftConfig, RaftCore, Ready, Role};
+use faultline_node::replication::{MemoryDisk, RaftConfig, RaftCore, Ready, Role, relabel_meta};
 use faultline_node::store::KvStore;
 use prost::Message as _;
 use stateright::actor::{Id, Out, model_timeout};
@@ -75,8 +75,9 @@ pub struct Ghost {
 pub struct ServerState {
     pub core: RaftCore,
     core_fingerprint: u64,
-    /// The disk as of the end of the last step (also in stateright's storage).
-    pub disk: Disk,
+    /// The disk as of the end of the last step, shared with stateright's storage slot
+    /// (both are cloned on every step; the disk changes on few of them).
+    pub disk: Arc<Disk>,
     /// The node's `KvStore`, held as its own deterministic snapshot encoding (the store
     /// keeps sessions in a `HashMap` and so is not `Hash`).
     pub store: Vec<u8>,
@@ -90,11 +91,12 @@ pub struct ServerState {
     pub ghost: Ghost,
 }
 
-/// Everything that identifies a server's state, with the core as its fingerprint: the one
-/// list equality and hashing both use, so that they cannot disagree.
+/// Everything that identifies a server's state but its disk, with the core as its
+/// fingerprint: the one list equality and hashing both use, so that they cannot disagree.
+/// The disk is left out because it is always the same as the server's storage slot, which
+/// the system state hashes and compares already.
 type StateKey<'a> = (
     u64,
-    &'a Disk,
     &'a [u8],
     u64,
     &'a BTreeMap<u64, PendingWrite>,
@@ -107,7 +109,6 @@ impl ServerState {
     fn key(&self) -> StateKey<'_> {
         (
             self.core_fingerprint,
-            &self.disk,
             &self.store,
             self.applied_index,
             &self.pending_writes,
@@ -115,6 +116,41 @@ impl ServerState {
             &self.confirmed_reads,
             &self.ghost,
         )
+    }
+}
+
+impl Disk {
+    /// The same disk with every server id renamed (see `symmetry`).
+    pub fn relabeled(&self, rename: &dyn Fn(u64) -> u64) -> Disk {
+        let mut disk = self.clone();
+        let voted_for = &mut disk.durable.hard_state.voted_for;
+        if *voted_for != 0 {
+            *voted_for = rename(*voted_for);
+        }
+        if let Some(snapshot) = &mut disk.durable.snapshot {
+            relabel_meta(&mut snapshot.meta, rename);
+        }
+        disk
+    }
+}
+
+impl ServerState {
+    /// The same server under another name: `config` is the renamed server's own, and
+    /// every id inside the core and the disk goes through `rename`. `None` when the core
+    /// cannot be renamed (its log holds a membership change).
+    pub fn relabeled(
+        &self,
+        config: RaftConfig,
+        disk: Arc<Disk>,
+        rename: &dyn Fn(u64) -> u64,
+    ) -> Option<ServerState> {
+        let core = self.core.relabeled(config, rename)?;
+        Some(ServerState {
+            core_fingerprint: core_fingerprint(&core),
+            core,
+            disk,
+            ..self.clone()
+        })
     }
 }
 
@@ -145,7 +181,7 @@ impl Hash for ServerState {
 /// layout fails loudly instead of silently keeping them.
 pub fn core_fingerprint(core: &RaftCore) -> u64 {
     let mut hasher = SkippingHasher {
-        inner: DefaultHasher::new(),
+        inner: fingerprint_hasher(),
         seed: core.config().seed,
         held: None,
         skip_next_u64: false,
@@ -163,13 +199,19 @@ pub fn core_fingerprint(core: &RaftCore) -> u64 {
     hasher.inner.finish()
 }
 
+/// stateright's own hasher with fixed keys: several times cheaper than SipHash on the
+/// core's many small fields, and collision-resistant enough for a 64-bit fingerprint.
+fn fingerprint_hasher() -> ahash::AHasher {
+    ahash::RandomState::with_seeds(0x5eed, 0xfa17, 0x11e5, 0x0de1).build_hasher()
+}
+
 /// The derived `Hash` of `RaftCore` writes, in field order, `config` (whose `seed` is
 /// followed by booleans), ..., `lamport` (one u64), `rng_seed` (the seed), `rng_draws`
 /// (one u64), .... So: a u64 written right before a u64 equal to the seed, and a u64
 /// written right after it, are dropped. The model gives every server a seed no term,
 /// index or count can equal (see `raft_config`).
 struct SkippingHasher {
-    inner: DefaultHasher,
+    inner: ahash::AHasher,
     seed: u64,
     /// The last u64 written, held until we know whether the seed follows it.
     held: Option<u64>,
@@ -309,9 +351,9 @@ pub struct ServerActor {
 }
 
 impl ServerActor {
-    pub fn start(&self, storage: &Option<Disk>, o: &mut Out<RaftActor>) -> ServerState {
+    pub fn start(&self, storage: &Option<Arc<Disk>>, o: &mut Out<RaftActor>) -> ServerState {
         install_quiet_panic_hook();
-        let mut disk = storage.clone().unwrap_or_default();
+        let mut disk = storage.as_deref().cloned().unwrap_or_default();
         if storage.is_some() {
             disk.ghost_recoveries += 1;
             if self.vote_amnesia {
@@ -328,7 +370,7 @@ impl ServerActor {
         let mut state = ServerState {
             core_fingerprint: core_fingerprint(&core),
             core,
-            disk,
+            disk: Arc::new(disk),
             store,
             applied_index,
             pending_writes: BTreeMap::new(),
@@ -538,7 +580,9 @@ impl ServerState {
             rounds += 1;
             assert!(rounds <= 64, "Ready does not settle");
             let ready = self.core.ready();
-            self.disk.durable.persist(&ready);
+            if ready.hard_state.is_some() || ready.snapshot.is_some() || !ready.entries.is_empty() {
+                Arc::make_mut(&mut self.disk).durable.persist(&ready);
+            }
             for message in &ready.messages {
                 let mut message = message.clone();
                 message.lamport_time = 0;
@@ -617,7 +661,9 @@ impl ServerState {
             }
             Some(_) => {}
             None => {
-                self.disk.ghost_applied.insert(entry.index, applied);
+                Arc::make_mut(&mut self.disk)
+                    .ghost_applied
+                    .insert(entry.index, applied);
             }
         }
     }
@@ -635,7 +681,9 @@ impl ServerState {
         }
         self.core.compact(self.applied_index, self.store.clone());
         let snapshot = self.core.snapshot().expect("just compacted").clone();
-        self.disk.durable.keep_snapshot(snapshot);
+        Arc::make_mut(&mut self.disk)
+            .durable
+            .keep_snapshot(snapshot);
     }
 
     fn serve_confirmed_reads(&mut self, o: &mut Out<RaftActor>) {
