@@ -17,6 +17,7 @@
 pub mod choreography;
 pub mod client;
 pub mod cluster;
+pub mod config_race;
 pub mod diverge_leader;
 pub mod history;
 pub mod leaders;

@@ -68,13 +68,18 @@ pub struct Nemesis {
     pub added: std::sync::Mutex<Vec<u64>>,
     /// The learner learner-partition added, until it removes it.
     pub learner_added: std::sync::Mutex<Option<crate::learner_partition::Added>>,
+    /// What config-race set up, until it heals.
+    pub raced: std::sync::Mutex<Option<crate::config_race::Raced>>,
 }
 
 /// Whether a schedule steps clocks: the nodes must serve the fault-injection service.
 pub fn needs_fault_injection(schedule: &[ScheduledFault]) -> bool {
-    schedule
-        .iter()
-        .any(|f| matches!(f.fault, FaultKind::Clock { .. } | FaultKind::RestartVoter))
+    schedule.iter().any(|f| {
+        matches!(
+            f.fault,
+            FaultKind::Clock { .. } | FaultKind::RestartVoter | FaultKind::ConfigRace
+        )
+    })
 }
 
 pub(crate) async fn set_clock_offset(
@@ -112,6 +117,7 @@ pub fn needs_firewall(schedule: &[ScheduledFault]) -> bool {
                 | FaultKind::RestartVoter
                 | FaultKind::DivergeLeader
                 | FaultKind::LearnerPartition
+                | FaultKind::ConfigRace
         )
     })
 }
@@ -337,6 +343,11 @@ impl Nemesis {
                 precondition = Some(reached);
                 detail
             }
+            FaultKind::ConfigRace => {
+                let (detail, reached) = crate::config_race::start(self).await?;
+                precondition = Some(reached);
+                detail
+            }
         };
         self.record("start", fault.name(), json!(detail));
         Ok((detail, precondition))
@@ -376,6 +387,7 @@ impl Nemesis {
             | FaultKind::ShuffleLeader { .. } => {}
             FaultKind::Membership { .. } => self.remove_added_node().await?,
             FaultKind::LearnerPartition => crate::learner_partition::end(self).await?,
+            FaultKind::ConfigRace => crate::config_race::end(self).await?,
         }
         self.record("stop", fault.name(), json!(null));
         Ok(last_word)

@@ -144,6 +144,11 @@ pub enum FaultKind {
     /// partition's voters off from every other node; heal and remove the learner when the
     /// fault ends. A minority with a learner must not elect a leader.
     LearnerPartition,
+    /// Two leaders of one partition each make a one-server membership change from the
+    /// same configuration (the 2015 single-server race): its leader appends a removal
+    /// alone and is killed, a rival that cannot commit its no-op is asked for another
+    /// removal, then the first returns on the other side of a cut. Four replicas.
+    ConfigRace,
 }
 
 impl FaultKind {
@@ -164,6 +169,7 @@ impl FaultKind {
             FaultKind::ShuffleLeader { .. } => "shuffle-leader",
             FaultKind::Membership { .. } => "membership",
             FaultKind::LearnerPartition => "learner-partition",
+            FaultKind::ConfigRace => "config-race",
         }
     }
 
@@ -172,7 +178,10 @@ impl FaultKind {
     pub fn has_precondition(&self) -> bool {
         matches!(
             self,
-            FaultKind::RestartVoter | FaultKind::DivergeLeader | FaultKind::LearnerPartition
+            FaultKind::RestartVoter
+                | FaultKind::DivergeLeader
+                | FaultKind::LearnerPartition
+                | FaultKind::ConfigRace
         )
     }
 }
@@ -432,6 +441,7 @@ fn choose_fault(
         FaultName::ShuffleLeader => FaultKind::ShuffleLeader { pick: rng.random() },
         FaultName::Membership => FaultKind::Membership { pick: rng.random() },
         FaultName::LearnerPartition => FaultKind::LearnerPartition,
+        FaultName::ConfigRace => FaultKind::ConfigRace,
         FaultName::CorruptWal => FaultKind::CorruptWal {
             target: Target::Random(random_node(rng)),
             mode: if rng.random_bool(0.5) {

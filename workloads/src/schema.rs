@@ -302,6 +302,9 @@ pub enum FaultName {
     /// Add a learner to a partition, then cut it and one voter off from the rest (four
     /// nodes or more).
     LearnerPartition,
+    /// Two leaders of one partition each change its membership from the same
+    /// configuration (four replicas; four nodes or more).
+    ConfigRace,
 }
 
 /// A partition shape, as named in YAML.

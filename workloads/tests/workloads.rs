@@ -589,7 +589,8 @@ fn nemesis_uses_only_configured_faults_shapes_and_targets() {
             | FaultKind::Move { .. }
             | FaultKind::ShuffleLeader { .. }
             | FaultKind::Membership { .. }
-            | FaultKind::LearnerPartition => {
+            | FaultKind::LearnerPartition
+            | FaultKind::ConfigRace => {
                 panic!("{} is not configured", fault.fault.name())
             }
         }

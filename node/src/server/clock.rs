@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use tonic::{Request, Response, Status};
 
-use crate::proto::admin::ClockOffset;
 use crate::proto::admin::fault_injection_server::FaultInjection;
+use crate::proto::admin::{ClockOffset, DropPeerMessagesRequest, DropPeerMessagesResponse};
+use crate::server::transport::DropRules;
 
 /// Steps larger than this are refused: they would only stall a node for hours.
 pub const CLOCK_OFFSET_MS_MAX: i64 = 3_600_000;
@@ -31,7 +32,11 @@ impl TimerClock {
 
 pub struct FaultInjectionService {
     pub clock: TimerClock,
+    pub drops: DropRules,
 }
+
+/// More rules than any harness scenario needs; a bound keeps the send path's check short.
+const DROP_RULES_MAX: usize = 64;
 
 #[tonic::async_trait]
 impl FaultInjection for FaultInjectionService {
@@ -50,5 +55,18 @@ impl FaultInjection for FaultInjectionService {
         Ok(Response::new(ClockOffset {
             offset_ms: previous,
         }))
+    }
+
+    async fn drop_peer_messages(
+        &self,
+        request: Request<DropPeerMessagesRequest>,
+    ) -> Result<Response<DropPeerMessagesResponse>, Status> {
+        let request = request.into_inner();
+        let rules = self
+            .drops
+            .update(request.clear, &request.add, DROP_RULES_MAX)
+            .map_err(Status::invalid_argument)?;
+        tracing::warn!(?rules, "fault injection: peer message drop rules changed");
+        Ok(Response::new(DropPeerMessagesResponse { rules }))
     }
 }

@@ -458,10 +458,12 @@ pub async fn run(
     let map_tx = Arc::new(map_tx);
 
     let (events, events_rx) = sync_channel::<Event>(config.client_queue_max);
+    let drops = transport::DropRules::default();
     let transport_options = TransportOptions {
         source_ip: config.source_ip(),
         queue_max: config.peer_queue_max,
         batch_messages_max: config.batch_events_max,
+        drops: drops.clone(),
     };
     let transport = Transport::start(
         &tokio::runtime::Handle::current(),
@@ -639,9 +641,12 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_optional_service(config.fault_injection.then(|| {
-            tracing::warn!("fault injection is enabled: this node lets anyone step its clock");
+            tracing::warn!(
+                "fault injection is enabled: this node lets anyone step its clock and drop its messages"
+            );
             FaultInjectionServer::new(clock::FaultInjectionService {
                 clock: clock.clone(),
+                drops: drops.clone(),
             })
         }))
         .serve_with_incoming_shutdown(incoming, stop);

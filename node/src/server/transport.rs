@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message as _;
@@ -17,6 +19,8 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::driver::Event;
+use crate::proto::admin::DropRule;
+use crate::proto::raft::message::Body;
 use crate::proto::raft::raft_client::RaftClient;
 use crate::proto::raft::raft_server::Raft;
 use crate::proto::raft::{DeliverAck, Message, MessageBatch};
@@ -25,6 +29,57 @@ pub struct Transport {
     peers: HashMap<u64, mpsc::Sender<Message>>,
     runtime: tokio::runtime::Handle,
     options: TransportOptions,
+    drops: DropRules,
+}
+
+/// Messages the fault-injection service told this node to drop (see the admin proto's
+/// `DropPeerMessages`). Empty unless a harness asks; the send path then pays one atomic
+/// load.
+#[derive(Clone, Debug, Default)]
+pub struct DropRules {
+    any: Arc<AtomicBool>,
+    rules: Arc<Mutex<Vec<DropRule>>>,
+}
+
+impl DropRules {
+    /// Clears the rules if asked, then adds `add`. Returns the rules in force.
+    pub fn update(
+        &self,
+        clear: bool,
+        add: &[DropRule],
+        max: usize,
+    ) -> Result<Vec<DropRule>, String> {
+        let mut rules = self.rules.lock().expect("drop rules lock");
+        if clear {
+            rules.clear();
+        }
+        if rules.len() + add.len() > max {
+            return Err(format!(
+                "at most {max} drop rules; clear them first (clear: true)"
+            ));
+        }
+        if let Some(rule) = add.iter().find(|r| r.group_id == 0 || r.to == 0) {
+            return Err(format!(
+                "a drop rule names a group and a peer (both nonzero): {rule:?}"
+            ));
+        }
+        rules.extend_from_slice(add);
+        self.any.store(!rules.is_empty(), Ordering::Relaxed);
+        Ok(rules.clone())
+    }
+
+    fn drops(&self, message: &Message) -> bool {
+        if !self.any.load(Ordering::Relaxed) {
+            return false;
+        }
+        let vote = matches!(
+            message.body,
+            Some(Body::RequestVote(_)) | Some(Body::RequestVoteResponse(_))
+        );
+        self.rules.lock().expect("drop rules lock").iter().any(|r| {
+            r.group_id == message.group_id && r.to == message.to && !(vote && r.keep_votes)
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -32,6 +87,7 @@ pub struct TransportOptions {
     pub source_ip: Option<IpAddr>,
     pub queue_max: usize,
     pub batch_messages_max: usize,
+    pub drops: DropRules,
 }
 
 impl Transport {
@@ -44,6 +100,7 @@ impl Transport {
             peers: HashMap::new(),
             runtime: runtime.clone(),
             options: options.clone(),
+            drops: options.drops.clone(),
         };
         for (&id, &addr) in peers {
             transport.add_peer(id, addr);
@@ -75,6 +132,9 @@ impl Transport {
 
     pub fn send(&self, messages: impl Iterator<Item = Message>) {
         for message in messages {
+            if self.drops.drops(&message) {
+                continue;
+            }
             if let Some(peer) = self.peers.get(&message.to) {
                 let _ = peer.try_send(message);
             }
@@ -193,5 +253,55 @@ impl Raft for RaftService {
             }
         }
         Ok(Response::new(DeliverAck {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::raft::{AppendEntries, RequestVote};
+
+    fn message(group_id: u64, to: u64, body: Body) -> Message {
+        Message {
+            group_id,
+            from: 1,
+            to,
+            body: Some(body),
+            ..Message::default()
+        }
+    }
+
+    #[test]
+    fn drop_rules_drop_one_groups_messages_to_one_peer_and_can_keep_votes() {
+        let drops = DropRules::default();
+        let append = |group, to| message(group, to, Body::AppendEntries(AppendEntries::default()));
+        let vote = |group, to| message(group, to, Body::RequestVote(RequestVote::default()));
+        assert!(
+            !drops.drops(&append(7, 3)),
+            "nothing is dropped without a rule"
+        );
+        let rule = DropRule {
+            group_id: 7,
+            to: 3,
+            keep_votes: true,
+        };
+        drops.update(false, &[rule], 4).expect("a valid rule");
+        assert!(drops.drops(&append(7, 3)));
+        assert!(!drops.drops(&vote(7, 3)), "votes pass");
+        assert!(!drops.drops(&append(8, 3)), "another group passes");
+        assert!(!drops.drops(&append(7, 2)), "another peer hears everything");
+
+        let zero = DropRule {
+            group_id: 0,
+            ..rule
+        };
+        let error = drops
+            .update(false, &[zero], 4)
+            .expect_err("a rule without a group");
+        assert!(error.contains("nonzero"), "{error}");
+        let error = drops.update(false, &[rule; 4], 4).expect_err("too many");
+        assert!(error.contains("clear"), "{error}");
+        assert_eq!(drops.update(true, &[], 4).expect("cleared"), Vec::new());
+        assert!(!drops.drops(&append(7, 3)));
     }
 }
