@@ -3,6 +3,8 @@
 //! - `replication/`: chapter 1, the sans-IO Raft core (no IO, no clock, no global RNG).
 //! - `partitioning/`: chapter 2, sans-IO: descriptors and epochs, partitioners,
 //!   consistent placement, the partition map and the routing check.
+//! - `time/`: chapter 3, sans-IO: Lamport, vector and hybrid logical clocks, dotted
+//!   version vectors, and the clock-offset guard.
 //! - `storage/`: the write-ahead log and snapshot files.
 //! - `store/`: the key-value state machine the log drives.
 //! - `server/`: the async shell: drives the core, serves gRPC, talks to peers.
@@ -15,6 +17,7 @@ pub mod replication;
 pub mod server;
 pub mod storage;
 pub mod store;
+pub mod time;
 
 pub mod proto {
     //! The generated gRPC and message types, nested as their packages are (so that one

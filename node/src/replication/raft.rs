@@ -13,7 +13,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::config::RaftConfig;
-use super::lamport::LamportClock;
 use super::log::RaftLog;
 use super::membership::{ConfChange, ConfLog, Membership, config_entry};
 use crate::proto::raft::{
@@ -21,6 +20,7 @@ use crate::proto::raft::{
     InstallSnapshotResponse, Message, RequestVote, RequestVoteResponse, SnapshotMeta, TimeoutNow,
     message::Body,
 };
+use crate::time::lamport::LamportClock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
