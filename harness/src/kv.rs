@@ -176,7 +176,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             .put(key.into_bytes(), value.into_bytes(), None, timeout)
             .await
             .map(|r| {
-                println!("OK revision {} {}", r.revision, describe(r.header));
+                println!("OK revision {}{} {}", r.revision, stamp(r.timestamp), describe(r.header));
             }),
         KvOp::Get { key, serializable } => {
             router.get(key.into_bytes(), serializable, timeout).await.map(|r| {
@@ -191,7 +191,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             .delete(key.into_bytes(), None, timeout)
             .await
             .map(|r| {
-                println!("{} {}", if r.deleted { "DELETED" } else { "(not found)" }, describe(r.header));
+                println!("{}{} {}", if r.deleted { "DELETED" } else { "(not found)" }, stamp(r.timestamp), describe(r.header));
             }),
         KvOp::Cas { key, expected, revision, absent, new } => {
             let expected = match (expected, revision, absent) {
@@ -209,7 +209,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             match router.compare_and_swap(message, timeout).await {
                 Ok(r) => {
                     if r.succeeded {
-                        println!("OK revision {} {}", r.revision, describe(r.header));
+                        println!("OK revision {}{} {}", r.revision, stamp(r.timestamp), describe(r.header));
                     } else {
                         let current = if r.found { String::from_utf8_lossy(&r.current_value).into_owned() } else { "(absent)".into() };
                         println!("MISMATCH current {current} (revision {}) {}", r.revision, describe(r.header));
@@ -620,4 +620,11 @@ fn print_map(map: &GetPartitionMapResponse, json: bool) {
             p.reads_per_sec + p.writes_per_sec
         );
     }
+}
+
+/// A write's hybrid-logical-clock timestamp, as ` at WALL_MS.LOGICAL` (empty if none).
+fn stamp(timestamp: Option<faultline_node::proto::kv::HlcTimestamp>) -> String {
+    timestamp.map_or(String::new(), |t| {
+        format!(" at {}.{}", t.wall_ms, t.logical)
+    })
 }

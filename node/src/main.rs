@@ -44,6 +44,10 @@ struct Args {
     /// The window the hot-range threshold is measured over, in seconds (default 10).
     #[arg(long, value_name = "SECS")]
     hot_window_secs: Option<u64>,
+    /// The most any two nodes' clocks may differ by, in milliseconds (default 500): a
+    /// hybrid-logical-clock timestamp further ahead than this is refused and logged.
+    #[arg(long, value_name = "MS")]
+    max_clock_offset_ms: Option<u64>,
     /// Directory for the WAL and snapshots; created if missing.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -189,6 +193,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(secs) = args.hot_window_secs {
         config.hot_window_secs = secs;
+    }
+    if let Some(ms) = args.max_clock_offset_ms {
+        config.max_clock_offset_ms = ms;
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;

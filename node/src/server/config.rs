@@ -62,6 +62,9 @@ pub struct NodeConfig {
     /// its leadership moves to the least loaded node. 0: never.
     pub hot_ops_per_sec: f64,
     pub hot_window_secs: u64,
+    /// The most any two nodes' clocks may differ by (ms): the hybrid logical clock refuses
+    /// a timestamp further ahead than this.
+    pub max_clock_offset_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -96,6 +99,7 @@ impl Default for NodeConfig {
             placement: true,
             hot_ops_per_sec: 500.0,
             hot_window_secs: 10,
+            max_clock_offset_ms: crate::time::hlc::DEFAULT_MAX_OFFSET_MS,
         }
     }
 }

@@ -44,6 +44,7 @@ use crate::replication::{
     ConfChange, ConfChangeError, PersistedState, RaftConfig, RaftCore, Ready, Role, Snapshot,
 };
 use crate::store::ScanItem;
+use crate::time::HybridClock;
 
 /// Ticks fired by one forward clock step; more would only repeat elections.
 const CLOCK_STEP_TICKS_MAX: i64 = 1_000;
@@ -235,6 +236,9 @@ pub struct DriverOptions {
     pub hot_ops_per_sec: f64,
     pub hot_window_ticks: u64,
     pub hot_actions: Option<mpsc::Sender<HotAction>>,
+    /// The hybrid logical clock's maximum offset (ms): a remote timestamp further ahead
+    /// is refused, not adopted.
+    pub max_clock_offset_ms: u64,
 }
 
 /// A group's state machine.
@@ -446,6 +450,10 @@ pub struct Driver {
     /// range is created on each replica when it applies the split, and the first replica
     /// to get there campaigns at once; its vote requests wait here for the others.
     orphans: HashMap<u64, Vec<(u64, Message)>>,
+    /// Stamps the writes this node's leaders propose.
+    hlc: HybridClock,
+    /// A refused timestamp is logged once per range, not once per write.
+    hlc_refusals_logged: HashSet<u64>,
 }
 
 impl Driver {
@@ -457,6 +465,7 @@ impl Driver {
         map: Arc<watch::Sender<Arc<PartitionMap>>>,
         reports: mpsc::Sender<PartitionReport>,
     ) -> (Self, Published) {
+        let max_clock_offset_ms = options.max_clock_offset_ms;
         let digests_kept = (DIGESTS_BUDGET / starts.len().max(1)).max(DIGESTS_KEPT_MIN);
         let views: Views = Arc::default();
         let mut driver = Self {
@@ -473,6 +482,8 @@ impl Driver {
             last_heard: HashMap::new(),
             unknown_groups_logged: HashSet::new(),
             orphans: HashMap::new(),
+            hlc: HybridClock::new(max_clock_offset_ms),
+            hlc_refusals_logged: HashSet::new(),
         };
         for start in starts {
             driver.host(start);
@@ -829,6 +840,21 @@ impl Driver {
                 g.writes_since_report += 1;
                 if let Some(key) = command_key(&command) {
                     g.record_request(key, command.encoded_len(), true);
+                }
+                let mut command = command;
+                if command_key(&command).is_some()
+                    && let Machine::Data(range) = &g.machine
+                {
+                    // Above the range's last write, so that a leader whose clock is behind
+                    // its predecessor's still stamps forward (the range enforces it too).
+                    let physical = wall_clock_ms(&self.options.clock);
+                    let last = range.store().last_timestamp();
+                    if let Err(refused) = self.hlc.update(last, physical)
+                        && self.hlc_refusals_logged.insert(group)
+                    {
+                        tracing::warn!(group, %refused, "a write timestamp was refused");
+                    }
+                    command.hlc = self.hlc.now(physical).ok().map(crate::store::to_wire);
                 }
                 match g.core.propose(command.encode_to_vec()) {
                     Ok(_) if self.options.early_ack => {
@@ -1754,6 +1780,15 @@ fn clock_step(next_tick: Instant, delta_ms: i64, now: Instant, tick: Duration) -
         skipped += 1;
     }
     (skipped, due.max(now))
+}
+
+/// Wall time in milliseconds since the Unix epoch, through the node's injectable clock:
+/// a clock fault moves the hybrid logical clock as it moves the timers.
+fn wall_clock_ms(clock: &super::clock::TimerClock) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    (now + clock.offset_ms()).max(0) as u64
 }
 
 #[cfg(test)]

@@ -599,6 +599,8 @@ fn command(write_id: Option<WriteId>, op: Op) -> Command {
     Command {
         client_id: write_id.client_id,
         sequence: write_id.sequence,
+        // The leader's driver stamps it when it proposes.
+        hlc: None,
         op: Some(op),
     }
 }
@@ -644,6 +646,7 @@ impl Kv for KvService {
                     let response = peer.put(request).await?.into_inner();
                     Ok(ApplyResult {
                         revision: response.revision,
+                        timestamp: response.timestamp,
                         succeeded: true,
                         ..Default::default()
                     })
@@ -653,6 +656,7 @@ impl Kv for KvService {
         Ok(Response::new(PutResponse {
             header: Some(self.header(group)),
             revision: result.revision,
+            timestamp: result.timestamp,
         }))
     }
 
@@ -736,6 +740,7 @@ impl Kv for KvService {
                     Ok(ApplyResult {
                         succeeded: response.deleted,
                         revision: response.revision,
+                        timestamp: response.timestamp,
                         ..Default::default()
                     })
                 },
@@ -745,6 +750,7 @@ impl Kv for KvService {
             header: Some(self.header(group)),
             deleted: result.succeeded,
             revision: result.revision,
+            timestamp: result.timestamp,
         }))
     }
 
@@ -791,6 +797,7 @@ impl Kv for KvService {
                     Ok(ApplyResult {
                         succeeded: response.succeeded,
                         revision: response.revision,
+                        timestamp: response.timestamp,
                         found: response.found,
                         current_value: response.current_value,
                         ..Default::default()
@@ -804,6 +811,7 @@ impl Kv for KvService {
             revision: result.revision,
             found: result.found,
             current_value: result.current_value,
+            timestamp: result.timestamp,
         }))
     }
 

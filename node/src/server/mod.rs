@@ -502,6 +502,7 @@ pub async fn run(
         hot_ops_per_sec: config.hot_ops_per_sec,
         hot_window_ticks: (config.hot_window_secs * 1000 / config.tick_ms.max(1)).max(1),
         hot_actions: Some(hot_tx),
+        max_clock_offset_ms: config.max_clock_offset_ms,
     };
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(REPORTS_QUEUE_MAX);
     let (driver, published) = Driver::new(

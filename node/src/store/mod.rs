@@ -5,6 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use prost::Message as _;
 
+use crate::proto::kv::HlcTimestamp;
+use crate::time::Timestamp;
+
 use crate::proto::raft::{
     ApplyResult, ClientSession, Command, StoreSnapshot, StoredKey, command::Op,
     compare_and_swap::Expected,
@@ -22,6 +25,9 @@ pub struct KvStore {
     /// Sum of one hash per key and per session, kept up to date by every change so that
     /// a replica can report the digest of each state it passes through (see `digest`).
     digest: u64,
+    /// The timestamp of the last write that changed the state: every later one is
+    /// stamped above it, so timestamps grow with revisions whichever leader proposed.
+    last_timestamp: Timestamp,
 }
 
 impl KvStore {
@@ -120,6 +126,7 @@ impl KvStore {
                 ApplyResult {
                     succeeded: true,
                     revision: index,
+                    timestamp: Some(self.stamp(command)),
                     ..Default::default()
                 }
             }
@@ -129,6 +136,7 @@ impl KvStore {
                     succeeded: existed,
                     revision: index,
                     found: existed,
+                    timestamp: existed.then(|| self.stamp(command)),
                     ..Default::default()
                 }
             }
@@ -146,6 +154,7 @@ impl KvStore {
                         succeeded: true,
                         revision: index,
                         found: true,
+                        timestamp: Some(self.stamp(command)),
                         ..Default::default()
                     }
                 } else {
@@ -161,6 +170,24 @@ impl KvStore {
         }
     }
 
+    /// The timestamp a state-changing write applies at: the leader's stamp, or just
+    /// above the last write's if that is later (a new leader whose clock is behind).
+    /// Deterministic, so every replica gives the same answer.
+    fn stamp(&mut self, command: &Command) -> HlcTimestamp {
+        let proposed = command.hlc.map_or(Timestamp::default(), from_wire);
+        let floor = Timestamp {
+            wall_ms: self.last_timestamp.wall_ms,
+            logical: self.last_timestamp.logical.saturating_add(1),
+        };
+        self.last_timestamp = proposed.max(floor);
+        to_wire(self.last_timestamp)
+    }
+
+    /// The timestamp of the last state-changing write.
+    pub fn last_timestamp(&self) -> Timestamp {
+        self.last_timestamp
+    }
+
     pub fn snapshot(&self) -> Vec<u8> {
         self.to_proto().encode_to_vec()
     }
@@ -174,6 +201,7 @@ impl KvStore {
             data,
             sessions: self.sessions.clone(),
             digest: 0,
+            last_timestamp: self.last_timestamp,
         };
         right.digest = right.full_digest();
         self.digest = self.full_digest();
@@ -184,6 +212,7 @@ impl KvStore {
     /// both). A client's session keeps the later of its two sequences.
     pub fn absorb(&mut self, other: KvStore) {
         self.data.extend(other.data);
+        self.last_timestamp = self.last_timestamp.max(other.last_timestamp);
         for (client, (sequence, result)) in other.sessions {
             let newer = self
                 .sessions
@@ -221,6 +250,7 @@ impl KvStore {
         StoreSnapshot {
             keys,
             sessions,
+            last_timestamp: Some(to_wire(self.last_timestamp)),
             ..Default::default()
         }
     }
@@ -252,6 +282,9 @@ impl KvStore {
             data,
             sessions,
             digest: 0,
+            last_timestamp: snapshot
+                .last_timestamp
+                .map_or(Timestamp::default(), from_wire),
         };
         store.digest = store.full_digest();
         Ok(store)
@@ -282,6 +315,20 @@ fn fnv(fields: &[&[u8]]) -> u64 {
         }
     }
     hash
+}
+
+pub fn to_wire(t: Timestamp) -> HlcTimestamp {
+    HlcTimestamp {
+        wall_ms: t.wall_ms,
+        logical: t.logical,
+    }
+}
+
+pub fn from_wire(t: HlcTimestamp) -> Timestamp {
+    Timestamp {
+        wall_ms: t.wall_ms,
+        logical: t.logical,
+    }
 }
 
 fn key_hash(key: &[u8], value: &[u8], revision: u64) -> u64 {

@@ -110,6 +110,9 @@ pub fn command_for(client_id: &str, seq: u64, op: &ClientOp) -> Command {
     Command {
         client_id: client_id.to_string(),
         sequence: seq,
+        // The model has no physical time: the store stamps each write one tick above the
+        // last, which keeps the space what it was.
+        hlc: None,
         op: Some(op),
     }
 }
