@@ -353,6 +353,7 @@ mod tests {
         Command {
             client_id: client.into(),
             sequence,
+            hlc: None,
             op: Some(Op::Put(Put {
                 key: key.into(),
                 value: value.into(),
@@ -364,6 +365,7 @@ mod tests {
         Command {
             client_id: String::new(),
             sequence: 0,
+            hlc: None,
             op: Some(Op::CompareAndSwap(CompareAndSwap {
                 key: key.into(),
                 expected: Some(expected),
@@ -481,6 +483,7 @@ mod tests {
         let delete = Command {
             client_id: String::new(),
             sequence: 0,
+            hlc: None,
             op: Some(Op::Delete(Delete { key: b"k".to_vec() })),
         };
         assert!(store.apply(6, &delete, false).succeeded);
@@ -518,5 +521,47 @@ mod tests {
         let restored = KvStore::restore(&store.snapshot()).expect("decodes");
         assert_eq!(restored, store);
         assert!(KvStore::restore(b"\xff\xff\xff").is_err());
+    }
+
+    #[test]
+    fn writes_apply_at_their_stamp_or_just_above_the_last_and_the_stamp_survives_a_snapshot() {
+        let stamped = |wall_ms, key: &str| Command {
+            hlc: Some(HlcTimestamp {
+                wall_ms,
+                logical: 0,
+            }),
+            ..put(key, "v", "", 0)
+        };
+        let mut store = KvStore::default();
+        let at = |r: ApplyResult| r.timestamp.map(|t| (t.wall_ms, t.logical));
+        assert_eq!(
+            at(store.apply(1, &stamped(1_000, "a"), false)),
+            Some((1_000, 0))
+        );
+        // A leader whose clock is behind: just above the last write instead.
+        assert_eq!(
+            at(store.apply(2, &stamped(900, "b"), false)),
+            Some((1_000, 1))
+        );
+        assert_eq!(
+            at(store.apply(3, &stamped(1_200, "c"), false)),
+            Some((1_200, 0))
+        );
+        // A failed swap changes nothing and is not stamped.
+        let failed = store.apply(
+            4,
+            &cas("a", Expected::ExpectedValue(b"x".to_vec()), "y"),
+            false,
+        );
+        assert!(!failed.succeeded && failed.timestamp.is_none());
+        let restored = KvStore::restore(&store.snapshot()).expect("decodes");
+        assert_eq!(restored.last_timestamp(), store.last_timestamp());
+        let mut left = restored;
+        let right = left.split_off(b"b");
+        assert_eq!(
+            right.last_timestamp(),
+            left.last_timestamp(),
+            "both halves go on above it"
+        );
     }
 }
