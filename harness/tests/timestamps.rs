@@ -1,9 +1,9 @@
 //! Hybrid-logical-clock timestamps on the linearizable store's writes, on real processes:
 //! every acknowledged write carries one, near wall time, growing with the revision, and
 //! still growing when leadership moves to a node whose clock is 400 ms behind (the new
-//! leader stamps above the range's last write) or away from one 700 ms ahead (the new
-//! leader refuses to adopt a timestamp past the 500 ms maximum offset, logs it, and the
-//! range still stamps forward).
+//! leader stamps above the range's last write) or away from one 700 ms ahead (which fences
+//! itself and hands its leadership on). A node whose clock is off from a majority by more
+//! than 80 % of the maximum offset serves nothing and says so in Status and health.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -145,32 +145,151 @@ async fn writes_are_stamped_forward_across_leaders_with_skewed_clocks() {
     stamped.extend(write(&router, "b", 20).await);
     assert_increasing(&stamped, "after a leader 400 ms behind took over");
 
-    // A leader 700 ms ahead, then one at true time: the true one refuses to adopt the
-    // stamps past the maximum offset (and says so), and the range still stamps forward.
-    step_clock(&cluster, behind, 0).await;
-    step_clock(&cluster, first, 700).await;
-    move_leader(&cluster, group, behind, first).await;
+    // A leader 700 ms ahead of the others fences itself and leads no more (the jump
+    // itself may already have cost it its leadership); writes go on elsewhere, still
+    // stamped forward.
+    step_clock(&cluster, behind, 700).await;
+    wait_fence(&cluster, behind, true).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leader_of(&cluster, group).await == behind {
+        assert!(
+            Instant::now() < deadline,
+            "the fenced n{behind} kept leading"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stamped.extend(write(&router, "c", 20).await);
-    let third = cluster
-        .ids()
-        .into_iter()
-        .find(|&n| n != first && n != behind)
-        .expect("three nodes");
-    move_leader(&cluster, group, first, third).await;
-    stamped.extend(write(&router, "d", 20).await);
-    assert_increasing(&stamped, "after a leader 700 ms ahead handed over");
-    let log = std::fs::read_to_string(
-        &cluster
-            .nodes()
-            .iter()
-            .find(|n| n.id == third)
-            .expect("a node")
-            .log_path,
-    )
-    .expect("log");
+    assert_increasing(&stamped, "after a leader 700 ms ahead fenced itself");
+    drop(cluster);
+}
+
+async fn fence_of(cluster: &LocalCluster, id: u64) -> String {
+    group_status_with_digest(cluster.addr(id), None, 0)
+        .await
+        .map(|s| s.clock_fence)
+        .unwrap_or_default()
+}
+
+async fn serving(cluster: &LocalCluster, id: u64) -> i32 {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let endpoint = node_endpoint(cluster.addr(id), None, Duration::from_secs(2));
+    HealthClient::new(endpoint.connect_lazy())
+        .check(HealthCheckRequest {
+            service: "faultline.kv.v1.Kv".to_string(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status
+}
+
+/// Waits until `id`'s fence is up (or down), checking the other nodes never fence.
+async fn wait_fence(cluster: &LocalCluster, id: u64, up: bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if fence_of(cluster, id).await.is_empty() != up {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n{id}'s clock fence did not go {}",
+            if up { "up" } else { "down" }
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_is_off_from_a_majority_fences_itself_until_it_agrees_again() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let node_bin = find_node_bin().expect("node binary");
+    let addrs = free_loopback_addrs(3).expect("ports");
+    let args = vec!["--enable-fault-injection".to_string()];
+    let mut cluster = LocalCluster::new(&node_bin, root.path(), &addrs, args).expect("layout");
+    cluster.start_all().expect("start");
+    let put = |id: u64| {
+        let endpoint = node_endpoint(cluster.addr(id), None, Duration::from_secs(2))
+            .timeout(Duration::from_secs(10));
+        async move {
+            KvClient::new(endpoint.connect_lazy())
+                .put(faultline_node::proto::kv::PutRequest {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                    write_id: None,
+                })
+                .await
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while put(3).await.is_err() {
+        assert!(Instant::now() < deadline, "the cluster serves");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 300 ms ahead is within 80 % of the 500 ms maximum: nobody fences.
+    step_clock(&cluster, 3, 300).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in 1..=3 {
+        assert_eq!(fence_of(&cluster, id).await, "", "n{id} serves at 300 ms");
+    }
+    assert!(put(3).await.is_ok());
+
+    // 450 ms ahead: off from both peers, a majority of three.
+    step_clock(&cluster, 3, 450).await;
+    wait_fence(&cluster, 3, true).await;
+    let fence = fence_of(&cluster, 3).await;
+    assert!(fence.contains("off from 2 of the 3 nodes"), "{fence}");
+    let refused = put(3).await.expect_err("a fenced node serves nothing");
+    assert_eq!(refused.code(), tonic::Code::Aborted, "refused, not applied");
     assert!(
-        log.contains("a write timestamp was refused") && log.contains("past the maximum offset"),
-        "n{third} logs the refused timestamp"
+        refused.message().contains("time sync"),
+        "{}",
+        refused.message()
     );
+    assert_eq!(serving(&cluster, 3).await, 2, "health says NOT_SERVING");
+    for id in [1, 2] {
+        assert_eq!(
+            fence_of(&cluster, id).await,
+            "",
+            "n{id} is off from n3 alone"
+        );
+        // Once n3 has handed on whatever it led.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Err(status) = put(id).await {
+            assert!(Instant::now() < deadline, "n{id} serves: {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Made leader while fenced (told to campaign at once), n3 hands the leadership on.
+    let group = group_status_with_digest(cluster.addr(1), None, 0)
+        .await
+        .expect("status")
+        .group_id;
+    let leader = leader_of(&cluster, group).await;
+    let endpoint = node_endpoint(cluster.addr(leader), None, Duration::from_secs(2));
+    KvClient::new(endpoint.connect_lazy())
+        .transfer_leader(TransferLeaderRequest {
+            partition: group,
+            to: 3,
+        })
+        .await
+        .expect("transfer started");
+    let log_of_n3 = || std::fs::read_to_string(&cluster.nodes()[2].log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !log_of_n3().contains("clock fenced: handing leadership on") {
+        assert!(Instant::now() < deadline, "n3 never handed a leadership on");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leader_of(&cluster, group).await == 3 {
+        assert!(Instant::now() < deadline, "the fenced n3 kept leading");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    step_clock(&cluster, 3, 0).await;
+    wait_fence(&cluster, 3, false).await;
+    assert_eq!(serving(&cluster, 3).await, 1, "health says SERVING again");
+    assert!(put(3).await.is_ok());
     drop(cluster);
 }

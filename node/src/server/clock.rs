@@ -3,10 +3,22 @@
 //! makes election and heartbeat timers fire early or late, which is what the harness's
 //! `clock` nemesis exercises.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+
+use std::sync::mpsc::SyncSender;
+
+use crate::proto::kv::StatusRequest;
+use crate::proto::kv::kv_client::KvClient;
+use crate::proto::kv::kv_server::KvServer;
+use crate::server::driver::Event;
+use crate::server::kv_service::KvService;
+use crate::time::hlc::{ClockHealth, OffsetMonitor};
 
 use crate::proto::admin::fault_injection_server::FaultInjection;
 use crate::proto::admin::{ClockOffset, DropPeerMessagesRequest, DropPeerMessagesResponse};
@@ -21,6 +33,15 @@ pub struct TimerClock {
 }
 
 impl TimerClock {
+    /// Wall time in milliseconds since the Unix epoch, with the injected offset: what the
+    /// hybrid logical clock reads, so a clock fault moves it as it moves the timers.
+    pub fn wall_ms(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        (now + self.offset_ms()).max(0) as u64
+    }
+
     pub fn offset_ms(&self) -> i64 {
         self.offset_ms.load(Ordering::Relaxed)
     }
@@ -68,5 +89,91 @@ impl FaultInjection for FaultInjectionService {
             .map_err(Status::invalid_argument)?;
         tracing::warn!(?rules, "fault injection: peer message drop rules changed");
         Ok(Response::new(DropPeerMessagesResponse { rules }))
+    }
+}
+
+/// How often a node measures its clock against each peer.
+pub const OFFSET_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// A measurement older than this no longer counts toward fencing.
+const OFFSET_STALE_AFTER_MS: u64 = 5_000;
+
+/// Whether this node's clock lets it serve: shared by the task that measures the offsets
+/// and the Kv service that refuses requests while fenced.
+#[derive(Clone, Default)]
+pub struct ClockGuard {
+    fence: Arc<RwLock<Option<String>>>,
+    offsets: Arc<RwLock<BTreeMap<u64, i64>>>,
+}
+
+impl ClockGuard {
+    /// Why the node serves nothing now, if it does not.
+    pub fn fence(&self) -> Option<String> {
+        self.fence.read().expect("fence lock").clone()
+    }
+
+    pub fn offsets_ms(&self) -> BTreeMap<u64, i64> {
+        self.offsets.read().expect("offsets lock").clone()
+    }
+}
+
+/// Measures this node's clock against every peer's on a round trip of `Status` (each
+/// reply carries the peer's wall clock), and fences the node while it is off from a
+/// majority of the cluster by more than 80 % of `max_offset_ms`: the node would issue
+/// timestamps its peers refuse. Health says NOT_SERVING meanwhile.
+pub async fn guard_clock(
+    clock: TimerClock,
+    peers: HashMap<u64, KvClient<Channel>>,
+    max_offset_ms: u64,
+    guard: ClockGuard,
+    health: tonic_health::server::HealthReporter,
+    events: SyncSender<Event>,
+) {
+    let mut monitor = OffsetMonitor::new(max_offset_ms, OFFSET_STALE_AFTER_MS);
+    let cluster = peers.len() + 1;
+    loop {
+        tokio::time::sleep(OFFSET_PROBE_INTERVAL).await;
+        for (&peer, client) in &peers {
+            let sent = clock.wall_ms();
+            let mut call = Request::new(StatusRequest::default());
+            call.set_timeout(Duration::from_secs(1));
+            let Ok(reply) = client.clone().status(call).await else {
+                continue;
+            };
+            let remote = reply.into_inner().wall_clock_ms;
+            if remote > 0 {
+                monitor.observe(peer, sent, remote, clock.wall_ms());
+            }
+        }
+        *guard.offsets.write().expect("offsets lock") = peers
+            .keys()
+            .filter_map(|&p| monitor.offset_ms(p).map(|o| (p, o)))
+            .collect();
+        let fence = match monitor.health(cluster, clock.wall_ms()) {
+            ClockHealth::Healthy => None,
+            ClockHealth::Fenced {
+                offset_ms,
+                limit_ms,
+                peers_off,
+                cluster,
+            } => Some(format!(
+                "this node's clock is {offset_ms} ms off from {peers_off} of the {cluster} nodes, past {limit_ms} ms (80 % of the {max_offset_ms} ms maximum offset): it serves no reads or writes and leads nothing until its clock agrees again (check its time sync)"
+            )),
+        };
+        // Every round, not only on a change: a full queue drops one, the next one lands.
+        let _ = events.try_send(Event::ClockFence(fence.is_some()));
+        let before = guard.fence.read().expect("fence lock").is_some();
+        if before != fence.is_some() {
+            match &fence {
+                Some(reason) => {
+                    tracing::error!(%reason, "clock fence up");
+                    health.set_not_serving::<KvServer<KvService>>().await;
+                }
+                None => {
+                    tracing::warn!("clock fence down: the clock agrees with the cluster again");
+                    health.set_serving::<KvServer<KvService>>().await;
+                }
+            }
+        }
+        *guard.fence.write().expect("fence lock") = fence;
     }
 }

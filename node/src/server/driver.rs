@@ -169,6 +169,8 @@ pub enum Event {
         to: u64,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// The clock guard's verdict: while true, hand leaderships on and do not campaign.
+    ClockFence(bool),
     Status {
         /// The group the top-level fields describe (None: the first data group).
         group: Option<u64>,
@@ -450,6 +452,8 @@ pub struct Driver {
     /// range is created on each replica when it applies the split, and the first replica
     /// to get there campaigns at once; its vote requests wait here for the others.
     orphans: HashMap<u64, Vec<(u64, Message)>>,
+    /// This node's clock is too far off its peers' (see `clock::guard_clock`).
+    clock_fenced: bool,
     /// Stamps the writes this node's leaders propose.
     hlc: HybridClock,
     /// A refused timestamp is logged once per range, not once per write.
@@ -484,6 +488,7 @@ impl Driver {
             orphans: HashMap::new(),
             hlc: HybridClock::new(max_clock_offset_ms),
             hlc_refusals_logged: HashSet::new(),
+            clock_fenced: false,
         };
         for start in starts {
             driver.host(start);
@@ -650,6 +655,7 @@ impl Driver {
         let mut reports = Vec::new();
         let mut hot = Vec::new();
         let map = self.map.borrow().clone();
+        let fenced = self.clock_fenced;
         for (&id, group) in &mut self.groups {
             if group.quiesced
                 && !keeps_quiet(
@@ -696,7 +702,12 @@ impl Driver {
             } else {
                 group.idle_ticks = 0;
             }
-            group.core.tick();
+            // A node whose clock is fenced does not campaign (its followers' election
+            // timers stand still); its leaderships are handed on (`hand_on_leaderships`).
+            let leads = group.core.role() == Role::Leader;
+            if !fenced || leads {
+                group.core.tick();
+            }
             if group.core.role() == Role::Leader
                 && now.is_multiple_of(MAP_BEHIND_CHECK_TICKS)
                 && let Machine::Data(range) = &group.machine
@@ -847,7 +858,7 @@ impl Driver {
                 {
                     // Above the range's last write, so that a leader whose clock is behind
                     // its predecessor's still stamps forward (the range enforces it too).
-                    let physical = wall_clock_ms(&self.options.clock);
+                    let physical = self.options.clock.wall_ms();
                     let last = range.store().last_timestamp();
                     if let Err(refused) = self.hlc.update(last, physical)
                         && self.hlc_refusals_logged.insert(group)
@@ -934,6 +945,12 @@ impl Driver {
                 },
                 serializable,
             ),
+            Event::ClockFence(fenced) => {
+                self.clock_fenced = fenced;
+                if fenced {
+                    self.hand_on_leaderships();
+                }
+            }
             Event::Status {
                 group,
                 all_groups,
@@ -1191,6 +1208,32 @@ impl Driver {
                 g.pending_reads.insert(id, read);
             }
             Err(not_leader) => read.drop_with(Some(not_leader.leader_hint)),
+        }
+    }
+
+    /// While this node's clock is fenced (the guard says so every half second), every
+    /// group it leads is asked to hand leadership to another voter, a different one each
+    /// time, so that one unreachable voter does not keep the range here.
+    fn hand_on_leaderships(&mut self) {
+        let node_id = self.options.node_id;
+        let turn = self.ticks as usize;
+        for (&id, group) in &mut self.groups {
+            if group.core.role() != Role::Leader {
+                continue;
+            }
+            let membership = group.core.membership();
+            let voters: Vec<u64> = membership
+                .others(node_id)
+                .filter(|n| membership.voters.contains(n))
+                .collect();
+            if voters.is_empty() {
+                continue;
+            }
+            let to = voters[turn % voters.len()];
+            group.wake();
+            if group.core.transfer_leadership(to).is_ok() {
+                tracing::warn!(group = id, to, "clock fenced: handing leadership on");
+            }
         }
     }
 
@@ -1780,15 +1823,6 @@ fn clock_step(next_tick: Instant, delta_ms: i64, now: Instant, tick: Duration) -
         skipped += 1;
     }
     (skipped, due.max(now))
-}
-
-/// Wall time in milliseconds since the Unix epoch, through the node's injectable clock:
-/// a clock fault moves the hybrid logical clock as it moves the timers.
-fn wall_clock_ms(clock: &super::clock::TimerClock) -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    (now + clock.offset_ms()).max(0) as u64
 }
 
 #[cfg(test)]

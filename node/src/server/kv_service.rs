@@ -113,6 +113,10 @@ pub struct KvService {
     /// The layout the cluster was formed with, as the data directory's `layout` file
     /// holds it: what a joining node is given.
     pub layout: String,
+    /// The clock the node's hybrid logical clock reads (for `Status`).
+    pub clock: super::clock::TimerClock,
+    /// Set while this node's clock is too far off its peers' to serve.
+    pub clock_guard: super::clock::ClockGuard,
 }
 
 /// Metadata on a request forwarded to the consistent core's leader: the receiver serves
@@ -144,6 +148,27 @@ enum Route<T> {
 const NO_MAP_YET: &str = "this node does not know the partition map yet (its consistent core has not answered); not applied, retry";
 
 impl KvService {
+    /// Refuses a read or write while this node's clock is fenced (see `clock::guard_clock`).
+    /// The refusal is a not-leader one with no hint: nothing was applied, and a routing
+    /// client moves on to another replica instead of waiting on this one.
+    fn serving(&self) -> Result<(), Status> {
+        use crate::proto::kv::{NotLeaderError, RouteErrorDetail, route_error_detail};
+        let Some(reason) = self.clock_guard.fence() else {
+            return Ok(());
+        };
+        let detail = RouteErrorDetail {
+            error: Some(route_error_detail::Error::NotLeader(NotLeaderError {
+                partition: 0,
+                leader_hint: 0,
+            })),
+        };
+        Err(Status::with_details(
+            tonic::Code::Aborted,
+            format!("{reason}; not applied"),
+            prost::Message::encode_to_vec(&detail).into(),
+        ))
+    }
+
     /// The deadline of an administrative request (a replica change or move): the caller's,
     /// up to `ADMIN_TIMEOUT_MAX`, else `ADMIN_TIMEOUT_DEFAULT`.
     fn admin_deadline<T>(&self, request: &Request<T>) -> Instant {
@@ -626,6 +651,7 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.serving()?;
         let (deadline, routed) = (self.deadline(&request), routed_at(&request));
         let message = request.into_inner();
         self.check_key(&message.key)?;
@@ -661,6 +687,7 @@ impl Kv for KvService {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.serving()?;
         let (deadline, routed) = (self.deadline(&request), routed_at(&request));
         let message = request.into_inner();
         self.check_key(&message.key)?;
@@ -721,6 +748,7 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        self.serving()?;
         let (deadline, routed) = (self.deadline(&request), routed_at(&request));
         let message = request.into_inner();
         self.check_key(&message.key)?;
@@ -758,6 +786,7 @@ impl Kv for KvService {
         &self,
         request: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        self.serving()?;
         let (deadline, routed) = (self.deadline(&request), routed_at(&request));
         let message = request.into_inner();
         self.check_key(&message.key)?;
@@ -830,7 +859,12 @@ impl Kv for KvService {
             reply,
         })?;
         match tokio::time::timeout_at(deadline, status).await {
-            Ok(Ok(status)) => Ok(Response::new(status)),
+            Ok(Ok(mut status)) => {
+                status.wall_clock_ms = self.clock.wall_ms();
+                status.clock_fence = self.clock_guard.fence().unwrap_or_default();
+                status.clock_offsets_ms = self.clock_guard.offsets_ms().into_iter().collect();
+                Ok(Response::new(status))
+            }
             _ => Err(Status::unavailable(
                 "the node did not answer before the deadline",
             )),
@@ -838,6 +872,7 @@ impl Kv for KvService {
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        self.serving()?;
         let (deadline, routed) = (self.deadline(&request), routed_at(&request));
         let message = request.into_inner();
         if message.limit == 0 || message.limit > self.scan_limit_max {
@@ -933,6 +968,7 @@ impl Kv for KvService {
         &self,
         request: Request<BatchGetRequest>,
     ) -> Result<Response<BatchGetResponse>, Status> {
+        self.serving()?;
         let timeout = self
             .deadline(&request)
             .saturating_duration_since(Instant::now());
@@ -2102,6 +2138,8 @@ mod tests {
             first_leaders: std::sync::Mutex::new(HashMap::new()),
             initial: Arc::default(),
             layout: String::new(),
+            clock: Default::default(),
+            clock_guard: Default::default(),
         };
         (service, map_tx)
     }

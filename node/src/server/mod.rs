@@ -471,6 +471,7 @@ pub async fn run(
         &transport_options,
     );
     let clock = clock::TimerClock::default();
+    let clock_guard = clock::ClockGuard::default();
     let (hot_tx, hot_rx) = tokio::sync::mpsc::channel(HOT_ACTIONS_MAX);
     let driver_options = DriverOptions {
         node_id: config.id,
@@ -607,9 +608,19 @@ pub async fn run(
         first_leaders: std::sync::Mutex::new(HashMap::new()),
         initial: Arc::new(initial_descriptors),
         layout: serde_yaml::to_string(&spec)?,
+        clock: clock.clone(),
+        clock_guard: clock_guard.clone(),
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
+    tokio::spawn(clock::guard_clock(
+        clock.clone(),
+        peer_clients.clone(),
+        config.max_clock_offset_ms,
+        clock_guard,
+        health.clone(),
+        events.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
