@@ -68,6 +68,8 @@ pub struct Nemesis {
     pub added: std::sync::Mutex<Vec<u64>>,
     /// The learner learner-partition added, until it removes it.
     pub learner_added: std::sync::Mutex<Option<crate::learner_partition::Added>>,
+    /// The clock-strobe fault's task, until it ends.
+    pub strobe: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// What config-race set up, until it heals.
     pub raced: std::sync::Mutex<Option<crate::config_race::Raced>>,
 }
@@ -77,7 +79,11 @@ pub fn needs_fault_injection(schedule: &[ScheduledFault]) -> bool {
     schedule.iter().any(|f| {
         matches!(
             f.fault,
-            FaultKind::Clock { .. } | FaultKind::RestartVoter | FaultKind::ConfigRace
+            FaultKind::Clock { .. }
+                | FaultKind::ClockRate { .. }
+                | FaultKind::ClockStrobe { .. }
+                | FaultKind::RestartVoter
+                | FaultKind::ConfigRace
         )
     })
 }
@@ -105,6 +111,37 @@ pub(crate) async fn set_clock_offset(
         .await
         .with_context(|| format!("cannot step the clock of the node at {addr}"))?;
     Ok(())
+}
+
+pub(crate) async fn set_clock_rate(addr: std::net::SocketAddr, rate: f64) -> anyhow::Result<()> {
+    use faultline_node::proto::admin::ClockRate;
+    use faultline_node::proto::admin::fault_injection_client::FaultInjectionClient;
+    let endpoint = faultline_node::server::transport::node_endpoint(
+        addr,
+        None,
+        std::time::Duration::from_millis(500),
+    )
+    .timeout(std::time::Duration::from_secs(1));
+    let mut client = FaultInjectionClient::new(
+        endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach {addr}"))?,
+    );
+    client
+        .set_clock_rate(ClockRate { rate })
+        .await
+        .with_context(|| format!("cannot set the clock rate of the node at {addr}"))?;
+    Ok(())
+}
+
+/// Whether the node at `addr` has fenced itself over its clock, in words.
+async fn clock_fence(addr: std::net::SocketAddr) -> String {
+    match crate::cluster::group_status_with_digest(addr, None, 0).await {
+        Ok(status) if status.clock_fence.is_empty() => "it still serves".to_string(),
+        Ok(status) => format!("it fenced itself: {}", status.clock_fence),
+        Err(error) => format!("its status did not answer: {error:#}"),
+    }
 }
 
 /// Whether a schedule needs iptables.
@@ -307,7 +344,37 @@ impl Nemesis {
                 let addr = self.cluster.lock().await.addr(id);
                 set_clock_offset(addr, *offset_ms).await?;
                 self.clock_stepped.lock().expect("clock lock").push(id);
-                format!("node {id} by {offset_ms} ms")
+                // Past 80 % of the maximum offset the node fences itself: say whether it
+                // did, once its guard has measured (two rounds).
+                tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+                format!("node {id} by {offset_ms} ms; {}", clock_fence(addr).await)
+            }
+            FaultKind::ClockRate { target, rate } => {
+                let id = self.resolve(*target).await?;
+                let addr = self.cluster.lock().await.addr(id);
+                set_clock_rate(addr, *rate).await?;
+                self.clock_stepped.lock().expect("clock lock").push(id);
+                format!("node {id} at {rate}x")
+            }
+            FaultKind::ClockStrobe {
+                target,
+                amplitude_ms,
+                period_ms,
+            } => {
+                let id = self.resolve(*target).await?;
+                let addr = self.cluster.lock().await.addr(id);
+                self.clock_stepped.lock().expect("clock lock").push(id);
+                let (amplitude, period) = (*amplitude_ms, *period_ms);
+                let strobe = tokio::spawn(async move {
+                    for step in [amplitude, -amplitude, 0].into_iter().cycle() {
+                        let _ = set_clock_offset(addr, step).await;
+                        tokio::time::sleep(std::time::Duration::from_millis(period)).await;
+                    }
+                });
+                if let Some(old) = self.strobe.lock().expect("strobe lock").replace(strobe) {
+                    old.abort();
+                }
+                format!("node {id} by ±{amplitude} ms every {period} ms")
             }
             FaultKind::CorruptWal { target, mode } => {
                 let id = self.resolve(*target).await?;
@@ -379,7 +446,9 @@ impl Nemesis {
             FaultKind::Partition { .. } | FaultKind::Loss { .. } => self.firewall()?.heal()?,
             FaultKind::RestartVoter => crate::restart_voter::end(self).await?,
             FaultKind::DivergeLeader => last_word = crate::diverge_leader::end(self).await?,
-            FaultKind::Clock { .. } => self.reset_clocks().await?,
+            FaultKind::Clock { .. }
+            | FaultKind::ClockRate { .. }
+            | FaultKind::ClockStrobe { .. } => self.reset_clocks().await?,
             // A split is not undone: the new range is the cluster's shape from now on.
             FaultKind::Split { .. }
             | FaultKind::Merge { .. }
@@ -774,12 +843,18 @@ impl Nemesis {
     /// Steps every clock the nemesis stepped back to real time. A node restarted since
     /// keeps real time already and is skipped.
     pub(crate) async fn reset_clocks(&self) -> anyhow::Result<()> {
+        if let Some(strobe) = self.strobe.lock().expect("strobe lock").take() {
+            strobe.abort();
+        }
         let stepped: Vec<u64> =
             std::mem::take(&mut *self.clock_stepped.lock().expect("clock lock"));
         let mut errors = Vec::new();
         let cluster = self.cluster.lock().await;
         for id in stepped.into_iter().filter(|&id| cluster.is_running(id)) {
             if let Err(error) = set_clock_offset(cluster.addr(id), 0).await {
+                errors.push(format!("{error:#}"));
+            }
+            if let Err(error) = set_clock_rate(cluster.addr(id), 1.0).await {
                 errors.push(format!("{error:#}"));
             }
         }
@@ -794,6 +869,9 @@ impl Nemesis {
     /// remove every rule. Safe to call whatever state the cluster is in.
     pub async fn heal_all(&self) -> anyhow::Result<()> {
         let mut errors = Vec::new();
+        if let Some(strobe) = self.strobe.lock().expect("strobe lock").take() {
+            strobe.abort();
+        }
         if let Some(firewall) = &self.firewall
             && let Err(error) = firewall.heal()
         {

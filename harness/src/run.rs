@@ -619,6 +619,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         added: std::sync::Mutex::new(Vec::new()),
         learner_added: std::sync::Mutex::new(None),
         raced: std::sync::Mutex::new(None),
+        strobe: std::sync::Mutex::new(None),
     });
     let nemesis_task = {
         let (nemesis, stop) = (nemesis.clone(), stop.clone());

@@ -22,6 +22,55 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// A failing case's run lives in a temporary directory that is gone once the test ends:
+/// print what a diagnosis needs first (its notes, the nemesis log, each node's last lines).
+fn print_failed_runs(store: &Path, table: &str) {
+    let failed: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains("FAIL:"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let Ok(suites) = std::fs::read_dir(store) else {
+        return;
+    };
+    for suite in suites.flatten() {
+        let Ok(runs) = std::fs::read_dir(suite.path()) else {
+            continue;
+        };
+        for run in runs.flatten() {
+            let name = run.file_name().to_string_lossy().into_owned();
+            if !failed
+                .iter()
+                .any(|case| name.starts_with(&format!("{case}-seed")))
+            {
+                continue;
+            }
+            let latest = run.path().join("latest");
+            println!("==== {name}");
+            for file in ["results.json", "nemesis.log"] {
+                let text = std::fs::read_to_string(latest.join(file)).unwrap_or_default();
+                println!("---- {file}\n{}", tail(&text, 60));
+            }
+            let Ok(nodes) = std::fs::read_dir(latest.join("nodes")) else {
+                continue;
+            };
+            for node in nodes.flatten() {
+                let text = std::fs::read_to_string(node.path().join("log")).unwrap_or_default();
+                println!(
+                    "---- node {}\n{}",
+                    node.file_name().to_string_lossy(),
+                    tail(&text, 40)
+                );
+            }
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 #[test]
 fn the_smoke_suite_passes_every_case() {
     let store = tempfile::tempdir().expect("tempdir");
@@ -29,6 +78,9 @@ fn the_smoke_suite_passes_every_case() {
     let output = suite(&file, store.path());
     // The table is the point of the suite: show it in the test log.
     println!("{}", String::from_utf8_lossy(&output.stdout));
+    if output.status.code() != Some(0) {
+        print_failed_runs(store.path(), &String::from_utf8_lossy(&output.stdout));
+    }
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     for case in [

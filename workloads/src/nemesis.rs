@@ -85,6 +85,22 @@ pub enum FaultKind {
         /// The step, in milliseconds.
         offset_ms: i64,
     },
+    /// Run the node's clock `rate` times as fast as true time (timers and the hybrid
+    /// logical clock alike); back to 1.0 when the fault ends.
+    ClockRate {
+        /// The node.
+        target: Target,
+        /// 0.25 to 4.
+        rate: f64,
+    },
+    /// Jump the node's clock `amplitude_ms` ahead, then as far behind, and back, every
+    /// `period_ms`, until the fault ends.
+    ClockStrobe {
+        /// The node.
+        target: Target,
+        amplitude_ms: i64,
+        period_ms: u64,
+    },
     /// Stop the node, damage the tail of its write-ahead log, restart it; the fault's end is when
     /// the node must have caught up again.
     CorruptWal {
@@ -160,6 +176,8 @@ impl FaultKind {
             FaultKind::Partition { .. } => "partition",
             FaultKind::Loss { .. } => "loss",
             FaultKind::Clock { .. } => "clock",
+            FaultKind::ClockRate { .. } => "clock-rate",
+            FaultKind::ClockStrobe { .. } => "clock-strobe",
             FaultKind::CorruptWal { .. } => "corrupt-wal",
             FaultKind::RestartVoter => "restart-voter",
             FaultKind::DivergeLeader => "diverge-leader",
@@ -433,6 +451,24 @@ fn choose_fault(
                 offset_ms: sign * magnitude_ms,
             }
         }
+        FaultName::ClockRate => {
+            // Fast or slow by up to 4x, as often one as the other.
+            let factor = rng.random_range(1.25f64..=4.0);
+            let rate = if rng.random_bool(0.5) {
+                factor
+            } else {
+                1.0 / factor
+            };
+            FaultKind::ClockRate {
+                target: leader_or_random(rng, node_count),
+                rate: (rate * 100.0).round() / 100.0,
+            }
+        }
+        FaultName::ClockStrobe => FaultKind::ClockStrobe {
+            target: leader_or_random(rng, node_count),
+            amplitude_ms: rng.random_range(50..=2_000),
+            period_ms: rng.random_range(50..=500),
+        },
         FaultName::RestartVoter => FaultKind::RestartVoter,
         FaultName::DivergeLeader => FaultKind::DivergeLeader,
         FaultName::Split => FaultKind::Split { pick: rng.random() },

@@ -278,6 +278,10 @@ pub enum FaultName {
     Loss,
     /// Step a node's clock.
     Clock,
+    /// Run a node's clock fast or slow.
+    ClockRate,
+    /// Jump a node's clock back and forth.
+    ClockStrobe,
     /// Damage a stopped node's write-ahead log, then restart it.
     CorruptWal,
     /// Restart a node right after it voted, and have a second candidate ask it for a vote

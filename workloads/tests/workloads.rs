@@ -590,7 +590,9 @@ fn nemesis_uses_only_configured_faults_shapes_and_targets() {
             | FaultKind::ShuffleLeader { .. }
             | FaultKind::Membership { .. }
             | FaultKind::LearnerPartition
-            | FaultKind::ConfigRace => {
+            | FaultKind::ConfigRace
+            | FaultKind::ClockRate { .. }
+            | FaultKind::ClockStrobe { .. } => {
                 panic!("{} is not configured", fault.fault.name())
             }
         }

@@ -21,25 +21,73 @@ use crate::server::kv_service::KvService;
 use crate::time::hlc::{ClockHealth, OffsetMonitor};
 
 use crate::proto::admin::fault_injection_server::FaultInjection;
-use crate::proto::admin::{ClockOffset, DropPeerMessagesRequest, DropPeerMessagesResponse};
+use crate::proto::admin::{
+    ClockOffset, ClockRate, DropPeerMessagesRequest, DropPeerMessagesResponse,
+};
 use crate::server::transport::DropRules;
 
 /// Steps larger than this are refused: they would only stall a node for hours.
 pub const CLOCK_OFFSET_MS_MAX: i64 = 3_600_000;
 
-#[derive(Clone, Debug, Default)]
+/// Rates outside this range are refused: a clock ten times off is broken beyond what a
+/// run learns anything from.
+pub const CLOCK_RATE_MIN: f64 = 0.1;
+pub const CLOCK_RATE_MAX: f64 = 10.0;
+
+#[derive(Clone, Debug)]
 pub struct TimerClock {
     offset_ms: Arc<AtomicI64>,
+    /// How fast the clock runs (1.0: true time), with the moment the rate last changed as
+    /// (real ms since the epoch, clock reading then, without the offset), so the reading
+    /// stays continuous across a change.
+    rate: Arc<RwLock<(f64, i64, i64)>>,
+}
+
+impl Default for TimerClock {
+    fn default() -> Self {
+        Self {
+            offset_ms: Arc::default(),
+            rate: Arc::new(RwLock::new((1.0, 0, 0))),
+        }
+    }
+}
+
+fn real_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl TimerClock {
-    /// Wall time in milliseconds since the Unix epoch, with the injected offset: what the
-    /// hybrid logical clock reads, so a clock fault moves it as it moves the timers.
+    /// Wall time in milliseconds since the Unix epoch, at the injected rate and with the
+    /// injected offset: what the hybrid logical clock reads, so a clock fault moves it as
+    /// it moves the timers.
     pub fn wall_ms(&self) -> u64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        (now + self.offset_ms()).max(0) as u64
+        (self.reading_ms(real_ms()) + self.offset_ms()).max(0) as u64
+    }
+
+    fn reading_ms(&self, real: i64) -> i64 {
+        let (rate, since_real, since_reading) = *self.rate.read().expect("rate lock");
+        if rate == 1.0 && since_real == 0 {
+            return real;
+        }
+        since_reading + ((real - since_real) as f64 * rate) as i64
+    }
+
+    /// How fast the clock runs: timers fire `rate` times as often as on a true clock.
+    pub fn rate(&self) -> f64 {
+        self.rate.read().expect("rate lock").0
+    }
+
+    /// Sets the rate from now on (the reading goes on from where it is). Returns the
+    /// previous rate.
+    pub fn set_rate(&self, rate: f64) -> f64 {
+        let real = real_ms();
+        let reading = self.reading_ms(real);
+        let mut guard = self.rate.write().expect("rate lock");
+        let previous = guard.0;
+        *guard = (rate, real, reading);
+        previous
     }
 
     pub fn offset_ms(&self) -> i64 {
@@ -76,6 +124,21 @@ impl FaultInjection for FaultInjectionService {
         Ok(Response::new(ClockOffset {
             offset_ms: previous,
         }))
+    }
+
+    async fn set_clock_rate(
+        &self,
+        request: Request<ClockRate>,
+    ) -> Result<Response<ClockRate>, Status> {
+        let rate = request.into_inner().rate;
+        if !(CLOCK_RATE_MIN..=CLOCK_RATE_MAX).contains(&rate) {
+            return Err(Status::invalid_argument(format!(
+                "clock rate {rate} is outside {CLOCK_RATE_MIN}..={CLOCK_RATE_MAX} (1.0 is true time)"
+            )));
+        }
+        tracing::warn!(rate, "fault injection: the clock's rate was changed");
+        let previous = self.clock.set_rate(rate);
+        Ok(Response::new(ClockRate { rate: previous }))
     }
 
     async fn drop_peer_messages(
@@ -175,5 +238,32 @@ pub async fn guard_clock(
             }
         }
         *guard.fence.write().expect("fence lock") = fence;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_change_keeps_the_reading_continuous_and_scales_what_follows() {
+        let clock = TimerClock::default();
+        assert_eq!(
+            clock.reading_ms(1_000),
+            1_000,
+            "true time until a rate is set"
+        );
+        *clock.rate.write().unwrap() = (2.0, 1_000, 1_000);
+        assert_eq!(
+            clock.reading_ms(1_500),
+            2_000,
+            "twice as fast from the change on"
+        );
+        // Back to true time at real 1,500: the reading goes on from 2,000.
+        let reading = clock.reading_ms(1_500);
+        *clock.rate.write().unwrap() = (1.0, 1_500, reading);
+        assert_eq!(clock.reading_ms(1_600), 2_100);
+        clock.set_offset_ms(-100);
+        assert_eq!(clock.offset_ms(), -100);
     }
 }

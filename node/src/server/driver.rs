@@ -575,7 +575,8 @@ impl Driver {
             }
             if Instant::now() >= next_tick {
                 self.tick();
-                next_tick += self.options.tick;
+                // A fast clock fires its ticks more often in true time, a slow one less.
+                next_tick += self.options.tick.div_f64(self.options.clock.rate());
                 if next_tick < Instant::now() {
                     // Paused (SIGSTOP) or overloaded: do not replay the missed ticks in
                     // a burst, which would start an election at once.
