@@ -44,6 +44,23 @@ impl Precondition {
     }
 }
 
+/// A Kv client of one node for a fault's steps: connected on first use, each call bounded
+/// by `timeout`.
+pub fn kv_client(
+    addr: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> faultline_node::proto::kv::kv_client::KvClient<tonic::transport::Channel> {
+    faultline_node::proto::kv::kv_client::KvClient::new(
+        faultline_node::server::transport::node_endpoint(
+            addr,
+            None,
+            std::time::Duration::from_millis(500),
+        )
+        .timeout(timeout)
+        .connect_lazy(),
+    )
+}
+
 /// The running nodes, if the cluster has between `min` and `max` nodes and all of them
 /// run; otherwise an error naming what `fault` needs.
 pub async fn running_nodes(

@@ -27,11 +27,10 @@ use std::time::Duration;
 
 use faultline_node::proto::admin::fault_injection_client::FaultInjectionClient;
 use faultline_node::proto::admin::{DropPeerMessagesRequest, DropRule};
-use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{ChangeReplicasRequest, GetPartitionMapRequest, ReplicaChange};
 use faultline_node::server::transport::node_endpoint;
 
-use crate::choreography::{Precondition, running_nodes, wait_for};
+use crate::choreography::{Precondition, kv_client as kv, running_nodes, wait_for};
 use crate::cluster::group_status_with_digest;
 use crate::nemesis::Nemesis;
 use crate::net::namespace::node_ip;
@@ -55,14 +54,6 @@ pub struct Raced {
     /// The partition's four voters before the fault: `end` gives it four again, so that
     /// the next fault finds one to race in.
     pub replicas: [u64; 4],
-}
-
-fn kv(addr: SocketAddr, timeout: Duration) -> KvClient<tonic::transport::Channel> {
-    KvClient::new(
-        node_endpoint(addr, None, Duration::from_millis(500))
-            .timeout(timeout)
-            .connect_lazy(),
-    )
 }
 
 fn injector(addr: SocketAddr) -> FaultInjectionClient<tonic::transport::Channel> {

@@ -20,9 +20,8 @@ use std::time::Duration;
 
 use faultline_node::proto::kv::kv_client::KvClient;
 use faultline_node::proto::kv::{ChangeReplicasRequest, GetPartitionMapRequest, ReplicaChange};
-use faultline_node::server::transport::node_endpoint;
 
-use crate::choreography::{Precondition, running_nodes, wait_for};
+use crate::choreography::{Precondition, kv_client, running_nodes, wait_for};
 use crate::cluster::group_status_with_digest;
 use crate::nemesis::Nemesis;
 use crate::net::namespace::node_ip;
@@ -41,11 +40,7 @@ pub struct Added {
 }
 
 fn client(addr: SocketAddr) -> KvClient<tonic::transport::Channel> {
-    KvClient::new(
-        node_endpoint(addr, None, Duration::from_millis(500))
-            .timeout(STEP_TIMEOUT)
-            .connect_lazy(),
-    )
+    kv_client(addr, STEP_TIMEOUT)
 }
 
 pub async fn start(nemesis: &Nemesis) -> anyhow::Result<(String, Precondition)> {

@@ -88,11 +88,15 @@ pub fn needs_fault_injection(schedule: &[ScheduledFault]) -> bool {
     })
 }
 
-pub(crate) async fn set_clock_offset(
+/// A client of the node's fault-injection service, connected (so that a node that does
+/// not serve it is an error here, naming the node).
+async fn fault_injection(
     addr: std::net::SocketAddr,
-    offset_ms: i64,
-) -> anyhow::Result<()> {
-    use faultline_node::proto::admin::ClockOffset;
+) -> anyhow::Result<
+    faultline_node::proto::admin::fault_injection_client::FaultInjectionClient<
+        tonic::transport::Channel,
+    >,
+> {
     use faultline_node::proto::admin::fault_injection_client::FaultInjectionClient;
     let endpoint = faultline_node::server::transport::node_endpoint(
         addr,
@@ -100,13 +104,21 @@ pub(crate) async fn set_clock_offset(
         std::time::Duration::from_millis(500),
     )
     .timeout(std::time::Duration::from_secs(1));
-    let mut client = FaultInjectionClient::new(
+    Ok(FaultInjectionClient::new(
         endpoint
             .connect()
             .await
             .with_context(|| format!("cannot reach {addr}"))?,
-    );
-    client
+    ))
+}
+
+pub(crate) async fn set_clock_offset(
+    addr: std::net::SocketAddr,
+    offset_ms: i64,
+) -> anyhow::Result<()> {
+    use faultline_node::proto::admin::ClockOffset;
+    fault_injection(addr)
+        .await?
         .set_clock_offset(ClockOffset { offset_ms })
         .await
         .with_context(|| format!("cannot step the clock of the node at {addr}"))?;
@@ -115,20 +127,8 @@ pub(crate) async fn set_clock_offset(
 
 pub(crate) async fn set_clock_rate(addr: std::net::SocketAddr, rate: f64) -> anyhow::Result<()> {
     use faultline_node::proto::admin::ClockRate;
-    use faultline_node::proto::admin::fault_injection_client::FaultInjectionClient;
-    let endpoint = faultline_node::server::transport::node_endpoint(
-        addr,
-        None,
-        std::time::Duration::from_millis(500),
-    )
-    .timeout(std::time::Duration::from_secs(1));
-    let mut client = FaultInjectionClient::new(
-        endpoint
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach {addr}"))?,
-    );
-    client
+    fault_injection(addr)
+        .await?
         .set_clock_rate(ClockRate { rate })
         .await
         .with_context(|| format!("cannot set the clock rate of the node at {addr}"))?;

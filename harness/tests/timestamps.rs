@@ -98,14 +98,20 @@ async fn move_leader(cluster: &LocalCluster, group: u64, from: u64, to: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_are_stamped_forward_across_leaders_with_skewed_clocks() {
-    let root = tempfile::tempdir().expect("tempdir");
+/// Three nodes whose clocks the test can step.
+fn start(root: &std::path::Path) -> LocalCluster {
     let node_bin = find_node_bin().expect("node binary");
     let addrs = free_loopback_addrs(3).expect("ports");
     let args = vec!["--enable-fault-injection".to_string()];
-    let mut cluster = LocalCluster::new(&node_bin, root.path(), &addrs, args).expect("layout");
+    let mut cluster = LocalCluster::new(&node_bin, root, &addrs, args).expect("layout");
     cluster.start_all().expect("start");
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_stamped_forward_across_leaders_with_skewed_clocks() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cluster = start(root.path());
     let seeds = cluster
         .ids()
         .into_iter()
@@ -203,11 +209,7 @@ async fn wait_fence(cluster: &LocalCluster, id: u64, up: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_clock_is_off_from_a_majority_fences_itself_until_it_agrees_again() {
     let root = tempfile::tempdir().expect("tempdir");
-    let node_bin = find_node_bin().expect("node binary");
-    let addrs = free_loopback_addrs(3).expect("ports");
-    let args = vec!["--enable-fault-injection".to_string()];
-    let mut cluster = LocalCluster::new(&node_bin, root.path(), &addrs, args).expect("layout");
-    cluster.start_all().expect("start");
+    let cluster = start(root.path());
     let put = |id: u64| {
         let endpoint = node_endpoint(cluster.addr(id), None, Duration::from_secs(2))
             .timeout(Duration::from_secs(10));

@@ -850,13 +850,15 @@ impl Driver {
                 };
                 g.wake();
                 g.writes_since_report += 1;
-                if let Some(key) = command_key(&command) {
-                    g.record_request(key, command.encoded_len(), true);
-                }
+                let writes_a_key = match command_key(&command) {
+                    Some(key) => {
+                        g.record_request(key, command.encoded_len(), true);
+                        true
+                    }
+                    None => false,
+                };
                 let mut command = command;
-                if command_key(&command).is_some()
-                    && let Machine::Data(range) = &g.machine
-                {
+                if writes_a_key && let Machine::Data(range) = &g.machine {
                     // Above the range's last write, so that a leader whose clock is behind
                     // its predecessor's still stamps forward (the range enforces it too).
                     let physical = self.options.clock.wall_ms();
