@@ -4,7 +4,8 @@
 //! A partition with four voters a (its leader), b, c and d:
 //! 1. b drops everything it sends c in this group but votes (a failpoint: the network
 //!    cannot cut one group on a link all groups share); c and d are cut off from each
-//!    other, and a from everyone.
+//!    other, and a from everyone (from b last, once b holds all that c and d hold, or
+//!    c and d would refuse b their votes).
 //! 2. a appends `Remove(d)` (C1 = {a, b, c}, a majority is 2), which nobody else gets, and
 //!    is killed.
 //! 3. Only b can be elected now: c and d cannot reach each other, and each needs the
@@ -132,11 +133,43 @@ pub async fn start(nemesis: &Nemesis) -> anyhow::Result<(String, Precondition)> 
         partition: group,
         replicas: [a, b, c, d],
     });
+    // Cut at once, a's last appends could reach c and d but not b, and commit with
+    // them (three of four); c and d would then refuse b their votes and nobody could be
+    // elected. So a keeps b a moment longer, until b holds everything c and d hold:
+    // a cannot commit with b alone, and its leadership outlasts the moment (check-quorum
+    // waits a whole election timeout).
     let mut first_cut: Vec<_> = both(c, d).to_vec();
-    for x in [b, c, d] {
+    for x in [c, d] {
         first_cut.extend(both(a, x));
     }
-    nemesis.firewall()?.drop_links(&first_cut)?;
+    let firewall = nemesis.firewall()?;
+    firewall.drop_links(&first_cut)?;
+    let last_index = |id: u64| async move {
+        group_status_with_digest(addr(id), Some(group), 0)
+            .await
+            .ok()
+            .map(|s| s.last_index)
+    };
+    let caught_up = wait_for(
+        Duration::from_secs(2),
+        &format!("n{b} to hold every entry n{c} and n{d} hold"),
+        || async {
+            let (hb, hc, hd) = (
+                last_index(b).await?,
+                last_index(c).await?,
+                last_index(d).await?,
+            );
+            (hb >= hc.max(hd)).then_some(())
+        },
+    )
+    .await;
+    firewall.drop_links(&both(a, b))?;
+    if let Err(e) = caught_up {
+        return Ok((
+            format!("partition {group}: n{b} did not catch up"),
+            Precondition::missed(format!("{e} (partition {group}, leader n{a})")),
+        ));
+    }
 
     // 2. a appends Remove(d) alone, then dies with it on its disk.
     let before = group_status_with_digest(addr(a), Some(group), 0).await?;
@@ -215,7 +248,6 @@ pub async fn start(nemesis: &Nemesis) -> anyhow::Result<(String, Precondition)> 
             second_cut.extend(both(x, y));
         }
     }
-    let firewall = nemesis.firewall()?;
     firewall.drop_links(&second_cut)?;
     firewall.undrop_links(&both(a, c))?;
     nemesis.cluster.lock().await.start(a)?;
