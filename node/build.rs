@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/faultline/kv/v1/kv.proto",
         "proto/faultline/raft/v1/raft.proto",
         "proto/faultline/admin/v1/admin.proto",
+        "proto/faultline/causal/v1/causal.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

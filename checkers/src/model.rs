@@ -221,9 +221,18 @@ impl Model for Register {
 
 fn register_transition(state: &Value, op: &Operation) -> Transition<Value> {
     match op.f.as_str() {
-        "read" => Transition::when(op.output.as_ref().is_none_or(|seen| seen == state)),
+        "read" => Transition::when(op.output.as_ref().is_none_or(|seen| observed(seen, state))),
         "write" => Transition::To(op.input.clone()),
         _ => Transition::Impossible,
+    }
+}
+
+/// Whether a read that returned `seen` could have read a register holding `state`. A list
+/// (registers hold no lists) is siblings from a leaderless store: any one of them will do.
+fn observed(seen: &Value, state: &Value) -> bool {
+    match seen {
+        Value::List(siblings) => siblings.contains(state),
+        seen => seen == state,
     }
 }
 
@@ -620,6 +629,22 @@ mod tests {
             out,
             outcome,
         )
+    }
+
+    #[test]
+    fn a_read_of_siblings_is_satisfied_by_any_one_of_them() {
+        let siblings = Value::List(vec![Value::Int(1), Value::Int(2)]);
+        let read = op("read", Value::Nil, Some(siblings), Outcome::Ok);
+        for state in [Value::Int(1), Value::Int(2)] {
+            assert!(matches!(
+                register_transition(&state, &read),
+                Transition::Unchanged
+            ));
+        }
+        assert!(matches!(
+            register_transition(&Value::Int(3), &read),
+            Transition::Impossible
+        ));
     }
 
     #[test]

@@ -361,3 +361,34 @@ fn inputs_the_checker_cannot_read_are_errors() {
     let err = check_causal(&h, &CausalOptions::default()).unwrap_err();
     assert!(err.to_string().contains("no value"), "{err}");
 }
+
+#[test]
+fn siblings_read_from_each_write_and_none_may_be_overwritten_in_the_past() {
+    // Two sessions write x concurrently; a third reads both siblings: causal. Had one
+    // session written both, in order, the first would be overwritten in the read's past.
+    case(
+        AnomalyKind::ReadYourWrites,
+        "0 w x 1
+         0 w x 2
+         0 r x 1+2",
+        &[0, 1, 2],
+        "0 w x 1
+         1 w x 2
+         0 r x 1+2",
+    );
+    // Reading from a sibling orders the reader after it, as any read does.
+    case(
+        AnomalyKind::MonotonicWrites,
+        "0 w y 2
+         1 w x 1
+         1 w y 3
+         2 r y 2+3
+         2 r x nil",
+        &[1, 2, 3, 4],
+        "0 w y 2
+         1 w x 1
+         1 w y 3
+         2 r y 2+3
+         2 r x 1",
+    );
+}

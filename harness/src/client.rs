@@ -58,6 +58,13 @@ pub trait Client: Send {
     /// Sends the last write or cas again as the same write (same idempotency key), after
     /// its outcome was unknown: the system must not apply it twice.
     async fn resend(&mut self, operation: &Operation) -> Completion;
+    /// Talks to another node from now on, as the same client (for resends). Clients that
+    /// pick their node per request ignore it.
+    fn retarget(&mut self, _addr: SocketAddr, _source: Option<std::net::IpAddr>) {}
+    /// The node (index) that answered the last operation, if the client chose it itself.
+    fn answered_by(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A Faultline cluster's `Kv` API, through the routing client: straight to each
@@ -98,19 +105,6 @@ impl FaultlineClient {
         }
     }
 
-    /// Talks to another node from now on, as the same client: a resend after a fault
-    /// usually has to go elsewhere, and must still carry the same write id. A direct
-    /// client picks its node per request, so only its source changes.
-    pub fn retarget(&mut self, addr: SocketAddr, source: Option<std::net::IpAddr>) {
-        if self.routing == Routing::Direct && source == self.source {
-            return;
-        }
-        let mut seeds = vec![addr];
-        seeds.extend(self.seeds.iter().filter(|n| **n != addr));
-        self.router = RoutingClient::new(seeds, self.routing, source, self.timeout);
-        self.source = source;
-    }
-
     fn write_id(&self) -> Option<WriteId> {
         Some(WriteId {
             client_id: self.client_id.clone(),
@@ -149,6 +143,18 @@ impl Client for FaultlineClient {
 
     async fn resend(&mut self, operation: &Operation) -> Completion {
         self.send(operation).await
+    }
+
+    /// A resend after a fault usually has to go elsewhere, and must still carry the same
+    /// write id. A direct client picks its node per request, so only its source changes.
+    fn retarget(&mut self, addr: SocketAddr, source: Option<std::net::IpAddr>) {
+        if self.routing == Routing::Direct && source == self.source {
+            return;
+        }
+        let mut seeds = vec![addr];
+        seeds.extend(self.seeds.iter().filter(|n| **n != addr));
+        self.router = RoutingClient::new(seeds, self.routing, source, self.timeout);
+        self.source = source;
     }
 }
 

@@ -2,7 +2,8 @@
 //! come) nemeses, workloads and history recording.
 //!
 //! - `cluster`: start, stop, kill and restart node processes; find the leader.
-//! - `client`: the system under test behind a small trait, and Faultline's client.
+//! - `client`: the system under test behind a small trait, and Faultline's client;
+//!   `causal_client`: a session of the causal keyspace.
 //! - `history`: the JSON Lines history of a run.
 //! - `net`: private network namespace, iptables, partition shapes.
 //! - `nemesis`: carries out a seeded fault schedule and records it; `restart_voter`: the
@@ -14,6 +15,8 @@
 //!   `replicas`: whether the nodes' states agree after the run; `leaders`: whether any
 //!   term had two leaders.
 
+pub mod causal_client;
+pub mod causal_store;
 pub mod choreography;
 pub mod client;
 pub mod cluster;

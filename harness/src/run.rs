@@ -11,12 +11,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use faultline_workloads::{
-    FaultKind, FaultName, Generator, Op, OpKind, OpValue, Workload, nemesis_schedule, resolve,
+    DEFAULT_SESSION_HOP, FaultKind, FaultName, Generator, Keyspace, Op, OpKind, OpValue, Workload,
+    nemesis_schedule, resolve,
 };
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, watch};
 
+use crate::causal_client::CausalSession;
 use crate::client::{Client, Completion, FaultlineClient, Operation};
 use crate::cluster::LocalCluster;
 use crate::history::{Counts, EventType, History, Process};
@@ -115,6 +117,10 @@ pub struct Results {
     /// throughput and latency before and after.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hotspot: Option<Hotspot>,
+    /// For `keyspace: causal`: convergence after healing, LWW losses, the
+    /// linearizability verdict for contrast.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causal: Option<crate::causal_store::CausalReport>,
     pub run_dir: PathBuf,
     pub elapsed_secs: f64,
 }
@@ -164,6 +170,7 @@ pub fn prepare_workload(options: &RunOptions) -> anyhow::Result<Workload> {
                     interval_secs: 5.0,
                     partition_shapes: None,
                     kill_target: None,
+                    clock_offset_ms: None,
                 });
             nemesis.faults = faults;
             if !nemesis.faults.contains(&FaultName::Partition) {
@@ -171,6 +178,9 @@ pub fn prepare_workload(options: &RunOptions) -> anyhow::Result<Workload> {
             }
             if !nemesis.faults.contains(&FaultName::Kill) {
                 nemesis.kill_target = None;
+            }
+            if !nemesis.faults.contains(&FaultName::Clock) {
+                nemesis.clock_offset_ms = None;
             }
         }
     }
@@ -296,6 +306,9 @@ struct Shared {
     open_loop: bool,
     write_retries: u32,
     routing: Routing,
+    seed: u64,
+    /// For `keyspace: causal`: a channel per node, and the sessions' hop chance.
+    causal: Option<(Vec<tonic::transport::Channel>, f64)>,
 }
 
 /// One worker: a logical process at a time. After an operation with an unknown
@@ -346,16 +359,26 @@ async fn worker(shared: Arc<Shared>, index: u64, mut stop: watch::Receiver<bool>
     }
 }
 
-fn new_client(shared: &Shared, node: usize, process: u64) -> FaultlineClient {
+fn new_client(shared: &Shared, node: usize, process: u64) -> Box<dyn Client> {
+    if let Some((channels, hop)) = &shared.causal {
+        return Box::new(CausalSession::new(
+            channels,
+            node,
+            *hop,
+            shared.seed,
+            process,
+            shared.timeout,
+        ));
+    }
     let (addr, source) = route(shared, node);
-    FaultlineClient::new(
+    Box::new(FaultlineClient::new(
         addr,
         &shared.addrs,
         shared.routing,
         source,
         format!("p{process}"),
         shared.timeout,
-    )
+    ))
 }
 
 /// Node `node`'s address, and the source address a client of it sends from (the node's
@@ -366,7 +389,7 @@ fn route(shared: &Shared, node: usize) -> (SocketAddr, Option<std::net::IpAddr>)
 
 async fn invoke(
     shared: &Shared,
-    client: &mut FaultlineClient,
+    client: &mut Box<dyn Client>,
     process: u64,
     op: &Op,
     node: usize,
@@ -412,6 +435,9 @@ async fn invoke(
     if answered_by != node {
         let (addr, source) = route(shared, node);
         client.retarget(addr, source);
+    }
+    if let Some(at) = client.answered_by() {
+        answered_by = at;
     }
     let (kind, value, error) = match &completion {
         Completion::Ok { value } => {
@@ -544,6 +570,11 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         };
         node_args.extend(["--replicas".to_string(), replicas.to_string()]);
     }
+    if let Some(resolve) = workload.causal_resolve
+        && !node_args.iter().any(|a| a.starts_with("--causal-resolve"))
+    {
+        node_args.extend(["--causal-resolve".to_string(), resolve.as_str().to_string()]);
+    }
     if let Some(ops) = workload.hot_ops_per_sec
         && !node_args.iter().any(|a| a.starts_with("--hot-ops-per-sec"))
     {
@@ -581,6 +612,15 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         open_loop: workload.rate.is_some(),
         write_retries: workload.write_retries,
         routing: options.routing,
+        seed,
+        causal: (workload.keyspace == Keyspace::Causal).then(|| {
+            let sources: Vec<std::net::IpAddr> =
+                (0..addrs.len()).map(|i| node_ip(i).into()).collect();
+            (
+                crate::causal_client::channels(&addrs, &sources),
+                workload.session_hop.unwrap_or(DEFAULT_SESSION_HOP),
+            )
+        }),
     });
     let (stop_tx, stop) = watch::channel(false);
     let active = Arc::new(std::sync::Mutex::new(None));
@@ -643,7 +683,14 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
     if let Err(error) = nemesis.heal_all().await {
         teardown_errors.push(format!("{error:#}"));
     }
+    let healed = Instant::now();
     eprintln!();
+    let causal = if shared.causal.is_some() && !interrupted {
+        let nodes = cluster.lock().await.running();
+        Some(crate::causal_store::converge(&nodes, healed).await)
+    } else {
+        None
+    };
 
     let mut replicas = None;
     let mut unrecovered = None;
@@ -703,6 +750,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         refused_recovery,
         first_anomaly_secs: None,
         hotspot: None,
+        causal,
         run_dir: run_dir.clone(),
         elapsed_secs,
     };

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use faultline_checkers::causal::CausalOptions;
+use faultline_checkers::causal::{CausalOptions, ConsistencyLevel};
 use faultline_checkers::{
     CheckOptions, CheckResult, Format, check_causal_file, check_file, report,
 };
@@ -83,9 +83,18 @@ pub fn check_set(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
 /// The causal checker: bad patterns and session guarantees.
 pub fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     let path = run_dir.join("history.jsonl");
-    let (history, verdict) =
-        check_causal_file(&path, Some(Format::Jsonl), &CausalOptions::default())
-            .map_err(|e| anyhow::anyhow!("cannot check {}: {e}", path.display()))?;
+    // The causal keyspace promises convergence too (causal+): every replica ends with
+    // the same siblings, so sessions must agree on one order of conflicting writes.
+    let options = CausalOptions {
+        level: if results.causal.is_some() {
+            ConsistencyLevel::CausalConvergence
+        } else {
+            ConsistencyLevel::CausalConsistency
+        },
+        ..CausalOptions::default()
+    };
+    let (history, verdict) = check_causal_file(&path, Some(Format::Jsonl), &options)
+        .map_err(|e| anyhow::anyhow!("cannot check {}: {e}", path.display()))?;
     results.model = format!("{:?}", verdict.level);
     if verdict.valid {
         results.valid = Validity::Known(true);
@@ -95,7 +104,72 @@ pub fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()>
         results.notes.push(text);
         results.valid = Validity::Known(false);
     }
+    if results.causal.is_some() {
+        check_causal_store(results, run_dir)?;
+    }
     apply_guards(results);
+    Ok(())
+}
+
+/// For the causal keyspace: replicas that did not converge make the run invalid, and the
+/// linearizability checker's verdict on the same history is shown beside the causal one
+/// (it is not this keyspace's promise, so it does not change the verdict).
+fn check_causal_store(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+    let path = run_dir.join("history.jsonl");
+    let options = CheckOptions {
+        timeout: Some(CHECK_TIMEOUT),
+        ..CheckOptions::default()
+    };
+    let linearizable = match check_file(&path, Some(Format::Jsonl), "register", &options) {
+        Ok((history, verdict)) => match verdict.result {
+            CheckResult::Valid => {
+                results.notes.push(
+                    "linearizability, for contrast: this history happens to be linearizable".into(),
+                );
+                Some(true)
+            }
+            CheckResult::Invalid => {
+                let text = report::text(&history, &verdict);
+                std::fs::write(run_dir.join("linearizability.txt"), &text)?;
+                results.notes.push(format!(
+                    "linearizability, for contrast: NOT linearizable, as the causal keyspace \
+                     does not promise to be (see {}): {}",
+                    run_dir.join("linearizability.txt").display(),
+                    text.lines().take(6).collect::<Vec<_>>().join(" / ")
+                ));
+                Some(false)
+            }
+            CheckResult::Unknown { reason } => {
+                results.notes.push(format!(
+                    "linearizability, for contrast: undecided ({reason})"
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            results
+                .notes
+                .push(format!("linearizability, for contrast: cannot check ({e})"));
+            None
+        }
+    };
+    let Some(causal) = results.causal.as_mut() else {
+        return Ok(());
+    };
+    causal.linearizable = linearizable;
+    let described = causal.describe();
+    let converged = causal.converged;
+    let losses = causal.lww_overwritten_shown.clone();
+    results.notes.push(described);
+    if !losses.is_empty() {
+        results.notes.push(format!(
+            "LWW overwrote concurrent writes: {}",
+            losses.join("; ")
+        ));
+    }
+    if !converged {
+        results.valid = Validity::Known(false);
+    }
     Ok(())
 }
 
@@ -226,6 +300,7 @@ mod tests {
             refused_recovery: Vec::new(),
             first_anomaly_secs: None,
             hotspot: None,
+            causal: None,
             run_dir: "/nonexistent".into(),
             elapsed_secs: 1.0,
         }

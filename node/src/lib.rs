@@ -33,6 +33,11 @@ pub mod proto {
                 tonic::include_proto!("faultline.raft.v1");
             }
         }
+        pub mod causal {
+            pub mod v1 {
+                tonic::include_proto!("faultline.causal.v1");
+            }
+        }
         pub mod admin {
             pub mod v1 {
                 tonic::include_proto!("faultline.admin.v1");
@@ -40,6 +45,7 @@ pub mod proto {
         }
     }
     pub use faultline::admin::v1 as admin;
+    pub use faultline::causal::v1 as causal;
     pub use faultline::kv::v1 as kv;
     pub use faultline::raft::v1 as raft;
     pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -48,6 +48,15 @@ struct Args {
     /// hybrid-logical-clock timestamp further ahead than this is refused and logged.
     #[arg(long, value_name = "MS")]
     max_clock_offset_ms: Option<u64>,
+    /// How the causal keyspace resolves concurrent writes: siblings (keep them all; a
+    /// read returns each) or lww (the greatest hybrid-logical-clock stamp wins, and every
+    /// concurrent write it beat is reported). Every node of a cluster must agree.
+    #[arg(long, value_enum, value_name = "MODE")]
+    causal_resolve: Option<ResolveArg>,
+    /// How often the causal keyspace exchanges digests with a peer, in milliseconds
+    /// (default 100; each round the next peer in turn).
+    #[arg(long, value_name = "MS")]
+    causal_anti_entropy_ms: Option<u64>,
     /// Directory for the WAL and snapshots; created if missing.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -84,6 +93,12 @@ struct Args {
     /// UNSAFE: switch on a deliberate bug so tests can show it is caught. Never in production.
     #[arg(long = "unsafe-seeded-bug", value_enum, value_name = "BUG")]
     bugs: Vec<SeededBug>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ResolveArg {
+    Siblings,
+    Lww,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -126,6 +141,12 @@ enum SeededBug {
     LearnerVotes,
     /// A leader changes the membership before it has committed an entry of its term.
     ConfigBeforeNoop,
+    /// The causal keyspace serves a client whose causal context it has not caught up with.
+    IgnoreCausalContext,
+    /// Applying a causal write drops the key's siblings it did not carry, concurrent or not.
+    VvMergeDropsSibling,
+    /// The causal keyspace stamps writes (and resolves LWW) by the raw wall clock.
+    LwwWallClock,
 }
 
 fn parse_on_off(text: &str) -> Result<bool, String> {
@@ -197,6 +218,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(ms) = args.max_clock_offset_ms {
         config.max_clock_offset_ms = ms;
     }
+    if let Some(mode) = args.causal_resolve {
+        config.causal_resolve = match mode {
+            ResolveArg::Siblings => faultline_node::time::causal::Resolve::Siblings,
+            ResolveArg::Lww => faultline_node::time::causal::Resolve::Lww,
+        };
+    }
+    if let Some(ms) = args.causal_anti_entropy_ms {
+        config.causal_anti_entropy_ms = ms;
+    }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
@@ -242,6 +272,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::SplitLoseWrites => bugs.range.split_lose_writes = true,
             SeededBug::LearnerVotes => bugs.raft.learner_votes = true,
             SeededBug::ConfigBeforeNoop => bugs.raft.config_before_noop = true,
+            SeededBug::IgnoreCausalContext => bugs.causal.ignore_causal_context = true,
+            SeededBug::VvMergeDropsSibling => bugs.causal.vv_merge_drops_sibling = true,
+            SeededBug::LwwWallClock => bugs.causal.lww_wall_clock = true,
         }
     }
     if !args.bugs.is_empty() {

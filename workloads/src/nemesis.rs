@@ -388,7 +388,13 @@ pub fn nemesis_schedule(workload: &Workload, seed: u64, node_count: usize) -> Ve
         let fraction = rng.random_range(MIN_FAULT_FRACTION..=MAX_FAULT_FRACTION);
         let duration_ns = (interval_ns as f64 * fraction).round() as u64;
         let name = faults[rng.random_range(0..faults.len())];
-        let fault = choose_fault(&mut rng, name, node_count, kill_target, same_node, &shapes);
+        let mut fault = choose_fault(&mut rng, name, node_count, kill_target, same_node, &shapes);
+        // Drawn anyway above, so that fixing the size leaves the rest of the schedule be.
+        if let (FaultKind::Clock { offset_ms, .. }, Some(fixed)) =
+            (&mut fault, nemesis.clock_offset_ms)
+        {
+            *offset_ms = fixed;
+        }
         schedule.push(ScheduledFault {
             at: Duration::from_nanos(at_ns),
             duration: Duration::from_nanos(duration_ns),

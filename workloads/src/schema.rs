@@ -104,7 +104,60 @@ pub struct Workload {
     /// The window `hot_ops_per_sec` is measured over, in seconds. Defaults to 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hot_window_secs: Option<u64>,
+    /// Which keyspace the clients use: `linearizable` (the Raft-replicated `Kv` API, the
+    /// default) or `causal` (the leaderless causal keyspace, `faultline.causal.v1`: every
+    /// node answers from its own replica, and sessions carry causal-context tokens).
+    /// `causal` needs `checker: causal`; its runs also check that the replicas converge
+    /// after healing and show the history's linearizability verdict for contrast.
+    #[serde(default, skip_serializing_if = "Keyspace::is_linearizable")]
+    pub keyspace: Keyspace,
+    /// For `keyspace: causal`: how concurrent writes resolve, `siblings` (every one kept;
+    /// a read returns them all, recorded as a list) or `lww` (the greatest HLC stamp
+    /// wins). Defaults to `siblings`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causal_resolve: Option<CausalResolve>,
+    /// For `keyspace: causal`: the chance, 0..=1, that a session sends an operation to a
+    /// node other than its own, chosen at random. Sessions that move between replicas
+    /// are what the causal-context tokens protect. Defaults to 0.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_hop: Option<f64>,
 }
+
+/// Which of the node's keyspaces a workload's clients use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Keyspace {
+    #[default]
+    Linearizable,
+    Causal,
+}
+
+impl Keyspace {
+    fn is_linearizable(&self) -> bool {
+        *self == Keyspace::Linearizable
+    }
+}
+
+/// How the causal keyspace resolves concurrent writes (the nodes' `--causal-resolve`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CausalResolve {
+    #[default]
+    Siblings,
+    Lww,
+}
+
+impl CausalResolve {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CausalResolve::Siblings => "siblings",
+            CausalResolve::Lww => "lww",
+        }
+    }
+}
+
+/// The default `session_hop`.
+pub const DEFAULT_SESSION_HOP: f64 = 0.3;
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -258,6 +311,13 @@ pub struct Nemesis {
     /// Which node `kill` hits. Only with the `kill` fault; defaults to `random`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_target: Option<KillTarget>,
+    /// How far the `clock` fault steps a clock, in milliseconds (negative: back). Only
+    /// with the `clock` fault; defaults to a seeded size, 10 ms to 60 s either way, as
+    /// often small as large. Fix it to test one side of the clock fence: below 80 % of
+    /// the nodes' maximum offset (400 of 500 ms) a node keeps serving, above it fences
+    /// itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
 }
 
 fn default_interval_secs() -> f64 {
@@ -427,6 +487,7 @@ impl Workload {
         if let Some(nemesis) = &self.nemesis {
             self.check_nemesis(nemesis)?;
         }
+        self.check_keyspace()?;
         if !(1..=MAX_REQUEST_TIMEOUT_MS).contains(&self.request_timeout_ms) {
             return Err(fail(
                 "request_timeout_ms",
@@ -443,6 +504,46 @@ impl Workload {
                     "must be 0..={MAX_WRITE_RETRIES}, got {}",
                     self.write_retries
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_keyspace(&self) -> Result<(), (String, String)> {
+        if self.keyspace == Keyspace::Linearizable {
+            for (field, set) in [
+                ("causal_resolve", self.causal_resolve.is_some()),
+                ("session_hop", self.session_hop.is_some()),
+            ] {
+                if set {
+                    return Err(fail(
+                        field,
+                        "only applies to `keyspace: causal`; add it or remove this field",
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        if self.checker != Checker::Causal {
+            return Err(fail(
+                "keyspace",
+                "`keyspace: causal` needs `checker: causal` (the causal keyspace promises no \
+                 more; its runs show the linearizability verdict beside it)",
+            ));
+        }
+        if let Some(hop) = self.session_hop
+            && !(0.0..=1.0).contains(&hop)
+        {
+            return Err(fail(
+                "session_hop",
+                format!("must be a probability in 0..=1, got {hop}"),
+            ));
+        }
+        if self.write_retries > 0 {
+            return Err(fail(
+                "write_retries",
+                "must be 0 for `keyspace: causal`: a causal write is acknowledged by the node \
+                 that takes it, and has no write id to resend",
             ));
         }
         Ok(())
@@ -595,6 +696,20 @@ impl Workload {
                 "nemesis.kill_target",
                 "only applies when `faults` includes `kill`",
             ));
+        }
+        if let Some(ms) = nemesis.clock_offset_ms {
+            if !nemesis.faults.contains(&FaultName::Clock) {
+                return Err(fail(
+                    "nemesis.clock_offset_ms",
+                    "only applies when `faults` includes `clock`",
+                ));
+            }
+            if ms == 0 || ms.unsigned_abs() > 3_600_000 {
+                return Err(fail(
+                    "nemesis.clock_offset_ms",
+                    format!("must be nonzero and at most an hour either way, got {ms}"),
+                ));
+            }
         }
         Ok(())
     }

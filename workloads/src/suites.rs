@@ -8,11 +8,12 @@ use crate::error::WorkloadError;
 use crate::schema::Workload;
 
 /// (name, YAML text) of each builtin, in the order they are listed to users.
-const BUILTINS: [(&str, &str); 4] = [
+const BUILTINS: [(&str, &str); 5] = [
     ("register", include_str!("../suites/register.yaml")),
     ("causal", include_str!("../suites/causal.yaml")),
     ("set", include_str!("../suites/set.yaml")),
     ("hotspot", include_str!("../suites/hotspot.yaml")),
+    ("causal-store", include_str!("../suites/causal-store.yaml")),
 ];
 
 /// The names of the builtin workloads.

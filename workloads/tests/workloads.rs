@@ -79,7 +79,10 @@ fn base_parses_with_defaults() {
 #[test]
 fn every_builtin_parses_and_validates() {
     let names: Vec<_> = builtin_names().collect();
-    assert_eq!(names, ["register", "causal", "set", "hotspot"]);
+    assert_eq!(
+        names,
+        ["register", "causal", "set", "hotspot", "causal-store"]
+    );
     for name in names {
         let text = builtin(name).unwrap();
         let w = Workload::from_yaml(text, name).unwrap();
@@ -749,4 +752,79 @@ fn a_split_fault_is_scheduled_by_name_and_replays_from_the_seed() {
         })
         .collect();
     assert!(picks.len() > 1, "each split picks its own key: {picks:?}");
+}
+
+#[test]
+fn the_causal_keyspace_needs_the_causal_checker_and_its_fields_need_the_keyspace() {
+    let causal = "name: c\nchecker: causal\nmix: {read: 1, write: 1}\ntime_limit_secs: 10\n";
+    let w = parse(&format!(
+        "{causal}keyspace: causal\ncausal_resolve: lww\nsession_hop: 0.4\n"
+    ))
+    .unwrap();
+    assert_eq!(w.keyspace, faultline_workloads::Keyspace::Causal);
+    assert_eq!(
+        w.causal_resolve,
+        Some(faultline_workloads::CausalResolve::Lww)
+    );
+    let error = parse(&format!("{causal}causal_resolve: lww\n")).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("only applies to `keyspace: causal`"),
+        "{error}"
+    );
+    let error = parse(&format!("{causal}keyspace: causal\nsession_hop: 1.5\n")).unwrap_err();
+    assert!(error.to_string().contains("probability"), "{error}");
+    let error = parse(
+        "name: c\nchecker: linearizability\nkeyspace: causal\nmix: {read: 1}\ntime_limit_secs: 10\n",
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("needs `checker: causal`"),
+        "{error}"
+    );
+    let error = parse(&format!("{causal}keyspace: eventual\n")).unwrap_err();
+    assert!(error.to_string().contains("keyspace"), "{error}");
+}
+
+#[test]
+fn a_fixed_clock_offset_sets_every_clock_step_and_nothing_else() {
+    let free = workload("nemesis:\n  faults: [clock, kill]\n  interval_secs: 1\n");
+    let fixed = workload(
+        "nemesis:\n  faults: [clock, kill]\n  interval_secs: 1\n  clock_offset_ms: -300\n",
+    );
+    let (a, b) = (
+        nemesis_schedule(&free, 7, 3),
+        nemesis_schedule(&fixed, 7, 3),
+    );
+    assert_eq!(a.len(), b.len());
+    let mut clocks = 0;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.at, x.duration), (y.at, y.duration));
+        match (&x.fault, &y.fault) {
+            (
+                FaultKind::Clock { target: t1, .. },
+                FaultKind::Clock {
+                    target: t2,
+                    offset_ms,
+                },
+            ) => {
+                assert_eq!(t1, t2);
+                assert_eq!(*offset_ms, -300);
+                clocks += 1;
+            }
+            (x, y) => assert_eq!(x, y),
+        }
+    }
+    assert!(clocks > 0);
+    let error = parse(&format!(
+        "{BASE}nemesis:\n  faults: [kill]\n  clock_offset_ms: 300\n"
+    ))
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("only applies when `faults` includes `clock`"),
+        "{error}"
+    );
 }

@@ -91,14 +91,18 @@ pub(super) fn write_co_init_read(teller: &Teller, co: &CausalOrder, findings: &m
 pub(super) fn write_co_read(teller: &Teller, co: &CausalOrder, findings: &mut Findings) {
     let relations = teller.relations;
     for read in 0..relations.nodes.len() {
-        let Some(first) = relations.read_from(read) else {
-            continue;
-        };
-        let first = first as usize;
+        // Each sibling a read returned must be one its causal past did not overwrite.
         let writes = &relations.writes_by_key[relations.nodes[read].key as usize];
-        let Some(&second) = writes.iter().rev().find(|&&w| {
-            let w = w as usize;
-            w != first && co.before(w, read) && co.before(first, w)
+        let Some((first, second)) = relations.reads_from(read).find_map(|first| {
+            let first = first as usize;
+            writes
+                .iter()
+                .rev()
+                .find(|&&w| {
+                    let w = w as usize;
+                    w != first && co.before(w, read) && co.before(first, w)
+                })
+                .map(|&second| (first, second))
         }) else {
             continue;
         };

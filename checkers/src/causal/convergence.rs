@@ -33,22 +33,24 @@ pub(super) fn cyclic_cf(teller: &Teller, co: &CausalOrder, findings: &mut Findin
     let mut conflicts = BitMatrix::new(row_count as usize, n);
     let mut any = false;
     for read in 0..n {
-        let Some(second) = relations.read_from(read) else {
-            continue;
-        };
-        let second = second as usize;
-        for &first in &relations.writes_by_key[relations.nodes[read].key as usize] {
-            let first = first as usize;
-            if first == second
-                || !co.before(first, read)
-                || co.before(first, second)
-                || co.before(second, first)
-            {
-                continue;
+        for second in relations.reads_from(read) {
+            let second = second as usize;
+            for &first in &relations.writes_by_key[relations.nodes[read].key as usize] {
+                let first = first as usize;
+                // A sibling the read returned too was not arbitrated before the other:
+                // the read kept both.
+                if first == second
+                    || relations.reads_from(read).any(|w| w as usize == first)
+                    || !co.before(first, read)
+                    || co.before(first, second)
+                    || co.before(second, first)
+                {
+                    continue;
+                }
+                let row = rows[first].expect("writes have rows") as usize;
+                conflicts.set(row, second);
+                any = true;
             }
-            let row = rows[first].expect("writes have rows") as usize;
-            conflicts.set(row, second);
-            any = true;
         }
     }
     if !any {
@@ -81,7 +83,8 @@ pub(super) fn cyclic_cf(teller: &Teller, co: &CausalOrder, findings: &mut Findin
 fn tell(teller: &Teller, co: &CausalOrder, cycle: &[u32]) -> Anomaly {
     let relations = teller.relations;
     let is_co_edge = |a: usize, b: usize| {
-        relations.po_predecessor[b] == Some(a as u32) || relations.read_from(b) == Some(a as u32)
+        relations.po_predecessor[b] == Some(a as u32)
+            || relations.reads_from(b).any(|w| w == a as u32)
     };
     let mut ops: Vec<usize> = cycle.iter().map(|&n| teller.op(n as usize)).collect();
     let mut witnesses = Vec::new();

@@ -50,8 +50,11 @@ pub(super) struct Node {
     pub(super) is_write: bool,
     /// Completed `ok` (else an `info` write).
     pub(super) known: bool,
-    /// For reads, where the value came from.
+    /// For reads, where the value came from (for siblings, the first of them).
     pub(super) source: Option<Source>,
+    /// For a read that returned siblings (a list of concurrent values), the writes of the
+    /// siblings after the first: the read reads from each of them.
+    pub(super) also: Vec<u32>,
     /// Index into its session's `nodes`.
     pub(super) position: u32,
 }
@@ -83,12 +86,19 @@ pub(super) struct Relations {
 }
 
 impl Relations {
-    /// The write a read read from, if it read a write.
+    /// The write a read read from, if it read a write (the first, for siblings).
     pub(super) fn read_from(&self, node: usize) -> Option<u32> {
         match self.nodes[node].source {
             Some(Source::Write(w)) => Some(w),
             _ => None,
         }
+    }
+
+    /// Every write a read read from: one, or each of its siblings.
+    pub(super) fn reads_from(&self, node: usize) -> impl Iterator<Item = u32> + '_ {
+        self.read_from(node)
+            .into_iter()
+            .chain(self.nodes[node].also.iter().copied())
     }
 
     /// The graph of PO ∪ RF edges.
@@ -195,6 +205,7 @@ pub(super) fn build(history: &History, operations_max: usize) -> Result<Relation
             is_write,
             known: op.outcome == Outcome::Ok,
             source: None,
+            also: Vec::new(),
             position,
         });
     }
@@ -211,14 +222,34 @@ pub(super) fn build(history: &History, operations_max: usize) -> Result<Relation
                 message: "completed ok but has no value; an ok read returns a value or nil".into(),
             });
         };
+        let resolve = |value: &Value| match happened.get(&(node.key, value)) {
+            Some(&w) => Source::Write(w),
+            None => Source::ThinAir {
+                failed_write: written.get(&(node.key, value)).copied(),
+            },
+        };
         node.source = Some(match value {
             Value::Nil => Source::Initial,
-            value => match happened.get(&(node.key, value)) {
-                Some(&w) => Source::Write(w),
-                None => Source::ThinAir {
-                    failed_write: written.get(&(node.key, value)).copied(),
-                },
-            },
+            // Written values are never lists, so a list is siblings: concurrent values a
+            // leaderless store kept side by side. The read read from each one.
+            Value::List(siblings) if !siblings.is_empty() => {
+                let sources: Vec<Source> = siblings.iter().map(resolve).collect();
+                match sources.iter().find(|s| matches!(s, Source::ThinAir { .. })) {
+                    Some(thin_air) => *thin_air,
+                    None => {
+                        node.also = sources[1..]
+                            .iter()
+                            .filter_map(|s| match s {
+                                Source::Write(w) => Some(*w),
+                                _ => None,
+                            })
+                            .collect();
+                        sources[0]
+                    }
+                }
+            }
+            Value::List(_) => Source::Initial,
+            value => resolve(value),
         });
     }
     Ok(link(nodes, keys, sessions))
@@ -247,8 +278,10 @@ fn link(nodes: Vec<Node>, keys: Vec<Option<String>>, sessions: Vec<Session>) -> 
         if node.is_write {
             writes_by_key[node.key as usize].push(i as u32);
         } else if let Some(Source::Write(w)) = node.source {
-            readers[w as usize].push(i as u32);
-            successors[w as usize].push(i as u32);
+            for w in std::iter::once(w).chain(node.also.iter().copied()) {
+                readers[w as usize].push(i as u32);
+                successors[w as usize].push(i as u32);
+            }
         }
     }
     Relations {
@@ -288,8 +321,10 @@ pub(super) fn causal_order(relations: &Relations) -> Result<CausalOrder, Vec<Vec
     // come first, so each row is final before any successor unions it.
     for component in components.iter().rev() {
         let node = component[0] as usize;
-        let predecessors = [relations.po_predecessor[node], relations.read_from(node)];
-        for p in predecessors.into_iter().flatten() {
+        let predecessors = relations.po_predecessor[node]
+            .into_iter()
+            .chain(relations.reads_from(node));
+        for p in predecessors {
             ancestors.union_row(node, p as usize);
             ancestors.set(node, p as usize);
         }

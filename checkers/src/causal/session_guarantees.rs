@@ -16,10 +16,13 @@ use super::story::Teller;
 use super::{Anomaly, AnomalyKind, Findings};
 
 /// Whether `read` returned an older value than `write` of its key.
+/// For siblings: when any of them is older than `write`.
 fn misses(relations: &Relations, co: &CausalOrder, read: usize, write: usize) -> bool {
     match relations.nodes[read].source {
         Some(Source::Initial) => true,
-        Some(Source::Write(older)) => co.before(older as usize, write),
+        Some(Source::Write(_)) => relations
+            .reads_from(read)
+            .any(|older| co.before(older as usize, write)),
         Some(Source::ThinAir { .. }) | None => false,
     }
 }
@@ -128,25 +131,25 @@ fn for_reads_after_seeing(relations: &Relations, mut check: impl FnMut(usize, u3
                     break;
                 }
             }
-            let Some(write) = relations.read_from(read) else {
-                continue;
-            };
-            let written = &relations.nodes[write as usize];
-            if written.session as usize == b {
-                continue;
-            }
-            let position = written.position;
-            let entry = seen.entry(written.session).or_insert(Seen {
-                position,
-                write: write as usize,
-                read,
-            });
-            if position > entry.position {
-                *entry = Seen {
+            // Every sibling the read returned was seen.
+            for write in relations.reads_from(read) {
+                let written = &relations.nodes[write as usize];
+                if written.session as usize == b {
+                    continue;
+                }
+                let position = written.position;
+                let entry = seen.entry(written.session).or_insert(Seen {
                     position,
                     write: write as usize,
                     read,
-                };
+                });
+                if position > entry.position {
+                    *entry = Seen {
+                        position,
+                        write: write as usize,
+                        read,
+                    };
+                }
             }
         }
     }

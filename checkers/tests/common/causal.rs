@@ -16,6 +16,12 @@ pub fn ops(text: &str) -> History {
         assert!(parts.len() == 4 || parts.len() == 5, "bad line {line:?}");
         let value = match parts[3] {
             "nil" => Value::Nil,
+            // `1+2`: siblings, as a leaderless store returns concurrent values.
+            n if n.contains('+') => Value::List(
+                n.split('+')
+                    .map(|v| Value::Int(v.parse().expect("an integer")))
+                    .collect(),
+            ),
             n => Value::Int(n.parse().expect("an integer or nil")),
         };
         let outcome = match parts.get(4) {

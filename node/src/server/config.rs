@@ -65,6 +65,12 @@ pub struct NodeConfig {
     /// The most any two nodes' clocks may differ by (ms): the hybrid logical clock refuses
     /// a timestamp further ahead than this.
     pub max_clock_offset_ms: u64,
+    /// How the causal keyspace resolves concurrent writes: keep them as siblings, or keep
+    /// the one with the greatest HLC stamp (every node of a cluster must agree).
+    pub causal_resolve: crate::time::causal::Resolve,
+    /// How often the causal keyspace exchanges digests with a peer (each round, the next
+    /// peer in turn).
+    pub causal_anti_entropy_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -100,6 +106,8 @@ impl Default for NodeConfig {
             hot_ops_per_sec: 500.0,
             hot_window_secs: 10,
             max_clock_offset_ms: crate::time::hlc::DEFAULT_MAX_OFFSET_MS,
+            causal_resolve: crate::time::causal::Resolve::Siblings,
+            causal_anti_entropy_ms: 100,
         }
     }
 }

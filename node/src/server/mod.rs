@@ -2,6 +2,7 @@
 //! transport, the client API and the process lifecycle. The only IO in the node.
 //! See README.md in this folder.
 
+pub mod causal;
 pub mod clock;
 pub mod config;
 pub mod driver;
@@ -63,6 +64,7 @@ pub struct NodeBugs {
     pub wal_group_mixup: bool,
     pub route: kv_service::RouteBugs,
     pub range: RangeBugs,
+    pub causal: crate::time::causal::CausalBugs,
 }
 
 impl NodeBugs {
@@ -94,6 +96,15 @@ impl NodeBugs {
         }
         if self.range.split_lose_writes {
             names.push("split-lose-writes".into());
+        }
+        if self.causal.ignore_causal_context {
+            names.push("ignore-causal-context".into());
+        }
+        if self.causal.vv_merge_drops_sibling {
+            names.push("vv-merge-drops-sibling".into());
+        }
+        if self.causal.lww_wall_clock {
+            names.push("lww-wall-clock".into());
         }
         names
     }
@@ -611,6 +622,29 @@ pub async fn run(
         clock: clock.clone(),
         clock_guard: clock_guard.clone(),
     };
+    // The causal keyspace lives on the founding members: nodes that join later know
+    // only some of the others at first, and a replica set that changed under running
+    // sessions would strand their contexts.
+    let mut founders = config.peers.clone();
+    if config.join.is_none() {
+        founders.insert(config.id, config.listen);
+    }
+    let causal = causal::start(
+        config.id,
+        founders,
+        config.source_ip(),
+        &config.data_dir,
+        causal::CausalConfig {
+            resolve: config.causal_resolve,
+            anti_entropy_ms: config.causal_anti_entropy_ms,
+            max_clock_offset_ms: config.max_clock_offset_ms,
+            key_bytes_max: config.key_bytes_max,
+            value_bytes_max: config.value_bytes_max,
+            bugs: bugs.causal,
+        },
+        clock.clone(),
+        clock_guard.clone(),
+    )?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
     tokio::spawn(clock::guard_clock(
@@ -649,6 +683,10 @@ pub async fn run(
                 events: events.clone(),
             })
             .max_decoding_message_size(transport::PEER_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            crate::proto::causal::causal_server::CausalServer::new(causal)
+                .max_decoding_message_size(transport::PEER_MESSAGE_BYTES_MAX),
         )
         .add_service(health_service)
         .add_service(reflection)

@@ -6,6 +6,8 @@
 //! - `dvv`: dotted version vectors with siblings, so concurrent writes are kept.
 //! - `hlc`: the hybrid logical clock with the maximum-offset guard, and the offset monitor
 //!   that fences a node whose clock is off from most of its peers.
+//! - `causal`: the leaderless causal replication core (the causal keyspace): causal
+//!   delivery on version vectors, siblings or LWW on the HLC, anti-entropy, read repair.
 //!
 //! The generation clock is Raft's term (`replication::raft`): a number that only grows,
 //! persisted before it is used, stamped on every message, so that whatever an older
@@ -14,6 +16,7 @@
 //!
 //! See README.md in this folder for each clock working and breaking.
 
+pub mod causal;
 pub mod dvv;
 pub mod hlc;
 pub mod lamport;
