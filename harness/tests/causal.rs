@@ -235,7 +235,7 @@ async fn acknowledged_writes_survive_every_node_crashing_at_once() {
         for (key, value) in &acked {
             assert_eq!(
                 &get(&cluster, id, key, Vec::new()).await.0,
-                &[value.clone()],
+                std::slice::from_ref(value),
                 "n{id} {key}"
             );
         }
