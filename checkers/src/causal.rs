@@ -17,6 +17,11 @@
 //! - CO, causal order: (PO ∪ RF)+, computed as a transitive closure over bit rows.
 //! - CF, conflict (for CCv): w1 CF w2 when both write key x, and some read of x that returned
 //!   w2's value has w1 in its causal past: w1 must be arbitrated before w2.
+//! - Siblings: a read whose value is a list (written values never are) returned several
+//!   concurrent values, as a leaderless store's multi-value register does. It reads from
+//!   each of them (RF from every one, and each must survive its causal past), and it
+//!   orders no writes for CF: what it left out was overwritten by some visible write, not
+//!   by one it returned.
 //!
 //! # What is checked
 //!

@@ -392,3 +392,28 @@ fn siblings_read_from_each_write_and_none_may_be_overwritten_in_the_past() {
          2 r x 1",
     );
 }
+
+#[test]
+fn sibling_reads_order_no_writes_for_convergence() {
+    // A multi-value register: 2 is overwritten by 5 and 4 by 6, while 1 and 3 stay as
+    // siblings. Read as arbitration, the sibling reads would put 2 before 3 and 4 before
+    // 1, closing the cycle 1 -> 2 -> 3 -> 4 -> 1 with causal order: a false CyclicCF.
+    let history = ops("0 w x 1
+         1 r x 1
+         1 w y 2
+         2 w y 3
+         2 w x 4
+         3 r y 2
+         3 w y 5
+         4 r y 3+5
+         5 r x 4
+         5 w x 6
+         6 r x 1+6");
+    for level in [
+        ConsistencyLevel::CausalConsistency,
+        ConsistencyLevel::CausalConvergence,
+    ] {
+        let verdict = at(level, &history);
+        assert!(verdict.valid, "{level:?}: {verdict:#?}");
+    }
+}

@@ -2,6 +2,7 @@
 //! node processes, iptables rules in the private namespace, damage to a WAL — and
 //! records when each fault started and ended in the history.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,6 +36,10 @@ pub struct FaultWindow {
     pub start_ns: u64,
     pub end_ns: u64,
     pub ok_ops_during: u64,
+    /// `ok_ops_during` by the node that answered: under a partition, whether each side
+    /// kept serving (the causal keyspace's promise; a Raft minority serves nothing).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ok_ops_during_by_node: BTreeMap<u64, u64>,
     /// How many completed successfully in the [`RECOVERY_WINDOW`] after it healed, having
     /// been invoked after it started: what a fault that stops every node (kill-all) can be
     /// judged by, since nothing can complete while it lasts.
@@ -188,6 +193,7 @@ impl Nemesis {
                         start_ns,
                         end_ns: start_ns,
                         ok_ops_during: 0,
+                        ok_ops_during_by_node: Default::default(),
                         ok_ops_after: 0,
                         precondition: None,
                     });
@@ -222,6 +228,7 @@ impl Nemesis {
                 start_ns,
                 end_ns: self.history.elapsed_ns(),
                 ok_ops_during: 0,
+                ok_ops_during_by_node: Default::default(),
                 ok_ops_after: 0,
                 precondition,
             });

@@ -993,6 +993,9 @@ fn count_operations(
                 for window in faults.iter_mut() {
                     if begin < window.end_ns && time > window.start_ns {
                         window.ok_ops_during += 1;
+                        if let Some(node) = event["node"].as_u64() {
+                            *window.ok_ops_during_by_node.entry(node).or_default() += 1;
+                        }
                     } else if begin >= window.start_ns
                         && time >= window.end_ns
                         && time < window.end_ns + crate::nemesis::RECOVERY_WINDOW_NS
@@ -1019,8 +1022,18 @@ pub fn print_summary(results: &Results) {
     }
     println!("faults injected: {}", results.faults.len());
     for window in &results.faults {
+        let by_node = if results.causal.is_some() {
+            let each: Vec<String> = window
+                .ok_ops_during_by_node
+                .iter()
+                .map(|(n, c)| format!("n{n} {c}"))
+                .collect();
+            format!(": {}", each.join(", "))
+        } else {
+            String::new()
+        };
         println!(
-            "  {:>7.2}s-{:>7.2}s {:<12} {} ({} ops completed during it, {} in the second after)",
+            "  {:>7.2}s-{:>7.2}s {:<12} {} ({} ops completed during it{by_node}, {} in the second after)",
             window.start_ns as f64 / 1e9,
             window.end_ns as f64 / 1e9,
             window.fault,

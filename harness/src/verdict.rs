@@ -315,6 +315,7 @@ mod tests {
             start_ns: 2_000_000_000,
             end_ns: 2_600_000_000,
             ok_ops_during: during,
+            ok_ops_during_by_node: Default::default(),
             ok_ops_after: after,
             precondition: None,
         };
@@ -349,6 +350,7 @@ mod tests {
             start_ns: 2_000_000_000,
             end_ns: 3_000_000_000,
             ok_ops_during: 5,
+            ok_ops_during_by_node: Default::default(),
             ok_ops_after: 0,
             precondition,
         };

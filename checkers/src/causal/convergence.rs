@@ -33,6 +33,13 @@ pub(super) fn cyclic_cf(teller: &Teller, co: &CausalOrder, findings: &mut Findin
     let mut conflicts = BitMatrix::new(row_count as usize, n);
     let mut any = false;
     for read in 0..n {
+        // A read that returned siblings arbitrated nothing: a multi-value register
+        // returns every visible write no other visible write overwrote, so a write in
+        // its past that it did not return was overwritten by some write, not
+        // necessarily by any one of those it returned. Only single values order writes.
+        if !relations.nodes[read].also.is_empty() {
+            continue;
+        }
         for second in relations.reads_from(read) {
             let second = second as usize;
             for &first in &relations.writes_by_key[relations.nodes[read].key as usize] {
