@@ -1,4 +1,5 @@
-//! `faultline model raft`: model-check the node's Raft core with stateright.
+//! `faultline model raft` and `faultline model causal`: model-check the node's Raft core
+//! and its causal replication core with stateright.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,6 +23,74 @@ enum ModelCommand {
     /// state machine safety and linearizability (checkers/src/models/README.md).
     #[command(after_help = RAFT_HELP)]
     Raft(RaftArgs),
+    /// The node's own causal replication core as three replicas, with sessions moving
+    /// between them and anti-entropy over a lossy network; checks the sessions' history
+    /// with the causal checker (CCv), convergence, and that no sibling is lost.
+    #[command(after_help = CAUSAL_HELP)]
+    Causal(CausalArgs),
+}
+
+const CAUSAL_HELP: &str = "The defaults are the bounds CI checks exhaustively (three sessions of \
+two steps; see checkers/src/models/README.md). Exit status: 0 every property holds and every \
+`sometimes` was witnessed, 1 a property failed, 2 error or not exhaustive.";
+
+#[derive(Args)]
+struct CausalArgs {
+    /// 0: an exchange and its reply are delivered at once (or the reply is lost); more:
+    /// they are messages, reordered and dropped, at most this many in flight.
+    #[arg(long, default_value_t = faultline_checkers::models::causal::CausalModelOptions::default().max_in_flight)]
+    max_in_flight: usize,
+    /// Exchanges opened over a run (the rest are delivered by the convergence property).
+    #[arg(long, default_value_t = faultline_checkers::models::causal::CausalModelOptions::default().max_exchanges)]
+    max_exchanges: usize,
+    /// lossy (messages may be dropped) | unordered (only reordered)
+    #[arg(long, default_value = "lossy")]
+    network: String,
+    /// siblings | lww
+    #[arg(long, default_value = "siblings")]
+    resolve: String,
+    /// A seeded bug: ignore-causal-context or vv-merge-drops-sibling.
+    #[arg(long, value_name = "NAME")]
+    bug: Option<faultline_checkers::models::causal::CausalBug>,
+    /// Checker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Stop after this many seconds (verdicts not reached then say unknown).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+}
+
+fn run_causal(args: CausalArgs) -> ExitCode {
+    use faultline_checkers::models::causal::{CausalModelOptions, check};
+    use faultline_node::time::causal::Resolve;
+    let lossy = match args.network.as_str() {
+        "lossy" => true,
+        "unordered" => false,
+        other => {
+            eprintln!("faultline model: error: --network {other:?}: choose lossy or unordered");
+            return ExitCode::from(2);
+        }
+    };
+    let resolve = match args.resolve.as_str() {
+        "siblings" => Resolve::Siblings,
+        "lww" => Resolve::Lww,
+        other => {
+            eprintln!("faultline model: error: --resolve {other:?}: choose siblings or lww");
+            return ExitCode::from(2);
+        }
+    };
+    let report = check(CausalModelOptions {
+        max_in_flight: args.max_in_flight,
+        max_exchanges: args.max_exchanges,
+        lossy,
+        resolve,
+        bug: args.bug,
+        threads: args.threads,
+        timeout: args.timeout.map(Duration::from_secs),
+        ..CausalModelOptions::default()
+    });
+    print!("{report}");
+    ExitCode::from(report.exit_code())
 }
 
 const RAFT_HELP: &str = "The defaults are the bounds CI checks exhaustively. Exit status: 0 every \
@@ -118,7 +187,10 @@ struct RaftArgs {
 }
 
 pub fn run(args: ModelArgs) -> ExitCode {
-    let ModelCommand::Raft(args) = args.model;
+    let args = match args.model {
+        ModelCommand::Raft(args) => args,
+        ModelCommand::Causal(args) => return run_causal(args),
+    };
     let start = match args.start.as_deref().map(read_start).transpose() {
         Ok(start) => start.unwrap_or_default(),
         Err(error) => {

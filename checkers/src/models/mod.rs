@@ -4,7 +4,13 @@
 //!   register clients, the properties of the Raft paper, and [`raft::check`], which runs a
 //!   checker and returns a [`raft::ModelReport`]. `faultline model raft` is its command.
 //!
+//! - [`causal`]: the node's `faultline_node::time::causal::CausalReplica` as three
+//!   replicas with sessions moving between them and lossy anti-entropy; checks the
+//!   sessions' history with the causal checker, convergence and that no sibling is lost.
+//!   `faultline model causal` is its command.
+//!
 //! README.md in this folder says what is modelled, what is abstracted away, the bounds and
 //! how to read and replay a counterexample.
 
+pub mod causal;
 pub mod raft;
