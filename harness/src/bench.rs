@@ -57,6 +57,15 @@ pub struct BenchArgs {
     /// the nodes' CPU time over this many idle seconds.
     #[arg(long, value_name = "SECS")]
     idle_secs: Option<u64>,
+    /// Instead of the linearizable store: the causal keyspace. Put and get latency and
+    /// throughput (each client one session at one node, acknowledged by it alone),
+    /// replication lag, convergence after a pause-partition heals (p50, p99), and
+    /// anti-entropy bytes per second at rest and after the partition.
+    #[arg(long)]
+    causal: bool,
+    /// Rounds of the causal convergence measurement.
+    #[arg(long, default_value_t = 20)]
+    causal_rounds: usize,
 }
 
 struct Phase {
@@ -206,6 +215,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             cluster.stop(id, Duration::from_secs(5))?;
         }
         return code;
+    }
+    if args.causal {
+        let result = causal(&cluster, &args).await;
+        for id in cluster.ids() {
+            cluster.stop(id, Duration::from_secs(5))?;
+        }
+        return result;
     }
     let endpoint = cluster.addr(leader);
     // Direct clients find every leader themselves. Through nodes: with partitions the
@@ -373,5 +389,283 @@ async fn idle(cluster: &LocalCluster, partitions: u32, secs: u64) -> anyhow::Res
         let used = cpu_secs(*pid)? - before;
         println!("n{id:<5} {:>12.2}", 100.0 * used / elapsed);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn causal_client(
+    addr: std::net::SocketAddr,
+) -> faultline_node::proto::causal::causal_client::CausalClient<tonic::transport::Channel> {
+    faultline_node::proto::causal::causal_client::CausalClient::new(
+        faultline_node::server::transport::node_endpoint(addr, None, Duration::from_secs(2))
+            .timeout(OP_TIMEOUT)
+            .connect_lazy(),
+    )
+}
+
+/// One causal phase: each client a session at node `i % nodes`.
+async fn causal_phase(
+    name: &'static str,
+    op: Op,
+    addrs: &[std::net::SocketAddr],
+    clients: usize,
+    limit: Limit,
+    value: Arc<Vec<u8>>,
+) -> anyhow::Result<Phase> {
+    use faultline_node::proto::causal::{CausalGetRequest, CausalPutRequest};
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = causal_client(addrs[c % addrs.len()]);
+        let (stop, value) = (stop.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut errors, mut n) = (Vec::new(), 0usize, 0usize);
+            let mut context = Vec::new();
+            loop {
+                match limit {
+                    Limit::Ops(max) if n >= max => break,
+                    _ if stop.load(Ordering::Relaxed) => break,
+                    _ => {}
+                }
+                let key = format!("bench-{c}-{}", n % 1024).into_bytes();
+                let begin = Instant::now();
+                let reply = match op {
+                    Op::Put => client
+                        .put(CausalPutRequest {
+                            key,
+                            value: value.to_vec(),
+                            context: context.clone(),
+                            wait_ms: 0,
+                        })
+                        .await
+                        .map(|r| r.into_inner().context),
+                    Op::Get => client
+                        .get(CausalGetRequest {
+                            key,
+                            context: context.clone(),
+                            wait_ms: 0,
+                        })
+                        .await
+                        .map(|r| r.into_inner().context),
+                };
+                match reply {
+                    Ok(next) => {
+                        latencies.push(begin.elapsed());
+                        context = next;
+                    }
+                    Err(_) => errors += 1,
+                }
+                n += 1;
+            }
+            (latencies, errors)
+        }));
+    }
+    if let Limit::Time(duration) = limit {
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (latencies, task_errors) = task.await?;
+        all.extend(latencies);
+        errors += task_errors;
+    }
+    let elapsed = started.elapsed();
+    all.sort_unstable();
+    Ok(Phase {
+        name,
+        clients,
+        ops: all.len(),
+        errors,
+        elapsed,
+        latencies: all,
+    })
+}
+
+async fn exchange_bytes(cluster: &LocalCluster) -> u64 {
+    use faultline_node::proto::causal::DumpRequest;
+    let mut total = 0;
+    for (_, addr) in cluster.running() {
+        if let Ok(d) = causal_client(addr)
+            .dump(DumpRequest {
+                include_data: false,
+            })
+            .await
+        {
+            total += d.into_inner().exchange_bytes_sent;
+        }
+    }
+    total
+}
+
+async fn digests_agree(cluster: &LocalCluster) -> bool {
+    use faultline_node::proto::causal::DumpRequest;
+    let mut seen = Vec::new();
+    for (_, addr) in cluster.running() {
+        match causal_client(addr)
+            .dump(DumpRequest {
+                include_data: false,
+            })
+            .await
+        {
+            Ok(d) => seen.push((d.get_ref().digest, d.get_ref().pending)),
+            Err(_) => return false,
+        }
+    }
+    seen.iter().all(|d| *d == (seen[0].0, 0))
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+    samples.sort_unstable();
+    let at = |p: f64| {
+        let rank = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        samples.get(rank).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    (at(0.5), at(0.99), at(1.0))
+}
+
+/// `faultline bench --causal`.
+async fn causal(cluster: &LocalCluster, args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    use faultline_node::proto::causal::{CausalGetRequest, CausalPutRequest};
+    let addrs: Vec<std::net::SocketAddr> =
+        cluster.ids().iter().map(|&id| cluster.addr(id)).collect();
+    let value = Arc::new(vec![b'v'; args.value_bytes]);
+    println!(
+        "faultline bench --causal: {} nodes (fsync on), {}-byte values, anti-entropy as the nodes are configured",
+        args.nodes, args.value_bytes
+    );
+    causal_phase("warmup", Op::Put, &addrs, 4, Limit::Ops(50), value.clone()).await?;
+    println!(
+        "{:<22} {:>7} {:>9} {:>6} {:>11} {:>9} {:>9} {:>9}",
+        "phase", "clients", "ops", "errors", "ops/s", "p50 ms", "p99 ms", "max ms"
+    );
+    let sequential = Limit::Ops(args.sequential_ops);
+    let timed = Limit::Time(Duration::from_secs(args.seconds));
+    causal_phase(
+        "causal put sequential",
+        Op::Put,
+        &addrs,
+        1,
+        sequential,
+        value.clone(),
+    )
+    .await?
+    .print();
+    causal_phase(
+        "causal get sequential",
+        Op::Get,
+        &addrs,
+        1,
+        sequential,
+        value.clone(),
+    )
+    .await?
+    .print();
+    causal_phase(
+        "causal put concurrent",
+        Op::Put,
+        &addrs,
+        args.clients,
+        timed,
+        value.clone(),
+    )
+    .await?
+    .print();
+    causal_phase(
+        "causal get concurrent",
+        Op::Get,
+        &addrs,
+        args.clients,
+        timed,
+        value.clone(),
+    )
+    .await?
+    .print();
+
+    // Replication lag: a write acknowledged by n1, then a read of its token at every
+    // other node, which answers once it has the write.
+    let mut lag = Vec::new();
+    let mut n1 = causal_client(addrs[0]);
+    for i in 0..args.causal_rounds.max(1) * 10 {
+        let token = n1
+            .put(CausalPutRequest {
+                key: format!("lag-{i}").into_bytes(),
+                value: value.to_vec(),
+                context: Vec::new(),
+                wait_ms: 0,
+            })
+            .await?
+            .into_inner()
+            .context;
+        let acked = Instant::now();
+        for &addr in &addrs[1..] {
+            causal_client(addr)
+                .get(CausalGetRequest {
+                    key: b"lag".to_vec(),
+                    context: token.clone(),
+                    wait_ms: 5_000,
+                })
+                .await?;
+        }
+        lag.push(acked.elapsed());
+    }
+    let (p50, p99, max) = percentiles(lag);
+    println!(
+        "replication lag (write at n1 to served by every other node): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
+    );
+
+    // At rest.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (before, at) = (exchange_bytes(cluster).await, Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rest = (exchange_bytes(cluster).await - before) as f64 / at.elapsed().as_secs_f64();
+    println!("anti-entropy at rest: {rest:.0} bytes/s over the cluster");
+
+    // A pause-partition: every node but n1 stopped (SIGSTOP) while n1 takes writes, then
+    // resumed; convergence is the time from the resume until every digest agrees.
+    let mut converge = Vec::new();
+    let mut after_bytes = 0u64;
+    let mut after_secs = 0f64;
+    let others: Vec<u64> = cluster.ids().into_iter().skip(1).collect();
+    for round in 0..args.causal_rounds {
+        // Counted before the pause: a paused node answers no dump.
+        let before = exchange_bytes(cluster).await;
+        for &id in &others {
+            cluster.signal(id, libc::SIGSTOP)?;
+        }
+        for i in 0..100 {
+            n1.put(CausalPutRequest {
+                key: format!("part-{round}-{}", i % 16).into_bytes(),
+                value: value.to_vec(),
+                context: Vec::new(),
+                wait_ms: 0,
+            })
+            .await?;
+        }
+        for &id in &others {
+            cluster.signal(id, libc::SIGCONT)?;
+        }
+        let healed = Instant::now();
+        while !digests_agree(cluster).await {
+            if healed.elapsed() > Duration::from_secs(30) {
+                anyhow::bail!("the replicas did not converge within 30 s of round {round}");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        converge.push(healed.elapsed());
+        after_bytes += exchange_bytes(cluster).await - before;
+        after_secs += healed.elapsed().as_secs_f64();
+    }
+    let (p50, p99, max) = percentiles(converge);
+    println!(
+        "convergence after a pause-partition heals ({} rounds, 100 writes at n1 each): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
+        args.causal_rounds
+    );
+    println!(
+        "exchanges from each pause to convergence: {} bytes per round over the cluster (100 writes of {} bytes), {:.0} bytes/s while converging",
+        after_bytes / args.causal_rounds.max(1) as u64,
+        args.value_bytes,
+        after_bytes as f64 / after_secs.max(1e-9),
+    );
     Ok(ExitCode::SUCCESS)
 }
