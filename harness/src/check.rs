@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use faultline_checkers::causal::CausalOptions;
+use faultline_checkers::causal::{CausalOptions, ConsistencyLevel};
 use faultline_checkers::{
     CasFail, CheckOptions, CheckResult, Format, check_causal_file, check_file, report,
 };
@@ -43,6 +43,9 @@ enum ModelName {
     Counter,
     /// Causal consistency (CC) of sessions, with the session guarantees.
     Causal,
+    /// Causal convergence (CCv, causal+): CC, and one order of conflicting writes every
+    /// session agrees with. What runs against the causal keyspace are checked for.
+    CausalConvergence,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -56,7 +59,14 @@ fn check_causal(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         FormatName::Jsonl => Format::Jsonl,
         FormatName::Edn => Format::Edn,
     });
-    let (history, verdict) = check_causal_file(&args.history, format, &CausalOptions::default())
+    let options = CausalOptions {
+        level: match args.model {
+            ModelName::CausalConvergence => ConsistencyLevel::CausalConvergence,
+            _ => ConsistencyLevel::CausalConsistency,
+        },
+        ..CausalOptions::default()
+    };
+    let (history, verdict) = check_causal_file(&args.history, format, &options)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.history.display()))?;
     if args.json {
         println!(
@@ -76,7 +86,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         ModelName::Kv => "kv",
         ModelName::Set => "set",
         ModelName::Counter => "counter",
-        ModelName::Causal => return check_causal(&args),
+        ModelName::Causal | ModelName::CausalConvergence => return check_causal(&args),
     };
     let format = args.format.map(|f| match f {
         FormatName::Jsonl => Format::Jsonl,

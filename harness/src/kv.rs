@@ -96,18 +96,47 @@ enum KvOp {
     /// Merge partition ID with the range right after it (same replicas): ID keeps its id
     /// and spans both. Waits until the partition map shows the merged range.
     Merge { id: u64 },
-    /// Move partition ID's replica from node N to node M: M is added as a learner, caught
-    /// up by snapshot and promoted; leadership moves off N if N leads; N is removed. Waits
-    /// until the partition map shows M and not N (raise --timeout-ms for large ranges).
     /// Drain node N (move each of its replicas to the other nodes, fewest replicas first),
     /// then remove it from the cluster. Its process can be stopped afterwards.
     RemoveNode { node: u64 },
+    /// Move partition ID's replica from node N to node M: M is added as a learner, caught
+    /// up by snapshot and promoted; leadership moves off N if N leads; N is removed. Waits
+    /// until the partition map shows M and not N (raise --timeout-ms for large ranges).
     Move {
         id: u64,
         #[arg(long, value_name = "N")]
         from: u64,
         #[arg(long, value_name = "M")]
         to: u64,
+    },
+    /// Write KEY=VALUE to the causal keyspace at --endpoint, which takes it alone (no
+    /// quorum). Prints the write's dot and stamp and the session's new context: pass it as
+    /// --context to the next causal command, at any node, to keep read-your-writes.
+    CausalPut {
+        key: String,
+        value: String,
+        /// The context (hex) the last causal command printed; none starts a session.
+        #[arg(long, default_value = "")]
+        context: String,
+    },
+    /// Read KEY from the causal keyspace at --endpoint: every concurrent value (siblings)
+    /// and the new context. A node behind --context waits, then names one that is not.
+    CausalGet {
+        key: String,
+        #[arg(long, default_value = "")]
+        context: String,
+    },
+    /// Delete KEY in the causal keyspace at --endpoint.
+    CausalDelete {
+        key: String,
+        #[arg(long, default_value = "")]
+        context: String,
+    },
+    /// What --endpoint's causal replica holds: its applied vector, digest and counts
+    /// (--data: every key with its siblings).
+    CausalDump {
+        #[arg(long)]
+        data: bool,
     },
 }
 
@@ -171,7 +200,31 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    if let Some(outcome) = causal(&args.op, seed, timeout).await {
+        return match outcome {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(CausalFailure::Status(status)) => {
+                eprintln!("faultline: {:?}: {}", status.code(), status.message());
+                if let Some(node) = status
+                    .metadata()
+                    .get(faultline_node::server::causal::TRY_METADATA)
+                {
+                    eprintln!("faultline: try node {}", node.to_str().unwrap_or("?"));
+                }
+                Ok(ExitCode::from(2))
+            }
+            Err(CausalFailure::Usage(message)) => {
+                eprintln!("faultline: {message}");
+                Ok(ExitCode::from(2))
+            }
+        };
+    }
     let outcome = match args.op {
+        // Answered above, by the node asked.
+        KvOp::CausalPut { .. }
+        | KvOp::CausalGet { .. }
+        | KvOp::CausalDelete { .. }
+        | KvOp::CausalDump { .. } => Ok(()),
         KvOp::Put { key, value } => router
             .put(key.into_bytes(), value.into_bytes(), None, timeout)
             .await
@@ -627,4 +680,166 @@ fn stamp(timestamp: Option<faultline_node::proto::kv::HlcTimestamp>) -> String {
     timestamp.map_or(String::new(), |t| {
         format!(" at {}.{}", t.wall_ms, t.logical)
     })
+}
+
+enum CausalFailure {
+    Status(tonic::Status),
+    Usage(String),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Result<Vec<u8>, CausalFailure> {
+    let bad = || {
+        CausalFailure::Usage(format!(
+            "--context {text:?} is not hex: pass the context a causal command printed"
+        ))
+    };
+    if !text.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| bad()))
+        .collect()
+}
+
+/// The causal commands (None: not one of them). They talk to --endpoint alone: the
+/// causal keyspace is answered by whichever node is asked.
+async fn causal(
+    op: &KvOp,
+    endpoint: std::net::SocketAddr,
+    timeout: Duration,
+) -> Option<Result<(), CausalFailure>> {
+    use faultline_node::proto::causal::causal_client::CausalClient;
+    use faultline_node::proto::causal::{
+        CausalDeleteRequest, CausalGetRequest, CausalPutRequest, DumpRequest,
+    };
+    if !matches!(
+        op,
+        KvOp::CausalPut { .. }
+            | KvOp::CausalGet { .. }
+            | KvOp::CausalDelete { .. }
+            | KvOp::CausalDump { .. }
+    ) {
+        return None;
+    }
+    let mut client = CausalClient::new(
+        faultline_node::server::transport::node_endpoint(endpoint, None, Duration::from_secs(2))
+            .timeout(timeout)
+            .connect_lazy(),
+    );
+    let stamp = |t: Option<faultline_node::proto::kv::HlcTimestamp>| {
+        t.map(|t| format!("{}.{}", t.wall_ms, t.logical))
+            .unwrap_or_default()
+    };
+    let put_reply = |r: faultline_node::proto::causal::CausalPutResponse| {
+        let dot = r.dot.unwrap_or_default();
+        println!(
+            "OK n{}'s write {} at {}\ncontext {}",
+            dot.node,
+            dot.counter,
+            stamp(r.timestamp),
+            hex(&r.context)
+        );
+    };
+    Some(
+        async {
+            match op {
+                KvOp::CausalPut { key, value, context } => {
+                    let context = unhex(context)?;
+                    let reply = client
+                        .put(CausalPutRequest {
+                            key: key.clone().into_bytes(),
+                            value: value.clone().into_bytes(),
+                            context,
+                            wait_ms: 0,
+                        })
+                        .await
+                        .map_err(CausalFailure::Status)?;
+                    put_reply(reply.into_inner());
+                }
+                KvOp::CausalDelete { key, context } => {
+                    let context = unhex(context)?;
+                    let reply = client
+                        .delete(CausalDeleteRequest {
+                            key: key.clone().into_bytes(),
+                            context,
+                            wait_ms: 0,
+                        })
+                        .await
+                        .map_err(CausalFailure::Status)?;
+                    put_reply(reply.into_inner());
+                }
+                KvOp::CausalGet { key, context } => {
+                    let context = unhex(context)?;
+                    let reply = client
+                        .get(CausalGetRequest {
+                            key: key.clone().into_bytes(),
+                            context,
+                            wait_ms: 0,
+                        })
+                        .await
+                        .map_err(CausalFailure::Status)?
+                        .into_inner();
+                    if reply.values.is_empty() {
+                        println!("(not found)");
+                    }
+                    for sibling in &reply.values {
+                        let dot = sibling.dot.unwrap_or_default();
+                        println!(
+                            "{} (n{}'s write {} at {})",
+                            String::from_utf8_lossy(&sibling.value),
+                            dot.node,
+                            dot.counter,
+                            stamp(sibling.timestamp)
+                        );
+                    }
+                    println!("context {}", hex(&reply.context));
+                }
+                KvOp::CausalDump { data } => {
+                    let d = client
+                        .dump(DumpRequest { include_data: *data })
+                        .await
+                        .map_err(CausalFailure::Status)?
+                        .into_inner();
+                    let applied: Vec<String> = d
+                        .applied
+                        .iter()
+                        .map(|e| format!("n{}:{}", e.node, e.counter))
+                        .collect();
+                    println!(
+                        "node {} ({}) applied [{}] digest {:016x} keys {} pending {} log {} exchanged {} B out, {} B in, LWW overwrote {}",
+                        d.node_id,
+                        d.resolve,
+                        applied.join(" "),
+                        d.digest,
+                        d.keys,
+                        d.pending,
+                        d.log,
+                        d.exchange_bytes_sent,
+                        d.exchange_bytes_received,
+                        d.overwritten_total
+                    );
+                    for key in &d.data {
+                        let values: Vec<String> = key
+                            .siblings
+                            .iter()
+                            .map(|s| match &s.value {
+                                Some(v) => String::from_utf8_lossy(v).into_owned(),
+                                None => "(deleted)".into(),
+                            })
+                            .collect();
+                        println!("{} = {}", String::from_utf8_lossy(&key.key), values.join(" | "));
+                    }
+                }
+                // Not a causal command: refused above.
+                _ => {}
+            }
+            Ok(())
+        }
+        .await,
+    )
 }
