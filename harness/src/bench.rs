@@ -154,12 +154,26 @@ async fn phase(
             (latencies, errors)
         }));
     }
+    gather(name, clients, started, limit, &stop, tasks).await
+}
+
+/// Each client's latencies and its count of failed operations.
+type ClientTask = tokio::task::JoinHandle<(Vec<Duration>, usize)>;
+
+/// Ends a timed phase when its time is up, then gathers every client's results.
+async fn gather(
+    name: &'static str,
+    clients: usize,
+    started: Instant,
+    limit: Limit,
+    stop: &AtomicBool,
+    tasks: Vec<ClientTask>,
+) -> anyhow::Result<Phase> {
     if let Limit::Time(duration) = limit {
         tokio::time::sleep(duration).await;
         stop.store(true, Ordering::Relaxed);
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
+    let (mut all, mut errors) = (Vec::new(), 0);
     for task in tasks {
         let (latencies, task_errors) = task.await?;
         all.extend(latencies);
@@ -460,26 +474,7 @@ async fn causal_phase(
             (latencies, errors)
         }));
     }
-    if let Limit::Time(duration) = limit {
-        tokio::time::sleep(duration).await;
-        stop.store(true, Ordering::Relaxed);
-    }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for task in tasks {
-        let (latencies, task_errors) = task.await?;
-        all.extend(latencies);
-        errors += task_errors;
-    }
-    let elapsed = started.elapsed();
-    all.sort_unstable();
-    Ok(Phase {
-        name,
-        clients,
-        ops: all.len(),
-        errors,
-        elapsed,
-        latencies: all,
-    })
+    gather(name, clients, started, limit, &stop, tasks).await
 }
 
 async fn exchange_bytes(cluster: &LocalCluster) -> u64 {

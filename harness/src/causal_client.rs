@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use tonic::transport::Channel;
 
-use crate::client::{Client, Completion, Operation};
+use crate::client::{Client, Completion, Operation, decode};
 
 /// One lazily connected channel per node, each sent from that node's own address (so a
 /// partition that cuts a node off cuts off the clients talking to it, and no other).
@@ -130,16 +130,6 @@ impl CausalSession {
                 "the causal keyspace has only reads and writes, not {other:?}"
             ))),
         }
-    }
-}
-
-fn decode(bytes: &[u8]) -> Value {
-    match std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-    {
-        Some(n) => Value::from(n),
-        None => Value::from(String::from_utf8_lossy(bytes).into_owned()),
     }
 }
 

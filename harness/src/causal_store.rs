@@ -41,6 +41,14 @@ pub struct CausalReport {
     pub linearizable: Option<bool>,
 }
 
+/// A stored value as text; a tombstone (a delete) has none.
+pub fn value_text(value: &Option<Vec<u8>>) -> String {
+    match value {
+        Some(v) => String::from_utf8_lossy(v).into_owned(),
+        None => "(deleted)".into(),
+    }
+}
+
 fn client(addr: SocketAddr) -> CausalClient<tonic::transport::Channel> {
     CausalClient::new(
         node_endpoint(addr, None, Duration::from_millis(300))
@@ -121,14 +129,8 @@ pub async fn converge(nodes: &[(u64, SocketAddr)], healed: Instant) -> CausalRep
                     ));
                 }
                 for key in &d.data {
-                    let mut values: Vec<String> = key
-                        .siblings
-                        .iter()
-                        .map(|s| match &s.value {
-                            Some(v) => String::from_utf8_lossy(v).into_owned(),
-                            None => "(deleted)".into(),
-                        })
-                        .collect();
+                    let mut values: Vec<String> =
+                        key.siblings.iter().map(|s| value_text(&s.value)).collect();
                     values.sort();
                     by_key
                         .entry(key.key.clone())
@@ -175,10 +177,7 @@ pub async fn converge(nodes: &[(u64, SocketAddr)], healed: Instant) -> CausalRep
             for o in reply.into_inner().overwritten {
                 let dot = o.lost.map(|d| (d.node, d.counter)).unwrap_or_default();
                 lost.entry(dot).or_insert_with(|| {
-                    let text = |v: &Option<Vec<u8>>| match v {
-                        Some(v) => String::from_utf8_lossy(v).into_owned(),
-                        None => "(deleted)".into(),
-                    };
+                    let text = value_text;
                     format!(
                         "key {}: {} (n{}'s write {}) lost to {} (n{}), seen at n{id}",
                         String::from_utf8_lossy(&o.key),

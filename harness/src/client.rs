@@ -113,7 +113,8 @@ impl FaultlineClient {
     }
 }
 
-fn decode(bytes: &[u8]) -> Value {
+/// A value as the history records it: an integer if it reads as one, else the text.
+pub(crate) fn decode(bytes: &[u8]) -> Value {
     match std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())

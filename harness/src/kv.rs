@@ -827,10 +827,7 @@ async fn causal(
                         let values: Vec<String> = key
                             .siblings
                             .iter()
-                            .map(|s| match &s.value {
-                                Some(v) => String::from_utf8_lossy(v).into_owned(),
-                                None => "(deleted)".into(),
-                            })
+                            .map(|s| faultline_harness::causal_store::value_text(&s.value))
                             .collect();
                         println!("{} = {}", String::from_utf8_lossy(&key.key), values.join(" | "));
                     }
