@@ -341,7 +341,17 @@ async fn concurrent_one_mebibyte_values_replicate() {
     // can carry in one AppendEntries or batch.
     let mut writes = Vec::new();
     for i in 0..8u8 {
-        let mut kv = client(&cluster, leader).await;
+        // Not a latency test: 8 MiB through Raft and fsync on a loaded 2-core CI machine,
+        // beside the other tests' clusters, has taken more than the usual 3 s.
+        let mut kv = KvClient::new(
+            faultline_node::server::transport::node_endpoint(
+                cluster.addr(leader),
+                None,
+                Duration::from_secs(3),
+            )
+            .timeout(Duration::from_secs(60))
+            .connect_lazy(),
+        );
         writes.push(tokio::spawn(async move {
             let request = PutRequest {
                 key: vec![b'b', i],
