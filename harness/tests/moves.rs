@@ -143,10 +143,21 @@ async fn write_keys(
 /// moment in the failure message.
 async fn read_back(router: &RoutingClient, written: &BTreeMap<Vec<u8>, Vec<u8>>, when: &str) {
     for (key, value) in written {
-        let got = router
-            .get(key.clone(), false, Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|s| panic!("get {when}: {s}"));
+        // A read has no effect, so a refused one (leadership still moving after a
+        // rebalance outran the router's corrections) is simply asked again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let got = loop {
+            match router
+                .get(key.clone(), false, Duration::from_secs(10))
+                .await
+            {
+                Ok(got) => break got,
+                Err(s) if s.code() == tonic::Code::Aborted && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s) => panic!("get {when}: {s}"),
+            }
+        };
         assert!(
             got.found && &got.value == value,
             "{when}: acknowledged {:?} is lost",

@@ -54,6 +54,8 @@ const WRITE_QUEUE_MAX: usize = 4_096;
 const READ_REPAIR_EVERY: Duration = Duration::from_millis(250);
 /// Peer requests give up after this long (anti-entropy tries again next round).
 const PEER_TIMEOUT: Duration = Duration::from_secs(1);
+/// At rest, anti-entropy runs one round in this many.
+const QUIET_EVERY: usize = 10;
 /// Most LWW losses a node keeps for ListOverwritten.
 const OVERWRITTEN_KEPT: usize = 10_000;
 
@@ -602,9 +604,17 @@ async fn anti_entropy(shared: Arc<Shared>) {
     let mut ticker =
         tokio::time::interval(Duration::from_millis(shared.config.anti_entropy_ms.max(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut turn = 0usize;
     for round in 0usize.. {
         ticker.tick().await;
-        let peer = peers[round % peers.len()];
+        // At rest (every peer known to hold what this node holds) one round in ten is
+        // enough to notice a peer that moved on; any write here or there ends the rest.
+        let quiet = shared.state.lock().await.core.quiet();
+        if quiet && round % QUIET_EVERY != 0 {
+            continue;
+        }
+        let peer = peers[turn % peers.len()];
+        turn += 1;
         let exchanging = shared.clone();
         tokio::spawn(async move { exchanging.exchange(peer, None).await });
         let now = shared.now_ms();

@@ -303,6 +303,15 @@ impl CausalReplica {
         self.members.iter().copied().filter(move |&m| m != self.id)
     }
 
+    /// Every peer, as of its last exchange, has applied exactly what this replica has,
+    /// and nothing is held back: an exchange now would most likely carry nothing.
+    pub fn quiet(&self) -> bool {
+        self.pending.is_empty()
+            && self
+                .peers()
+                .all(|p| self.peer_applied.get(&p) == Some(&self.applied))
+    }
+
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
