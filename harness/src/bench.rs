@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
+use faultline_harness::causal_store::{agree, dump_all};
 use faultline_harness::cluster::{LocalCluster, find_node_bin, free_loopback_addrs};
 use faultline_node::client::{Routing, RoutingClient};
 
@@ -79,11 +80,7 @@ struct Phase {
 
 impl Phase {
     fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[rank]
+        percentile(&self.latencies, p)
     }
 
     fn print(&self) {
@@ -409,11 +406,7 @@ async fn idle(cluster: &LocalCluster, partitions: u32, secs: u64) -> anyhow::Res
 fn causal_client(
     addr: std::net::SocketAddr,
 ) -> faultline_node::proto::causal::causal_client::CausalClient<tonic::transport::Channel> {
-    faultline_node::proto::causal::causal_client::CausalClient::new(
-        faultline_node::server::transport::node_endpoint(addr, None, Duration::from_secs(2))
-            .timeout(OP_TIMEOUT)
-            .connect_lazy(),
-    )
+    faultline_harness::causal_client::connect(addr, OP_TIMEOUT)
 }
 
 /// One causal phase: each client a session at node `i % nodes`.
@@ -478,44 +471,30 @@ async fn causal_phase(
 }
 
 async fn exchange_bytes(cluster: &LocalCluster) -> u64 {
-    use faultline_node::proto::causal::DumpRequest;
-    let mut total = 0;
-    for (_, addr) in cluster.running() {
-        if let Ok(d) = causal_client(addr)
-            .dump(DumpRequest {
-                include_data: false,
-            })
-            .await
-        {
-            total += d.into_inner().exchange_bytes_sent;
-        }
-    }
-    total
+    dump_all(&cluster.running(), false)
+        .await
+        .values()
+        .filter_map(|d| d.as_ref().ok())
+        .map(|d| d.exchange_bytes_sent)
+        .sum()
 }
 
 async fn digests_agree(cluster: &LocalCluster) -> bool {
-    use faultline_node::proto::causal::DumpRequest;
-    let mut seen = Vec::new();
-    for (_, addr) in cluster.running() {
-        match causal_client(addr)
-            .dump(DumpRequest {
-                include_data: false,
-            })
-            .await
-        {
-            Ok(d) => seen.push((d.get_ref().digest, d.get_ref().pending)),
-            Err(_) => return false,
-        }
-    }
-    seen.iter().all(|d| *d == (seen[0].0, 0))
+    agree(&dump_all(&cluster.running(), false).await)
 }
 
+/// The `p`-th quantile of `sorted` (zero when empty), by nearest rank.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// p50, p99 and max of `samples`, in milliseconds.
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort_unstable();
-    let at = |p: f64| {
-        let rank = ((samples.len() as f64 - 1.0) * p).round() as usize;
-        samples.get(rank).map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    };
+    let at = |p: f64| percentile(&samples, p).as_secs_f64() * 1e3;
     (at(0.5), at(0.99), at(1.0))
 }
 

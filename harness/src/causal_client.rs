@@ -30,6 +30,18 @@ pub fn channels(addrs: &[SocketAddr], sources: &[std::net::IpAddr]) -> Vec<Chann
         .collect()
 }
 
+/// A client of one node's causal keyspace (no source address: for checks, benches and
+/// people, not for sessions cut off with their node), each call given `timeout`. Dumps
+/// with data can be large, hence the decoding limit.
+pub fn connect(addr: SocketAddr, timeout: Duration) -> CausalClient<Channel> {
+    CausalClient::new(
+        node_endpoint(addr, None, Duration::from_millis(300))
+            .timeout(timeout)
+            .connect_lazy(),
+    )
+    .max_decoding_message_size(256 << 20)
+}
+
 pub struct CausalSession {
     nodes: Vec<CausalClient<Channel>>,
     home: usize,

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use faultline_node::proto::causal::causal_client::CausalClient;
 use faultline_node::proto::causal::{DumpRequest, DumpResponse, ListOverwrittenRequest};
-use faultline_node::server::transport::node_endpoint;
 use serde::Serialize;
 
 /// How long the replicas have to converge after healing.
@@ -50,15 +49,11 @@ pub fn value_text(value: &Option<Vec<u8>>) -> String {
 }
 
 fn client(addr: SocketAddr) -> CausalClient<tonic::transport::Channel> {
-    CausalClient::new(
-        node_endpoint(addr, None, Duration::from_millis(300))
-            .timeout(Duration::from_secs(5))
-            .connect_lazy(),
-    )
-    .max_decoding_message_size(256 << 20)
+    crate::causal_client::connect(addr, Duration::from_secs(5))
 }
 
-async fn dump_all(
+/// Every node's dump, by node id (an error for a node that did not answer).
+pub async fn dump_all(
     nodes: &[(u64, SocketAddr)],
     include_data: bool,
 ) -> BTreeMap<u64, Result<DumpResponse, String>> {
@@ -74,7 +69,8 @@ async fn dump_all(
     out
 }
 
-fn agree(dumps: &BTreeMap<u64, Result<DumpResponse, String>>) -> bool {
+/// Every node answered with the same digest and nothing held back.
+pub fn agree(dumps: &BTreeMap<u64, Result<DumpResponse, String>>) -> bool {
     let mut digests = dumps
         .values()
         .map(|d| d.as_ref().map(|d| (d.digest, d.pending)));

@@ -713,7 +713,6 @@ async fn causal(
     endpoint: std::net::SocketAddr,
     timeout: Duration,
 ) -> Option<Result<(), CausalFailure>> {
-    use faultline_node::proto::causal::causal_client::CausalClient;
     use faultline_node::proto::causal::{
         CausalDeleteRequest, CausalGetRequest, CausalPutRequest, DumpRequest,
     };
@@ -726,11 +725,7 @@ async fn causal(
     ) {
         return None;
     }
-    let mut client = CausalClient::new(
-        faultline_node::server::transport::node_endpoint(endpoint, None, Duration::from_secs(2))
-            .timeout(timeout)
-            .connect_lazy(),
-    );
+    let mut client = faultline_harness::causal_client::connect(endpoint, timeout);
     let stamp = |t: Option<faultline_node::proto::kv::HlcTimestamp>| {
         t.map(|t| format!("{}.{}", t.wall_ms, t.logical))
             .unwrap_or_default()

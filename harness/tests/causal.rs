@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use faultline_harness::causal_store::{agree, dump_all};
 use faultline_harness::cluster::{LocalCluster, find_node_bin, free_loopback_addrs};
 use faultline_node::proto::causal::causal_client::CausalClient;
 use faultline_node::proto::causal::{
@@ -14,7 +15,6 @@ use faultline_node::proto::causal::{
     VectorEntry,
 };
 use faultline_node::server::causal::{TRY_METADATA, cluster_fingerprint};
-use faultline_node::server::transport::node_endpoint;
 use prost::Message as _;
 use tonic::transport::Channel;
 
@@ -28,11 +28,7 @@ fn start(root: &std::path::Path, args: &[&str]) -> LocalCluster {
 }
 
 fn client(cluster: &LocalCluster, id: u64) -> CausalClient<Channel> {
-    CausalClient::new(
-        node_endpoint(cluster.addr(id), None, Duration::from_millis(300))
-            .timeout(Duration::from_secs(5))
-            .connect_lazy(),
-    )
+    faultline_harness::causal_client::connect(cluster.addr(id), Duration::from_secs(5))
 }
 
 /// Waits for node `id` to serve the causal keyspace.
@@ -95,24 +91,13 @@ async fn get(
 async fn converged(cluster: &LocalCluster) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let mut digests = Vec::new();
-        for (id, _) in cluster.running() {
-            match client(cluster, id)
-                .dump(DumpRequest {
-                    include_data: false,
-                })
-                .await
-            {
-                Ok(d) => digests.push((d.get_ref().digest, d.get_ref().pending)),
-                Err(_) => digests.push((id, u64::MAX)),
-            }
-        }
-        if digests.iter().all(|d| *d == (digests[0].0, 0)) {
+        let dumps = dump_all(&cluster.running(), false).await;
+        if agree(&dumps) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the replicas did not converge: {digests:?}"
+            "the replicas did not converge: {dumps:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

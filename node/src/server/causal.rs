@@ -34,6 +34,7 @@ use crate::proto::causal::{
 };
 use crate::proto::kv::HlcTimestamp;
 use crate::storage::wal::{Wal, WalOptions};
+use crate::store::{from_wire, to_wire};
 use crate::time::causal::{
     CausalBugs, CausalError, CausalOptions, CausalReplica, Exchange, Overwritten, Received,
     Resolve, Write,
@@ -138,19 +139,8 @@ fn vector_from_wire(entries: &[VectorEntry]) -> VectorClock {
     entries.iter().map(|e| (e.node, e.counter)).collect()
 }
 
-fn stamp_to_wire(t: Timestamp) -> HlcTimestamp {
-    HlcTimestamp {
-        wall_ms: t.wall_ms,
-        logical: t.logical,
-    }
-}
-
 fn stamp_from_wire(t: Option<HlcTimestamp>) -> Timestamp {
-    t.map(|t| Timestamp {
-        wall_ms: t.wall_ms,
-        logical: t.logical,
-    })
-    .unwrap_or_default()
+    t.map(from_wire).unwrap_or_default()
 }
 
 fn dot_to_wire(d: Dot) -> crate::proto::causal::Dot {
@@ -177,7 +167,7 @@ pub fn write_to_wire(w: &Write) -> WriteRecord {
         deps: vector_to_wire(&w.deps),
         key: w.key.clone(),
         value: w.value.clone(),
-        timestamp: Some(stamp_to_wire(w.stamp)),
+        timestamp: Some(to_wire(w.stamp)),
     }
 }
 
@@ -249,7 +239,7 @@ impl Shared {
         .encode_to_vec()
     }
 
-    fn decode_token(&self, token: &[u8], members: &[u64]) -> Result<VectorClock, Status> {
+    fn decode_token(&self, token: &[u8]) -> Result<VectorClock, Status> {
         if token.is_empty() {
             return Ok(VectorClock::new());
         }
@@ -266,7 +256,11 @@ impl Shared {
                 decoded.cluster, self.cluster
             )));
         }
-        if let Some(stranger) = decoded.entries.iter().find(|e| !members.contains(&e.node)) {
+        if let Some(stranger) = decoded
+            .entries
+            .iter()
+            .find(|e| !self.members.contains(&e.node))
+        {
             return Err(Status::invalid_argument(format!(
                 "the causal context token names node {}, which holds no replica of this \
                  cluster's causal keyspace: send back the `context` of a reply unchanged",
@@ -632,10 +626,16 @@ async fn anti_entropy(shared: Arc<Shared>) {
 }
 
 impl CausalService {
-    fn check(&self) -> Result<(), Status> {
-        if let Some(reason) = &self.absent {
-            return Err(Status::failed_precondition(reason.clone()));
+    /// Refuses every request on a node that holds no replica.
+    fn present(&self) -> Result<(), Status> {
+        match &self.absent {
+            Some(reason) => Err(Status::failed_precondition(reason.clone())),
+            None => Ok(()),
         }
+    }
+
+    fn check(&self) -> Result<(), Status> {
+        self.present()?;
         self.shared.serving()
     }
 
@@ -686,14 +686,12 @@ impl CausalService {
                 self.shared.config.value_bytes_max
             )));
         }
-        let context = self.shared.decode_token(token, &self.shared.members)?;
+        let context = self.shared.decode_token(token)?;
         let wait = Self::wait(wait_ms)?;
-        if !self.shared.config.bugs.ignore_causal_context {
-            self.shared
-                .wait_for(&context, wait)
-                .await
-                .map_err(refusal)?;
-        }
+        self.shared
+            .wait_for(&context, wait)
+            .await
+            .map_err(refusal)?;
         let (reply, answer) = oneshot::channel();
         self.writes
             .try_send(WriteJob {
@@ -720,7 +718,7 @@ impl CausalService {
             .map_err(refusal)?;
         Ok(Response::new(CausalPutResponse {
             dot: Some(dot_to_wire(write.dot)),
-            timestamp: Some(stamp_to_wire(write.stamp)),
+            timestamp: Some(to_wire(write.stamp)),
             context: self.shared.encode_token(&context),
         }))
     }
@@ -752,14 +750,12 @@ impl Causal for CausalService {
         self.check()?;
         let r = request.into_inner();
         self.check_key(&r.key)?;
-        let context = self.shared.decode_token(&r.context, &self.shared.members)?;
+        let context = self.shared.decode_token(&r.context)?;
         let wait = Self::wait(r.wait_ms)?;
-        if !self.shared.config.bugs.ignore_causal_context {
-            self.shared
-                .wait_for(&context, wait)
-                .await
-                .map_err(refusal)?;
-        }
+        self.shared
+            .wait_for(&context, wait)
+            .await
+            .map_err(refusal)?;
         let read = {
             let state = self.shared.state.lock().await;
             state.core.read(&r.key, &context).map_err(refusal)?
@@ -772,7 +768,7 @@ impl Causal for CausalService {
                 .map(|(dot, value, stamp)| Sibling {
                     dot: Some(dot_to_wire(dot)),
                     value,
-                    timestamp: Some(stamp_to_wire(stamp)),
+                    timestamp: Some(to_wire(stamp)),
                 })
                 .collect(),
             context: self.shared.encode_token(&read.context),
@@ -780,9 +776,7 @@ impl Causal for CausalService {
     }
 
     async fn dump(&self, request: Request<DumpRequest>) -> Result<Response<DumpResponse>, Status> {
-        if let Some(reason) = &self.absent {
-            return Err(Status::failed_precondition(reason.clone()));
-        }
+        self.present()?;
         let include = request.into_inner().include_data;
         let state = self.shared.state.lock().await;
         let data = if include {
@@ -798,7 +792,7 @@ impl Causal for CausalService {
                             deps: vector_to_wire(&v.deps),
                             key: key.to_vec(),
                             value: v.value.clone(),
-                            timestamp: Some(stamp_to_wire(v.stamp)),
+                            timestamp: Some(to_wire(v.stamp)),
                         })
                         .collect(),
                 })
@@ -834,10 +828,10 @@ impl Causal for CausalService {
                     key: o.key.clone(),
                     lost: Some(dot_to_wire(o.lost)),
                     lost_value: o.lost_value.clone(),
-                    lost_timestamp: Some(stamp_to_wire(o.lost_stamp)),
+                    lost_timestamp: Some(to_wire(o.lost_stamp)),
                     winner: Some(dot_to_wire(o.winner)),
                     winner_value: o.winner_value.clone(),
-                    winner_timestamp: Some(stamp_to_wire(o.winner_stamp)),
+                    winner_timestamp: Some(to_wire(o.winner_stamp)),
                 })
                 .collect(),
             total: state.core.overwritten_total(),
@@ -848,9 +842,7 @@ impl Causal for CausalService {
         &self,
         request: Request<ExchangeMessage>,
     ) -> Result<Response<ExchangeMessage>, Status> {
-        if let Some(reason) = &self.absent {
-            return Err(Status::failed_precondition(reason.clone()));
-        }
+        self.present()?;
         let message = request.into_inner();
         self.shared
             .bytes_received

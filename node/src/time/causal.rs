@@ -338,7 +338,8 @@ impl CausalReplica {
         self.store.iter().map(|(k, v)| (k.as_slice(), v))
     }
 
-    fn check_context(&self, context: &VectorClock) -> Result<(), CausalError> {
+    /// Whether this replica can serve a client with `context` now.
+    pub fn caught_up_with(&self, context: &VectorClock) -> Result<(), CausalError> {
         if self.options.bugs.ignore_causal_context || self.applied.descends_from(context) {
             return Ok(());
         }
@@ -360,20 +361,13 @@ impl CausalReplica {
         }))
     }
 
-    /// Whether this replica can serve a client with `context` now.
-    pub fn caught_up_with(&self, context: &VectorClock) -> Result<(), CausalError> {
-        self.check_context(context)
-    }
-
     pub fn read(&self, key: &[u8], context: &VectorClock) -> Result<ReadResult, CausalError> {
-        self.check_context(context)?;
+        self.caught_up_with(context)?;
         let mut out = context.clone();
         let mut values = Vec::new();
         if let Some(siblings) = self.store.get(key) {
-            out.merge(&siblings.context());
+            out.merge(&past(siblings));
             for (dot, version) in siblings.values() {
-                // A read depends on the write it saw and on all that write saw.
-                out.merge(&version.deps);
                 if let Some(value) = &version.value {
                     values.push((dot, value.clone(), version.stamp));
                 }
@@ -394,7 +388,7 @@ impl CausalReplica {
         context: &VectorClock,
         now_ms: u64,
     ) -> Result<WriteResult, CausalError> {
-        self.check_context(context)?;
+        self.caught_up_with(context)?;
         let stamp = self.hlc.now(now_ms).map_err(CausalError::Clock)?;
         let mut deps = self.applied.clone();
         if self.options.bugs.ignore_causal_context {
@@ -484,12 +478,10 @@ impl CausalReplica {
                 *siblings = Siblings::from_parts(clock, [(winner, won)]);
             }
         }
-        let origin = write.dot.node;
-        let counter = write.dot.counter;
+        let (origin, counter) = (write.dot.node, write.dot.counter);
         self.log.entry(origin).or_default().insert(counter, write);
-        let entry = self.applied.get(origin);
         self.applied
-            .merge(&[(origin, entry.max(counter))].into_iter().collect());
+            .merge(&[(origin, counter)].into_iter().collect());
     }
 
     /// Takes remote writes: applies those whose dependencies are met, holds the rest.
@@ -514,11 +506,11 @@ impl CausalReplica {
         let mut received = Received::default();
         let mut refused: BTreeSet<Dot> = BTreeSet::new();
         loop {
+            // Only an origin with a held write can have its next write held.
             let next = self
-                .applied
-                .iter()
-                .map(|(origin, _)| origin)
-                .chain(self.pending.keys().map(|d| d.node))
+                .pending
+                .keys()
+                .map(|d| d.node)
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .filter_map(|origin| {
@@ -630,28 +622,17 @@ impl CausalReplica {
         message: Exchange,
         now_ms: u64,
     ) -> Result<(Exchange, Received), CausalError> {
-        self.check_resolve(&message)?;
-        let received = self.receive(message.writes, now_ms);
-        self.learn_peer(message.from, &message.applied);
-        let upto = message
-            .repair_key
+        let (repair_key, theirs) = (message.repair_key.clone(), message.applied.clone());
+        // Taking the peer's side of the exchange is what taking a reply is.
+        let received = self.on_reply(message, now_ms)?;
+        let upto = repair_key
             .as_ref()
             .and_then(|k| self.store.get(k))
-            .map(|s| {
-                let mut past = s.context();
-                for (_, v) in s.values() {
-                    past.merge(&v.deps);
-                }
-                past
-            });
-        let writes = match (&message.repair_key, &upto) {
+            .map(past);
+        let writes = match (&repair_key, &upto) {
             // Nothing here for that key: nothing to repair with.
             (Some(_), None) => Vec::new(),
-            _ => self.missing_for(
-                &message.applied,
-                upto.as_ref(),
-                self.options.exchange_writes_max,
-            ),
+            _ => self.missing_for(&theirs, upto.as_ref(), self.options.exchange_writes_max),
         };
         let reply = Exchange {
             from: self.id,
@@ -679,6 +660,16 @@ impl CausalReplica {
         self.store.hash(&mut hasher);
         hasher.finish()
     }
+}
+
+/// Everything a key's values depend on: the writes that made them and all those saw.
+/// What a read of the key joins its session's context with, and what read repair ships.
+fn past(siblings: &Siblings<Version>) -> VectorClock {
+    let mut past = siblings.context();
+    for (_, version) in siblings.values() {
+        past.merge(&version.deps);
+    }
+    past
 }
 
 #[cfg(test)]
