@@ -62,6 +62,9 @@ pub enum Error {
         /// What the model expected.
         message: String,
     },
+    /// A checker option that names something unknown (a consistency model, an anomaly).
+    #[error("{0}")]
+    Options(String),
     /// A model name that is not one of the built-in models.
     #[error("unknown model {0:?}; expected one of register, cas-register, kv, set, counter")]
     UnknownModel(String),

@@ -11,6 +11,8 @@
 //! - [`set`]: the set checker (Jepsen's `set`: lost, unexpected and recovered elements).
 //! - [`report`]: a verdict as text, JSON, or a standalone HTML timeline; [`report::causal`]
 //!   does the same (text and JSON) for a causal verdict.
+//! - [`txn`]: the transactional checker (Elle's list-append and rw-register analyses:
+//!   version orders, dependency graphs, cycle classification, consistency models).
 //! - [`models`]: stateright models of the node's protocols, on the node's own code
 //!   ([`models::raft`], behind `faultline model raft`).
 //! - [`error`]: the crate's error type.
@@ -51,6 +53,7 @@ pub mod model;
 pub mod models;
 pub mod report;
 pub mod set;
+pub mod txn;
 
 use std::path::Path;
 
@@ -96,6 +99,36 @@ pub fn check_by_name(
         "counter" => check(&model::Counter, history, options),
         other => Err(Error::UnknownModel(other.to_string())),
     }
+}
+
+/// Reads a transaction history file and checks it with the transactional checker
+/// ([`txn::check`]): `workload` says how to read its micro-ops.
+pub fn check_txn_file(
+    path: &Path,
+    format: Option<Format>,
+    workload: txn::Workload,
+    options: &txn::TxnOptions,
+) -> Result<(txn::history::TxnHistory, txn::TxnVerdict), Error> {
+    options.validate()?;
+    let allowed = match workload {
+        txn::Workload::ListAppend => txn::history::MopSet::ListAppend,
+        txn::Workload::RwRegister => txn::history::MopSet::RwRegister,
+    };
+    let format = format
+        .or_else(|| Format::from_path(path))
+        .ok_or_else(|| Error::UnknownFormat(path.to_path_buf()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // JSON Lines go straight to transactions; a million need no events in memory.
+    let history = match format {
+        Format::Jsonl => txn::history::TxnHistory::from_jsonl(&text, allowed)?,
+        Format::Edn => txn::history::TxnHistory::from_events(&format.read_events(&text)?, allowed)?,
+    };
+    drop(text);
+    let verdict = txn::check(&history, workload, options)?;
+    Ok((history, verdict))
 }
 
 /// Reads a history file and checks it for causal consistency ([`causal::check_causal`]).

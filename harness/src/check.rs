@@ -1,4 +1,5 @@
-//! `faultline check`: check a recorded history for linearizability.
+//! `faultline check`: check a recorded history: linearizability against a model, causal
+//! consistency, or (list-append, rw-register) transactional isolation with Elle's method.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,8 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use faultline_checkers::causal::{CausalOptions, ConsistencyLevel};
+use faultline_checkers::txn::{self, TxnOptions};
 use faultline_checkers::{
-    CasFail, CheckOptions, CheckResult, Format, check_causal_file, check_file, report,
+    CasFail, CheckOptions, CheckResult, Format, check_causal_file, check_file, check_txn_file,
+    report,
 };
 
 #[derive(Args)]
@@ -32,6 +35,33 @@ pub struct CheckArgs {
     /// Read a failed cas as "did not happen" (Knossos) rather than "the compare did not match" (Porcupine).
     #[arg(long)]
     cas_fail_did_not_happen: bool,
+    /// Transactions: a consistency model the history should satisfy, by Elle's names
+    /// (read-committed, snapshot-isolation, serializable, strict-serializable,
+    /// strong-session-serializable, ...); repeat for several. Default strict-serializable;
+    /// `none` asks for no model (then only --anomalies count).
+    #[arg(long = "consistency-model", value_name = "M")]
+    consistency_models: Vec<String>,
+    /// Transactions: look for these anomalies (and those implying them), e.g. G0,G1c,G2-item.
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    anomalies: Vec<String>,
+    /// Transactions: milliseconds to search one strongly connected component for cycles.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    cycle_search_timeout: u64,
+    /// Transactions: also order by `process` or `realtime` (repeatable).
+    #[arg(long = "additional-graph", value_name = "G")]
+    additional_graphs: Vec<String>,
+    /// rw-register: assume each key is linearizable (version order follows real time).
+    #[arg(long)]
+    linearizable_keys: bool,
+    /// rw-register: assume each key is sequentially consistent (follows process order).
+    #[arg(long)]
+    sequential_keys: bool,
+    /// rw-register: assume writes follow reads within a transaction.
+    #[arg(long)]
+    wfr_keys: bool,
+    /// Transactions: write an SVG diagram of each cycle found into this directory.
+    #[arg(long, value_name = "DIR")]
+    svg_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -46,6 +76,10 @@ enum ModelName {
     /// Causal convergence (CCv, causal+): CC, and one order of conflicting writes every
     /// session agrees with. What runs against the causal keyspace are checked for.
     CausalConvergence,
+    /// Transactions of appends to and reads of lists (Elle's list-append).
+    ListAppend,
+    /// Transactions of writes and reads of registers (Elle's rw-register).
+    RwRegister,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -79,8 +113,54 @@ fn check_causal(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(if verdict.valid { 0 } else { 1 }))
 }
 
+fn check_txn(args: &CheckArgs, workload: txn::Workload) -> anyhow::Result<ExitCode> {
+    let format = args.format.map(|f| match f {
+        FormatName::Jsonl => Format::Jsonl,
+        FormatName::Edn => Format::Edn,
+    });
+    let consistency_models = match args.consistency_models.as_slice() {
+        [] => None,
+        [none] if none == "none" => Some(Vec::new()),
+        models => Some(models.to_vec()),
+    };
+    let options = TxnOptions {
+        consistency_models,
+        anomalies: args.anomalies.clone(),
+        additional_graphs: args.additional_graphs.clone(),
+        cycle_search_timeout: Duration::from_millis(args.cycle_search_timeout),
+        sequential_keys: args.sequential_keys,
+        linearizable_keys: args.linearizable_keys,
+        wfr_keys: args.wfr_keys,
+        transaction_order: None,
+    };
+    let (history, verdict) = check_txn_file(&args.history, format, workload, &options)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.history.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&verdict)?);
+    } else {
+        print!("{}", txn::explain::report_text(&history, &verdict));
+    }
+    if let Some(dir) = &args.svg_dir {
+        std::fs::create_dir_all(dir)?;
+        let mut written = 0;
+        for (kind, cases) in &verdict.anomalies {
+            for (i, case) in cases.iter().enumerate() {
+                if let Some(cycle) = &case.cycle {
+                    let path = dir.join(format!("{kind}-{i}.svg"));
+                    std::fs::write(&path, txn::explain::cycle_svg(&history, kind, cycle))?;
+                    written += 1;
+                }
+            }
+        }
+        eprintln!("{written} cycle diagram(s) written to {}", dir.display());
+    }
+    Ok(ExitCode::from(verdict.valid.exit_code() as u8))
+}
+
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let model = match args.model {
+        ModelName::ListAppend => return check_txn(&args, txn::Workload::ListAppend),
+        ModelName::RwRegister => return check_txn(&args, txn::Workload::RwRegister),
         ModelName::Register => "register",
         ModelName::CasRegister => "cas-register",
         ModelName::Kv => "kv",

@@ -67,7 +67,7 @@ fn syntax(line: usize, message: String) -> Error {
     }
 }
 
-fn parse_event(line: usize, raw: &str) -> Result<Event, Error> {
+pub(crate) fn parse_event(line: usize, raw: &str) -> Result<Event, Error> {
     let json: Json = serde_json::from_str(raw).map_err(|e| {
         syntax(
             line,

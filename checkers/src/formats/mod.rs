@@ -70,6 +70,12 @@ pub fn read_history(text: &str, format: Format) -> Result<History, Error> {
 
 /// Reads a history file; `format` `None` means guess from the extension.
 pub fn read_history_file(path: &Path, format: Option<Format>) -> Result<History, Error> {
+    History::from_events(read_events_file(path, format)?)
+}
+
+/// Reads a history file's events in file order, unpaired (transaction checkers pair them
+/// themselves); `format` `None` means guess from the extension.
+pub fn read_events_file(path: &Path, format: Option<Format>) -> Result<Vec<Event>, Error> {
     let format = format
         .or_else(|| Format::from_path(path))
         .ok_or_else(|| Error::UnknownFormat(path.to_path_buf()))?;
@@ -77,5 +83,5 @@ pub fn read_history_file(path: &Path, format: Option<Format>) -> Result<History,
         path: path.to_path_buf(),
         source,
     })?;
-    read_history(&text, format)
+    format.read_events(&text)
 }
