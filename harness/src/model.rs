@@ -1,5 +1,6 @@
-//! `faultline model raft` and `faultline model causal`: model-check the node's Raft core
-//! and its causal replication core with stateright.
+//! `faultline model raft`, `faultline model causal` and `faultline model 2pc`: model-check
+//! the node's Raft core, its causal replication core and its two-phase commit cores with
+//! stateright.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,6 +29,65 @@ enum ModelCommand {
     /// with the causal checker (CCv), convergence, and that no sibling is lost.
     #[command(after_help = CAUSAL_HELP)]
     Causal(CausalArgs),
+    /// The node's own two-phase commit cores: coordinators and two partitions, a lossy
+    /// network, coordinator crashes, partition restarts and recovery; checks atomicity, no
+    /// commit without every prepare, serializability, and that every transaction is decided
+    /// once faults stop.
+    #[command(name = "2pc", after_help = TWOPC_HELP)]
+    TwoPc(TwoPcArgs),
+}
+
+const TWOPC_HELP: &str = "The defaults are the bounds CI checks exhaustively (a write-skew attempt \
+over two partitions; checkers/src/models/README.md). Exit status: 0 every property holds and \
+every `sometimes` was witnessed, 1 a property failed, 2 error or not exhaustive.";
+
+#[derive(Args)]
+struct TwoPcArgs {
+    /// States with more messages in flight are not explored.
+    #[arg(long, default_value_t = faultline_checkers::models::twopc::TwoPcOptions::default().max_in_flight)]
+    max_in_flight: usize,
+    /// Messages the network may lose over a run.
+    #[arg(long, default_value_t = faultline_checkers::models::twopc::TwoPcOptions::default().max_drops)]
+    max_drops: usize,
+    /// Coordinator crashes over a run.
+    #[arg(long, default_value_t = faultline_checkers::models::twopc::TwoPcOptions::default().max_coordinator_crashes)]
+    max_coordinator_crashes: usize,
+    /// Partition restarts over a run.
+    #[arg(long, default_value_t = faultline_checkers::models::twopc::TwoPcOptions::default().max_restarts)]
+    max_restarts: usize,
+    /// Timeouts (retries) per coordinator.
+    #[arg(long, default_value_t = faultline_checkers::models::twopc::TwoPcOptions::default().max_timeouts)]
+    max_timeouts: usize,
+    /// Recoveries each partition may start.
+    #[arg(long, default_value_t = faultline_checkers::models::twopc::TwoPcOptions::default().max_recoveries)]
+    max_recoveries: usize,
+    /// A seeded bug: commit-before-all-prepared or forget-decision-on-crash.
+    #[arg(long, value_name = "NAME")]
+    bug: Option<faultline_checkers::models::twopc::TwoPcBug>,
+    /// Checker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Stop after this many seconds (verdicts not reached then say unknown).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+}
+
+fn run_twopc(args: TwoPcArgs) -> ExitCode {
+    use faultline_checkers::models::twopc::{TwoPcOptions, check};
+    let report = check(TwoPcOptions {
+        max_in_flight: args.max_in_flight,
+        max_drops: args.max_drops,
+        max_coordinator_crashes: args.max_coordinator_crashes,
+        max_restarts: args.max_restarts,
+        max_timeouts: args.max_timeouts,
+        max_recoveries: args.max_recoveries,
+        bug: args.bug,
+        threads: args.threads,
+        timeout: args.timeout.map(Duration::from_secs),
+        ..TwoPcOptions::default()
+    });
+    print!("{report}");
+    ExitCode::from(report.exit_code())
 }
 
 const CAUSAL_HELP: &str = "The defaults are the bounds CI checks exhaustively (three sessions of \
@@ -190,6 +250,7 @@ pub fn run(args: ModelArgs) -> ExitCode {
     let args = match args.model {
         ModelCommand::Raft(args) => args,
         ModelCommand::Causal(args) => return run_causal(args),
+        ModelCommand::TwoPc(args) => return run_twopc(args),
     };
     let start = match args.start.as_deref().map(read_start).transpose() {
         Ok(start) => start.unwrap_or_default(),

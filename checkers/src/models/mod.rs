@@ -9,8 +9,14 @@
 //!   sessions' history with the causal checker, convergence and that no sibling is lost.
 //!   `faultline model causal` is its command.
 //!
+//! - [`twopc`]: the node's two-phase commit cores (`faultline_node::partitioning::txn`):
+//!   coordinators and partitions over a lossy network with crashes and recovery; checks
+//!   atomicity, no commit without every prepare, serializability and that every transaction
+//!   is decided once faults stop. `faultline model 2pc` is its command.
+//!
 //! README.md in this folder says what is modelled, what is abstracted away, the bounds and
 //! how to read and replay a counterexample.
 
 pub mod causal;
 pub mod raft;
+pub mod twopc;

@@ -19,6 +19,7 @@
 //! - [`load`]: a range's load statistics and the split finder that picks a key dividing
 //!   its load (groundwork for load-based splitting; not wired in yet).
 //! - [`convert`]: descriptors to and from their wire form.
+//! - [`txn`]: two-phase commit across partitions: the participant and coordinator cores.
 
 pub mod convert;
 pub mod core_store;
@@ -31,6 +32,7 @@ pub mod map;
 pub mod placement;
 pub mod range;
 pub mod route;
+pub mod txn;
 
 pub use descriptor::{CORE_GROUP, KeySpan, NodeId, PartitionId, RangeDescriptor, RangeEpoch};
 pub use epoch::EpochCommand;

@@ -1,0 +1,370 @@
+//! One partition's side of a transaction: intents, read markers, records, versions.
+//!
+//! Everything here is the partition's replicated state (in the node, each [`Request`] is a
+//! command in the partition's log), so a restart loses nothing: [`Participant::restart`]
+//! drops only what the `forget_decision_on_crash` bug keeps in memory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Key, Part, Refusal, Reply, Request, TxnBugs, TxnId, TxnMeta, TxnStatus, Value};
+
+/// A write waiting for its transaction's decision.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Intent {
+    /// The transaction.
+    pub txn: TxnId,
+    /// Where its record is.
+    pub primary: super::PartitionId,
+    /// The value it writes.
+    pub value: Value,
+}
+
+/// A transaction record, on the primary.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Record {
+    /// The decision (or `Pending`).
+    pub status: TxnStatus,
+    /// When the coordinator was last heard from.
+    pub heartbeat: u64,
+}
+
+/// How a participant resolved one transaction's part, for checking atomicity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resolution {
+    /// Its intents became versions at this timestamp.
+    Committed(u64),
+    /// Its intents were dropped.
+    Aborted,
+}
+
+/// One partition's transactional state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Participant {
+    /// Committed versions, oldest first: `(commit_ts, value)`.
+    versions: BTreeMap<Key, Vec<(u64, Value)>>,
+    /// Write intents by key (one at a time).
+    intents: BTreeMap<Key, Intent>,
+    /// Read markers by key: transactions holding a read of it until resolved.
+    markers: BTreeMap<Key, BTreeSet<TxnId>>,
+    /// Records of the transactions this partition is primary for.
+    records: BTreeMap<TxnId, Record>,
+    /// Decisions the `forget_decision_on_crash` bug holds only in memory.
+    volatile_decisions: BTreeMap<TxnId, TxnStatus>,
+    /// The primary of each transaction holding markers here.
+    marker_primaries: BTreeMap<TxnId, super::PartitionId>,
+    /// Every transaction this partition prepared (its intents or markers were laid).
+    prepared: BTreeSet<TxnId>,
+    /// How each transaction's part here was resolved (also where it never prepared, so a
+    /// late prepare is refused).
+    resolved: BTreeMap<TxnId, Resolution>,
+    /// This partition's id (records are kept for transactions whose primary it is).
+    me: super::PartitionId,
+    bugs: TxnBugs,
+}
+
+impl Participant {
+    /// An empty partition `me`.
+    pub fn new(me: super::PartitionId, bugs: TxnBugs) -> Participant {
+        Participant {
+            me,
+            bugs,
+            ..Participant::default()
+        }
+    }
+
+    /// Applies one request and answers it.
+    pub fn handle(&mut self, request: Request) -> Reply {
+        match request {
+            Request::Prepare { meta, part, now } => self.prepare(meta, part, now),
+            Request::Commit { id, commit_ts } => {
+                // Only a prepared record can commit; without one, write the abort so a late
+                // prepare cannot bring it back.
+                let decision = if self.records.contains_key(&id) {
+                    TxnStatus::Committed(commit_ts)
+                } else {
+                    TxnStatus::Aborted
+                };
+                let status = self.decide(id, decision);
+                Reply::Status { id, status }
+            }
+            Request::Abort { id } => {
+                let status = self.decide(id, TxnStatus::Aborted);
+                Reply::Status { id, status }
+            }
+            Request::Heartbeat { id, now } => {
+                let status = self.status(id);
+                if let Some(r) = self.records.get_mut(&id)
+                    && status == TxnStatus::Pending
+                {
+                    r.heartbeat = r.heartbeat.max(now);
+                }
+                Reply::Status { id, status }
+            }
+            Request::Recover { id, now, ttl } => {
+                let status = match self.records.get(&id) {
+                    // Never prepared here: write the abort, so a late prepare is refused.
+                    None => self.decide(id, TxnStatus::Aborted),
+                    Some(r)
+                        if self.status(id) == TxnStatus::Pending
+                            && now.saturating_sub(r.heartbeat) >= ttl =>
+                    {
+                        self.decide(id, TxnStatus::Aborted)
+                    }
+                    Some(_) => self.status(id),
+                };
+                Reply::Status { id, status }
+            }
+            Request::Resolve { id, status } => {
+                self.resolve(id, status);
+                Reply::Resolved { id }
+            }
+        }
+    }
+
+    /// The status of a record here (`Pending` if there is none).
+    pub fn status(&self, id: TxnId) -> TxnStatus {
+        if let Some(s) = self.volatile_decisions.get(&id) {
+            return *s;
+        }
+        self.records
+            .get(&id)
+            .map_or(TxnStatus::Pending, |r| r.status)
+    }
+
+    /// Whether this partition holds a record for `id`.
+    pub fn has_record(&self, id: TxnId) -> bool {
+        self.records.contains_key(&id)
+    }
+
+    /// Transactions with intents or markers here and no resolution yet, with their primary.
+    pub fn unresolved(&self) -> BTreeSet<(TxnId, super::PartitionId)> {
+        let mut out: BTreeSet<(TxnId, super::PartitionId)> =
+            self.intents.values().map(|i| (i.txn, i.primary)).collect();
+        for txns in self.markers.values() {
+            for t in txns {
+                if let Some(p) = self.marker_primary(*t) {
+                    out.insert((*t, p));
+                }
+            }
+        }
+        out
+    }
+
+    fn marker_primary(&self, txn: TxnId) -> Option<super::PartitionId> {
+        self.marker_primaries.get(&txn).copied()
+    }
+
+    /// How this partition resolved each transaction's part.
+    pub fn resolutions(&self) -> &BTreeMap<TxnId, Resolution> {
+        &self.resolved
+    }
+
+    /// Whether this partition ever prepared `id`.
+    pub fn was_prepared(&self, id: TxnId) -> bool {
+        self.prepared.contains(&id)
+    }
+
+    /// The latest committed value of `key` at or before `ts`.
+    pub fn read_at(&self, key: &[u8], ts: u64) -> Value {
+        self.versions
+            .get(key)
+            .and_then(|vs| vs.iter().rev().find(|(t, _)| *t <= ts))
+            .and_then(|(_, v)| v.clone())
+    }
+
+    /// Every committed version, by key.
+    pub fn versions(&self) -> &BTreeMap<Key, Vec<(u64, Value)>> {
+        &self.versions
+    }
+
+    /// The node restarts: the replicated state is replayed from the log; only what the
+    /// `forget_decision_on_crash` bug keeps in memory is gone.
+    pub fn restart(&mut self) {
+        self.volatile_decisions.clear();
+    }
+
+    fn newest(&self, key: &[u8]) -> Option<u64> {
+        self.versions
+            .get(key)
+            .and_then(|vs| vs.last())
+            .map(|(t, _)| *t)
+    }
+
+    fn prepare(&mut self, meta: TxnMeta, part: Part, now: u64) -> Reply {
+        let id = meta.id;
+        let primary_here = self.is_primary(&meta);
+        if let Some(r) = self.resolved.get(&id) {
+            // A retry after the decision reached us: nothing to lay again.
+            let status = match r {
+                Resolution::Committed(ts) => TxnStatus::Committed(*ts),
+                Resolution::Aborted => TxnStatus::Aborted,
+            };
+            return Reply::Refused {
+                id,
+                reason: Refusal::AlreadyDecided(status),
+            };
+        }
+        if primary_here && self.records.contains_key(&id) && self.status(id) != TxnStatus::Pending {
+            return Reply::Refused {
+                id,
+                reason: Refusal::AlreadyDecided(self.status(id)),
+            };
+        }
+        if self.prepared.contains(&id) && self.holds_part(id, &part) {
+            // A retried prepare: answer as before.
+            return Reply::Prepared {
+                id,
+                reads: self.read_values(&part, meta.start_ts),
+            };
+        }
+        for key in &part.reads {
+            if let Some(i) = self.intents.get(key)
+                && i.txn != id
+            {
+                return conflict(id, key, i.txn);
+            }
+            if let Some(t) = self.newest(key)
+                && t > meta.start_ts
+            {
+                return too_old(id, key, t);
+            }
+        }
+        for (key, _) in &part.writes {
+            if let Some(i) = self.intents.get(key)
+                && i.txn != id
+            {
+                return conflict(id, key, i.txn);
+            }
+            if let Some(other) = self
+                .markers
+                .get(key)
+                .and_then(|m| m.iter().find(|t| **t != id))
+            {
+                return conflict(id, key, *other);
+            }
+            if let Some(t) = self.newest(key)
+                && t > meta.start_ts
+            {
+                return too_old(id, key, t);
+            }
+        }
+        for key in &part.reads {
+            self.markers.entry(key.clone()).or_default().insert(id);
+        }
+        self.marker_primaries.insert(id, meta.primary);
+        for (key, value) in &part.writes {
+            self.intents.insert(
+                key.clone(),
+                Intent {
+                    txn: id,
+                    primary: meta.primary,
+                    value: value.clone(),
+                },
+            );
+        }
+        if primary_here {
+            self.records.entry(id).or_insert(Record {
+                status: TxnStatus::Pending,
+                heartbeat: now,
+            });
+        }
+        self.prepared.insert(id);
+        Reply::Prepared {
+            id,
+            reads: self.read_values(&part, meta.start_ts),
+        }
+    }
+
+    fn is_primary(&self, meta: &TxnMeta) -> bool {
+        self.me == meta.primary
+    }
+
+    fn holds_part(&self, id: TxnId, part: &Part) -> bool {
+        part.writes
+            .iter()
+            .all(|(k, _)| self.intents.get(k).is_some_and(|i| i.txn == id))
+            && part
+                .reads
+                .iter()
+                .all(|k| self.markers.get(k).is_some_and(|m| m.contains(&id)))
+    }
+
+    fn read_values(&self, part: &Part, ts: u64) -> Vec<(Key, Value)> {
+        part.reads
+            .iter()
+            .map(|k| (k.clone(), self.read_at(k, ts)))
+            .collect()
+    }
+
+    /// Moves a record from `Pending` to `decision` (writing one if there is none); a record
+    /// already decided keeps its decision. Returns the status after. The primary resolves
+    /// its own part at once.
+    fn decide(&mut self, id: TxnId, decision: TxnStatus) -> TxnStatus {
+        let current = self.status(id);
+        if current.is_final() {
+            return current;
+        }
+        if self.bugs.forget_decision_on_crash && self.records.contains_key(&id) {
+            self.volatile_decisions.insert(id, decision);
+        } else {
+            let record = self.records.entry(id).or_insert(Record {
+                status: TxnStatus::Pending,
+                heartbeat: 0,
+            });
+            record.status = decision;
+        }
+        self.resolve(id, decision);
+        decision
+    }
+
+    fn resolve(&mut self, id: TxnId, status: TxnStatus) {
+        let resolution = match status {
+            TxnStatus::Committed(ts) => Resolution::Committed(ts),
+            TxnStatus::Aborted => Resolution::Aborted,
+            TxnStatus::Pending => return,
+        };
+        let keys: Vec<Key> = self
+            .intents
+            .iter()
+            .filter(|(_, i)| i.txn == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let intent = self.intents.remove(&key).expect("listed above");
+            if let Resolution::Committed(ts) = resolution {
+                let versions = self.versions.entry(key).or_default();
+                versions.push((ts, intent.value));
+                versions.sort_by_key(|(t, _)| *t);
+            }
+        }
+        self.markers.retain(|_, txns| {
+            txns.remove(&id);
+            !txns.is_empty()
+        });
+        self.marker_primaries.remove(&id);
+        // Remembered even where nothing was prepared: a prepare that arrives after the
+        // decision (delayed, or retried) must be refused, or it would lay an intent no one
+        // will ever resolve (the model found this: its coordinator had already finished).
+        self.resolved.entry(id).or_insert(resolution);
+    }
+}
+
+fn conflict(id: TxnId, key: &[u8], other: TxnId) -> Reply {
+    Reply::Refused {
+        id,
+        reason: Refusal::Conflict {
+            key: key.to_vec(),
+            other,
+        },
+    }
+}
+
+fn too_old(id: TxnId, key: &[u8], committed_at: u64) -> Reply {
+    Reply::Refused {
+        id,
+        reason: Refusal::TooOld {
+            key: key.to_vec(),
+            committed_at,
+        },
+    }
+}
