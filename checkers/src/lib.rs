@@ -8,6 +8,8 @@
 //! - [`linearizability`]: the checker (Wing & Gong's search with Lowe's cache, per partition).
 //! - [`causal`]: the causal checker (Bouajjani et al.'s bad patterns for CC and CCv, and the
 //!   four session guarantees), for read/write histories with unique written values.
+//! - [`bank`]: the bank checker (Jepsen's `bank`: totals conserved, no negative balances,
+//!   a wrong total explained by the transfers in flight).
 //! - [`set`]: the set checker (Jepsen's `set`: lost, unexpected and recovered elements).
 //! - [`report`]: a verdict as text, JSON, or a standalone HTML timeline; [`report::causal`]
 //!   does the same (text and JSON) for a causal verdict.
@@ -43,6 +45,7 @@
 //! assert_eq!(causal.anomalies[0].kind, causal::AnomalyKind::MonotonicReads);
 //! ```
 
+pub mod bank;
 pub mod causal;
 pub mod error;
 pub mod formats;

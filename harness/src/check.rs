@@ -62,6 +62,12 @@ pub struct CheckArgs {
     /// Transactions: write an SVG diagram of each cycle found into this directory.
     #[arg(long, value_name = "DIR")]
     svg_dir: Option<PathBuf>,
+    /// bank: the total every read must see (default: the first read's).
+    #[arg(long, value_name = "N")]
+    total: Option<i64>,
+    /// bank: allow negative balances.
+    #[arg(long)]
+    negative_balances: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,6 +86,8 @@ enum ModelName {
     ListAppend,
     /// Transactions of writes and reads of registers (Elle's rw-register).
     RwRegister,
+    /// Transfers between accounts and reads of every balance (Jepsen's bank).
+    Bank,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -157,8 +165,32 @@ fn check_txn(args: &CheckArgs, workload: txn::Workload) -> anyhow::Result<ExitCo
     Ok(ExitCode::from(verdict.valid.exit_code() as u8))
 }
 
+fn check_bank(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    use faultline_checkers::bank::{self, BankOptions};
+    let format = args.format.map(|f| match f {
+        FormatName::Jsonl => Format::Jsonl,
+        FormatName::Edn => Format::Edn,
+    });
+    let history = faultline_checkers::formats::read_history_file(&args.history, format)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.history.display()))?;
+    let options = BankOptions {
+        total: args.total,
+        negative_balances: args.negative_balances,
+        accounts: Vec::new(),
+    };
+    let verdict = bank::check_bank(&history, &options)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.history.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&verdict)?);
+    } else {
+        print!("{}", bank::text(&verdict));
+    }
+    Ok(ExitCode::from(if verdict.valid { 0 } else { 1 }))
+}
+
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let model = match args.model {
+        ModelName::Bank => return check_bank(&args),
         ModelName::ListAppend => return check_txn(&args, txn::Workload::ListAppend),
         ModelName::RwRegister => return check_txn(&args, txn::Workload::RwRegister),
         ModelName::Register => "register",

@@ -9,7 +9,8 @@
 //!
 //! Fields: `:process` (integer or `:nemesis`), `:type` (`:invoke`, `:ok`, `:fail`, `:info`), `:f`,
 //! `:value`, and optional `:key`, `:time`, `:index`; others are ignored. Keyword values read as
-//! their name (`:foo` is the string `"foo"`), sets as sorted lists.
+//! their name (`:foo` is the string `"foo"`), sets as sorted lists, maps as sorted lists of
+//! `[key value]` pairs.
 //!
 //! [`write_events`] writes the one-map-per-line layout so that our histories can be given to
 //! Knossos for a second opinion. Errors name the line and column.
@@ -550,7 +551,17 @@ fn to_value(form: &Form) -> Result<Value, Error> {
             values.dedup();
             Value::List(values)
         }
-        Edn::Bool(_) | Edn::Map(_) => {
+        // Jepsen's bank workload reads balances as {account balance} and transfers as
+        // {:from :to :amount}: a map reads as its [key value] pairs, sorted by key.
+        Edn::Map(entries) => {
+            let mut pairs = entries
+                .iter()
+                .map(|(k, v)| Ok(Value::List(vec![to_value(k)?, to_value(v)?])))
+                .collect::<Result<Vec<_>, Error>>()?;
+            pairs.sort();
+            Value::List(pairs)
+        }
+        Edn::Bool(_) => {
             return Err(form_error(
                 form,
                 format!(

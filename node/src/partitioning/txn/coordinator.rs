@@ -247,11 +247,7 @@ mod tests {
     /// `(partition, keys read, (key, value) written)`.
     type Script<'a> = (PartitionId, &'a [&'a str], &'a [(&'a str, &'a str)]);
 
-    fn txn(
-        id: u64,
-        start_ts: u64,
-        parts: &[Script<'_>],
-    ) -> Coordinator {
+    fn txn(id: u64, start_ts: u64, parts: &[Script<'_>]) -> Coordinator {
         let meta = TxnMeta {
             id,
             primary: parts[0].0,
