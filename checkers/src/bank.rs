@@ -155,8 +155,13 @@ pub fn check_bank(history: &History, options: &BankOptions) -> Result<BankVerdic
     let mut errors = Vec::new();
     for op in &reads {
         let balances = balances_of(op)?;
-        let sum: i64 = balances.iter().filter_map(|(_, b)| *b).sum();
-        let expected = *total.get_or_insert(sum);
+        // i128: hostile balances must not overflow the sum.
+        let sum: i128 = balances
+            .iter()
+            .filter_map(|(_, b)| *b)
+            .map(i128::from)
+            .sum();
+        let expected = i128::from(*total.get_or_insert(i64::try_from(sum).unwrap_or(i64::MAX)));
         for &account in &options.accounts {
             if !balances.iter().any(|(a, b)| *a == account && b.is_some()) {
                 errors.push(BankError {
@@ -219,7 +224,7 @@ pub fn check_bank(history: &History, options: &BankOptions) -> Result<BankVerdic
                 .collect();
             let matching: Vec<&&Transfer> = concurrent
                 .iter()
-                .filter(|t| t.amount == missing.abs())
+                .filter(|t| i128::from(t.amount) == missing.abs())
                 .collect();
             let explain: Vec<&&Transfer> = if matching.is_empty() {
                 concurrent.iter().collect()

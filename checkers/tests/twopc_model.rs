@@ -6,7 +6,7 @@ use faultline_checkers::models::twopc::{TwoPcBug, TwoPcOptions, TwoPcReport, che
 
 /// Unique states at the default bounds. A change means the cores or the model changed what
 /// they can reach: look at why before updating it.
-const DEFAULT_UNIQUE_STATES: usize = 1_981_890;
+const DEFAULT_UNIQUE_STATES: usize = 1_885_142;
 
 fn options(bug: Option<TwoPcBug>) -> TwoPcOptions {
     TwoPcOptions {

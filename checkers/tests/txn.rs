@@ -238,3 +238,39 @@ fn an_rw_register_value_written_twice_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_session_cycle_through_an_edge_labelled_rw_still_rules_out_strong_session_read_committed() {
+    // Process 0: Ta reads x empty and y = [1], then Tb appends 1 to both; process 1 reads x.
+    // Ta -> Tb is both rw and process order; Tb -> Ta is wr: a cycle in session order and
+    // write-read edges, as Elle reports it (strong-session-PL-2-cycle-exists).
+    let text = r#"{"type":"ok","process":0,"f":"txn","value":[["r","x",[]],["r","y",[1]]]}
+{"type":"ok","process":0,"f":"txn","value":[["append","x",1],["append","y",1]]}
+{"type":"ok","process":1,"f":"txn","value":[["r","x",[1]]]}
+"#;
+    let verdict = check_text(
+        text,
+        Workload::ListAppend,
+        &models(&["strong-session-read-committed"]),
+    );
+    assert_eq!(
+        verdict.valid,
+        Validity::Invalid,
+        "{:?}",
+        verdict.anomaly_types
+    );
+}
+
+#[test]
+fn a_committed_transaction_without_a_value_is_refused_not_read_as_empty() {
+    let text = r#"{"type":"invoke","process":0,"f":"txn","value":[["r","x",null]]}
+{"type":"ok","process":0,"f":"txn","value":null}
+"#;
+    let err = TxnHistory::from_jsonl(text, MopSet::ListAppend)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("line 2") && err.contains("list of micro-ops"),
+        "{err}"
+    );
+}

@@ -479,46 +479,11 @@ impl Model for TwoPcModel {
     fn properties(&self) -> Vec<Property<Self>> {
         vec![
             Property::always("atomicity", |model: &TwoPcModel, state: &State| {
-                (0..model.options.txns.len()).all(|t| {
-                    let id = txn_id(t);
-                    let mut outcomes: BTreeSet<Option<u64>> = BTreeSet::new();
-                    for p in model.parts_of(t) {
-                        if let Some(r) = state.partitions[p as usize - 1].resolutions().get(&id) {
-                            outcomes.insert(match r {
-                                faultline_node::partitioning::txn::Resolution::Committed(ts) => {
-                                    Some(*ts)
-                                }
-                                faultline_node::partitioning::txn::Resolution::Aborted => None,
-                            });
-                        }
-                    }
-                    let primary = model.options.txns[t].parts[0].0;
-                    match state.partitions[primary as usize - 1].status(id) {
-                        TxnStatus::Committed(ts) => {
-                            outcomes.insert(Some(ts));
-                        }
-                        TxnStatus::Aborted => {
-                            outcomes.insert(None);
-                        }
-                        TxnStatus::Pending => {}
-                    }
-                    outcomes.len() <= 1
-                })
+                atomic(model, state)
             }),
             Property::always(
                 "no commit without every prepare",
-                |model: &TwoPcModel, state: &State| {
-                    (0..model.options.txns.len()).all(|t| {
-                        let id = txn_id(t);
-                        let primary = model.options.txns[t].parts[0].0;
-                        !matches!(
-                            state.partitions[primary as usize - 1].status(id),
-                            TxnStatus::Committed(_)
-                        ) || model
-                            .parts_of(t)
-                            .all(|p| state.partitions[p as usize - 1].was_prepared(id))
-                    })
-                },
+                |model: &TwoPcModel, state: &State| all_prepared(model, state),
             ),
             Property::always("serializable", |model: &TwoPcModel, state: &State| {
                 // Every transaction its record says committed, told or not, in commit order;
@@ -554,7 +519,11 @@ impl Model for TwoPcModel {
                 "decided once faults stop",
                 |model: &TwoPcModel, state: &State| {
                     let settled = model.settle(state);
-                    settled.partitions.iter().all(|p| p.unresolved().is_empty())
+                    // Settling retries everything, so this is also where retried and
+                    // duplicated requests meet the safety properties.
+                    atomic(model, &settled)
+                        && all_prepared(model, &settled)
+                        && settled.partitions.iter().all(|p| p.unresolved().is_empty())
                         && settled
                             .coordinators
                             .iter()
@@ -588,6 +557,45 @@ impl Model for TwoPcModel {
             }),
         ]
     }
+}
+
+fn atomic(model: &TwoPcModel, state: &State) -> bool {
+    (0..model.options.txns.len()).all(|t| {
+        let id = txn_id(t);
+        let mut outcomes: BTreeSet<Option<u64>> = BTreeSet::new();
+        for p in model.parts_of(t) {
+            if let Some(r) = state.partitions[p as usize - 1].resolutions().get(&id) {
+                outcomes.insert(match r {
+                    faultline_node::partitioning::txn::Resolution::Committed(ts) => Some(*ts),
+                    faultline_node::partitioning::txn::Resolution::Aborted => None,
+                });
+            }
+        }
+        let primary = model.options.txns[t].parts[0].0;
+        match state.partitions[primary as usize - 1].status(id) {
+            TxnStatus::Committed(ts) => {
+                outcomes.insert(Some(ts));
+            }
+            TxnStatus::Aborted => {
+                outcomes.insert(None);
+            }
+            TxnStatus::Pending => {}
+        }
+        outcomes.len() <= 1
+    })
+}
+
+fn all_prepared(model: &TwoPcModel, state: &State) -> bool {
+    (0..model.options.txns.len()).all(|t| {
+        let id = txn_id(t);
+        let primary = model.options.txns[t].parts[0].0;
+        !matches!(
+            state.partitions[primary as usize - 1].status(id),
+            TxnStatus::Committed(_)
+        ) || model
+            .parts_of(t)
+            .all(|p| state.partitions[p as usize - 1].was_prepared(id))
+    })
 }
 
 /// What a check found.

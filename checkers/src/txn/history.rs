@@ -287,11 +287,16 @@ impl Builder {
         // Elle names transactions by the history's own indices when it has them.
         if self.indexed.iter().all(Option::is_some) {
             for txn in &mut h.txns {
-                if let Some(Some(i)) = self.indexed.get(txn.index as usize) {
-                    txn.index = *i as u32;
+                // Indices past u32 keep the event's position rather than wrap.
+                if let Some(Some(i)) = self.indexed.get(txn.index as usize)
+                    && let Ok(i) = u32::try_from(*i)
+                {
+                    txn.index = i;
                 }
-                if let Some(Some(i)) = txn.invoke_index.and_then(|p| self.indexed.get(p as usize)) {
-                    txn.invoke_index = Some(*i as u32);
+                if let Some(Some(i)) = txn.invoke_index.and_then(|p| self.indexed.get(p as usize))
+                    && let Ok(i) = u32::try_from(*i)
+                {
+                    txn.invoke_index = Some(i);
                 }
             }
         }
@@ -630,6 +635,11 @@ mod fast {
                 Some(ProcessField::Named(n)) if n == "nemesis" => Ok(Line::Nemesis),
                 Some(ProcessField::Client(p)) if txn => {
                     let kind = kind.ok_or_else(|| de::Error::missing_field("type"))?;
+                    // Only an info completion may carry no value; leave the rest to the
+                    // general reader, which names the problem.
+                    if kind != EventType::Info && !matches!(mops, Some(Some(_))) {
+                        return Err(de::Error::custom("value"));
+                    }
                     Ok(Line::Client(Raw {
                         line: 0,
                         index,

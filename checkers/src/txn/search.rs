@@ -186,6 +186,9 @@ struct Local {
     offsets: Vec<u32>,
     targets: Vec<u32>,
     labels: Vec<u8>,
+    /// Every relation on each edge: existence checks project on all of them, as Elle's do
+    /// (an edge labelled rw that is also process order still orders a session).
+    rels: Vec<u8>,
 }
 
 impl Local {
@@ -193,11 +196,17 @@ impl Local {
         let mut offsets = vec![0u32];
         let mut targets = Vec::new();
         let mut labels = Vec::new();
+        let mut rels = Vec::new();
         for &v in scc {
-            for (w, label) in graph.out(v) {
-                if let Ok(local) = scc.binary_search(&w) {
+            let (start, end) = (
+                graph.offsets[v as usize] as usize,
+                graph.offsets[v as usize + 1] as usize,
+            );
+            for i in start..end {
+                if let Ok(local) = scc.binary_search(&graph.targets[i]) {
                     targets.push(local as u32);
-                    labels.push(label);
+                    labels.push(graph.labels[i]);
+                    rels.push(graph.rels[i]);
                 }
             }
             offsets.push(targets.len() as u32);
@@ -207,6 +216,7 @@ impl Local {
             offsets,
             targets,
             labels,
+            rels,
         }
     }
 
@@ -232,6 +242,27 @@ impl Local {
             rels: self.labels.clone(),
             labels: self.labels.clone(),
         }
+    }
+
+    /// The component's graph filtered by every relation an edge has, not its label.
+    fn as_rels_graph(&self) -> Graph {
+        Graph {
+            offsets: self.offsets.clone(),
+            targets: self.targets.clone(),
+            rels: self.rels.clone(),
+            labels: self.rels.clone(),
+        }
+    }
+
+    fn out_rels(&self, v: u32) -> impl Iterator<Item = (u32, u8)> + '_ {
+        let (s, e) = (
+            self.offsets[v as usize] as usize,
+            self.offsets[v as usize + 1] as usize,
+        );
+        self.targets[s..e]
+            .iter()
+            .copied()
+            .zip(self.rels[s..e].iter().copied())
     }
 
     /// Component number of each vertex using only `mask` edges (`u32::MAX` if in none).
@@ -555,20 +586,20 @@ fn subgraph_text(spec: &ExistsSpec) -> String {
 
 fn exists_component(local: &Local, spec: &ExistsSpec) -> Option<Vec<u32>> {
     if !spec.extension {
-        let mut sccs = local.as_graph().sccs(spec.edges, None);
+        let mut sccs = local.as_rels_graph().sccs(spec.edges, None);
         sccs.sort_by_key(Vec::len);
         return sccs.into_iter().next();
     }
     // g ∪ (g ; rw): an rw edge may follow any g edge.
     let mut edges: Vec<(u32, u32, u8)> = Vec::new();
     for a in 0..local.len() as u32 {
-        for (b, l) in local.out(a) {
+        for (b, l) in local.out_rels(a) {
             if l & spec.edges == 0 {
                 continue;
             }
             edges.push((a, b, WW));
-            for (c, l2) in local.out(b) {
-                if l2 == RW {
+            for (c, l2) in local.out_rels(b) {
+                if l2 & RW != 0 {
                     if c == a {
                         return Some(vec![a]);
                     }

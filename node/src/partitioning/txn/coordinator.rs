@@ -135,6 +135,16 @@ impl Coordinator {
     /// when this reply completes the prepares.
     pub fn on_reply(&mut self, from: PartitionId, reply: Reply, now: u64) -> Vec<Send> {
         let id = self.meta.id;
+        let reply_id = match &reply {
+            Reply::Prepared { id, .. }
+            | Reply::Refused { id, .. }
+            | Reply::Status { id, .. }
+            | Reply::Resolved { id } => *id,
+        };
+        // A reply for another transaction, or from a partition not taking part, is stray.
+        if reply_id != id || !self.parts.contains_key(&from) {
+            return Vec::new();
+        }
         match (self.state, reply) {
             (CoordinatorState::Preparing, Reply::Prepared { reads, .. }) => {
                 self.prepared.insert(from);
@@ -163,10 +173,18 @@ impl Coordinator {
                     request: Request::Abort { id },
                 }]
             }
-            (
-                CoordinatorState::Committing(_) | CoordinatorState::Aborting,
-                Reply::Status { status, .. },
-            ) if from == self.meta.primary && status.is_final() => self.decided(status),
+            (CoordinatorState::Committing(_), Reply::Status { status, .. })
+                if from == self.meta.primary && status.is_final() =>
+            {
+                self.decided(status)
+            }
+            // Aborting, only an abort can come back: a `Committed` here would be another
+            // transaction's record under a reused id, and must never reach the client.
+            (CoordinatorState::Aborting, Reply::Status { status, .. })
+                if from == self.meta.primary && status == TxnStatus::Aborted =>
+            {
+                self.decided(status)
+            }
             (CoordinatorState::Resolving(status), Reply::Resolved { .. }) => {
                 self.resolved.insert(from);
                 if self.others().all(|p| self.resolved.contains(&p)) {
@@ -390,6 +408,60 @@ mod tests {
             both[0].state(),
             both[1].state()
         );
+    }
+
+    #[test]
+    fn a_writer_that_started_before_a_committed_read_is_refused() {
+        let mut parts = partitions();
+        let mut clock = 100;
+        // T reads x at 100 and writes y: it commits above 100.
+        let mut t = [txn(1, 100, &[(1, &["x"], &[]), (2, &[], &[("y", "1")])])];
+        run(&mut t, &mut parts, &mut clock);
+        assert!(matches!(t[0].outcome(), Some(TxnStatus::Committed(_))));
+        // W's clock lags: it started at 40 and writes x. Committing it below T's commit
+        // would put a write T did not see before T in the version order.
+        let mut clock = 50;
+        let mut w = [txn(2, 40, &[(1, &[], &[("x", "2")])])];
+        run(&mut w, &mut parts, &mut clock);
+        assert_eq!(w[0].outcome(), Some(TxnStatus::Aborted));
+        assert!(
+            matches!(w[0].refusal(), Some(Refusal::TooOld { .. })),
+            "{:?}",
+            w[0].refusal()
+        );
+    }
+
+    #[test]
+    fn a_committed_status_while_aborting_never_reaches_the_client() {
+        let mut c = txn(7, 5, &[(1, &[], &[("x", "1")])]);
+        c.start(1);
+        c.on_reply(
+            1,
+            Reply::Refused {
+                id: 7,
+                reason: Refusal::AlreadyDecided(TxnStatus::Committed(3)),
+            },
+            2,
+        );
+        c.on_reply(
+            1,
+            Reply::Status {
+                id: 7,
+                status: TxnStatus::Committed(3),
+            },
+            3,
+        );
+        assert_eq!(c.outcome(), None);
+        // A stray reply for another transaction changes nothing either.
+        c.on_reply(
+            1,
+            Reply::Status {
+                id: 8,
+                status: TxnStatus::Aborted,
+            },
+            4,
+        );
+        assert_eq!(c.state(), CoordinatorState::Aborting);
     }
 
     #[test]

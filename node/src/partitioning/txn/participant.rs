@@ -50,6 +50,10 @@ pub struct Participant {
     records: BTreeMap<TxnId, Record>,
     /// Decisions the `forget_decision_on_crash` bug holds only in memory.
     volatile_decisions: BTreeMap<TxnId, TxnStatus>,
+    /// Per key, the highest commit timestamp of a transaction that read it (its marker
+    /// released): a later write must not commit below a read that did not see it, so a
+    /// writer that started before this is refused (CockroachDB's timestamp cache).
+    read_ts: BTreeMap<Key, u64>,
     /// The primary of each transaction holding markers here.
     marker_primaries: BTreeMap<TxnId, super::PartitionId>,
     /// Every transaction this partition prepared (its intents or markers were laid).
@@ -247,6 +251,11 @@ impl Participant {
             {
                 return too_old(id, key, t);
             }
+            if let Some(&t) = self.read_ts.get(key)
+                && t > meta.start_ts
+            {
+                return too_old(id, key, t);
+            }
         }
         for key in &part.reads {
             self.markers.entry(key.clone()).or_default().insert(id);
@@ -337,8 +346,14 @@ impl Participant {
                 versions.sort_by_key(|(t, _)| *t);
             }
         }
-        self.markers.retain(|_, txns| {
-            txns.remove(&id);
+        let read_ts = &mut self.read_ts;
+        self.markers.retain(|key, txns| {
+            if txns.remove(&id)
+                && let Resolution::Committed(ts) = resolution
+            {
+                let seen = read_ts.entry(key.clone()).or_insert(0);
+                *seen = (*seen).max(ts);
+            }
             !txns.is_empty()
         });
         self.marker_primaries.remove(&id);
