@@ -22,7 +22,7 @@ use crate::proto::kv::{
     BatchGetRequest, BatchGetResponse, BatchGetResult, CompareAndSwapRequest,
     CompareAndSwapResponse, DeleteRequest, DeleteResponse, GetPartitionMapRequest,
     GetPartitionMapResponse, GetRequest, GetResponse, KeyValue, PutRequest, PutResponse,
-    ScanRequest, ScanResponse, WriteId,
+    ScanRequest, ScanResponse, TxnRequest, TxnResponse, WriteId,
 };
 use crate::server::transport::node_endpoint;
 
@@ -503,6 +503,23 @@ impl RoutingClient {
         self.call(Target::Key(&message.key), timeout, |mut c, d, left| {
             let request = prepare(message.clone(), d.as_ref(), left);
             async move { c.compare_and_swap(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map(|(_, r)| r)
+    }
+
+    /// A one-shot transaction, routed by its first key (the node refuses one whose keys
+    /// span partitions, and a split since routing, without applying it).
+    pub async fn txn(&self, message: TxnRequest, timeout: Duration) -> Result<TxnResponse, Status> {
+        let first = message
+            .ops
+            .iter()
+            .find_map(crate::partitioning::range::micro_op_key)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| Status::invalid_argument("a transaction needs at least one micro-op"))?;
+        self.call(Target::Key(&first), timeout, |mut c, d, left| {
+            let request = prepare(message.clone(), d.as_ref(), left);
+            async move { c.txn(request).await.map(|r| r.into_inner()) }
         })
         .await
         .map(|(_, r)| r)

@@ -184,6 +184,19 @@ impl DataRange {
             Some(Op::Put(put)) => &put.key,
             Some(Op::Delete(delete)) => &delete.key,
             Some(Op::CompareAndSwap(cas)) => &cas.key,
+            Some(Op::Compact(_)) => {
+                return Applied::Done(self.store.apply(index, command, double_apply));
+            }
+            Some(Op::Txn(txn)) => {
+                // Every key must still be here: a split since routing refuses the whole
+                // transaction, which is then routed again.
+                for key in txn.ops.iter().filter_map(micro_op_key) {
+                    if let Err(current) = self.check_key(key, bugs) {
+                        return Applied::Done(refused(&current));
+                    }
+                }
+                return Applied::Done(self.store.apply(index, command, double_apply));
+            }
         };
         if let Err(current) = self.check_key(key, bugs) {
             if bugs.split_lose_writes {
@@ -456,6 +469,18 @@ fn refused(current: &[RangeDescriptor]) -> ApplyResult {
         epoch_not_match: current.iter().map(wire).collect(),
         ..Default::default()
     }
+}
+
+/// The key a micro-op touches.
+pub fn micro_op_key(op: &crate::proto::kv::MicroOp) -> Option<&[u8]> {
+    use crate::proto::kv::micro_op::Op as M;
+    Some(match op.op.as_ref()? {
+        M::Read(r) => &r.key,
+        M::Write(w) => &w.key,
+        M::Delete(d) => &d.key,
+        M::Append(a) => &a.key,
+        M::Compare(c) => &c.key,
+    })
 }
 
 #[cfg(test)]

@@ -739,6 +739,24 @@ impl Driver {
                 );
                 let _ = group.core.propose(rollback.encode_to_vec());
             }
+            // Auto-compaction (etcd's revision retention): the leader proposes a Compact
+            // entry, so every replica drops the same versions at the same point.
+            if group.core.role() == Role::Leader
+                && now.is_multiple_of(MAP_BEHIND_CHECK_TICKS)
+                && let Machine::Data(range) = &group.machine
+                && group.applied_index
+                    >= range.store().compacted_revision() + 2 * COMPACTION_RETAIN_REVISIONS
+            {
+                let compact = Command {
+                    op: Some(crate::proto::raft::command::Op::Compact(
+                        crate::proto::raft::Compact {
+                            revision: group.applied_index - COMPACTION_RETAIN_REVISIONS,
+                        },
+                    )),
+                    ..Default::default()
+                };
+                let _ = group.core.propose(compact.encode_to_vec());
+            }
             if id != CORE_GROUP && group.core.role() == Role::Leader {
                 group.hot_ticks += 1;
                 if group.hot_ticks >= self.options.hot_window_ticks {
@@ -1704,12 +1722,21 @@ impl Driver {
 }
 
 /// The key a write is for, for the hot-spot detector.
+/// Revisions of history a range keeps for reads at a timestamp: auto-compaction drops
+/// what is older, once twice this many have gone by since the last compaction.
+pub const COMPACTION_RETAIN_REVISIONS: u64 = 10_000;
+
 fn command_key(command: &Command) -> Option<&[u8]> {
     use crate::proto::raft::command::Op;
     match &command.op {
         Some(Op::Put(put)) => Some(&put.key),
         Some(Op::Delete(delete)) => Some(&delete.key),
         Some(Op::CompareAndSwap(cas)) => Some(&cas.key),
+        // Load is counted at the key it is routed by.
+        Some(Op::Txn(txn)) => txn
+            .ops
+            .iter()
+            .find_map(crate::partitioning::range::micro_op_key),
         _ => None,
     }
 }

@@ -52,7 +52,7 @@ use crate::proto::kv::{
     PutResponse, RemoveNodeRequest, RemoveNodeResponse, ReplicaChange, ReportPartitionRequest,
     ReportPartitionResponse, ResponseHeader, ScanRequest, ScanResponse, SplitRequest,
     SplitResponse, StatusRequest, StatusResponse, TransferLeaderRequest, TransferLeaderResponse,
-    WriteId, compare_and_swap_request,
+    TxnRequest, TxnResponse, WriteId, compare_and_swap_request,
 };
 use crate::proto::raft::{
     self, ApplyResult, Command, CoreCommand, PartitionReport, command::Op,
@@ -130,6 +130,11 @@ const ADMIN_TIMEOUT_MAX: Duration = Duration::from_secs(600);
 /// How often a membership change that must wait for another (still committing) is retried.
 const CONF_CHANGE_RETRY: Duration = Duration::from_millis(20);
 
+/// Most micro-ops one transaction may carry.
+pub const TXN_OPS_MAX: usize = 256;
+/// Most distinct keys one transaction may touch.
+pub const TXN_KEYS_MAX: usize = 64;
+
 /// One partition's part of a scan.
 #[derive(Clone, Copy)]
 struct ScanRange<'a> {
@@ -202,6 +207,77 @@ impl KvService {
             )));
         }
         Ok(())
+    }
+
+    /// Checks a transaction against the limits; its distinct keys, in the order first
+    /// touched (the first is where it is routed).
+    fn check_txn(&self, message: &TxnRequest) -> Result<Vec<Vec<u8>>, Status> {
+        use crate::proto::kv::{Isolation, micro_op::Op as M, txn_compare};
+        if Isolation::try_from(message.isolation).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "isolation {} is not a level: use serializable (1), snapshot (2) or read-committed (3)",
+                message.isolation
+            )));
+        }
+        if message.ops.is_empty() {
+            return Err(Status::invalid_argument(
+                "a transaction needs at least one micro-op",
+            ));
+        }
+        if message.ops.len() > TXN_OPS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "the transaction has {} micro-ops; at most {TXN_OPS_MAX} are allowed (txn_ops_max)",
+                message.ops.len()
+            )));
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0usize;
+        for (i, op) in message.ops.iter().enumerate() {
+            let (key, value): (&[u8], &[u8]) = match &op.op {
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "micro-op {} is empty: give one of read, write, append, compare or delete",
+                        i + 1
+                    )));
+                }
+                Some(M::Read(r)) => (&r.key, b""),
+                Some(M::Delete(d)) => (&d.key, b""),
+                Some(M::Write(w)) => (&w.key, &w.value),
+                Some(M::Append(a)) => (&a.key, &a.element),
+                Some(M::Compare(c)) => match &c.expected {
+                    Some(txn_compare::Expected::Value(v)) => (&c.key, v),
+                    Some(txn_compare::Expected::Absent(_)) => (&c.key, b""),
+                    None => {
+                        return Err(Status::invalid_argument(format!(
+                            "micro-op {}: a compare needs value or absent",
+                            i + 1
+                        )));
+                    }
+                },
+            };
+            self.check_key(key)
+                .and_then(|()| self.check_value(value))
+                .map_err(|e| {
+                    Status::invalid_argument(format!("micro-op {}: {}", i + 1, e.message()))
+                })?;
+            bytes += key.len() + value.len();
+            if !keys.iter().any(|k| k.as_slice() == key) {
+                keys.push(key.to_vec());
+            }
+        }
+        if keys.len() > TXN_KEYS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "the transaction touches {} keys; at most {TXN_KEYS_MAX} are allowed (txn_keys_max)",
+                keys.len()
+            )));
+        }
+        if bytes > self.value_bytes_max {
+            return Err(Status::invalid_argument(format!(
+                "the transaction's keys and values are {bytes} bytes; at most {} are allowed (value_bytes_max)",
+                self.value_bytes_max
+            )));
+        }
+        Ok(keys)
     }
 
     /// The view of a group hosted here.
@@ -841,6 +917,70 @@ impl Kv for KvService {
             found: result.found,
             current_value: result.current_value,
             timestamp: result.timestamp,
+        }))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.serving()?;
+        let (deadline, routed) = (self.deadline(&request), routed_at(&request));
+        let message = request.into_inner();
+        let keys = self.check_txn(&message)?;
+        let first = keys[0].clone();
+        let spans = |partitions: &[u64]| {
+            Status::failed_precondition(format!(
+                "the transaction's keys are in more than one partition ({partitions:?}); cross-partition transactions (two-phase commit) are not served by the node yet, so keep a transaction's keys in one partition; not applied"
+            ))
+        };
+        if let Some(routed) = routed {
+            let local = self.check_routed(routed, Some(&first), EpochCommand::Write)?;
+            if keys.iter().any(|k| !local.contains(k)) {
+                return Err(spans(&[local.id]));
+            }
+        } else {
+            let map = self.known_map(deadline).await?;
+            let mut partitions: Vec<u64> = keys.iter().map(|k| map.locate(k).id).collect();
+            partitions.sort_unstable();
+            partitions.dedup();
+            if partitions.len() > 1 {
+                return Err(spans(&partitions));
+            }
+        }
+        let op = Op::Txn(raft::Txn {
+            ops: message.ops.clone(),
+            isolation: message.isolation,
+        });
+        let command = command(message.write_id.clone(), op);
+        let (group, result) = self
+            .write(
+                routed,
+                &first,
+                &command,
+                deadline,
+                &message,
+                |mut peer, request| async move {
+                    let response = peer.txn(request).await?.into_inner();
+                    Ok(ApplyResult {
+                        succeeded: response.committed,
+                        revision: response.revision,
+                        timestamp: response.timestamp,
+                        txn_results: response.results,
+                        failed_compare: response.failed_compare,
+                        ..Default::default()
+                    })
+                },
+            )
+            .await?;
+        if !result.refused.is_empty() {
+            return Err(Status::failed_precondition(result.refused));
+        }
+        Ok(Response::new(TxnResponse {
+            header: Some(self.header(group)),
+            committed: result.succeeded,
+            results: result.txn_results,
+            revision: result.revision,
+            timestamp: result.timestamp,
+            failed_compare: result.failed_compare,
+            partitions: vec![group],
         }))
     }
 

@@ -1,44 +1,129 @@
 //! The key-value state machine that the replicated log drives. Deterministic: the same
 //! entries in the same order give the same state on every replica.
+//!
+//! It is an MVCC map (GUIDE.md): every write adds a version of its key, stamped with the
+//! entry's revision (log index) and the range's hybrid timestamp, and a delete adds a
+//! tombstone. Reads see the newest version, or the newest at or before a timestamp
+//! (`get_at`). Old versions stay until an explicit `Compact` entry drops the ones no read
+//! at or after its revision can see, so every replica compacts at the same point.
 
 use std::collections::{BTreeMap, HashMap};
 
 use prost::Message as _;
 
-use crate::proto::kv::HlcTimestamp;
+use crate::proto::kv::{HlcTimestamp, ListValue, MicroOpResult, micro_op, txn_compare};
 use crate::time::Timestamp;
 
 use crate::proto::raft::{
-    ApplyResult, ClientSession, Command, StoreSnapshot, StoredKey, command::Op,
+    ApplyResult, ClientSession, Command, StoreSnapshot, StoredKey, Txn, command::Op,
     compare_and_swap::Expected,
 };
 
 /// A key, its value and its revision, as a scan returns them.
 pub type ScanItem = (Vec<u8>, Vec<u8>, u64);
 
+/// The bytes a list value starts with: a value is a list only if an append made it one, so
+/// a read can tell a list from a plain value that happens to decode as one.
+pub const LIST_MAGIC: &[u8] = b"\0lst";
+
+/// Encodes `elements` as a list value.
+pub fn encode_list(elements: &[Vec<u8>]) -> Vec<u8> {
+    let mut bytes = LIST_MAGIC.to_vec();
+    ListValue {
+        elements: elements.to_vec(),
+    }
+    .encode(&mut bytes)
+    .expect("a Vec grows as needed");
+    bytes
+}
+
+/// The elements of a list value, or None if `value` is not one.
+pub fn decode_list(value: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let body = value.strip_prefix(LIST_MAGIC)?;
+    ListValue::decode(body).ok().map(|l| l.elements)
+}
+
+/// One version of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// The log index of the entry that wrote it.
+    pub revision: u64,
+    /// The range's timestamp for that entry.
+    pub timestamp: Timestamp,
+    /// The value; `None` is a tombstone (a delete).
+    pub value: Option<Vec<u8>>,
+}
+
+/// A read at a timestamp below what compaction kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compacted {
+    /// Versions older than this are gone.
+    pub timestamp: Timestamp,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KvStore {
-    /// key -> (value, revision): the revision is the log index of the last write.
-    data: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+    /// key -> its versions, oldest first; the last is the key's current state.
+    data: BTreeMap<Vec<u8>, Vec<Version>>,
     /// client_id -> (last applied sequence, its result): exactly-once retries.
     sessions: HashMap<String, (u64, ApplyResult)>,
-    /// Sum of one hash per key and per session, kept up to date by every change so that
-    /// a replica can report the digest of each state it passes through (see `digest`).
+    /// Sum of one hash per version and per session, kept up to date by every change so
+    /// that a replica can report the digest of each state it passes through (see `digest`).
     digest: u64,
     /// The timestamp of the last write that changed the state: every later one is
     /// stamped above it, so timestamps grow with revisions whichever leader proposed.
     last_timestamp: Timestamp,
+    /// The last compaction's revision and the timestamp of the newest version it could
+    /// have dropped: a read below that timestamp may miss versions, so it is refused.
+    compacted_revision: u64,
+    compacted_timestamp: Timestamp,
 }
 
 impl KvStore {
+    /// The current value of `key` and the revision that wrote it.
     pub fn get(&self, key: &[u8]) -> Option<(&[u8], u64)> {
-        self.data
-            .get(key)
-            .map(|(value, revision)| (value.as_slice(), *revision))
+        let version = self.data.get(key)?.last()?;
+        version.value.as_deref().map(|v| (v, version.revision))
     }
 
+    /// The value of `key` as of `at`: the newest version stamped at or before it.
+    pub fn get_at(&self, key: &[u8], at: Timestamp) -> Result<Option<(&[u8], u64)>, Compacted> {
+        if at < self.compacted_timestamp {
+            return Err(Compacted {
+                timestamp: self.compacted_timestamp,
+            });
+        }
+        let Some(versions) = self.data.get(key) else {
+            return Ok(None);
+        };
+        Ok(versions
+            .iter()
+            .rev()
+            .find(|v| v.timestamp <= at)
+            .and_then(|v| v.value.as_deref().map(|value| (value, v.revision))))
+    }
+
+    /// Every version kept of `key`, oldest first.
+    pub fn versions(&self, key: &[u8]) -> &[Version] {
+        self.data.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Keys that currently hold a value.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.data
+            .values()
+            .filter(|vs| vs.last().is_some_and(|v| v.value.is_some()))
+            .count()
+    }
+
+    /// Versions kept, tombstones included (what compaction shrinks).
+    pub fn version_count(&self) -> usize {
+        self.data.values().map(Vec::len).sum()
+    }
+
+    /// The last compaction's revision (0: never compacted).
+    pub fn compacted_revision(&self) -> u64 {
+        self.compacted_revision
     }
 
     /// Keys in `[start, end)` in key order (an empty `end`: to the end), at most `limit`;
@@ -49,7 +134,15 @@ impl KvStore {
             .data
             .range(start.to_vec()..)
             .take_while(|(key, _)| end.is_empty() || key.as_slice() < end);
-        for (key, (value, revision)) in range {
+        for (key, versions) in range {
+            let Some(Version {
+                value: Some(value),
+                revision,
+                ..
+            }) = versions.last()
+            else {
+                continue;
+            };
             if items.len() == limit {
                 return (items, true);
             }
@@ -59,7 +152,7 @@ impl KvStore {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 
     /// Applies the command of the entry at `index`. `double_apply` is the seeded bug that
@@ -99,19 +192,33 @@ impl KvStore {
         result
     }
 
-    /// Sets or removes `key`, keeping the digest.
-    fn set(&mut self, key: &[u8], value: Option<(Vec<u8>, u64)>) -> bool {
-        if let Some((value, revision)) = &value {
-            self.digest = self.digest.wrapping_add(key_hash(key, value, *revision));
+    /// Adds a version of `key` (`None`: a tombstone), keeping the digest. True if the key
+    /// held a value before.
+    fn set(&mut self, key: &[u8], value: Option<Vec<u8>>, revision: u64, at: Timestamp) -> bool {
+        let versions = self.data.entry(key.to_vec()).or_default();
+        let existed = versions.last().is_some_and(|v| v.value.is_some());
+        if !existed && value.is_none() {
+            // Deleting what is not there adds nothing.
+            if versions.is_empty() {
+                self.data.remove(key);
+            }
+            return false;
         }
-        let old = match value {
-            Some(value) => self.data.insert(key.to_vec(), value),
-            None => self.data.remove(key),
+        let version = Version {
+            revision,
+            timestamp: at,
+            value,
         };
-        if let Some((value, revision)) = &old {
-            self.digest = self.digest.wrapping_sub(key_hash(key, value, *revision));
+        self.digest = self.digest.wrapping_add(version_hash(key, &version));
+        match versions.last_mut() {
+            // Two writes of one key in one entry (a transaction): the entry's last wins.
+            Some(last) if last.revision == revision => {
+                let old = std::mem::replace(last, version);
+                self.digest = self.digest.wrapping_sub(version_hash(key, &old));
+            }
+            _ => versions.push(version),
         }
-        old.is_some()
+        existed
     }
 
     fn execute(&mut self, index: u64, command: &Command) -> ApplyResult {
@@ -122,65 +229,210 @@ impl KvStore {
                 Op::Split(_) | Op::PrepareMerge(_) | Op::CommitMerge(_) | Op::RollbackMerge(_),
             ) => ApplyResult::default(),
             Some(Op::Put(put)) => {
-                self.set(&put.key, Some((put.value.clone(), index)));
+                let at = self.stamp(command);
+                self.set(&put.key, Some(put.value.clone()), index, at);
                 ApplyResult {
                     succeeded: true,
                     revision: index,
-                    timestamp: Some(self.stamp(command)),
+                    timestamp: Some(to_wire(at)),
                     ..Default::default()
                 }
             }
             Some(Op::Delete(delete)) => {
-                let existed = self.set(&delete.key, None);
+                if self.get(&delete.key).is_none() {
+                    return ApplyResult {
+                        revision: index,
+                        ..Default::default()
+                    };
+                }
+                let at = self.stamp(command);
+                self.set(&delete.key, None, index, at);
                 ApplyResult {
-                    succeeded: existed,
+                    succeeded: true,
                     revision: index,
-                    found: existed,
-                    timestamp: existed.then(|| self.stamp(command)),
+                    found: true,
+                    timestamp: Some(to_wire(at)),
                     ..Default::default()
                 }
             }
             Some(Op::CompareAndSwap(cas)) => {
-                let current = self.data.get(&cas.key);
+                let current = self.get(&cas.key);
                 let matches = match (&cas.expected, current) {
                     (Some(Expected::ExpectedValue(v)), Some((value, _))) => v == value,
-                    (Some(Expected::ExpectedRevision(r)), Some((_, revision))) => r == revision,
+                    (Some(Expected::ExpectedRevision(r)), Some((_, revision))) => *r == revision,
                     (Some(Expected::ExpectedAbsent(_)), None) => true,
                     _ => false,
                 };
                 if matches {
-                    self.set(&cas.key, Some((cas.new_value.clone(), index)));
+                    let at = self.stamp(command);
+                    self.set(&cas.key, Some(cas.new_value.clone()), index, at);
                     ApplyResult {
                         succeeded: true,
                         revision: index,
                         found: true,
-                        timestamp: Some(self.stamp(command)),
+                        timestamp: Some(to_wire(at)),
                         ..Default::default()
                     }
                 } else {
                     ApplyResult {
                         succeeded: false,
-                        revision: current.map_or(0, |(_, r)| *r),
+                        revision: current.map_or(0, |(_, r)| r),
                         found: current.is_some(),
-                        current_value: current.map(|(v, _)| v.clone()).unwrap_or_default(),
+                        current_value: current.map(|(v, _)| v.to_vec()).unwrap_or_default(),
                         ..Default::default()
                     }
+                }
+            }
+            Some(Op::Txn(txn)) => self.transact(index, command, txn),
+            Some(Op::Compact(compact)) => {
+                self.compact(compact.revision.min(index));
+                ApplyResult {
+                    succeeded: true,
+                    revision: index,
+                    ..Default::default()
                 }
             }
         }
     }
 
+    /// A single-partition transaction: its micro-ops run in order against the state plus
+    /// its own earlier writes; then all its writes apply at this one revision and
+    /// timestamp, or (a compare failed, or an append met a value that is not a list) none
+    /// does. One entry, so it is atomic and strictly serializable.
+    fn transact(&mut self, index: u64, command: &Command, txn: &Txn) -> ApplyResult {
+        let mut written: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let mut results = Vec::with_capacity(txn.ops.len());
+        for (i, op) in txn.ops.iter().enumerate() {
+            let current = |key: &[u8]| -> Option<Vec<u8>> {
+                match written.get(key) {
+                    Some(value) => value.clone(),
+                    None => self.get(key).map(|(v, _)| v.to_vec()),
+                }
+            };
+            let mut result = MicroOpResult::default();
+            match &op.op {
+                Some(micro_op::Op::Read(read)) => {
+                    if let Some(value) = current(&read.key) {
+                        result.found = true;
+                        if let Some(elements) = decode_list(&value) {
+                            result.is_list = true;
+                            result.elements = elements;
+                        } else {
+                            result.value = value;
+                        }
+                    }
+                }
+                Some(micro_op::Op::Write(write)) => {
+                    written.insert(write.key.clone(), Some(write.value.clone()));
+                }
+                Some(micro_op::Op::Delete(delete)) => {
+                    written.insert(delete.key.clone(), None);
+                }
+                Some(micro_op::Op::Append(append)) => {
+                    let mut elements = match current(&append.key) {
+                        None => Vec::new(),
+                        Some(value) => match decode_list(&value) {
+                            Some(elements) => elements,
+                            None => {
+                                return ApplyResult {
+                                    refused: format!(
+                                        "micro-op {}: append to {:?}, which holds a value that is not a list (written by a put?); nothing was written",
+                                        i + 1,
+                                        String::from_utf8_lossy(&append.key)
+                                    ),
+                                    ..Default::default()
+                                };
+                            }
+                        },
+                    };
+                    elements.push(append.element.clone());
+                    written.insert(append.key.clone(), Some(encode_list(&elements)));
+                }
+                Some(micro_op::Op::Compare(compare)) => {
+                    let value = current(&compare.key);
+                    let holds = match (&compare.expected, &value) {
+                        (Some(txn_compare::Expected::Value(v)), Some(value)) => v == value,
+                        (Some(txn_compare::Expected::Absent(_)), None) => true,
+                        _ => false,
+                    };
+                    if !holds {
+                        return ApplyResult {
+                            succeeded: false,
+                            failed_compare: i as u32 + 1,
+                            found: value.is_some(),
+                            current_value: value.unwrap_or_default(),
+                            txn_results: results,
+                            ..Default::default()
+                        };
+                    }
+                }
+                None => {
+                    return ApplyResult {
+                        refused: format!("micro-op {} is empty; nothing was written", i + 1),
+                        ..Default::default()
+                    };
+                }
+            }
+            results.push(result);
+        }
+        // Deletes of absent keys change nothing; a transaction that changes nothing is not
+        // stamped (as a failed swap is not).
+        written.retain(|key, value| value.is_some() || self.get(key).is_some());
+        let timestamp = if written.is_empty() {
+            None
+        } else {
+            let at = self.stamp(command);
+            for (key, value) in written {
+                self.set(&key, value, index, at);
+            }
+            Some(to_wire(at))
+        };
+        ApplyResult {
+            succeeded: true,
+            revision: index,
+            timestamp,
+            txn_results: results,
+            ..Default::default()
+        }
+    }
+
+    /// Drops every version that no read at or after `revision` can see: for each key, the
+    /// versions older than its newest at or before `revision`, and that one too if it is a
+    /// tombstone. Compacting to an older revision than before does nothing.
+    pub fn compact(&mut self, revision: u64) {
+        if revision <= self.compacted_revision {
+            return;
+        }
+        let mut floor = self.compacted_timestamp;
+        self.data.retain(|_, versions| {
+            let kept_from = versions.iter().rposition(|v| v.revision <= revision);
+            if let Some(at) = kept_from {
+                floor = floor.max(versions[at].timestamp);
+                let drop = if versions[at].value.is_none() {
+                    at + 1
+                } else {
+                    at
+                };
+                versions.drain(..drop);
+            }
+            !versions.is_empty()
+        });
+        self.compacted_revision = revision;
+        self.compacted_timestamp = floor;
+        self.digest = self.full_digest();
+    }
+
     /// The timestamp a state-changing write applies at: the leader's stamp, or just
     /// above the last write's if that is later (a new leader whose clock is behind).
     /// Deterministic, so every replica gives the same answer.
-    fn stamp(&mut self, command: &Command) -> HlcTimestamp {
+    fn stamp(&mut self, command: &Command) -> Timestamp {
         let proposed = command.hlc.map_or(Timestamp::default(), from_wire);
         let floor = Timestamp {
             wall_ms: self.last_timestamp.wall_ms,
             logical: self.last_timestamp.logical.saturating_add(1),
         };
         self.last_timestamp = proposed.max(floor);
-        to_wire(self.last_timestamp)
+        self.last_timestamp
     }
 
     /// The timestamp of the last state-changing write.
@@ -202,6 +454,8 @@ impl KvStore {
             sessions: self.sessions.clone(),
             digest: 0,
             last_timestamp: self.last_timestamp,
+            compacted_revision: self.compacted_revision,
+            compacted_timestamp: self.compacted_timestamp,
         };
         right.digest = right.full_digest();
         self.digest = self.full_digest();
@@ -213,6 +467,8 @@ impl KvStore {
     pub fn absorb(&mut self, other: KvStore) {
         self.data.extend(other.data);
         self.last_timestamp = self.last_timestamp.max(other.last_timestamp);
+        self.compacted_revision = self.compacted_revision.max(other.compacted_revision);
+        self.compacted_timestamp = self.compacted_timestamp.max(other.compacted_timestamp);
         for (client, (sequence, result)) in other.sessions {
             let newer = self
                 .sessions
@@ -230,10 +486,14 @@ impl KvStore {
         let keys = self
             .data
             .iter()
-            .map(|(key, (value, revision))| StoredKey {
-                key: key.clone(),
-                value: value.clone(),
-                revision: *revision,
+            .flat_map(|(key, versions)| {
+                versions.iter().map(|v| StoredKey {
+                    key: key.clone(),
+                    value: v.value.clone().unwrap_or_default(),
+                    revision: v.revision,
+                    timestamp: Some(to_wire(v.timestamp)),
+                    deleted: v.value.is_none(),
+                })
             })
             .collect();
         let mut sessions: Vec<ClientSession> = self
@@ -251,14 +511,16 @@ impl KvStore {
             keys,
             sessions,
             last_timestamp: Some(to_wire(self.last_timestamp)),
+            compacted_revision: self.compacted_revision,
+            compacted_timestamp: Some(to_wire(self.compacted_timestamp)),
             ..Default::default()
         }
     }
 
-    /// A digest of the whole state (keys, values, revisions, sessions): replicas that
-    /// applied the same entries agree on it, and one that applied something else almost
-    /// surely does not. Order-independent (a sum of per-key and per-session hashes), so a
-    /// change costs one hash instead of a pass over the state.
+    /// A digest of the whole state (versions, sessions): replicas that applied the same
+    /// entries agree on it, and one that applied something else almost surely does not.
+    /// Order-independent (a sum of per-version and per-session hashes), so a change costs
+    /// one hash instead of a pass over the state.
     pub fn digest(&self) -> u64 {
         self.digest
     }
@@ -267,12 +529,22 @@ impl KvStore {
         Self::from_proto(StoreSnapshot::decode(bytes)?)
     }
 
+    /// A store from its snapshot. Versions arrive oldest first, key by key; a snapshot
+    /// written before versions were kept has one (the current value) per key.
     pub fn from_proto(snapshot: StoreSnapshot) -> Result<Self, prost::DecodeError> {
-        let data = snapshot
-            .keys
-            .into_iter()
-            .map(|k| (k.key, (k.value, k.revision)))
-            .collect();
+        let mut data: BTreeMap<Vec<u8>, Vec<Version>> = BTreeMap::new();
+        for k in snapshot.keys {
+            data.entry(k.key).or_default().push(Version {
+                revision: k.revision,
+                timestamp: k.timestamp.map_or(Timestamp::default(), from_wire),
+                value: (!k.deleted).then_some(k.value),
+            });
+        }
+        for versions in data.values_mut() {
+            // Oldest first whatever order the snapshot had; one version per revision.
+            versions.sort_by_key(|v| v.revision);
+            versions.dedup_by_key(|v| v.revision);
+        }
         let mut sessions = HashMap::new();
         for session in snapshot.sessions {
             let result = ApplyResult::decode(session.result.as_slice())?;
@@ -285,6 +557,10 @@ impl KvStore {
             last_timestamp: snapshot
                 .last_timestamp
                 .map_or(Timestamp::default(), from_wire),
+            compacted_revision: snapshot.compacted_revision,
+            compacted_timestamp: snapshot
+                .compacted_timestamp
+                .map_or(Timestamp::default(), from_wire),
         };
         store.digest = store.full_digest();
         Ok(store)
@@ -292,12 +568,11 @@ impl KvStore {
 
     /// The digest computed from scratch.
     fn full_digest(&self) -> u64 {
-        let keys = self
-            .data
-            .iter()
-            .fold(0u64, |sum, (key, (value, revision))| {
-                sum.wrapping_add(key_hash(key, value, *revision))
-            });
+        let keys = self.data.iter().fold(0u64, |sum, (key, versions)| {
+            versions
+                .iter()
+                .fold(sum, |sum, v| sum.wrapping_add(version_hash(key, v)))
+        });
         self.sessions
             .iter()
             .fold(keys, |sum, (client_id, (sequence, result))| {
@@ -331,8 +606,19 @@ pub fn from_wire(t: HlcTimestamp) -> Timestamp {
     }
 }
 
-fn key_hash(key: &[u8], value: &[u8], revision: u64) -> u64 {
-    fnv(&[b"key", key, value, &revision.to_le_bytes()])
+fn version_hash(key: &[u8], version: &Version) -> u64 {
+    let (kind, value): (&[u8], &[u8]) = match &version.value {
+        Some(value) => (b"key", value),
+        None => (b"tombstone", b""),
+    };
+    fnv(&[
+        kind,
+        key,
+        value,
+        &version.revision.to_le_bytes(),
+        &version.timestamp.wall_ms.to_le_bytes(),
+        &version.timestamp.logical.to_le_bytes(),
+    ])
 }
 
 fn session_hash(client_id: &str, sequence: u64, result: &ApplyResult) -> u64 {
@@ -562,6 +848,212 @@ mod tests {
             right.last_timestamp(),
             left.last_timestamp(),
             "both halves go on above it"
+        );
+    }
+
+    fn stamped(command: Command, wall_ms: u64) -> Command {
+        Command {
+            hlc: Some(HlcTimestamp {
+                wall_ms,
+                logical: 0,
+            }),
+            ..command
+        }
+    }
+
+    fn txn(ops: Vec<crate::proto::kv::micro_op::Op>) -> Command {
+        use crate::proto::kv::MicroOp;
+        Command {
+            client_id: String::new(),
+            sequence: 0,
+            hlc: None,
+            op: Some(Op::Txn(Txn {
+                ops: ops.into_iter().map(|op| MicroOp { op: Some(op) }).collect(),
+                isolation: 0,
+            })),
+        }
+    }
+
+    fn read(key: &str) -> crate::proto::kv::micro_op::Op {
+        crate::proto::kv::micro_op::Op::Read(crate::proto::kv::TxnRead { key: key.into() })
+    }
+
+    fn append(key: &str, element: &str) -> crate::proto::kv::micro_op::Op {
+        crate::proto::kv::micro_op::Op::Append(crate::proto::kv::TxnAppend {
+            key: key.into(),
+            element: element.into(),
+        })
+    }
+
+    fn write(key: &str, value: &str) -> crate::proto::kv::micro_op::Op {
+        crate::proto::kv::micro_op::Op::Write(crate::proto::kv::TxnWrite {
+            key: key.into(),
+            value: value.into(),
+        })
+    }
+
+    fn compare(key: &str, value: Option<&str>) -> crate::proto::kv::micro_op::Op {
+        crate::proto::kv::micro_op::Op::Compare(crate::proto::kv::TxnCompare {
+            key: key.into(),
+            expected: Some(match value {
+                Some(v) => txn_compare::Expected::Value(v.into()),
+                None => txn_compare::Expected::Absent(true),
+            }),
+        })
+    }
+
+    fn at(wall_ms: u64) -> Timestamp {
+        Timestamp {
+            wall_ms,
+            logical: 0,
+        }
+    }
+
+    #[test]
+    fn every_write_is_a_version_and_a_read_at_a_timestamp_sees_the_one_then() {
+        let mut store = KvStore::default();
+        store.apply(1, &stamped(put("k", "a", "", 0), 100), false);
+        store.apply(2, &stamped(put("k", "b", "", 0), 200), false);
+        let delete = Command {
+            op: Some(Op::Delete(crate::proto::raft::Delete {
+                key: b"k".to_vec(),
+            })),
+            ..put("k", "", "", 0)
+        };
+        store.apply(3, &stamped(delete, 300), false);
+        store.apply(4, &stamped(put("k", "c", "", 0), 400), false);
+        assert_eq!(store.versions(b"k").len(), 4, "a tombstone is a version");
+        let value = |ts| {
+            store
+                .get_at(b"k", at(ts))
+                .unwrap()
+                .map(|(v, r)| (v.to_vec(), r))
+        };
+        assert_eq!(value(99), None);
+        assert_eq!(value(150), Some((b"a".to_vec(), 1)));
+        assert_eq!(value(250), Some((b"b".to_vec(), 2)));
+        assert_eq!(value(300), None, "deleted then");
+        assert_eq!(value(1_000), Some((b"c".to_vec(), 4)));
+        assert_eq!(store.get(b"k"), Some((&b"c"[..], 4)));
+        let restored = KvStore::restore(&store.snapshot()).expect("decodes");
+        assert_eq!(restored, store, "a snapshot keeps every version");
+        assert_eq!(restored.digest(), store.digest());
+    }
+
+    #[test]
+    fn compaction_drops_only_what_no_later_read_can_see_and_refuses_older_reads() {
+        let mut store = KvStore::default();
+        for (i, (key, value)) in [("k", "a"), ("k", "b"), ("j", "x"), ("k", "c")]
+            .iter()
+            .enumerate()
+        {
+            let index = i as u64 + 1;
+            store.apply(index, &stamped(put(key, value, "", 0), index * 100), false);
+        }
+        let delete = Command {
+            op: Some(Op::Delete(crate::proto::raft::Delete {
+                key: b"j".to_vec(),
+            })),
+            ..put("j", "", "", 0)
+        };
+        store.apply(5, &stamped(delete, 500), false);
+        let before = store.clone();
+        let compact = Command {
+            op: Some(Op::Compact(crate::proto::raft::Compact { revision: 5 })),
+            ..put("", "", "", 0)
+        };
+        let mut other = store.clone();
+        store.apply(6, &compact, false);
+        assert_eq!(store.versions(b"k").len(), 1, "only k's newest stays");
+        assert!(
+            store.versions(b"j").is_empty(),
+            "a tombstone at the horizon goes"
+        );
+        assert_eq!(store.get(b"k"), before.get(b"k"));
+        assert_eq!(
+            store.get_at(b"k", at(550)).unwrap(),
+            before.get_at(b"k", at(550)).unwrap()
+        );
+        // j was x at 450: with x and its tombstone gone, a read there would miss it, so
+        // the horizon is the newest version compaction looked at.
+        assert!(store.get_at(b"j", at(450)).is_err(), "below the horizon");
+        assert!(store.get_at(b"k", at(150)).is_err(), "below the horizon");
+        assert_eq!(store.digest(), store.full_digest());
+        other.apply(6, &compact, false);
+        assert_eq!(other.digest(), store.digest(), "replicas compact alike");
+        let restored = KvStore::restore(&store.snapshot()).expect("decodes");
+        assert!(
+            restored.get_at(b"k", at(150)).is_err(),
+            "the horizon survives a snapshot"
+        );
+    }
+
+    #[test]
+    fn a_transaction_reads_its_own_writes_and_applies_at_one_revision() {
+        let mut store = KvStore::default();
+        let result = store.apply(
+            1,
+            &stamped(
+                txn(vec![
+                    append("l", "1"),
+                    read("l"),
+                    write("r", "5"),
+                    append("l", "2"),
+                    read("l"),
+                    read("r"),
+                ]),
+                100,
+            ),
+            false,
+        );
+        assert!(result.succeeded);
+        let lists: Vec<Vec<Vec<u8>>> = result
+            .txn_results
+            .iter()
+            .map(|r| r.elements.clone())
+            .collect();
+        assert_eq!(lists[1], vec![b"1".to_vec()]);
+        assert_eq!(lists[4], vec![b"1".to_vec(), b"2".to_vec()]);
+        assert_eq!(result.txn_results[5].value, b"5");
+        assert!(!result.txn_results[5].is_list);
+        assert_eq!(store.versions(b"l").len(), 1, "two appends, one version");
+        assert_eq!(store.get(b"r"), Some((&b"5"[..], 1)));
+    }
+
+    #[test]
+    fn a_failed_compare_or_an_append_to_a_plain_value_writes_nothing() {
+        let mut store = KvStore::default();
+        store.apply(1, &put("v", "plain", "", 0), false);
+        let failed = store.apply(
+            2,
+            &txn(vec![write("a", "1"), compare("v", Some("other"))]),
+            false,
+        );
+        assert!(!failed.succeeded && failed.failed_compare == 2);
+        assert_eq!(failed.current_value, b"plain");
+        assert_eq!(store.get(b"a"), None);
+        let refused = store.apply(3, &txn(vec![write("a", "1"), append("v", "x")]), false);
+        assert!(
+            refused.refused.contains("not a list"),
+            "{}",
+            refused.refused
+        );
+        assert_eq!(store.get(b"a"), None);
+        let held = store.apply(
+            4,
+            &txn(vec![
+                compare("v", Some("plain")),
+                compare("b", None),
+                write("a", "1"),
+            ]),
+            false,
+        );
+        assert!(held.succeeded);
+        assert_eq!(store.get(b"a"), Some((&b"1"[..], 4)));
+        let read_only = store.apply(5, &txn(vec![read("a")]), false);
+        assert!(
+            read_only.succeeded && read_only.timestamp.is_none(),
+            "nothing to stamp"
         );
     }
 }
