@@ -8,7 +8,7 @@ use faultline_node::client::{Effect, Routing, RoutingClient, effect};
 use faultline_node::proto::kv::{
     CompareAndSwapRequest, ScanRequest, WriteId, compare_and_swap_request::Expected,
 };
-use faultline_workloads::{SET_PREFIX, set_element_key};
+use faultline_workloads::{Isolation, MicroOp, MicroOpKind, SET_PREFIX, set_element_key};
 use serde_json::Value;
 
 /// One operation on a register-like key: values are integers, nil is "absent".
@@ -33,6 +33,11 @@ pub enum Operation {
     },
     /// Read the whole set: a scan of the set's prefix, page by page.
     ReadAll,
+    /// A transaction of micro-ops at an isolation level (one `Txn` request).
+    Txn {
+        ops: Vec<MicroOp>,
+        isolation: Isolation,
+    },
 }
 
 /// Elements one scan page asks for (the node's default scan_limit_max).
@@ -241,6 +246,75 @@ impl FaultlineClient {
                 }
             }
             Operation::ReadAll => self.read_set().await,
+            Operation::Txn { ops, isolation } => self.transact(ops, *isolation).await,
+        }
+    }
+
+    /// One `Txn` request; the completed micro-ops (reads filled in) in Elle's form.
+    async fn transact(&mut self, ops: &[MicroOp], isolation: Isolation) -> Completion {
+        use faultline_node::proto::kv::{self as wire, micro_op};
+        let wire_ops = ops
+            .iter()
+            .map(|op| {
+                let key = op.key.as_bytes().to_vec();
+                let value = op.value.unwrap_or_default().to_string().into_bytes();
+                let op = match op.f {
+                    MicroOpKind::Read => micro_op::Op::Read(wire::TxnRead { key }),
+                    MicroOpKind::Append => micro_op::Op::Append(wire::TxnAppend {
+                        key,
+                        element: value,
+                    }),
+                    MicroOpKind::Write => micro_op::Op::Write(wire::TxnWrite { key, value }),
+                };
+                wire::MicroOp { op: Some(op) }
+            })
+            .collect();
+        let message = wire::TxnRequest {
+            ops: wire_ops,
+            isolation: match isolation {
+                Isolation::Serializable => wire::Isolation::Serializable,
+                Isolation::Snapshot => wire::Isolation::Snapshot,
+                Isolation::ReadCommitted => wire::Isolation::ReadCommitted,
+            } as i32,
+            write_id: self.write_id(),
+        };
+        let reply = match self.router.txn(message, self.timeout).await {
+            Ok(reply) => reply,
+            Err(status) => return write_error(&status),
+        };
+        if reply.results.len() != ops.len() {
+            // Not what the node promises: an answer that cannot be recorded faithfully is
+            // recorded as unknown, not guessed at.
+            return Completion::Info {
+                error: format!(
+                    "the node answered {} results for {} micro-ops",
+                    reply.results.len(),
+                    ops.len()
+                ),
+            };
+        }
+        let completed = ops
+            .iter()
+            .zip(&reply.results)
+            .map(|(op, result)| {
+                let value = match op.f {
+                    MicroOpKind::Read if !result.found => Value::Null,
+                    MicroOpKind::Read if result.is_list => {
+                        Value::Array(result.elements.iter().map(|e| decode(e)).collect())
+                    }
+                    // A register read; a list-append read of a plain value shows it as is.
+                    MicroOpKind::Read => decode(&result.value),
+                    _ => op.value.map_or(Value::Null, Value::from),
+                };
+                Value::Array(vec![
+                    Value::from(op.f.as_str()),
+                    Value::from(op.key.clone()),
+                    value,
+                ])
+            })
+            .collect();
+        Completion::Ok {
+            value: Value::Array(completed),
         }
     }
 

@@ -97,6 +97,10 @@ struct RunArgs {
     /// routing client sends each request to its partition's leader).
     #[arg(long, value_name = "ROUTING", default_value = "node")]
     routing: faultline_node::client::Routing,
+    /// For transactional workloads (list-append, rw-register): the isolation level the
+    /// transactions ask for, and the consistency model the history is checked against.
+    #[arg(long, value_name = "LEVEL", value_parser = ["serializable", "snapshot", "read-committed"])]
+    isolation: Option<String>,
 }
 
 const NEMESIS_HELP: &str =
@@ -202,6 +206,10 @@ async fn run_command(args: RunArgs, mode: Option<NamespaceMode>) -> anyhow::Resu
         partitions: args.partitions,
         partitioning: args.partitioning,
         routing: args.routing,
+        isolation: args
+            .isolation
+            .as_deref()
+            .and_then(faultline_workloads::Isolation::parse),
     };
     if options.nodes == 0 || options.nodes > 9 {
         anyhow::bail!("--nodes must be between 1 and 9, got {}", options.nodes);

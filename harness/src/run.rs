@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub partitions: Option<u32>,
     pub partitioning: Option<String>,
     pub routing: Routing,
+    /// Replaces a transactional workload's isolation level.
+    pub isolation: Option<faultline_workloads::Isolation>,
 }
 
 /// The node flags that form the cluster with `partitions` partitions. For range
@@ -145,6 +147,15 @@ pub fn prepare_workload(options: &RunOptions) -> anyhow::Result<Workload> {
     }
     if let Some(concurrency) = options.concurrency {
         workload.concurrency = concurrency;
+    }
+    if let Some(isolation) = options.isolation {
+        if !workload.checker.is_transactional() {
+            anyhow::bail!(
+                "--isolation applies to transactional workloads (list-append, rw-register); {} is not one",
+                workload.name
+            );
+        }
+        workload.isolation = Some(isolation);
     }
     if options.rate.is_some() {
         workload.rate = options.rate;
@@ -271,9 +282,10 @@ fn make_run_dir(store: &Path, workload: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn to_operation(op: &Op) -> Operation {
+fn to_operation(op: &Op, isolation: faultline_workloads::Isolation) -> Operation {
     let key = op.key.clone();
-    match (op.f, op.value) {
+    match (op.f, op.value.clone()) {
+        (OpKind::Txn, OpValue::Txn(ops)) => Operation::Txn { ops, isolation },
         (OpKind::Add, OpValue::Add(element)) => Operation::Add {
             element: element as i64,
         },
@@ -292,7 +304,7 @@ fn to_operation(op: &Op) -> Operation {
 }
 
 fn invoke_value(op: &Op) -> Value {
-    serde_json::to_value(op.value).unwrap_or(Value::Null)
+    serde_json::to_value(&op.value).unwrap_or(Value::Null)
 }
 
 struct Shared {
@@ -307,6 +319,8 @@ struct Shared {
     write_retries: u32,
     routing: Routing,
     seed: u64,
+    /// The isolation level transactions ask for.
+    isolation: faultline_workloads::Isolation,
     /// For `keyspace: causal`: a channel per node, and the sessions' hop chance.
     causal: Option<(Vec<tonic::transport::Channel>, f64)>,
 }
@@ -400,13 +414,13 @@ async fn invoke(
         EventType::Invoke,
         Process::Client(process),
         f,
-        Some(&op.key),
+        (!op.key.is_empty()).then_some(op.key.as_str()),
         invoke_value(op),
         None,
         Some(node as u64 + 1),
         0,
     );
-    let operation = to_operation(op);
+    let operation = to_operation(op, shared.isolation);
     let mut completion = client.invoke(&operation).await;
     let (mut resends, mut answered_by) = (0, node);
     let mut unknown = None;
@@ -441,7 +455,8 @@ async fn invoke(
     }
     let (kind, value, error) = match &completion {
         Completion::Ok { value } => {
-            let value = if matches!(op.f, OpKind::Read | OpKind::ReadAll) {
+            // A transaction's completion holds what its reads saw.
+            let value = if matches!(op.f, OpKind::Read | OpKind::ReadAll | OpKind::Txn) {
                 value.clone()
             } else {
                 invoke_value(op)
@@ -465,7 +480,7 @@ async fn invoke(
         kind,
         Process::Client(process),
         f,
-        Some(&op.key),
+        (!op.key.is_empty()).then_some(op.key.as_str()),
         value,
         error,
         Some(answered_by as u64 + 1),
@@ -613,6 +628,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         write_retries: workload.write_retries,
         routing: options.routing,
         seed,
+        isolation: workload.isolation.unwrap_or_default(),
         causal: (workload.keyspace == Keyspace::Causal).then(|| {
             let sources: Vec<std::net::IpAddr> =
                 (0..addrs.len()).map(|i| node_ip(i).into()).collect();

@@ -80,6 +80,53 @@ pub fn check_set(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Elle's checker for a transactional workload: cycles in the dependency graph, against
+/// the consistency model of the isolation level the run asked for (`results.model`).
+/// Writes the explanation and one SVG per cycle next to the history when one is found.
+pub fn check_txn(
+    results: &mut Results,
+    run_dir: &Path,
+    workload: faultline_checkers::txn::Workload,
+) -> anyhow::Result<()> {
+    use faultline_checkers::txn::{self, TxnOptions};
+    let path = run_dir.join("history.jsonl");
+    let options = TxnOptions {
+        consistency_models: Some(vec![results.model.clone()]),
+        cycle_search_timeout: Duration::from_secs(10),
+        ..TxnOptions::default()
+    };
+    let (history, verdict) =
+        faultline_checkers::check_txn_file(&path, Some(Format::Jsonl), workload, &options)
+            .map_err(|e| anyhow::anyhow!("cannot check {}: {e}", path.display()))?;
+    let text = txn::explain::report_text(&history, &verdict);
+    results.valid = match verdict.valid {
+        txn::Validity::Valid => Validity::Known(true),
+        txn::Validity::Invalid => {
+            std::fs::write(run_dir.join("anomalies.txt"), &text)?;
+            let dir = run_dir.join("cycles");
+            for (kind, cases) in &verdict.anomalies {
+                for (i, case) in cases.iter().enumerate() {
+                    if let Some(cycle) = &case.cycle {
+                        std::fs::create_dir_all(&dir)?;
+                        std::fs::write(
+                            dir.join(format!("{kind}-{i}.svg")),
+                            txn::explain::cycle_svg(&history, kind, cycle),
+                        )?;
+                    }
+                }
+            }
+            Validity::Known(false)
+        }
+        txn::Validity::Unknown => Validity::Unknown("the transactional checker could not decide"),
+    };
+    if verdict.stats.txns == 0 {
+        results.valid = Validity::Unknown("no transaction completed");
+    }
+    results.notes.push(text);
+    apply_guards(results);
+    Ok(())
+}
+
 /// The causal checker: bad patterns and session guarantees.
 pub fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     let path = run_dir.join("history.jsonl");

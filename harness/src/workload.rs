@@ -74,11 +74,35 @@ impl WorkloadKind for Set {
     }
 }
 
+/// Transactions of micro-ops, checked with Elle's method.
+struct Transactional(faultline_checkers::txn::Workload);
+
+impl WorkloadKind for Transactional {
+    fn checker(&self) -> &'static str {
+        self.0.name()
+    }
+
+    /// The consistency model of the isolation level asked for.
+    fn model(&self, workload: &Workload) -> String {
+        workload
+            .isolation
+            .unwrap_or_default()
+            .consistency_model()
+            .into()
+    }
+
+    fn check(&self, results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+        verdict::check_txn(results, run_dir, self.0)
+    }
+}
+
 /// The kind a workload's `checker` names.
 pub fn kind(workload: &Workload) -> &'static dyn WorkloadKind {
     match workload.checker {
         Checker::Linearizability => &Linearizable,
         Checker::Causal => &Causal,
         Checker::Set => &Set,
+        Checker::ListAppend => &Transactional(faultline_checkers::txn::Workload::ListAppend),
+        Checker::RwRegister => &Transactional(faultline_checkers::txn::Workload::RwRegister),
     }
 }

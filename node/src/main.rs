@@ -137,6 +137,9 @@ enum SeededBug {
     /// A write whose key a split moved while it was in flight is acknowledged but
     /// applied to neither half.
     SplitLoseWrites,
+    /// A transaction's reads do not see its own earlier writes (they read the state
+    /// before the transaction).
+    TxnNoReadYourWrites,
     /// A learner's vote (and its acknowledgement) counts toward a quorum.
     LearnerVotes,
     /// A leader changes the membership before it has committed an entry of its term.
@@ -270,6 +273,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::WalGroupMixup => bugs.wal_group_mixup = true,
             SeededBug::SkipEpochCheck => bugs.range.skip_epoch_check = true,
             SeededBug::SplitLoseWrites => bugs.range.split_lose_writes = true,
+            SeededBug::TxnNoReadYourWrites => bugs.range.txn_no_read_your_writes = true,
             SeededBug::LearnerVotes => bugs.raft.learner_votes = true,
             SeededBug::ConfigBeforeNoop => bugs.raft.config_before_noop = true,
             SeededBug::IgnoreCausalContext => bugs.causal.ignore_causal_context = true,

@@ -71,6 +71,8 @@ pub enum OpKind {
     Add,
     /// Read the whole set (a `Scan` of its prefix); the history calls it `read`.
     ReadAll,
+    /// A transaction of micro-ops (`Txn`); the history calls it `txn`.
+    Txn,
 }
 
 impl OpKind {
@@ -81,6 +83,7 @@ impl OpKind {
             OpKind::Write => "write",
             OpKind::Cas => "cas",
             OpKind::Add => "add",
+            OpKind::Txn => "txn",
         }
     }
 }
@@ -97,9 +100,52 @@ impl Serialize for OpKind {
     }
 }
 
-/// The input of an operation, serialized as the history's `value` of an invocation: `null`, `5`
-/// or `[expected, new]` with `null` for an expected absent key.
+/// What a micro-op does, named as in Elle's histories.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MicroOpKind {
+    /// `r`: read a key (a list, or a register).
+    Read,
+    /// `append`: append an element to a key's list.
+    Append,
+    /// `w`: write a register.
+    Write,
+}
+
+impl MicroOpKind {
+    /// The history's name: `r`, `append` or `w`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MicroOpKind::Read => "r",
+            MicroOpKind::Append => "append",
+            MicroOpKind::Write => "w",
+        }
+    }
+}
+
+/// One micro-op of a transaction, serialized as Elle's `[f, key, value]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MicroOp {
+    /// What it does.
+    pub f: MicroOpKind,
+    /// Which key.
+    pub key: String,
+    /// The element appended or value written (unique in the run); `None` for a read.
+    pub value: Option<u64>,
+}
+
+impl Serialize for MicroOp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(3))?;
+        seq.serialize_element(self.f.as_str())?;
+        seq.serialize_element(&self.key)?;
+        seq.serialize_element(&self.value)?;
+        seq.end()
+    }
+}
+
+/// The input of an operation, serialized as the history's `value` of an invocation: `null`, `5`,
+/// `[expected, new]` with `null` for an expected absent key, or a transaction's micro-ops.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum OpValue {
     /// No input (reads).
     Nil,
@@ -115,6 +161,8 @@ pub enum OpValue {
         /// The value to write.
         new: u64,
     },
+    /// A transaction's micro-ops, in order.
+    Txn(Vec<MicroOp>),
 }
 
 impl Serialize for OpValue {
@@ -128,6 +176,7 @@ impl Serialize for OpValue {
                 seq.serialize_element(new)?;
                 seq.end()
             }
+            OpValue::Txn(ops) => ops.serialize(serializer),
         }
     }
 }
@@ -224,6 +273,23 @@ pub struct Generator {
     time_limit: Duration,
     /// The set workload: adds, and one read of the whole set at the end.
     set: bool,
+    /// Transactional workloads: what their transactions look like.
+    txn: Option<TxnGen>,
+}
+
+/// Elle's transaction generator: `keys.count` keys are active at a time; each takes
+/// `max_writes_per_key` writes and is then replaced by a fresh key, so that lists stay short
+/// and every key's history is small enough to infer exactly.
+#[derive(Clone, Debug)]
+struct TxnGen {
+    write: MicroOpKind,
+    shape: crate::schema::TxnShape,
+    /// Key indices of the active keys.
+    active: Vec<u32>,
+    /// Writes handed out per active key.
+    writes: HashMap<u32, u32>,
+    /// The index the next fresh key takes.
+    next_key: u32,
 }
 
 impl Generator {
@@ -257,6 +323,66 @@ impl Generator {
             final_reads: workload.final_reads,
             time_limit: Duration::from_secs(workload.time_limit_secs),
             set: workload.checker == crate::schema::Checker::Set,
+            txn: workload.checker.is_transactional().then(|| {
+                let count = workload.keys.count.clamp(1, crate::schema::MAX_KEY_COUNT);
+                TxnGen {
+                    write: if workload.checker == crate::schema::Checker::ListAppend {
+                        MicroOpKind::Append
+                    } else {
+                        MicroOpKind::Write
+                    },
+                    shape: workload.txn.clone().unwrap_or_default(),
+                    active: (0..count).collect(),
+                    writes: HashMap::new(),
+                    next_key: count,
+                }
+            }),
+        }
+    }
+
+    /// A transaction for a process whose stream is `rng`.
+    fn next_txn(&mut self, process: u64, mix: Mix) -> Op {
+        let rng = self
+            .process_rngs
+            .get_mut(&process)
+            .expect("next_op made the process's stream");
+        let txn = self.txn.as_mut().expect("a transactional workload");
+        let (min, max) = (txn.shape.min_ops.max(1), txn.shape.max_ops.max(1));
+        let length = rng.random_range(min..=max.max(min));
+        let reads = u64::from(mix.read);
+        let total = reads + u64::from(mix.write);
+        let mut ops = Vec::with_capacity(length as usize);
+        for _ in 0..length {
+            let slot = rng.random_range(0..txn.active.len());
+            let key_index = txn.active[slot];
+            let read = total == 0 || rng.random_range(0..total) < reads;
+            if read {
+                ops.push(MicroOp {
+                    f: MicroOpKind::Read,
+                    key: key_name(key_index),
+                    value: None,
+                });
+                continue;
+            }
+            let value = self.next_value;
+            self.next_value += 1;
+            ops.push(MicroOp {
+                f: txn.write,
+                key: key_name(key_index),
+                value: Some(value),
+            });
+            let writes = txn.writes.entry(key_index).or_insert(0);
+            *writes += 1;
+            if *writes >= txn.shape.max_writes_per_key {
+                txn.writes.remove(&key_index);
+                txn.active[slot] = txn.next_key;
+                txn.next_key += 1;
+            }
+        }
+        Op {
+            f: OpKind::Txn,
+            key: String::new(),
+            value: OpValue::Txn(ops),
         }
     }
 
@@ -281,6 +407,9 @@ impl Generator {
             rng
         });
 
+        if self.txn.is_some() {
+            return self.next_txn(process, mix);
+        }
         let total = mix.total();
         // An all-zero mix (only possible unvalidated) reads.
         let draw = if total == 0 {
@@ -309,7 +438,7 @@ impl Generator {
         let key_index = self.keys.pick(rng);
 
         let value = match f {
-            OpKind::Read | OpKind::ReadAll | OpKind::Add => OpValue::Nil,
+            OpKind::Read | OpKind::ReadAll | OpKind::Add | OpKind::Txn => OpValue::Nil,
             OpKind::Write => OpValue::Write(self.fresh_value(key_index)),
             OpKind::Cas => {
                 let expected = match self.recent.get(&key_index) {
@@ -406,6 +535,21 @@ impl Generator {
     pub fn final_read_ops(&self) -> Vec<Op> {
         if !self.final_reads {
             return Vec::new();
+        }
+        if let Some(txn) = &self.txn {
+            // One read-only transaction per key ever used, so that every list's final
+            // state is observed.
+            return (0..txn.next_key)
+                .map(|index| Op {
+                    f: OpKind::Txn,
+                    key: String::new(),
+                    value: OpValue::Txn(vec![MicroOp {
+                        f: MicroOpKind::Read,
+                        key: key_name(index),
+                        value: None,
+                    }]),
+                })
+                .collect();
         }
         if self.set {
             return vec![Op {

@@ -121,6 +121,101 @@ pub struct Workload {
     /// are what the causal-context tokens protect. Defaults to 0.3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_hop: Option<f64>,
+    /// For `checker: list-append` or `rw-register`: the shape of each transaction. `mix`
+    /// then weighs its micro-ops: `read` reads a key, `write` appends to a list
+    /// (list-append) or writes a register (rw-register). Defaults: 1 to 4 micro-ops, 32
+    /// writes per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<TxnShape>,
+    /// For transactional checkers: the isolation level transactions ask for, and so the
+    /// consistency model the history is checked against: `serializable`
+    /// (strict-serializable), `snapshot` (snapshot-isolation) or `read-committed`.
+    /// Defaults to `serializable`; `faultline run --isolation` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
+}
+
+/// The shape of a transactional workload's transactions (Elle's generator).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TxnShape {
+    /// Fewest micro-ops in a transaction, at least 1. Defaults to 1.
+    #[serde(default = "default_min_ops")]
+    pub min_ops: u32,
+    /// Most micro-ops in a transaction, at most 64. Defaults to 4.
+    #[serde(default = "default_max_ops")]
+    pub max_ops: u32,
+    /// Writes a key takes before a fresh key replaces it in the active set (`keys.count`
+    /// keys are active at a time), 1..=100000. Short lists keep reads small and
+    /// inference sharp. Defaults to 32.
+    #[serde(default = "default_max_writes_per_key")]
+    pub max_writes_per_key: u32,
+}
+
+impl Default for TxnShape {
+    fn default() -> Self {
+        TxnShape {
+            min_ops: default_min_ops(),
+            max_ops: default_max_ops(),
+            max_writes_per_key: default_max_writes_per_key(),
+        }
+    }
+}
+
+fn default_min_ops() -> u32 {
+    1
+}
+
+fn default_max_ops() -> u32 {
+    4
+}
+
+fn default_max_writes_per_key() -> u32 {
+    32
+}
+
+/// Most micro-ops a generated transaction may have.
+pub const MAX_TXN_OPS: u32 = 64;
+
+/// The isolation level a transactional workload asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    #[default]
+    Serializable,
+    Snapshot,
+    ReadCommitted,
+}
+
+impl Isolation {
+    /// The name on command lines and in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Serializable => "serializable",
+            Isolation::Snapshot => "snapshot",
+            Isolation::ReadCommitted => "read-committed",
+        }
+    }
+
+    /// The consistency model (Elle's name) a history at this level must satisfy.
+    pub fn consistency_model(self) -> &'static str {
+        match self {
+            Isolation::Serializable => "strict-serializable",
+            Isolation::Snapshot => "snapshot-isolation",
+            Isolation::ReadCommitted => "read-committed",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Option<Isolation> {
+        [
+            Isolation::Serializable,
+            Isolation::Snapshot,
+            Isolation::ReadCommitted,
+        ]
+        .into_iter()
+        .find(|i| i.as_str() == name)
+    }
 }
 
 /// Which of the node's keyspaces a workload's clients use.
@@ -187,6 +282,18 @@ pub enum Checker {
     /// Jepsen's set: clients add unique elements, and a read after healing must return every
     /// acknowledged one and nothing never added. Adds only (`mix: {add: 1}`).
     Set,
+    /// Elle's list-append: transactions of reads and appends to lists, checked for the
+    /// isolation level asked for (cycles in the dependency graph).
+    ListAppend,
+    /// Elle's rw-register: transactions of reads and writes of registers.
+    RwRegister,
+}
+
+impl Checker {
+    /// Whether the workload's operations are transactions.
+    pub fn is_transactional(self) -> bool {
+        matches!(self, Checker::ListAppend | Checker::RwRegister)
+    }
 }
 
 /// The sequential model a linearizability checker replays operations against.
@@ -438,7 +545,7 @@ impl Workload {
     pub fn model(&self) -> Option<Model> {
         match self.checker {
             Checker::Linearizability => Some(self.model.unwrap_or(Model::CasRegister)),
-            Checker::Causal | Checker::Set => None,
+            Checker::Causal | Checker::Set | Checker::ListAppend | Checker::RwRegister => None,
         }
     }
 
@@ -488,6 +595,7 @@ impl Workload {
             self.check_nemesis(nemesis)?;
         }
         self.check_keyspace()?;
+        self.check_txn()?;
         if !(1..=MAX_REQUEST_TIMEOUT_MS).contains(&self.request_timeout_ms) {
             return Err(fail(
                 "request_timeout_ms",
@@ -504,6 +612,52 @@ impl Workload {
                     "must be 0..={MAX_WRITE_RETRIES}, got {}",
                     self.write_retries
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_txn(&self) -> Result<(), (String, String)> {
+        if !self.checker.is_transactional() {
+            for (field, set) in [
+                ("txn", self.txn.is_some()),
+                ("isolation", self.isolation.is_some()),
+            ] {
+                if set {
+                    return Err(fail(
+                        field,
+                        "only applies to `checker: list-append` or `rw-register`; remove it",
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        if self.keyspace != Keyspace::Linearizable {
+            return Err(fail(
+                "keyspace",
+                "transactions run on the linearizable keyspace; remove `keyspace`",
+            ));
+        }
+        let shape = self.txn.clone().unwrap_or_default();
+        if !(1..=MAX_TXN_OPS).contains(&shape.max_ops) {
+            return Err(fail(
+                "txn.max_ops",
+                format!("must be 1..={MAX_TXN_OPS}, got {}", shape.max_ops),
+            ));
+        }
+        if shape.min_ops == 0 || shape.min_ops > shape.max_ops {
+            return Err(fail(
+                "txn.min_ops",
+                format!(
+                    "must be 1..=max_ops ({}), got {}",
+                    shape.max_ops, shape.min_ops
+                ),
+            ));
+        }
+        if !(1..=100_000).contains(&shape.max_writes_per_key) {
+            return Err(fail(
+                "txn.max_writes_per_key",
+                format!("must be 1..=100000, got {}", shape.max_writes_per_key),
             ));
         }
         Ok(())
@@ -593,6 +747,12 @@ impl Workload {
             return Err(fail(
                 &format!("{field}.add"),
                 "must be 0: only `checker: set` adds elements",
+            ));
+        }
+        if self.checker.is_transactional() && mix.cas > 0 {
+            return Err(fail(
+                &format!("{field}.cas"),
+                "must be 0: a transaction's micro-ops are reads and writes (appends for list-append)",
             ));
         }
         if mix.cas > 0 {

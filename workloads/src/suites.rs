@@ -8,12 +8,14 @@ use crate::error::WorkloadError;
 use crate::schema::Workload;
 
 /// (name, YAML text) of each builtin, in the order they are listed to users.
-const BUILTINS: [(&str, &str); 5] = [
+const BUILTINS: [(&str, &str); 7] = [
     ("register", include_str!("../suites/register.yaml")),
     ("causal", include_str!("../suites/causal.yaml")),
     ("set", include_str!("../suites/set.yaml")),
     ("hotspot", include_str!("../suites/hotspot.yaml")),
     ("causal-store", include_str!("../suites/causal-store.yaml")),
+    ("list-append", include_str!("../suites/list-append.yaml")),
+    ("rw-register", include_str!("../suites/rw-register.yaml")),
 ];
 
 /// The names of the builtin workloads.

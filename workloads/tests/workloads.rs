@@ -81,7 +81,15 @@ fn every_builtin_parses_and_validates() {
     let names: Vec<_> = builtin_names().collect();
     assert_eq!(
         names,
-        ["register", "causal", "set", "hotspot", "causal-store"]
+        [
+            "register",
+            "causal",
+            "set",
+            "hotspot",
+            "causal-store",
+            "list-append",
+            "rw-register"
+        ]
     );
     for name in names {
         let text = builtin(name).unwrap();
@@ -355,7 +363,7 @@ fn written_values_are_unique_over_100k_ops() {
         let new = match op.value {
             OpValue::Write(v) | OpValue::Add(v) => v,
             OpValue::Cas { new, .. } => new,
-            OpValue::Nil => continue,
+            OpValue::Nil | OpValue::Txn(_) => continue,
         };
         assert!(seen.insert(new), "value {new} written twice");
         written += 1;
@@ -376,7 +384,7 @@ fn cas_expects_a_value_written_before_or_nil() {
         let op = generator.next_op(i % 10, Duration::ZERO);
         match op.value {
             OpValue::Nil => assert_eq!(op.f, OpKind::Read),
-            OpValue::Add(_) => panic!("the register workload never adds"),
+            OpValue::Add(_) | OpValue::Txn(_) => panic!("the register workload never adds"),
             OpValue::Write(v) => {
                 assert_eq!(op.f, OpKind::Write);
                 written.entry(op.key).or_default().insert(v);
@@ -826,5 +834,80 @@ fn a_fixed_clock_offset_sets_every_clock_step_and_nothing_else() {
             .to_string()
             .contains("only applies when `faults` includes `clock`"),
         "{error}"
+    );
+}
+
+const LIST_APPEND: &str = "\
+name: t
+checker: list-append
+keys:
+  count: 3
+mix:
+  read: 1
+  write: 1
+txn:
+  max_ops: 4
+  max_writes_per_key: 4
+time_limit_secs: 30
+";
+
+#[test]
+fn a_list_append_generator_makes_unique_appends_retires_keys_and_replays_from_its_seed() {
+    let workload = parse(LIST_APPEND).expect("valid");
+    let run = |seed| {
+        let mut generator = Generator::new(&workload, seed);
+        (0..200)
+            .map(|i| generator.next_op(i % 4, Duration::ZERO))
+            .collect::<Vec<Op>>()
+    };
+    let ops = run(7);
+    assert_eq!(ops, run(7), "the same seed gives the same transactions");
+    assert_ne!(ops, run(8));
+    let mut appended = HashSet::new();
+    let mut per_key: HashMap<String, usize> = HashMap::new();
+    for op in &ops {
+        assert_eq!(op.f, OpKind::Txn);
+        let OpValue::Txn(mops) = &op.value else {
+            panic!("a transaction's value is its micro-ops: {op:?}");
+        };
+        assert!((1..=4).contains(&mops.len()));
+        for m in mops {
+            if m.f == faultline_workloads::MicroOpKind::Append {
+                assert!(appended.insert(m.value), "appends are unique: {m:?}");
+                *per_key.entry(m.key.clone()).or_default() += 1;
+            } else {
+                assert_eq!(m.value, None, "reads carry no value");
+            }
+        }
+    }
+    assert!(
+        per_key.len() > 3,
+        "keys are retired and replaced: {per_key:?}"
+    );
+    assert!(per_key.values().all(|n| *n <= 4), "{per_key:?}");
+    let json = serde_json::to_string(&ops[0].value).unwrap();
+    assert!(json.starts_with("[[\""), "Elle's micro-op form: {json}");
+}
+
+#[test]
+fn transactional_fields_are_checked() {
+    let bad = LIST_APPEND.replace("  max_ops: 4", "  max_ops: 65");
+    let error = parse(&bad).expect_err("too long");
+    assert!(error.to_string().contains("txn.max_ops"), "{error}");
+    let bad = format!("{BASE}isolation: snapshot\n");
+    let error = parse(&bad).expect_err("not transactional");
+    assert!(
+        error
+            .to_string()
+            .contains("only applies to `checker: list-append`"),
+        "{error}"
+    );
+    let bad = LIST_APPEND.replace("  write: 1", "  write: 1\n  cas: 1");
+    let error = parse(&bad).expect_err("no cas in a transaction");
+    assert!(error.to_string().contains("mix.cas"), "{error}");
+    let ok = format!("{LIST_APPEND}isolation: read-committed\n");
+    assert_eq!(
+        parse(&ok).unwrap().isolation,
+        Some(faultline_workloads::Isolation::ReadCommitted)
     );
 }

@@ -19,7 +19,7 @@ use crate::proto::raft::{
     ApplyResult, Command, CommitMerge, MergeTarget, PrepareMerge, RollbackMerge, Split,
     StoreSnapshot, command::Op,
 };
-use crate::store::KvStore;
+use crate::store::{KvStore, StoreBugs};
 
 /// Seeded bugs of this state machine, off unless `--unsafe-seeded-bug` names them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,6 +30,9 @@ pub struct RangeBugs {
     /// `split-lose-writes`: a write whose key a split moved while it was in flight is
     /// acknowledged as applied, but applied to neither half.
     pub split_lose_writes: bool,
+    /// `txn-no-read-your-writes`: a transaction's reads see the state before it, not its
+    /// own earlier writes (Elle's `internal` anomaly).
+    pub txn_no_read_your_writes: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -195,7 +198,14 @@ impl DataRange {
                         return Applied::Done(refused(&current));
                     }
                 }
-                return Applied::Done(self.store.apply(index, command, double_apply));
+                return Applied::Done(self.store.apply_with(
+                    index,
+                    command,
+                    StoreBugs {
+                        double_apply,
+                        txn_no_read_your_writes: bugs.txn_no_read_your_writes,
+                    },
+                ));
             }
         };
         if let Err(current) = self.check_key(key, bugs) {

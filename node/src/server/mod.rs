@@ -94,6 +94,9 @@ impl NodeBugs {
         if self.range.skip_epoch_check {
             names.push("skip-epoch-check".into());
         }
+        if self.range.txn_no_read_your_writes {
+            names.push("txn-no-read-your-writes".into());
+        }
         if self.range.split_lose_writes {
             names.push("split-lose-writes".into());
         }

@@ -61,6 +61,15 @@ pub struct Compacted {
     pub timestamp: Timestamp,
 }
 
+/// Seeded bugs of the state machine, off unless `--unsafe-seeded-bug` names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreBugs {
+    /// `double-apply`: a retry is applied again instead of answered from the session table.
+    pub double_apply: bool,
+    /// `txn-no-read-your-writes`: a transaction's reads see the state before it.
+    pub txn_no_read_your_writes: bool,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct KvStore {
     /// key -> its versions, oldest first; the last is the key's current state.
@@ -77,6 +86,8 @@ pub struct KvStore {
     /// have dropped: a read below that timestamp may miss versions, so it is refused.
     compacted_revision: u64,
     compacted_timestamp: Timestamp,
+    /// The seeded bugs of the entry being applied (not state: never in a snapshot).
+    bugs: StoreBugs,
 }
 
 impl KvStore {
@@ -158,6 +169,20 @@ impl KvStore {
     /// Applies the command of the entry at `index`. `double_apply` is the seeded bug that
     /// ignores the session table.
     pub fn apply(&mut self, index: u64, command: &Command, double_apply: bool) -> ApplyResult {
+        self.apply_with(
+            index,
+            command,
+            StoreBugs {
+                double_apply,
+                ..StoreBugs::default()
+            },
+        )
+    }
+
+    /// `apply`, with any of the store's seeded bugs.
+    pub fn apply_with(&mut self, index: u64, command: &Command, bugs: StoreBugs) -> ApplyResult {
+        let double_apply = bugs.double_apply;
+        self.bugs = bugs;
         let tracked = !command.client_id.is_empty() && command.sequence > 0;
         if tracked
             && !double_apply
@@ -303,10 +328,11 @@ impl KvStore {
         let mut written: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         let mut results = Vec::with_capacity(txn.ops.len());
         for (i, op) in txn.ops.iter().enumerate() {
+            let own_writes = !self.bugs.txn_no_read_your_writes;
             let current = |key: &[u8]| -> Option<Vec<u8>> {
                 match written.get(key) {
-                    Some(value) => value.clone(),
-                    None => self.get(key).map(|(v, _)| v.to_vec()),
+                    Some(value) if own_writes => value.clone(),
+                    _ => self.get(key).map(|(v, _)| v.to_vec()),
                 }
             };
             let mut result = MicroOpResult::default();
@@ -456,6 +482,7 @@ impl KvStore {
             last_timestamp: self.last_timestamp,
             compacted_revision: self.compacted_revision,
             compacted_timestamp: self.compacted_timestamp,
+            bugs: self.bugs,
         };
         right.digest = right.full_digest();
         self.digest = self.full_digest();
@@ -561,6 +588,7 @@ impl KvStore {
             compacted_timestamp: snapshot
                 .compacted_timestamp
                 .map_or(Timestamp::default(), from_wire),
+            bugs: StoreBugs::default(),
         };
         store.digest = store.full_digest();
         Ok(store)
