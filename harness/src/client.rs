@@ -38,6 +38,20 @@ pub enum Operation {
         ops: Vec<MicroOp>,
         isolation: Isolation,
     },
+    /// The bank: read both balances, then one transaction that writes both new balances
+    /// only if neither changed meanwhile (compares guard it).
+    Transfer {
+        from: u32,
+        to: u32,
+        amount: i64,
+    },
+    /// The bank: every balance, read in one transaction.
+    Balances,
+}
+
+/// The key holding account `account`'s balance.
+pub fn account_key(account: u32) -> Vec<u8> {
+    faultline_workloads::key_name(account).into_bytes()
 }
 
 /// Elements one scan page asks for (the node's default scan_limit_max).
@@ -85,6 +99,9 @@ pub struct FaultlineClient {
     client_id: String,
     sequence: u64,
     timeout: Duration,
+    /// The bank's accounts, and whether a balance may go negative.
+    pub bank_accounts: u32,
+    pub bank_negative: bool,
 }
 
 impl FaultlineClient {
@@ -107,6 +124,8 @@ impl FaultlineClient {
             client_id,
             sequence: 0,
             timeout,
+            bank_accounts: 0,
+            bank_negative: false,
         }
     }
 
@@ -247,6 +266,155 @@ impl FaultlineClient {
             }
             Operation::ReadAll => self.read_set().await,
             Operation::Txn { ops, isolation } => self.transact(ops, *isolation).await,
+            Operation::Transfer { from, to, amount } => self.transfer(*from, *to, *amount).await,
+            Operation::Balances => self.balances().await,
+        }
+    }
+
+    /// Sets up the bank: `total` spread evenly over `accounts` (the remainder in account
+    /// 0), in one transaction that only applies if no account exists yet.
+    pub async fn open_bank(&mut self, accounts: u32, total: i64) -> Result<(), String> {
+        use faultline_node::proto::kv::{self as wire, micro_op, txn_compare};
+        let share = total / i64::from(accounts);
+        let mut ops = Vec::new();
+        for a in 0..accounts {
+            ops.push(micro_op::Op::Compare(wire::TxnCompare {
+                key: account_key(a),
+                expected: Some(txn_compare::Expected::Absent(true)),
+            }));
+        }
+        for a in 0..accounts {
+            let balance = share
+                + if a == 0 {
+                    total - share * i64::from(accounts)
+                } else {
+                    0
+                };
+            ops.push(micro_op::Op::Write(wire::TxnWrite {
+                key: account_key(a),
+                value: balance.to_string().into_bytes(),
+            }));
+        }
+        self.sequence += 1;
+        let message = wire::TxnRequest {
+            ops: ops
+                .into_iter()
+                .map(|op| wire::MicroOp { op: Some(op) })
+                .collect(),
+            isolation: wire::Isolation::Serializable as i32,
+            write_id: self.write_id(),
+        };
+        match self.router.txn(message, self.timeout).await {
+            // A failed compare: an earlier attempt opened it.
+            Ok(_) => Ok(()),
+            Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+
+    /// Reads `accounts` in one transaction with no write id: a read changes nothing.
+    async fn read_accounts(&self, accounts: &[u32]) -> Result<Vec<Option<i64>>, tonic::Status> {
+        use faultline_node::proto::kv::{self as wire, micro_op};
+        let message = wire::TxnRequest {
+            ops: accounts
+                .iter()
+                .map(|a| wire::MicroOp {
+                    op: Some(micro_op::Op::Read(wire::TxnRead {
+                        key: account_key(*a),
+                    })),
+                })
+                .collect(),
+            isolation: wire::Isolation::Serializable as i32,
+            write_id: None,
+        };
+        let reply = self.router.txn(message, self.timeout).await?;
+        Ok(reply
+            .results
+            .iter()
+            .map(|r| {
+                r.found
+                    .then(|| std::str::from_utf8(&r.value).ok()?.parse::<i64>().ok())
+                    .flatten()
+            })
+            .collect())
+    }
+
+    async fn balances(&mut self) -> Completion {
+        // Every account the run opened: the bank's own key names, k0 .. k{n-1}.
+        let accounts: Vec<u32> = (0..self.bank_accounts).collect();
+        match self.read_accounts(&accounts).await {
+            Ok(balances) => Completion::Ok {
+                value: Value::Array(
+                    accounts
+                        .iter()
+                        .zip(balances)
+                        .map(|(a, b)| {
+                            Value::Array(vec![Value::from(*a), b.map_or(Value::Null, Value::from)])
+                        })
+                        .collect(),
+                ),
+            },
+            Err(status) => Completion::Refused {
+                error: format!("{:?}: {}", status.code(), status.message()),
+            },
+        }
+    }
+
+    async fn transfer(&mut self, from: u32, to: u32, amount: i64) -> Completion {
+        use faultline_node::proto::kv::{self as wire, micro_op, txn_compare};
+        let (b_from, b_to) = match self.read_accounts(&[from, to]).await.as_deref() {
+            Ok([Some(a), Some(b)]) => (*a, *b),
+            Ok(_) => {
+                return Completion::Refused {
+                    error: "an account has no balance (the bank was not opened)".into(),
+                };
+            }
+            Err(status) => {
+                return Completion::Refused {
+                    error: format!("{:?}: {}", status.code(), status.message()),
+                };
+            }
+        };
+        if b_from < amount && !self.bank_negative {
+            return Completion::Fail {
+                error: format!("insufficient funds: account {from} holds {b_from}"),
+                seen: Value::Null,
+            };
+        }
+        let compare = |account: u32, balance: i64| {
+            micro_op::Op::Compare(wire::TxnCompare {
+                key: account_key(account),
+                expected: Some(txn_compare::Expected::Value(
+                    balance.to_string().into_bytes(),
+                )),
+            })
+        };
+        let write = |account: u32, balance: i64| {
+            micro_op::Op::Write(wire::TxnWrite {
+                key: account_key(account),
+                value: balance.to_string().into_bytes(),
+            })
+        };
+        let ops = [
+            compare(from, b_from),
+            compare(to, b_to),
+            write(from, b_from - amount),
+            write(to, b_to + amount),
+        ];
+        let message = wire::TxnRequest {
+            ops: ops
+                .into_iter()
+                .map(|op| wire::MicroOp { op: Some(op) })
+                .collect(),
+            isolation: wire::Isolation::Serializable as i32,
+            write_id: self.write_id(),
+        };
+        match self.router.txn(message, self.timeout).await {
+            Ok(reply) if reply.committed => Completion::Ok { value: Value::Null },
+            Ok(_) => Completion::Fail {
+                error: "a balance changed since it was read; nothing was transferred".into(),
+                seen: Value::Null,
+            },
+            Err(status) => write_error(&status),
         }
     }
 

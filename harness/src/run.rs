@@ -286,6 +286,10 @@ fn to_operation(op: &Op, isolation: faultline_workloads::Isolation) -> Operation
     let key = op.key.clone();
     match (op.f, op.value.clone()) {
         (OpKind::Txn, OpValue::Txn(ops)) => Operation::Txn { ops, isolation },
+        (OpKind::Transfer, OpValue::Transfer { from, to, amount }) => {
+            Operation::Transfer { from, to, amount }
+        }
+        (OpKind::Balances, _) => Operation::Balances,
         (OpKind::Add, OpValue::Add(element)) => Operation::Add {
             element: element as i64,
         },
@@ -321,6 +325,8 @@ struct Shared {
     seed: u64,
     /// The isolation level transactions ask for.
     isolation: faultline_workloads::Isolation,
+    /// The bank's accounts and whether balances may go negative.
+    bank: Option<(u32, bool)>,
     /// For `keyspace: causal`: a channel per node, and the sessions' hop chance.
     causal: Option<(Vec<tonic::transport::Channel>, f64)>,
 }
@@ -385,14 +391,51 @@ fn new_client(shared: &Shared, node: usize, process: u64) -> Box<dyn Client> {
         ));
     }
     let (addr, source) = route(shared, node);
-    Box::new(FaultlineClient::new(
+    let mut client = FaultlineClient::new(
         addr,
         &shared.addrs,
         shared.routing,
         source,
         format!("p{process}"),
         shared.timeout,
-    ))
+    );
+    if let Some((accounts, negative)) = shared.bank {
+        client.bank_accounts = accounts;
+        client.bank_negative = negative;
+    }
+    Box::new(client)
+}
+
+/// Opens the bank before the clients start (not part of the history: the checker is
+/// told the total instead). Retried until the cluster takes it.
+async fn open_bank(
+    workload: &Workload,
+    addrs: &[SocketAddr],
+    routing: Routing,
+) -> anyhow::Result<()> {
+    let bank = workload.bank.clone().unwrap_or_default();
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let mut client = FaultlineClient::new(
+            addrs[0],
+            addrs,
+            routing,
+            Some(node_ip(0).into()),
+            "bank-setup".into(),
+            Duration::from_secs(2),
+        );
+        match client.open_bank(workload.keys.count, bank.total).await {
+            Ok(()) => return Ok(()),
+            Err(error) => last = error,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!(
+        "could not open the bank ({} accounts, total {}): {last}",
+        workload.keys.count,
+        bank.total
+    )
 }
 
 /// Node `node`'s address, and the source address a client of it sends from (the node's
@@ -424,7 +467,7 @@ async fn invoke(
     let mut completion = client.invoke(&operation).await;
     let (mut resends, mut answered_by) = (0, node);
     let mut unknown = None;
-    while !matches!(op.f, OpKind::Read | OpKind::ReadAll)
+    while !matches!(op.f, OpKind::Read | OpKind::ReadAll | OpKind::Balances)
         && resends < shared.write_retries
         && Instant::now() < shared.deadline
     {
@@ -456,7 +499,10 @@ async fn invoke(
     let (kind, value, error) = match &completion {
         Completion::Ok { value } => {
             // A transaction's completion holds what its reads saw.
-            let value = if matches!(op.f, OpKind::Read | OpKind::ReadAll | OpKind::Txn) {
+            let value = if matches!(
+                op.f,
+                OpKind::Read | OpKind::ReadAll | OpKind::Txn | OpKind::Balances
+            ) {
                 value.clone()
             } else {
                 invoke_value(op)
@@ -466,7 +512,7 @@ async fn invoke(
         Completion::Fail { error, seen } => {
             // `[from, to, seen]`: what the compare saw is an observation the checker uses.
             let mut value = invoke_value(op);
-            if let Value::Array(items) = &mut value {
+            if let (OpKind::Cas, Value::Array(items)) = (op.f, &mut value) {
                 items.push(seen.clone());
             }
             (EventType::Fail, value, Some(error.clone()))
@@ -613,6 +659,9 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         .await
         .context("the cluster did not elect a leader")?;
     let cluster = Arc::new(Mutex::new(cluster));
+    if workload.checker == faultline_workloads::Checker::Bank {
+        open_bank(&workload, &addrs, options.routing).await?;
+    }
 
     let started = Instant::now();
     let history = Arc::new(History::create(&run_dir.join("history.jsonl"), started)?);
@@ -629,6 +678,10 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         routing: options.routing,
         seed,
         isolation: workload.isolation.unwrap_or_default(),
+        bank: (workload.checker == faultline_workloads::Checker::Bank).then(|| {
+            let bank = workload.bank.clone().unwrap_or_default();
+            (workload.keys.count, bank.negative_balances)
+        }),
         causal: (workload.keyspace == Keyspace::Causal).then(|| {
             let sources: Vec<std::net::IpAddr> =
                 (0..addrs.len()).map(|i| node_ip(i).into()).collect();
@@ -776,7 +829,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         results.hotspot = Some(hotspot(&run_dir, window, workload.time_limit_secs)?);
     }
     results.faults = faults;
-    crate::workload::kind(&workload).check(&mut results, &run_dir)?;
+    crate::workload::kind(&workload).check(&mut results, &run_dir, &workload)?;
     std::fs::write(
         run_dir.join("results.json"),
         serde_json::to_string_pretty(&results)? + "\n",

@@ -127,6 +127,39 @@ pub fn check_txn(
     Ok(())
 }
 
+/// The bank checker: every read sees the total the run opened the bank with, every
+/// account, and no negative balance unless the workload allows them.
+pub fn check_bank(
+    results: &mut Results,
+    run_dir: &Path,
+    workload: &faultline_workloads::Workload,
+) -> anyhow::Result<()> {
+    use faultline_checkers::bank::{self, BankOptions};
+    let path = run_dir.join("history.jsonl");
+    let history = faultline_checkers::formats::read_history_file(&path, Some(Format::Jsonl))
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let setup = workload.bank.clone().unwrap_or_default();
+    let options = BankOptions {
+        total: Some(setup.total),
+        negative_balances: setup.negative_balances,
+        accounts: (0..i64::from(workload.keys.count)).collect(),
+    };
+    let verdict = bank::check_bank(&history, &options)
+        .map_err(|e| anyhow::anyhow!("cannot check {}: {e}", path.display()))?;
+    let text = bank::text(&verdict);
+    results.valid = if verdict.reads == 0 {
+        Validity::Unknown("no read of the balances succeeded")
+    } else {
+        Validity::Known(verdict.valid)
+    };
+    if !verdict.valid {
+        std::fs::write(run_dir.join("anomalies.txt"), &text)?;
+    }
+    results.notes.push(text);
+    apply_guards(results);
+    Ok(())
+}
+
 /// The causal checker: bad patterns and session guarantees.
 pub fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     let path = run_dir.join("history.jsonl");

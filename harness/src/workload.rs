@@ -18,7 +18,12 @@ pub trait WorkloadKind: Sync {
     /// The model the checker judges against, for the summary.
     fn model(&self, workload: &Workload) -> String;
     /// Checks the run's history and sets the verdict, with every guard applied.
-    fn check(&self, results: &mut Results, run_dir: &Path) -> anyhow::Result<()>;
+    fn check(
+        &self,
+        results: &mut Results,
+        run_dir: &Path,
+        workload: &Workload,
+    ) -> anyhow::Result<()>;
 }
 
 /// Registers, checked for linearizability per key (Wing–Gong–Lowe with P-compositionality).
@@ -41,7 +46,12 @@ impl WorkloadKind for Linearizable {
         }
     }
 
-    fn check(&self, results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+    fn check(
+        &self,
+        results: &mut Results,
+        run_dir: &Path,
+        _workload: &Workload,
+    ) -> anyhow::Result<()> {
         verdict::check_linearizable(results, run_dir)
     }
 }
@@ -55,7 +65,12 @@ impl WorkloadKind for Causal {
         "causal".into()
     }
 
-    fn check(&self, results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+    fn check(
+        &self,
+        results: &mut Results,
+        run_dir: &Path,
+        _workload: &Workload,
+    ) -> anyhow::Result<()> {
         verdict::check_causal(results, run_dir)
     }
 }
@@ -69,7 +84,12 @@ impl WorkloadKind for Set {
         "set".into()
     }
 
-    fn check(&self, results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+    fn check(
+        &self,
+        results: &mut Results,
+        run_dir: &Path,
+        _workload: &Workload,
+    ) -> anyhow::Result<()> {
         verdict::check_set(results, run_dir)
     }
 }
@@ -91,8 +111,35 @@ impl WorkloadKind for Transactional {
             .into()
     }
 
-    fn check(&self, results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+    fn check(
+        &self,
+        results: &mut Results,
+        run_dir: &Path,
+        _workload: &Workload,
+    ) -> anyhow::Result<()> {
         verdict::check_txn(results, run_dir, self.0)
+    }
+}
+
+/// Jepsen's bank: totals conserved, no negative balance unless allowed.
+struct BankKind;
+
+impl WorkloadKind for BankKind {
+    fn checker(&self) -> &'static str {
+        "bank"
+    }
+
+    fn model(&self, _workload: &Workload) -> String {
+        "bank".into()
+    }
+
+    fn check(
+        &self,
+        results: &mut Results,
+        run_dir: &Path,
+        workload: &Workload,
+    ) -> anyhow::Result<()> {
+        verdict::check_bank(results, run_dir, workload)
     }
 }
 
@@ -104,5 +151,6 @@ pub fn kind(workload: &Workload) -> &'static dyn WorkloadKind {
         Checker::Set => &Set,
         Checker::ListAppend => &Transactional(faultline_checkers::txn::Workload::ListAppend),
         Checker::RwRegister => &Transactional(faultline_checkers::txn::Workload::RwRegister),
+        Checker::Bank => &BankKind,
     }
 }

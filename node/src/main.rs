@@ -140,6 +140,9 @@ enum SeededBug {
     /// A transaction's reads do not see its own earlier writes (they read the state
     /// before the transaction).
     TxnNoReadYourWrites,
+    /// A transaction's compares always hold: guarded writes overwrite what changed since
+    /// they were read (lost updates).
+    TxnSkipCompare,
     /// A learner's vote (and its acknowledgement) counts toward a quorum.
     LearnerVotes,
     /// A leader changes the membership before it has committed an entry of its term.
@@ -274,6 +277,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::SkipEpochCheck => bugs.range.skip_epoch_check = true,
             SeededBug::SplitLoseWrites => bugs.range.split_lose_writes = true,
             SeededBug::TxnNoReadYourWrites => bugs.range.txn_no_read_your_writes = true,
+            SeededBug::TxnSkipCompare => bugs.range.txn_skip_compare = true,
             SeededBug::LearnerVotes => bugs.raft.learner_votes = true,
             SeededBug::ConfigBeforeNoop => bugs.raft.config_before_noop = true,
             SeededBug::IgnoreCausalContext => bugs.causal.ignore_causal_context = true,

@@ -73,6 +73,10 @@ pub enum OpKind {
     ReadAll,
     /// A transaction of micro-ops (`Txn`); the history calls it `txn`.
     Txn,
+    /// The bank: move money between two accounts.
+    Transfer,
+    /// The bank: read every balance at once; the history calls it `read`.
+    Balances,
 }
 
 impl OpKind {
@@ -84,6 +88,8 @@ impl OpKind {
             OpKind::Cas => "cas",
             OpKind::Add => "add",
             OpKind::Txn => "txn",
+            OpKind::Transfer => "transfer",
+            OpKind::Balances => "read",
         }
     }
 }
@@ -163,6 +169,15 @@ pub enum OpValue {
     },
     /// A transaction's micro-ops, in order.
     Txn(Vec<MicroOp>),
+    /// The bank: `amount` from account `from` to account `to`, as `[from, to, amount]`.
+    Transfer {
+        /// The account debited.
+        from: u32,
+        /// The account credited.
+        to: u32,
+        /// How much.
+        amount: i64,
+    },
 }
 
 impl Serialize for OpValue {
@@ -177,6 +192,13 @@ impl Serialize for OpValue {
                 seq.end()
             }
             OpValue::Txn(ops) => ops.serialize(serializer),
+            OpValue::Transfer { from, to, amount } => {
+                let mut seq = serializer.serialize_seq(Some(3))?;
+                seq.serialize_element(from)?;
+                seq.serialize_element(to)?;
+                seq.serialize_element(amount)?;
+                seq.end()
+            }
         }
     }
 }
@@ -275,6 +297,8 @@ pub struct Generator {
     set: bool,
     /// Transactional workloads: what their transactions look like.
     txn: Option<TxnGen>,
+    /// The bank: accounts and the largest transfer.
+    bank: Option<(u32, i64)>,
 }
 
 /// Elle's transaction generator: `keys.count` keys are active at a time; each takes
@@ -323,6 +347,10 @@ impl Generator {
             final_reads: workload.final_reads,
             time_limit: Duration::from_secs(workload.time_limit_secs),
             set: workload.checker == crate::schema::Checker::Set,
+            bank: (workload.checker == crate::schema::Checker::Bank).then(|| {
+                let bank = workload.bank.clone().unwrap_or_default();
+                (workload.keys.count.max(2), bank.max_transfer.max(1))
+            }),
             txn: workload.checker.is_transactional().then(|| {
                 let count = workload.keys.count.clamp(1, crate::schema::MAX_KEY_COUNT);
                 TxnGen {
@@ -410,6 +438,27 @@ impl Generator {
         if self.txn.is_some() {
             return self.next_txn(process, mix);
         }
+        if let Some((accounts, max_transfer)) = self.bank {
+            let total = u64::from(mix.read) + u64::from(mix.write);
+            if total > 0 && rng.random_range(0..total) < u64::from(mix.read) {
+                return Op {
+                    f: OpKind::Balances,
+                    key: String::new(),
+                    value: OpValue::Nil,
+                };
+            }
+            let from = rng.random_range(0..accounts);
+            let to = (from + rng.random_range(1..accounts)) % accounts;
+            return Op {
+                f: OpKind::Transfer,
+                key: String::new(),
+                value: OpValue::Transfer {
+                    from,
+                    to,
+                    amount: rng.random_range(1..=max_transfer),
+                },
+            };
+        }
         let total = mix.total();
         // An all-zero mix (only possible unvalidated) reads.
         let draw = if total == 0 {
@@ -438,7 +487,12 @@ impl Generator {
         let key_index = self.keys.pick(rng);
 
         let value = match f {
-            OpKind::Read | OpKind::ReadAll | OpKind::Add | OpKind::Txn => OpValue::Nil,
+            OpKind::Read
+            | OpKind::ReadAll
+            | OpKind::Add
+            | OpKind::Txn
+            | OpKind::Transfer
+            | OpKind::Balances => OpValue::Nil,
             OpKind::Write => OpValue::Write(self.fresh_value(key_index)),
             OpKind::Cas => {
                 let expected = match self.recent.get(&key_index) {
@@ -535,6 +589,13 @@ impl Generator {
     pub fn final_read_ops(&self) -> Vec<Op> {
         if !self.final_reads {
             return Vec::new();
+        }
+        if self.bank.is_some() {
+            return vec![Op {
+                f: OpKind::Balances,
+                key: String::new(),
+                value: OpValue::Nil,
+            }];
         }
         if let Some(txn) = &self.txn {
             // One read-only transaction per key ever used, so that every list's final

@@ -133,6 +133,45 @@ pub struct Workload {
     /// Defaults to `serializable`; `faultline run --isolation` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<Isolation>,
+    /// For `checker: bank`: the money. `keys.count` is the number of accounts; `mix.read`
+    /// weighs reads of every balance, `mix.write` transfers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank: Option<Bank>,
+}
+
+/// Jepsen's bank: accounts, the total they hold, and what a transfer may do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bank {
+    /// The total over all accounts, set up evenly before the run, 1..=10^12. Defaults
+    /// to 100.
+    #[serde(default = "default_bank_total")]
+    pub total: i64,
+    /// The largest amount one transfer moves, 1..=total. Defaults to 5.
+    #[serde(default = "default_max_transfer")]
+    pub max_transfer: i64,
+    /// Whether a balance may go below zero (a transfer that would overdraw is refused by
+    /// the client otherwise, and a negative balance read is an anomaly). Defaults to false.
+    #[serde(default)]
+    pub negative_balances: bool,
+}
+
+impl Default for Bank {
+    fn default() -> Self {
+        Bank {
+            total: default_bank_total(),
+            max_transfer: default_max_transfer(),
+            negative_balances: false,
+        }
+    }
+}
+
+fn default_bank_total() -> i64 {
+    100
+}
+
+fn default_max_transfer() -> i64 {
+    5
 }
 
 /// The shape of a transactional workload's transactions (Elle's generator).
@@ -287,6 +326,9 @@ pub enum Checker {
     ListAppend,
     /// Elle's rw-register: transactions of reads and writes of registers.
     RwRegister,
+    /// Jepsen's bank: transfers between accounts (each a transaction guarded by the
+    /// balances it read) and reads of every balance; totals are conserved.
+    Bank,
 }
 
 impl Checker {
@@ -545,7 +587,11 @@ impl Workload {
     pub fn model(&self) -> Option<Model> {
         match self.checker {
             Checker::Linearizability => Some(self.model.unwrap_or(Model::CasRegister)),
-            Checker::Causal | Checker::Set | Checker::ListAppend | Checker::RwRegister => None,
+            Checker::Causal
+            | Checker::Set
+            | Checker::ListAppend
+            | Checker::RwRegister
+            | Checker::Bank => None,
         }
     }
 
@@ -617,7 +663,58 @@ impl Workload {
         Ok(())
     }
 
+    fn check_bank(&self) -> Result<(), (String, String)> {
+        if self.checker != Checker::Bank {
+            if self.bank.is_some() {
+                return Err(fail("bank", "only applies to `checker: bank`; remove it"));
+            }
+            return Ok(());
+        }
+        if self.keys.count < 2 {
+            return Err(fail(
+                "keys.count",
+                format!(
+                    "the bank needs at least 2 accounts, got {}",
+                    self.keys.count
+                ),
+            ));
+        }
+        if self.keys.count > 64 {
+            return Err(fail(
+                "keys.count",
+                format!(
+                    "a read of every balance is one transaction of at most 64 keys; got {} accounts",
+                    self.keys.count
+                ),
+            ));
+        }
+        let bank = self.bank.clone().unwrap_or_default();
+        if !(1..=1_000_000_000_000).contains(&bank.total) {
+            return Err(fail(
+                "bank.total",
+                format!("must be 1..=1000000000000, got {}", bank.total),
+            ));
+        }
+        if !(1..=bank.total).contains(&bank.max_transfer) {
+            return Err(fail(
+                "bank.max_transfer",
+                format!(
+                    "must be 1..=total ({}), got {}",
+                    bank.total, bank.max_transfer
+                ),
+            ));
+        }
+        if self.mix.cas > 0 {
+            return Err(fail(
+                "mix.cas",
+                "must be 0: the bank reads balances and transfers",
+            ));
+        }
+        Ok(())
+    }
+
     fn check_txn(&self) -> Result<(), (String, String)> {
+        self.check_bank()?;
         if !self.checker.is_transactional() {
             for (field, set) in [
                 ("txn", self.txn.is_some()),

@@ -88,7 +88,8 @@ fn every_builtin_parses_and_validates() {
             "hotspot",
             "causal-store",
             "list-append",
-            "rw-register"
+            "rw-register",
+            "bank"
         ]
     );
     for name in names {
@@ -363,7 +364,7 @@ fn written_values_are_unique_over_100k_ops() {
         let new = match op.value {
             OpValue::Write(v) | OpValue::Add(v) => v,
             OpValue::Cas { new, .. } => new,
-            OpValue::Nil | OpValue::Txn(_) => continue,
+            OpValue::Nil | OpValue::Txn(_) | OpValue::Transfer { .. } => continue,
         };
         assert!(seen.insert(new), "value {new} written twice");
         written += 1;
@@ -384,7 +385,9 @@ fn cas_expects_a_value_written_before_or_nil() {
         let op = generator.next_op(i % 10, Duration::ZERO);
         match op.value {
             OpValue::Nil => assert_eq!(op.f, OpKind::Read),
-            OpValue::Add(_) | OpValue::Txn(_) => panic!("the register workload never adds"),
+            OpValue::Add(_) | OpValue::Txn(_) | OpValue::Transfer { .. } => {
+                panic!("the register workload never adds")
+            }
             OpValue::Write(v) => {
                 assert_eq!(op.f, OpKind::Write);
                 written.entry(op.key).or_default().insert(v);
@@ -910,4 +913,32 @@ fn transactional_fields_are_checked() {
         parse(&ok).unwrap().isolation,
         Some(faultline_workloads::Isolation::ReadCommitted)
     );
+}
+
+#[test]
+fn a_bank_generator_transfers_between_two_accounts_within_the_limit() {
+    let workload = resolve("bank").expect("builtin");
+    let mut generator = Generator::new(&workload, 5);
+    let (mut reads, mut transfers) = (0, 0);
+    for i in 0..4_000u64 {
+        let op = generator.next_op(i % 10, Duration::ZERO);
+        match (op.f, &op.value) {
+            (OpKind::Balances, OpValue::Nil) => reads += 1,
+            (OpKind::Transfer, OpValue::Transfer { from, to, amount }) => {
+                assert!(from != to && *from < 5 && *to < 5, "{op:?}");
+                assert!((1..=5).contains(amount), "{op:?}");
+                transfers += 1;
+            }
+            other => panic!("not a bank operation: {other:?}"),
+        }
+    }
+    assert!(
+        transfers > 2 * reads,
+        "mix 1:3, got {reads} reads, {transfers} transfers"
+    );
+    let bad = builtin("bank")
+        .unwrap()
+        .replace("max_transfer: 5", "max_transfer: 500");
+    let error = Workload::from_yaml(&bad, "bank.yaml").expect_err("above the total");
+    assert!(error.to_string().contains("bank.max_transfer"), "{error}");
 }

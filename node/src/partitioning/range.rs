@@ -33,6 +33,8 @@ pub struct RangeBugs {
     /// `txn-no-read-your-writes`: a transaction's reads see the state before it, not its
     /// own earlier writes (Elle's `internal` anomaly).
     pub txn_no_read_your_writes: bool,
+    /// `txn-skip-compare`: a transaction's compares always hold (lost updates).
+    pub txn_skip_compare: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -204,6 +206,7 @@ impl DataRange {
                     StoreBugs {
                         double_apply,
                         txn_no_read_your_writes: bugs.txn_no_read_your_writes,
+                        txn_skip_compare: bugs.txn_skip_compare,
                     },
                 ));
             }

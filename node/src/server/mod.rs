@@ -94,6 +94,9 @@ impl NodeBugs {
         if self.range.skip_epoch_check {
             names.push("skip-epoch-check".into());
         }
+        if self.range.txn_skip_compare {
+            names.push("txn-skip-compare".into());
+        }
         if self.range.txn_no_read_your_writes {
             names.push("txn-no-read-your-writes".into());
         }

@@ -68,6 +68,8 @@ pub struct StoreBugs {
     pub double_apply: bool,
     /// `txn-no-read-your-writes`: a transaction's reads see the state before it.
     pub txn_no_read_your_writes: bool,
+    /// `txn-skip-compare`: a transaction's compares always hold.
+    pub txn_skip_compare: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -381,7 +383,7 @@ impl KvStore {
                         (Some(txn_compare::Expected::Absent(_)), None) => true,
                         _ => false,
                     };
-                    if !holds {
+                    if !holds && !self.bugs.txn_skip_compare {
                         return ApplyResult {
                             succeeded: false,
                             failed_compare: i as u32 + 1,
