@@ -292,3 +292,70 @@ fn no_node_outlives_a_killed_harness() {
     let (store, _) = interrupt_a_run(libc::SIGKILL);
     assert_no_node_survives(store.path());
 }
+
+#[test]
+fn a_list_append_run_records_micro_ops_and_is_checked_at_the_level_asked_for() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let run = faultline_run(
+        store.path(),
+        &[
+            "list-append",
+            "--nemesis",
+            "kill",
+            "--isolation",
+            "snapshot",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    let results = results(&run);
+    assert_eq!(results["checker"], "list-append");
+    assert_eq!(results["model"], "snapshot-isolation", "{results}");
+    let events = history(&run);
+    let read = events
+        .iter()
+        .filter(|e| e["type"] == "ok" && e["f"] == "txn")
+        .flat_map(|e| e["value"].as_array().cloned().unwrap_or_default())
+        .find(|m| m[0] == "r" && m[2].as_array().is_some_and(|l| !l.is_empty()))
+        .expect("some read saw a list");
+    assert!(
+        read[2][0].is_u64(),
+        "elements are the appended integers: {read}"
+    );
+}
+
+#[test]
+fn a_bank_run_conserves_the_total_and_a_skipped_compare_is_caught() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let run = faultline_run(store.path(), &["bank", "--nemesis", "none"]);
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    assert!(run.output.contains("total 100"), "{}", run.output);
+    let store = tempfile::tempdir().expect("tempdir");
+    let run = faultline_run(
+        store.path(),
+        &[
+            "bank",
+            "--nemesis",
+            "none",
+            "--node-arg=--unsafe-seeded-bug",
+            "--node-arg=txn-skip-compare",
+        ],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.output);
+    assert!(run.output.contains("wrong-total"), "{}", run.output);
+}
+
+#[test]
+fn isolation_is_refused_for_a_workload_without_transactions() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["run", "register", "--isolation", "snapshot", "--store"])
+        .arg(store.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--isolation applies to transactional workloads"),
+        "{stderr}"
+    );
+}

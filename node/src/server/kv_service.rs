@@ -2322,4 +2322,89 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().contains("scan_limit_max"), "{status}");
     }
+
+    fn txn_of(ops: Vec<crate::proto::kv::micro_op::Op>) -> TxnRequest {
+        TxnRequest {
+            ops: ops
+                .into_iter()
+                .map(|op| crate::proto::kv::MicroOp { op: Some(op) })
+                .collect(),
+            isolation: 0,
+            write_id: None,
+        }
+    }
+
+    fn read_op(key: &str) -> crate::proto::kv::micro_op::Op {
+        crate::proto::kv::micro_op::Op::Read(crate::proto::kv::TxnRead { key: key.into() })
+    }
+
+    #[tokio::test]
+    async fn a_transaction_over_a_limit_or_with_an_unknown_level_is_refused_naming_it() {
+        let (service, _map) = service_without_a_map();
+        let refused = |message: TxnRequest| async {
+            let status = service
+                .txn(Request::new(message))
+                .await
+                .expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+            status.message().to_string()
+        };
+        let many = (0..=TXN_OPS_MAX).map(|_| read_op("k")).collect();
+        assert!(refused(txn_of(many)).await.contains("txn_ops_max"));
+        let keys = (0..=TXN_KEYS_MAX)
+            .map(|i| read_op(&format!("k{i}")))
+            .collect();
+        assert!(refused(txn_of(keys)).await.contains("txn_keys_max"));
+        let big = (0..3)
+            .map(|i| {
+                crate::proto::kv::micro_op::Op::Write(crate::proto::kv::TxnWrite {
+                    key: format!("k{i}").into(),
+                    value: vec![b'x'; 40],
+                })
+            })
+            .collect();
+        assert!(refused(txn_of(big)).await.contains("value_bytes_max"));
+        let mut level = txn_of(vec![read_op("k")]);
+        level.isolation = 9;
+        assert!(refused(level).await.contains("isolation 9 is not a level"));
+        assert!(
+            refused(txn_of(vec![]))
+                .await
+                .contains("at least one micro-op")
+        );
+        let mut empty = txn_of(vec![read_op("k")]);
+        empty.ops.push(crate::proto::kv::MicroOp { op: None });
+        assert!(refused(empty).await.contains("micro-op 2 is empty"));
+        let long_key = txn_of(vec![read_op(&"k".repeat(65))]);
+        assert!(
+            refused(long_key)
+                .await
+                .contains("micro-op 1: key is 65 bytes")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transaction_across_partitions_is_refused_as_not_applied() {
+        let (service, map) = service_without_a_map();
+        let spec = crate::partitioning::LayoutSpec::from_flags(
+            None,
+            crate::partitioning::Scheme::Range,
+            vec!["m".into()],
+            vec![1],
+        )
+        .unwrap();
+        let descriptors = spec.initial_descriptors();
+        map.send(Arc::new(PartitionMap::new(descriptors).unwrap()))
+            .unwrap();
+        let status = service
+            .txn(Request::new(txn_of(vec![read_op("a"), read_op("z")])))
+            .await
+            .expect_err("two partitions");
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
+        assert!(status.message().contains("not applied"), "{status}");
+        assert_eq!(
+            crate::client::effect(&status),
+            crate::client::Effect::NotApplied
+        );
+    }
 }
