@@ -42,7 +42,7 @@ pub mod participant;
 use serde::{Deserialize, Serialize};
 
 pub use coordinator::{Coordinator, CoordinatorState};
-pub use participant::{Participant, Resolution};
+pub use participant::{Participant, Resolution, VersionMap, Versions};
 
 /// A transaction's id: unique in the cluster (the coordinating node's id and a counter).
 pub type TxnId = u64;

@@ -37,11 +37,48 @@ pub enum Resolution {
     Aborted,
 }
 
+/// Where a participant's committed versions live: a map of its own in the model
+/// ([`VersionMap`]), the partition's MVCC store in the node. Only committed data: intents
+/// and markers stay in the [`Participant`].
+pub trait Versions {
+    /// The timestamp of the newest committed version of `key` (a delete counts).
+    fn newest(&self, key: &[u8]) -> Option<u64>;
+    /// The value of `key` as of `ts`: the newest version at or before it.
+    fn read_at(&self, key: &[u8], ts: u64) -> Value;
+    /// Commits `value` (`None`: a delete) to `key` at `ts`. The participant calls it only
+    /// for a key its intent held, so no other version landed there since the prepare.
+    fn commit(&mut self, key: &[u8], ts: u64, value: Value);
+}
+
+/// Committed versions by key, oldest first: `(commit_ts, value)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VersionMap(pub BTreeMap<Key, Vec<(u64, Value)>>);
+
+impl Versions for VersionMap {
+    fn newest(&self, key: &[u8]) -> Option<u64> {
+        self.0.get(key).and_then(|vs| vs.last()).map(|(t, _)| *t)
+    }
+
+    fn read_at(&self, key: &[u8], ts: u64) -> Value {
+        self.0
+            .get(key)
+            .and_then(|vs| vs.iter().rev().find(|(t, _)| *t <= ts))
+            .and_then(|(_, v)| v.clone())
+    }
+
+    fn commit(&mut self, key: &[u8], ts: u64, value: Value) {
+        let versions = self.0.entry(key.to_vec()).or_default();
+        versions.push((ts, value));
+        versions.sort_by_key(|(t, _)| *t);
+    }
+}
+
 /// One partition's transactional state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Participant {
-    /// Committed versions, oldest first: `(commit_ts, value)`.
-    versions: BTreeMap<Key, Vec<(u64, Value)>>,
+    /// Committed versions, when the participant keeps its own (`handle`); empty when the
+    /// caller keeps them (`handle_with`).
+    versions: VersionMap,
     /// Write intents by key (one at a time).
     intents: BTreeMap<Key, Intent>,
     /// Read markers by key: transactions holding a read of it until resolved.
@@ -76,10 +113,18 @@ impl Participant {
         }
     }
 
-    /// Applies one request and answers it.
+    /// Applies one request and answers it, with the versions kept here.
     pub fn handle(&mut self, request: Request) -> Reply {
+        let mut versions = std::mem::take(&mut self.versions);
+        let reply = self.handle_with(&mut versions, request);
+        self.versions = versions;
+        reply
+    }
+
+    /// Applies one request and answers it, reading and committing versions in `versions`.
+    pub fn handle_with(&mut self, versions: &mut impl Versions, request: Request) -> Reply {
         match request {
-            Request::Prepare { meta, part, now } => self.prepare(meta, part, now),
+            Request::Prepare { meta, part, now } => self.prepare(versions, meta, part, now),
             Request::Commit { id, commit_ts } => {
                 // Only a prepared record can commit; without one, write the abort so a late
                 // prepare cannot bring it back.
@@ -88,11 +133,11 @@ impl Participant {
                 } else {
                     TxnStatus::Aborted
                 };
-                let status = self.decide(id, decision);
+                let status = self.decide(versions, id, decision);
                 Reply::Status { id, status }
             }
             Request::Abort { id } => {
-                let status = self.decide(id, TxnStatus::Aborted);
+                let status = self.decide(versions, id, TxnStatus::Aborted);
                 Reply::Status { id, status }
             }
             Request::Heartbeat { id, now } => {
@@ -107,19 +152,19 @@ impl Participant {
             Request::Recover { id, now, ttl } => {
                 let status = match self.records.get(&id) {
                     // Never prepared here: write the abort, so a late prepare is refused.
-                    None => self.decide(id, TxnStatus::Aborted),
+                    None => self.decide(versions, id, TxnStatus::Aborted),
                     Some(r)
                         if self.status(id) == TxnStatus::Pending
                             && now.saturating_sub(r.heartbeat) >= ttl =>
                     {
-                        self.decide(id, TxnStatus::Aborted)
+                        self.decide(versions, id, TxnStatus::Aborted)
                     }
                     Some(_) => self.status(id),
                 };
                 Reply::Status { id, status }
             }
             Request::Resolve { id, status } => {
-                self.resolve(id, status);
+                self.resolve(versions, id, status);
                 Reply::Resolved { id }
             }
         }
@@ -170,15 +215,12 @@ impl Participant {
 
     /// The latest committed value of `key` at or before `ts`.
     pub fn read_at(&self, key: &[u8], ts: u64) -> Value {
-        self.versions
-            .get(key)
-            .and_then(|vs| vs.iter().rev().find(|(t, _)| *t <= ts))
-            .and_then(|(_, v)| v.clone())
+        self.versions.read_at(key, ts)
     }
 
     /// Every committed version, by key.
     pub fn versions(&self) -> &BTreeMap<Key, Vec<(u64, Value)>> {
-        &self.versions
+        &self.versions.0
     }
 
     /// The node restarts: the replicated state is replayed from the log; only what the
@@ -187,14 +229,13 @@ impl Participant {
         self.volatile_decisions.clear();
     }
 
-    fn newest(&self, key: &[u8]) -> Option<u64> {
-        self.versions
-            .get(key)
-            .and_then(|vs| vs.last())
-            .map(|(t, _)| *t)
-    }
-
-    fn prepare(&mut self, meta: TxnMeta, part: Part, now: u64) -> Reply {
+    fn prepare(
+        &mut self,
+        versions: &mut impl Versions,
+        meta: TxnMeta,
+        part: Part,
+        now: u64,
+    ) -> Reply {
         let id = meta.id;
         let primary_here = self.is_primary(&meta);
         if let Some(r) = self.resolved.get(&id) {
@@ -218,7 +259,7 @@ impl Participant {
             // A retried prepare: answer as before.
             return Reply::Prepared {
                 id,
-                reads: self.read_values(&part, meta.start_ts),
+                reads: read_values(versions, &part, meta.start_ts),
             };
         }
         for key in &part.reads {
@@ -227,7 +268,7 @@ impl Participant {
             {
                 return conflict(id, key, i.txn);
             }
-            if let Some(t) = self.newest(key)
+            if let Some(t) = versions.newest(key)
                 && t > meta.start_ts
             {
                 return too_old(id, key, t);
@@ -246,7 +287,7 @@ impl Participant {
             {
                 return conflict(id, key, *other);
             }
-            if let Some(t) = self.newest(key)
+            if let Some(t) = versions.newest(key)
                 && t > meta.start_ts
             {
                 return too_old(id, key, t);
@@ -280,7 +321,7 @@ impl Participant {
         self.prepared.insert(id);
         Reply::Prepared {
             id,
-            reads: self.read_values(&part, meta.start_ts),
+            reads: read_values(versions, &part, meta.start_ts),
         }
     }
 
@@ -298,17 +339,15 @@ impl Participant {
                 .all(|k| self.markers.get(k).is_some_and(|m| m.contains(&id)))
     }
 
-    fn read_values(&self, part: &Part, ts: u64) -> Vec<(Key, Value)> {
-        part.reads
-            .iter()
-            .map(|k| (k.clone(), self.read_at(k, ts)))
-            .collect()
-    }
-
     /// Moves a record from `Pending` to `decision` (writing one if there is none); a record
     /// already decided keeps its decision. Returns the status after. The primary resolves
     /// its own part at once.
-    fn decide(&mut self, id: TxnId, decision: TxnStatus) -> TxnStatus {
+    fn decide(
+        &mut self,
+        versions: &mut impl Versions,
+        id: TxnId,
+        decision: TxnStatus,
+    ) -> TxnStatus {
         let current = self.status(id);
         if current.is_final() {
             return current;
@@ -322,11 +361,11 @@ impl Participant {
             });
             record.status = decision;
         }
-        self.resolve(id, decision);
+        self.resolve(versions, id, decision);
         decision
     }
 
-    fn resolve(&mut self, id: TxnId, status: TxnStatus) {
+    fn resolve(&mut self, versions: &mut impl Versions, id: TxnId, status: TxnStatus) {
         let resolution = match status {
             TxnStatus::Committed(ts) => Resolution::Committed(ts),
             TxnStatus::Aborted => Resolution::Aborted,
@@ -341,9 +380,7 @@ impl Participant {
         for key in keys {
             let intent = self.intents.remove(&key).expect("listed above");
             if let Resolution::Committed(ts) = resolution {
-                let versions = self.versions.entry(key).or_default();
-                versions.push((ts, intent.value));
-                versions.sort_by_key(|(t, _)| *t);
+                versions.commit(&key, ts, intent.value);
             }
         }
         let read_ts = &mut self.read_ts;
@@ -362,6 +399,13 @@ impl Participant {
         // will ever resolve (the model found this: its coordinator had already finished).
         self.resolved.entry(id).or_insert(resolution);
     }
+}
+
+fn read_values(versions: &impl Versions, part: &Part, ts: u64) -> Vec<(Key, Value)> {
+    part.reads
+        .iter()
+        .map(|k| (k.clone(), versions.read_at(k, ts)))
+        .collect()
 }
 
 fn conflict(id: TxnId, key: &[u8], other: TxnId) -> Reply {
