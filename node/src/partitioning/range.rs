@@ -15,11 +15,12 @@ use super::descriptor::{KeySpan, RangeDescriptor, RangeEpoch};
 use super::epoch::{EpochCommand, bumped, matches};
 use super::hashing::stable_hash;
 use super::map::Load;
+use crate::partitioning::txn::{Participant, TxnBugs};
 use crate::proto::raft::{
     ApplyResult, Command, CommitMerge, MergeTarget, PrepareMerge, RollbackMerge, Split,
     StoreSnapshot, command::Op,
 };
-use crate::store::{KvStore, StoreBugs};
+use crate::store::{KvStore, StoreBugs, StoreVersions};
 
 /// Seeded bugs of this state machine, off unless `--unsafe-seeded-bug` names them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub struct DataRange {
     /// Frozen for a merge into this range (id, and the epoch the merge was planned at):
     /// nothing is served or applied until the merge commits or is rolled back.
     merging: Option<(u64, RangeEpoch)>,
+    /// The range's side of cross-partition transactions: intents, read markers, and the
+    /// records of those it is primary for. Committed versions go to `store`.
+    txn: Box<Participant>,
 }
 
 /// What applying one entry did.
@@ -86,6 +90,7 @@ impl DataRange {
         descriptor.leader = None;
         descriptor.leader_term = 0;
         DataRange {
+            txn: Box::new(Participant::new(descriptor.id, TxnBugs::default())),
             descriptor: Some(descriptor),
             store: KvStore::default(),
             split_off: Vec::new(),
@@ -105,6 +110,11 @@ impl DataRange {
 
     pub fn store(&self) -> &KvStore {
         &self.store
+    }
+
+    /// The range's transaction participant.
+    pub fn txn(&self) -> &Participant {
+        &self.txn
     }
 
     /// The range this one is frozen to merge into, and the epoch that merge was planned at.
@@ -192,12 +202,22 @@ impl DataRange {
             Some(Op::Compact(_)) => {
                 return Applied::Done(self.store.apply(index, command, double_apply));
             }
+            Some(Op::TxnPart(part)) => {
+                return Applied::Done(self.apply_txn_part(index, part, bugs));
+            }
             Some(Op::Txn(txn)) => {
                 // Every key must still be here: a split since routing refuses the whole
                 // transaction, which is then routed again.
                 for key in txn.ops.iter().filter_map(micro_op_key) {
                     if let Err(current) = self.check_key(key, bugs) {
                         return Applied::Done(refused(&current));
+                    }
+                }
+                for key in txn.ops.iter().filter_map(micro_op_key) {
+                    if let Some(held) = self.held(key)
+                        && !self.store.answers(command)
+                    {
+                        return Applied::Done(held);
                     }
                 }
                 return Applied::Done(self.store.apply_with(
@@ -221,7 +241,65 @@ impl DataRange {
             }
             return Applied::Done(refused(&current));
         }
+        // A write under an undecided transaction's intent or read marker would slip
+        // between its prepare and its commit: refused until it is resolved.
+        if let Some(held) = self.held(key)
+            && !self.store.answers(command)
+        {
+            return Applied::Done(held);
+        }
         Applied::Done(self.store.apply(index, command, double_apply))
+    }
+
+    /// The refusal for a write to `key` while a transaction holds it, if one does.
+    fn held(&self, key: &[u8]) -> Option<ApplyResult> {
+        let txn = self.txn.holder(key)?;
+        Some(ApplyResult {
+            held_by: txn,
+            refused: format!(
+                "key {:?} is held by transaction {txn}, not yet decided; not applied, retry",
+                String::from_utf8_lossy(key)
+            ),
+            ..Default::default()
+        })
+    }
+
+    /// A request to the range's transaction participant: every key it names must be in
+    /// the range; its answer goes back in the result.
+    fn apply_txn_part(
+        &mut self,
+        index: u64,
+        part: &crate::proto::raft::TxnPart,
+        bugs: RangeBugs,
+    ) -> ApplyResult {
+        use crate::partitioning::txn::{Request, wire};
+        let request = match wire::request_from_wire(part) {
+            Ok(request) => request,
+            Err(why) => {
+                return ApplyResult {
+                    refused: why,
+                    ..Default::default()
+                };
+            }
+        };
+        if let Request::Prepare { part, .. } = &request {
+            for key in part.reads.iter().chain(part.writes.iter().map(|(k, _)| k)) {
+                if let Err(current) = self.check_key(key, bugs) {
+                    return refused(&current);
+                }
+            }
+        }
+        let mut versions = StoreVersions {
+            store: &mut self.store,
+            revision: index,
+        };
+        let reply = self.txn.handle_with(&mut versions, request);
+        ApplyResult {
+            succeeded: true,
+            revision: index,
+            txn_part: Some(wire::reply_to_wire(&reply)),
+            ..Default::default()
+        }
     }
 
     fn split(&mut self, index: u64, split: &Split) -> Applied {
@@ -246,6 +324,17 @@ impl DataRange {
             || split.new_partition == descriptor.id
         {
             return Applied::Done(refused(&self.current()));
+        }
+        if !self.txn.unresolved().is_empty() {
+            // Intents and markers on keys the split would move: refused until every
+            // transaction here is resolved (the split is retried; transactions are short).
+            return Applied::Done(ApplyResult {
+                refused: format!(
+                    "partition {} holds undecided transactions; split again once they resolve",
+                    descriptor.id
+                ),
+                ..Default::default()
+            });
         }
         let mut left = descriptor.clone();
         left.span = KeySpan::Range {
@@ -275,6 +364,7 @@ impl DataRange {
                 ..Default::default()
             },
             right: Box::new(DataRange {
+                txn: Box::new(Participant::new(right.id, TxnBugs::default())),
                 descriptor: Some(right),
                 store: right_store,
                 split_off: Vec::new(),
@@ -301,6 +391,11 @@ impl DataRange {
             || !matches!(descriptor.span, KeySpan::Range { .. })
             || prepare.into == descriptor.id
         {
+            return Applied::Done(refused(&self.current()));
+        }
+        if !self.txn.unresolved().is_empty() {
+            // The frozen state carries keys, not intents: merge once every transaction
+            // here is resolved.
             return Applied::Done(refused(&self.current()));
         }
         self.merging = Some(target);
@@ -406,13 +501,16 @@ impl DataRange {
             .as_ref()
             .map(|d| to_wire(d, Load::default()).encode_to_vec())
             .unwrap_or_default();
-        stable_hash(&[self.store.digest().to_le_bytes().as_slice(), &span].concat())
+        // Transactions' intents, markers and records are replicated state too.
+        let txn = self.txn.to_wire().encode_to_vec();
+        stable_hash(&[self.store.digest().to_le_bytes().as_slice(), &span, &txn].concat())
     }
 
     pub fn snapshot(&self) -> Vec<u8> {
         let mut snapshot = self.store.to_proto();
         snapshot.range = self.descriptor.as_ref().map(wire);
         snapshot.split_off = self.split_off.iter().map(wire).collect();
+        snapshot.txn = Some(self.txn.to_wire());
         snapshot.merging = self.merging.map(|(into, planned)| MergeTarget {
             into,
             into_planned: Some(crate::proto::kv::RangeEpoch {
@@ -441,9 +539,19 @@ impl DataRange {
             .merging
             .as_ref()
             .map(|m| (m.into, epoch_of(m.into_planned)));
+        let txn = match &snapshot.txn {
+            Some(state) => Participant::from_wire(
+                state,
+                descriptor.as_ref().map_or(0, |d| d.id),
+                TxnBugs::default(),
+            )
+            .map_err(|e| format!("snapshot's transaction state does not decode: {e}"))?,
+            None => Participant::new(descriptor.as_ref().map_or(0, |d| d.id), TxnBugs::default()),
+        };
         let store = KvStore::from_proto(snapshot)
             .map_err(|e| format!("snapshot's sessions do not decode: {e}"))?;
         Ok(DataRange {
+            txn: Box::new(txn),
             descriptor,
             store,
             split_off,
@@ -771,5 +879,117 @@ mod tests {
             left.digest(),
             DataRange::restore(&old, None).unwrap().digest()
         );
+    }
+
+    fn part(request: crate::partitioning::txn::Request) -> Command {
+        Command {
+            op: Some(Op::TxnPart(
+                crate::partitioning::txn::wire::request_to_wire(&request),
+            )),
+            ..Default::default()
+        }
+    }
+
+    fn reply(applied: &Applied) -> crate::partitioning::txn::Reply {
+        let wire = applied
+            .result()
+            .txn_part
+            .as_ref()
+            .expect("a participant reply");
+        crate::partitioning::txn::wire::reply_from_wire(wire).expect("decodes")
+    }
+
+    fn prepare_d(id: u64) -> Command {
+        use crate::partitioning::txn::{Part, Request, TxnMeta};
+        part(Request::Prepare {
+            meta: TxnMeta {
+                id,
+                primary: 1,
+                participants: vec![1, 2],
+                start_ts: 1 << 20,
+            },
+            part: Part {
+                reads: vec![b"c".to_vec()],
+                writes: vec![(b"d".to_vec(), Some(b"txn".to_vec()))],
+            },
+            now: 10,
+        })
+    }
+
+    #[test]
+    fn an_intent_holds_its_key_against_writes_until_the_transaction_commits() {
+        use crate::partitioning::txn::{Reply, Request, TxnStatus};
+        let mut r = range();
+        let none = RangeBugs::default();
+        let prepared = r.apply(1, &prepare_d(7), false, none);
+        assert!(matches!(reply(&prepared), Reply::Prepared { id: 7, .. }));
+        for (index, key) in [(2, "d"), (3, "c")] {
+            let held = r.apply(index, &put(key), false, none);
+            assert_eq!(
+                held.result().held_by,
+                7,
+                "{key} is held by the intent or marker"
+            );
+            assert!(held.result().refused.contains("not applied"));
+        }
+        assert_eq!(r.store().get(b"d"), None);
+        // The record and the intent survive a snapshot.
+        let mut r = DataRange::restore(&r.snapshot(), None).expect("restores");
+        assert_eq!(r.apply(4, &put("d"), false, none).result().held_by, 7);
+        assert!(
+            r.apply(5, &split("e", 9, 3, 2), false, none)
+                .result()
+                .refused
+                .contains("undecided transactions"),
+            "no split while an intent is in the range"
+        );
+        let commit_ts = 2 << 20;
+        let committed = r.apply(6, &part(Request::Commit { id: 7, commit_ts }), false, none);
+        assert_eq!(
+            reply(&committed),
+            Reply::Status {
+                id: 7,
+                status: TxnStatus::Committed(commit_ts)
+            }
+        );
+        assert_eq!(r.store().get(b"d"), Some((&b"txn"[..], 6)));
+        assert!(r.apply(7, &put("d"), false, none).result().succeeded);
+        assert!(r.txn().unresolved().is_empty());
+    }
+
+    #[test]
+    fn a_prepare_naming_a_key_outside_the_range_is_refused_with_the_descriptors() {
+        use crate::partitioning::txn::{Part, Request, TxnMeta};
+        let mut r = range();
+        let outside = part(Request::Prepare {
+            meta: TxnMeta {
+                id: 3,
+                primary: 1,
+                participants: vec![1],
+                start_ts: 0,
+            },
+            part: Part {
+                reads: vec![],
+                writes: vec![(b"z".to_vec(), None)],
+            },
+            now: 0,
+        });
+        let applied = r.apply(1, &outside, false, RangeBugs::default());
+        assert!(!applied.result().epoch_not_match.is_empty());
+        assert!(r.txn().unresolved().is_empty(), "nothing was laid");
+    }
+
+    #[test]
+    fn a_retry_of_an_applied_write_is_answered_even_while_its_key_is_held() {
+        let mut r = range();
+        let none = RangeBugs::default();
+        let mut first = put("d");
+        first.client_id = "c".into();
+        first.sequence = 1;
+        let applied = r.apply(1, &first, false, none).result().clone();
+        assert!(applied.succeeded);
+        r.apply(2, &prepare_d(7), false, none);
+        let retry = r.apply(3, &first, false, none);
+        assert_eq!(retry.result(), &applied, "the session table answers it");
     }
 }

@@ -412,6 +412,9 @@ impl KvService {
                                 .collect();
                             return Err(moved(current));
                         }
+                        Ok(Ok(WriteOutcome::Applied(result))) if result.held_by != 0 => {
+                            return Err(Status::aborted(result.refused.clone()));
+                        }
                         Ok(Ok(WriteOutcome::Applied(result))) => {
                             if result.stale_sequence {
                                 // An earlier attempt may have been applied before the later

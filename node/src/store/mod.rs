@@ -181,6 +181,17 @@ impl KvStore {
         )
     }
 
+    /// Whether the session table answers `command` (a retry of a write already applied, or
+    /// older): then it is answered as before, whatever holds its key now.
+    pub fn answers(&self, command: &Command) -> bool {
+        !command.client_id.is_empty()
+            && command.sequence > 0
+            && self
+                .sessions
+                .get(&command.client_id)
+                .is_some_and(|(sequence, _)| command.sequence <= *sequence)
+    }
+
     /// `apply`, with any of the store's seeded bugs.
     pub fn apply_with(&mut self, index: u64, command: &Command, bugs: StoreBugs) -> ApplyResult {
         let double_apply = bugs.double_apply;
@@ -311,6 +322,8 @@ impl KvStore {
                 }
             }
             Some(Op::Txn(txn)) => self.transact(index, command, txn),
+            // The range's transaction participant applies these.
+            Some(Op::TxnPart(_)) => ApplyResult::default(),
             Some(Op::Compact(compact)) => {
                 self.compact(compact.revision.min(index));
                 ApplyResult {

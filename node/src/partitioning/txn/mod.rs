@@ -38,6 +38,7 @@
 
 pub mod coordinator;
 pub mod participant;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

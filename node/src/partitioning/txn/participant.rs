@@ -223,6 +223,149 @@ impl Participant {
         &self.versions.0
     }
 
+    /// The transaction holding `key` (an intent on it, or a read marker), if any: a plain
+    /// write there would slip under a transaction that has not been decided.
+    pub fn holder(&self, key: &[u8]) -> Option<TxnId> {
+        self.intents
+            .get(key)
+            .map(|i| i.txn)
+            .or_else(|| self.markers.get(key).and_then(|m| m.iter().next().copied()))
+    }
+
+    /// The intent on `key`: its transaction and primary.
+    pub fn intent(&self, key: &[u8]) -> Option<&Intent> {
+        self.intents.get(key)
+    }
+
+    /// The state as a range snapshot holds it (the versions are the store's; the
+    /// `forget_decision_on_crash` bug's memory is not state).
+    pub fn to_wire(&self) -> crate::proto::raft::TxnPartState {
+        use crate::proto::raft::{
+            TxnIntent, TxnKeyTimestamp, TxnMarker, TxnPartState, TxnPrimary, TxnRecord,
+            TxnResolution,
+        };
+        TxnPartState {
+            intents: self
+                .intents
+                .iter()
+                .map(|(key, i)| TxnIntent {
+                    key: key.clone(),
+                    txn: i.txn,
+                    primary: i.primary,
+                    value: Some(super::wire::write_to_wire(key, &i.value)),
+                })
+                .collect(),
+            markers: self
+                .markers
+                .iter()
+                .map(|(key, txns)| TxnMarker {
+                    key: key.clone(),
+                    txns: txns.iter().copied().collect(),
+                })
+                .collect(),
+            records: self
+                .records
+                .iter()
+                .map(|(id, r)| TxnRecord {
+                    id: *id,
+                    status: Some(super::wire::status_to_wire(r.status)),
+                    heartbeat: r.heartbeat,
+                })
+                .collect(),
+            read_ts: self
+                .read_ts
+                .iter()
+                .map(|(key, ts)| TxnKeyTimestamp {
+                    key: key.clone(),
+                    ts: *ts,
+                })
+                .collect(),
+            marker_primaries: self
+                .marker_primaries
+                .iter()
+                .map(|(txn, primary)| TxnPrimary {
+                    txn: *txn,
+                    primary: *primary,
+                })
+                .collect(),
+            prepared: self.prepared.iter().copied().collect(),
+            resolved: self
+                .resolved
+                .iter()
+                .map(|(txn, r)| TxnResolution {
+                    txn: *txn,
+                    committed: matches!(r, Resolution::Committed(_)),
+                    commit_ts: match r {
+                        Resolution::Committed(ts) => *ts,
+                        Resolution::Aborted => 0,
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    /// The participant a snapshot holds, for partition `me`.
+    pub fn from_wire(
+        state: &crate::proto::raft::TxnPartState,
+        me: super::PartitionId,
+        bugs: TxnBugs,
+    ) -> Result<Participant, String> {
+        let mut p = Participant::new(me, bugs);
+        for i in &state.intents {
+            let value = i
+                .value
+                .as_ref()
+                .map(super::wire::write_from_wire)
+                .map(|(_, v)| v)
+                .ok_or_else(|| format!("the intent on {:?} has no value", i.key))?;
+            p.intents.insert(
+                i.key.clone(),
+                Intent {
+                    txn: i.txn,
+                    primary: i.primary,
+                    value,
+                },
+            );
+        }
+        for m in &state.markers {
+            p.markers
+                .insert(m.key.clone(), m.txns.iter().copied().collect());
+        }
+        for r in &state.records {
+            p.records.insert(
+                r.id,
+                Record {
+                    status: super::wire::status_from_wire(r.status.as_ref())?,
+                    heartbeat: r.heartbeat,
+                },
+            );
+        }
+        p.read_ts = state
+            .read_ts
+            .iter()
+            .map(|k| (k.key.clone(), k.ts))
+            .collect();
+        p.marker_primaries = state
+            .marker_primaries
+            .iter()
+            .map(|m| (m.txn, m.primary))
+            .collect();
+        p.prepared = state.prepared.iter().copied().collect();
+        p.resolved = state
+            .resolved
+            .iter()
+            .map(|r| {
+                let resolution = if r.committed {
+                    Resolution::Committed(r.commit_ts)
+                } else {
+                    Resolution::Aborted
+                };
+                (r.txn, resolution)
+            })
+            .collect();
+        Ok(p)
+    }
+
     /// The node restarts: the replicated state is replayed from the log; only what the
     /// `forget_decision_on_crash` bug keeps in memory is gone.
     pub fn restart(&mut self) {
