@@ -102,6 +102,9 @@ pub struct FaultlineClient {
     /// The bank's accounts, and whether a balance may go negative.
     pub bank_accounts: u32,
     pub bank_negative: bool,
+    /// The last transfer's guarded write, resent as it was: a resend that read the
+    /// balances again would see its own earlier attempt's effect and misreport it.
+    last_transfer: Option<faultline_node::proto::kv::TxnRequest>,
 }
 
 impl FaultlineClient {
@@ -126,6 +129,7 @@ impl FaultlineClient {
             timeout,
             bank_accounts: 0,
             bank_negative: false,
+            last_transfer: None,
         }
     }
 
@@ -167,6 +171,10 @@ impl Client for FaultlineClient {
     }
 
     async fn resend(&mut self, operation: &Operation) -> Completion {
+        if let (Operation::Transfer { .. }, Some(message)) = (operation, self.last_transfer.clone())
+        {
+            return self.send_transfer(message).await;
+        }
         self.send(operation).await
     }
 
@@ -361,6 +369,7 @@ impl FaultlineClient {
 
     async fn transfer(&mut self, from: u32, to: u32, amount: i64) -> Completion {
         use faultline_node::proto::kv::{self as wire, micro_op, txn_compare};
+        self.last_transfer = None;
         let (b_from, b_to) = match self.read_accounts(&[from, to]).await.as_deref() {
             Ok([Some(a), Some(b)]) => (*a, *b),
             Ok(_) => {
@@ -408,6 +417,15 @@ impl FaultlineClient {
             isolation: wire::Isolation::Serializable as i32,
             write_id: self.write_id(),
         };
+        self.last_transfer = Some(message.clone());
+        self.send_transfer(message).await
+    }
+
+    /// Sends a transfer's guarded write (again, on a resend: same write id, same guards).
+    async fn send_transfer(
+        &mut self,
+        message: faultline_node::proto::kv::TxnRequest,
+    ) -> Completion {
         match self.router.txn(message, self.timeout).await {
             Ok(reply) if reply.committed => Completion::Ok { value: Value::Null },
             Ok(_) => Completion::Fail {

@@ -364,7 +364,7 @@ impl DataRange {
                 ..Default::default()
             },
             right: Box::new(DataRange {
-                txn: Box::new(Participant::new(right.id, TxnBugs::default())),
+                txn: Box::new(self.txn.split_off(key, right.id)),
                 descriptor: Some(right),
                 store: right_store,
                 split_off: Vec::new(),
@@ -446,6 +446,7 @@ impl DataRange {
         // is stale against it, and no later state reuses an older one (the ABA guard).
         merged.epoch.version = descriptor.epoch.version.max(source.epoch.version) + 1;
         self.store.absorb(frozen.store);
+        self.txn.absorb(*frozen.txn);
         self.descriptor = Some(merged.clone());
         self.split_off.clear();
         let mut result = succeeded(index);
@@ -991,5 +992,65 @@ mod tests {
         r.apply(2, &prepare_d(7), false, none);
         let retry = r.apply(3, &first, false, none);
         assert_eq!(retry.result(), &applied, "the session table answers it");
+    }
+
+    #[test]
+    fn a_split_hands_the_right_half_its_keys_read_timestamps() {
+        use crate::partitioning::txn::{Part, Reply, Request, TxnMeta};
+        let mut r = range();
+        let none = RangeBugs::default();
+        let meta = |id, start_ts| TxnMeta {
+            id,
+            primary: 1,
+            participants: vec![1],
+            start_ts,
+        };
+        // A transaction reads h and commits at 5 << 20.
+        r.apply(
+            1,
+            &part(Request::Prepare {
+                meta: meta(1, 1 << 20),
+                part: Part {
+                    reads: vec![b"h".to_vec()],
+                    writes: vec![],
+                },
+                now: 0,
+            }),
+            false,
+            none,
+        );
+        r.apply(
+            2,
+            &part(Request::Commit {
+                id: 1,
+                commit_ts: 5 << 20,
+            }),
+            false,
+            none,
+        );
+        let mut right = split_apart(&mut r, 3, &split("g", 9, 3, 2));
+        // A writer of h that started before that read committed is refused on the right.
+        let late = right.apply(
+            1,
+            &part(Request::Prepare {
+                meta: TxnMeta {
+                    primary: 9,
+                    participants: vec![9],
+                    ..meta(2, 2 << 20)
+                },
+                part: Part {
+                    reads: vec![],
+                    writes: vec![(b"h".to_vec(), Some(b"w".to_vec()))],
+                },
+                now: 0,
+            }),
+            false,
+            none,
+        );
+        assert!(
+            matches!(reply(&late), Reply::Refused { .. }),
+            "{:?}",
+            reply(&late)
+        );
     }
 }

@@ -249,8 +249,9 @@ impl KvStore {
         };
         self.digest = self.digest.wrapping_add(version_hash(key, &version));
         match versions.last_mut() {
-            // Two writes of one key in one entry (a transaction): the entry's last wins.
-            Some(last) if last.revision == revision => {
+            // The same entry writing the key again: the entry's last write wins. (After a
+            // merge a revision alone may repeat from the other range's log.)
+            Some(last) if last.revision == revision && last.timestamp == at => {
                 let old = std::mem::replace(last, version);
                 self.digest = self.digest.wrapping_sub(version_hash(key, &old));
             }
@@ -509,7 +510,8 @@ impl KvStore {
     pub fn absorb(&mut self, other: KvStore) {
         self.data.extend(other.data);
         self.last_timestamp = self.last_timestamp.max(other.last_timestamp);
-        self.compacted_revision = self.compacted_revision.max(other.compacted_revision);
+        // Revisions are this range's log indexes: the other's compaction revision means
+        // nothing here (its horizon timestamp does).
         self.compacted_timestamp = self.compacted_timestamp.max(other.compacted_timestamp);
         for (client, (sequence, result)) in other.sessions {
             let newer = self
@@ -582,11 +584,8 @@ impl KvStore {
                 value: (!k.deleted).then_some(k.value),
             });
         }
-        for versions in data.values_mut() {
-            // Oldest first whatever order the snapshot had; one version per revision.
-            versions.sort_by_key(|v| v.revision);
-            versions.dedup_by_key(|v| v.revision);
-        }
+        // Kept in the snapshot's order, oldest first: after a merge a key's revisions come
+        // from two logs, so revision order is not version order (timestamps are).
         let mut sessions = HashMap::new();
         for session in snapshot.sessions {
             let result = ApplyResult::decode(session.result.as_slice())?;
@@ -651,14 +650,23 @@ pub struct StoreVersions<'a> {
 }
 
 impl crate::partitioning::txn::Versions for StoreVersions<'_> {
+    /// Below the compaction horizon the store cannot say what was committed, so the
+    /// horizon counts as a commit to every key: a transaction starting below it is too
+    /// old to prepare, and its reads never meet dropped versions.
     fn newest(&self, key: &[u8]) -> Option<u64> {
-        self.store.versions(key).last().map(|v| pack(v.timestamp))
+        let newest = self.store.versions(key).last().map(|v| v.timestamp);
+        let horizon = (self.store.compacted_timestamp > Timestamp::default())
+            .then_some(self.store.compacted_timestamp);
+        newest.max(horizon).map(pack)
+    }
+
+    fn observe(&mut self, ts: u64) {
+        self.store.last_timestamp = self.store.last_timestamp.max(unpack(ts));
     }
 
     fn read_at(&self, key: &[u8], ts: u64) -> Option<Vec<u8>> {
-        // Below the compaction horizon nothing is known; the participant's conflict checks
-        // see the newest version, so such a read only happens for a start timestamp older
-        // than the horizon, which `newest` already refuses for any key written since.
+        // Below the horizon `newest` refuses the prepare first; a retried prepare answered
+        // as before reads above it.
         self.store
             .get_at(key, unpack(ts))
             .ok()
@@ -668,7 +676,7 @@ impl crate::partitioning::txn::Versions for StoreVersions<'_> {
 
     fn commit(&mut self, key: &[u8], ts: u64, value: Option<Vec<u8>>) {
         let at = unpack(ts);
-        self.store.last_timestamp = self.store.last_timestamp.max(at);
+        self.observe(ts);
         self.store.set(key, value, self.revision, at);
     }
 }
@@ -1241,5 +1249,97 @@ mod tests {
             },
         );
         assert!(matches!(late, Reply::Refused { .. }), "{late:?}");
+    }
+
+    #[test]
+    fn after_a_merge_a_key_keeps_its_newest_version_last_through_a_snapshot() {
+        // The source range's log is longer than the target's: its key carries revision 900,
+        // and the target's next write to that key comes at revision 300 (with a later
+        // timestamp). The current value must stay the one written last.
+        let mut source = KvStore::default();
+        source.apply(900, &stamped(put("k", "old", "", 0), 100), false);
+        let mut target = KvStore::default();
+        target.apply(1, &stamped(put("a", "x", "", 0), 50), false);
+        target.absorb(source);
+        target.apply(300, &stamped(put("k", "new", "", 0), 200), false);
+        assert_eq!(target.get(b"k"), Some((&b"new"[..], 300)));
+        assert_eq!(target.versions(b"k").len(), 2);
+        let restored = KvStore::restore(&target.snapshot()).expect("decodes");
+        assert_eq!(restored.get(b"k"), Some((&b"new"[..], 300)));
+        assert_eq!(restored, target);
+        assert_eq!(restored.digest(), target.digest());
+    }
+
+    #[test]
+    fn a_transaction_starting_below_the_compaction_horizon_cannot_prepare() {
+        use crate::partitioning::txn::{Part, Participant, Reply, Request, TxnMeta};
+        let mut store = KvStore::default();
+        store.apply(1, &stamped(put("x", "a", "", 0), 100), false);
+        store.apply(2, &stamped(put("y", "b", "", 0), 300), false);
+        store.apply(3, &stamped(put("y", "c", "", 0), 400), false);
+        store.compact(3);
+        let mut participant = Participant::new(1, Default::default());
+        let mut versions = StoreVersions {
+            store: &mut store,
+            revision: 4,
+        };
+        // x was not written since 100, but what y held at 250 is gone: refuse, rather than
+        // answer a read that compaction may have changed.
+        let prepared = participant.handle_with(
+            &mut versions,
+            Request::Prepare {
+                meta: TxnMeta {
+                    id: 1,
+                    primary: 1,
+                    participants: vec![1],
+                    start_ts: pack(at(250)),
+                },
+                part: Part {
+                    reads: vec![b"x".to_vec()],
+                    writes: vec![],
+                },
+                now: 0,
+            },
+        );
+        assert!(matches!(prepared, Reply::Refused { .. }), "{prepared:?}");
+    }
+
+    #[test]
+    fn a_committed_read_moves_the_clock_so_later_writes_stamp_above_it() {
+        use crate::partitioning::txn::{Part, Participant, Request, TxnMeta};
+        let mut store = KvStore::default();
+        store.apply(1, &stamped(put("x", "a", "", 0), 100), false);
+        let mut participant = Participant::new(1, Default::default());
+        let mut versions = StoreVersions {
+            store: &mut store,
+            revision: 2,
+        };
+        participant.handle_with(
+            &mut versions,
+            Request::Prepare {
+                meta: TxnMeta {
+                    id: 1,
+                    primary: 1,
+                    participants: vec![1],
+                    start_ts: pack(at(150)),
+                },
+                part: Part {
+                    reads: vec![b"x".to_vec()],
+                    writes: vec![],
+                },
+                now: 0,
+            },
+        );
+        participant.handle_with(
+            &mut versions,
+            Request::Commit {
+                id: 1,
+                commit_ts: pack(at(500)),
+            },
+        );
+        // A leader whose clock says 200 proposes a write: it lands above the read at 500.
+        let result = store.apply(3, &stamped(put("x", "b", "", 0), 200), false);
+        let stamped_at = result.timestamp.map(from_wire).expect("stamped");
+        assert!(stamped_at > at(500), "{stamped_at}");
     }
 }

@@ -48,6 +48,9 @@ pub trait Versions {
     /// Commits `value` (`None`: a delete) to `key` at `ts`. The participant calls it only
     /// for a key its intent held, so no other version landed there since the prepare.
     fn commit(&mut self, key: &[u8], ts: u64, value: Value);
+    /// A transaction committed at `ts` here (a write or a read of it): later plain writes
+    /// must be stamped above it, or one could land below a read that did not see it.
+    fn observe(&mut self, _ts: u64) {}
 }
 
 /// Committed versions by key, oldest first: `(commit_ts, value)`.
@@ -366,6 +369,29 @@ impl Participant {
         Ok(p)
     }
 
+    /// A split at `at`: the right half (partition `right`) takes the timestamp cache of
+    /// its keys and a copy of the decisions (so a late prepare is refused on either side).
+    /// Only called with nothing undecided here.
+    pub fn split_off(&mut self, at: &[u8], right: super::PartitionId) -> Participant {
+        let mut other = Participant::new(right, self.bugs);
+        other.read_ts = self.read_ts.split_off(at);
+        other.resolved = self.resolved.clone();
+        other
+    }
+
+    /// A merge: takes in the other range's timestamp cache, decisions and records (the
+    /// records of transactions it was primary for, for late recoveries).
+    pub fn absorb(&mut self, other: Participant) {
+        self.read_ts.extend(other.read_ts);
+        for (id, resolution) in other.resolved {
+            self.resolved.entry(id).or_insert(resolution);
+        }
+        for (id, record) in other.records {
+            self.records.entry(id).or_insert(record);
+        }
+        self.prepared.extend(other.prepared);
+    }
+
     /// The node restarts: the replicated state is replayed from the log; only what the
     /// `forget_decision_on_crash` bug keeps in memory is gone.
     pub fn restart(&mut self) {
@@ -525,6 +551,9 @@ impl Participant {
             if let Resolution::Committed(ts) = resolution {
                 versions.commit(&key, ts, intent.value);
             }
+        }
+        if let Resolution::Committed(ts) = resolution {
+            versions.observe(ts);
         }
         let read_ts = &mut self.read_ts;
         self.markers.retain(|key, txns| {
