@@ -49,6 +49,22 @@ pub enum Operation {
     Balances,
 }
 
+/// A bank transaction (serializable) of `ops`.
+fn bank_txn(
+    ops: impl IntoIterator<Item = faultline_node::proto::kv::micro_op::Op>,
+    write_id: Option<WriteId>,
+) -> faultline_node::proto::kv::TxnRequest {
+    use faultline_node::proto::kv as wire;
+    wire::TxnRequest {
+        ops: ops
+            .into_iter()
+            .map(|op| wire::MicroOp { op: Some(op) })
+            .collect(),
+        isolation: wire::Isolation::Serializable as i32,
+        write_id,
+    }
+}
+
 /// The key holding account `account`'s balance.
 pub fn account_key(account: u32) -> Vec<u8> {
     faultline_workloads::key_name(account).into_bytes()
@@ -304,14 +320,7 @@ impl FaultlineClient {
             }));
         }
         self.sequence += 1;
-        let message = wire::TxnRequest {
-            ops: ops
-                .into_iter()
-                .map(|op| wire::MicroOp { op: Some(op) })
-                .collect(),
-            isolation: wire::Isolation::Serializable as i32,
-            write_id: self.write_id(),
-        };
+        let message = bank_txn(ops, self.write_id());
         match self.router.txn(message, self.timeout).await {
             // A failed compare: an earlier attempt opened it.
             Ok(_) => Ok(()),
@@ -322,18 +331,12 @@ impl FaultlineClient {
     /// Reads `accounts` in one transaction with no write id: a read changes nothing.
     async fn read_accounts(&self, accounts: &[u32]) -> Result<Vec<Option<i64>>, tonic::Status> {
         use faultline_node::proto::kv::{self as wire, micro_op};
-        let message = wire::TxnRequest {
-            ops: accounts
-                .iter()
-                .map(|a| wire::MicroOp {
-                    op: Some(micro_op::Op::Read(wire::TxnRead {
-                        key: account_key(*a),
-                    })),
-                })
-                .collect(),
-            isolation: wire::Isolation::Serializable as i32,
-            write_id: None,
-        };
+        let reads = accounts.iter().map(|a| {
+            micro_op::Op::Read(wire::TxnRead {
+                key: account_key(*a),
+            })
+        });
+        let message = bank_txn(reads, None);
         let reply = self.router.txn(message, self.timeout).await?;
         Ok(reply
             .results
@@ -409,14 +412,7 @@ impl FaultlineClient {
             write(from, b_from - amount),
             write(to, b_to + amount),
         ];
-        let message = wire::TxnRequest {
-            ops: ops
-                .into_iter()
-                .map(|op| wire::MicroOp { op: Some(op) })
-                .collect(),
-            isolation: wire::Isolation::Serializable as i32,
-            write_id: self.write_id(),
-        };
+        let message = bank_txn(ops, self.write_id());
         self.last_transfer = Some(message.clone());
         self.send_transfer(message).await
     }

@@ -88,8 +88,6 @@ pub struct KvStore {
     /// have dropped: a read below that timestamp may miss versions, so it is refused.
     compacted_revision: u64,
     compacted_timestamp: Timestamp,
-    /// The seeded bugs of the entry being applied (not state: never in a snapshot).
-    bugs: StoreBugs,
 }
 
 impl KvStore {
@@ -195,7 +193,6 @@ impl KvStore {
     /// `apply`, with any of the store's seeded bugs.
     pub fn apply_with(&mut self, index: u64, command: &Command, bugs: StoreBugs) -> ApplyResult {
         let double_apply = bugs.double_apply;
-        self.bugs = bugs;
         let tracked = !command.client_id.is_empty() && command.sequence > 0;
         if tracked
             && !double_apply
@@ -211,7 +208,7 @@ impl KvStore {
                 };
             }
         }
-        let result = self.execute(index, command);
+        let result = self.execute(index, command, bugs);
         if tracked {
             self.digest = self.digest.wrapping_add(session_hash(
                 &command.client_id,
@@ -260,7 +257,7 @@ impl KvStore {
         existed
     }
 
-    fn execute(&mut self, index: u64, command: &Command) -> ApplyResult {
+    fn execute(&mut self, index: u64, command: &Command, bugs: StoreBugs) -> ApplyResult {
         match &command.op {
             // Splits and merges change the range: `DataRange` applies them.
             None
@@ -322,7 +319,7 @@ impl KvStore {
                     }
                 }
             }
-            Some(Op::Txn(txn)) => self.transact(index, command, txn),
+            Some(Op::Txn(txn)) => self.transact(index, command, txn, bugs),
             // The range's transaction participant applies these.
             Some(Op::TxnPart(_)) => ApplyResult::default(),
             Some(Op::Compact(compact)) => {
@@ -340,11 +337,17 @@ impl KvStore {
     /// its own earlier writes; then all its writes apply at this one revision and
     /// timestamp, or (a compare failed, or an append met a value that is not a list) none
     /// does. One entry, so it is atomic and strictly serializable.
-    fn transact(&mut self, index: u64, command: &Command, txn: &Txn) -> ApplyResult {
+    fn transact(
+        &mut self,
+        index: u64,
+        command: &Command,
+        txn: &Txn,
+        bugs: StoreBugs,
+    ) -> ApplyResult {
         let mut written: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         let mut results = Vec::with_capacity(txn.ops.len());
         for (i, op) in txn.ops.iter().enumerate() {
-            let own_writes = !self.bugs.txn_no_read_your_writes;
+            let own_writes = !bugs.txn_no_read_your_writes;
             let current = |key: &[u8]| -> Option<Vec<u8>> {
                 match written.get(key) {
                     Some(value) if own_writes => value.clone(),
@@ -397,7 +400,7 @@ impl KvStore {
                         (Some(txn_compare::Expected::Absent(_)), None) => true,
                         _ => false,
                     };
-                    if !holds && !self.bugs.txn_skip_compare {
+                    if !holds && !bugs.txn_skip_compare {
                         return ApplyResult {
                             succeeded: false,
                             failed_compare: i as u32 + 1,
@@ -498,7 +501,6 @@ impl KvStore {
             last_timestamp: self.last_timestamp,
             compacted_revision: self.compacted_revision,
             compacted_timestamp: self.compacted_timestamp,
-            bugs: self.bugs,
         };
         right.digest = right.full_digest();
         self.digest = self.full_digest();
@@ -602,7 +604,6 @@ impl KvStore {
             compacted_timestamp: snapshot
                 .compacted_timestamp
                 .map_or(Timestamp::default(), from_wire),
-            bugs: StoreBugs::default(),
         };
         store.digest = store.full_digest();
         Ok(store)
