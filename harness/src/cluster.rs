@@ -295,6 +295,23 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Whether the node's process has exited by itself (a failpoint's exit); reaped if so.
+    pub fn exited(&mut self, id: u64) -> anyhow::Result<bool> {
+        let node = self.node_mut(id);
+        let Some(child) = node.child.as_mut() else {
+            return Ok(false);
+        };
+        if child
+            .try_wait()
+            .with_context(|| format!("cannot check on node {id}"))?
+            .is_some()
+        {
+            node.child = None;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
         if let Some(mut child) = self.node_mut(id).child.take() {

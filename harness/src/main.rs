@@ -67,7 +67,7 @@ struct RunArgs {
     /// Open-loop rate in operations per second over all clients (default: the workload's, or closed loop).
     #[arg(long, value_name = "OPS_PER_S")]
     rate: Option<f64>,
-    /// Faults to inject, comma-separated: kill, pause, partition, loss, corrupt-wal, clock, restart-voter, diverge-leader, split, merge, move, shuffle-leader, membership, learner-partition, config-race, clock-rate, clock-strobe; or none.
+    /// Faults to inject, comma-separated: kill, kill-coordinator, pause, partition, loss, corrupt-wal, clock, restart-voter, diverge-leader, split, merge, move, shuffle-leader, membership, learner-partition, config-race, clock-rate, clock-strobe; or none.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     nemesis: Option<Vec<String>>,
     /// Seconds between the starts of two faults (overrides the workload file).
@@ -106,6 +106,9 @@ struct RunArgs {
 const NEMESIS_HELP: &str =
     "Nemeses (each run's schedule comes from the seed; every fault is recorded in the history):
   kill         SIGKILL a random node (or the leader), restart it when the fault ends
+  kill-coordinator  arm a node's txn-after-prepare failpoint: it dies once a cross-partition
+               transaction it coordinates has every participant prepared, before the
+               commit; restarted when the fault ends (reports whether it got there)
   pause        SIGSTOP a node, SIGCONT it when the fault ends
   partition    drop packets with iptables in the run's network namespace; shapes:
                isolate-one, isolate-leader, halves, majority-ring, bridge, one-way

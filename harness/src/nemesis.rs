@@ -89,6 +89,7 @@ pub fn needs_fault_injection(schedule: &[ScheduledFault]) -> bool {
                 | FaultKind::ClockStrobe { .. }
                 | FaultKind::RestartVoter
                 | FaultKind::ConfigRace
+                | FaultKind::KillCoordinator { .. }
         )
     })
 }
@@ -129,6 +130,27 @@ pub(crate) async fn set_clock_offset(
         .with_context(|| format!("cannot step the clock of the node at {addr}"))?;
     Ok(())
 }
+
+/// Arms (`exit`) or disarms (`off`) a failpoint on the node at `addr`.
+pub(crate) async fn set_failpoint(
+    addr: std::net::SocketAddr,
+    name: &str,
+    action: &str,
+) -> anyhow::Result<()> {
+    use faultline_node::proto::admin::Failpoint;
+    fault_injection(addr)
+        .await?
+        .set_failpoint(Failpoint {
+            name: name.to_string(),
+            action: action.to_string(),
+        })
+        .await
+        .with_context(|| format!("cannot set failpoint {name} on the node at {addr}"))?;
+    Ok(())
+}
+
+/// How long kill-coordinator waits for its node to reach the failpoint.
+const KILL_COORDINATOR_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) async fn set_clock_rate(addr: std::net::SocketAddr, rate: f64) -> anyhow::Result<()> {
     use faultline_node::proto::admin::ClockRate;
@@ -305,6 +327,39 @@ impl Nemesis {
                 self.cluster.lock().await.kill(id)?;
                 format!("node {id}")
             }
+            FaultKind::KillCoordinator { target } => {
+                let id = self.resolve(*target).await?;
+                let addr = self.cluster.lock().await.addr(id);
+                set_failpoint(addr, "txn-after-prepare", "exit").await?;
+                let asked = Instant::now();
+                let died = loop {
+                    if self.cluster.lock().await.exited(id)? {
+                        break true;
+                    }
+                    if asked.elapsed() >= KILL_COORDINATOR_WAIT {
+                        break false;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                };
+                if died {
+                    let detail = format!(
+                        "node {id} died between a transaction's prepares and its commit, {} ms after the failpoint was armed",
+                        asked.elapsed().as_millis()
+                    );
+                    precondition = Some(Precondition::reached(detail.clone()));
+                    detail
+                } else {
+                    // Nothing it coordinated got that far: disarmed, so that it does not
+                    // die later, outside the fault.
+                    let _ = set_failpoint(addr, "txn-after-prepare", "off").await;
+                    let detail = format!(
+                        "node {id} coordinated no transaction to its commit point within {} s",
+                        KILL_COORDINATOR_WAIT.as_secs()
+                    );
+                    precondition = Some(Precondition::missed(detail.clone()));
+                    detail
+                }
+            }
             FaultKind::Pause { target } => {
                 let id = self.resolve(*target).await?;
                 self.cluster.lock().await.signal(id, libc::SIGSTOP)?;
@@ -432,7 +487,9 @@ impl Nemesis {
     async fn end(&self, fault: &FaultKind) -> anyhow::Result<Option<Precondition>> {
         let mut last_word = None;
         match fault {
-            FaultKind::Kill { .. } | FaultKind::CorruptWal { .. } => {
+            FaultKind::Kill { .. }
+            | FaultKind::KillCoordinator { .. }
+            | FaultKind::CorruptWal { .. } => {
                 let mut cluster = self.cluster.lock().await;
                 for id in cluster.ids() {
                     if !cluster.is_running(id) {

@@ -64,6 +64,9 @@ struct CaseSettings {
     partitioning: Option<String>,
     /// node or direct (`faultline run --routing`).
     routing: Option<String>,
+    /// For transactional workloads: serializable, snapshot or read-committed
+    /// (`faultline run --isolation`).
+    isolation: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +238,14 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
                 .or(suite.defaults.partitioning.as_ref())
             {
                 command.args(["--partitioning", scheme]);
+            }
+            if let Some(isolation) = case
+                .settings
+                .isolation
+                .as_ref()
+                .or(suite.defaults.isolation.as_ref())
+            {
+                command.args(["--isolation", isolation]);
             }
             if let Some(routing) = case
                 .settings

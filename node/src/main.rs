@@ -143,6 +143,10 @@ enum SeededBug {
     /// A transaction's compares always hold: guarded writes overwrite what changed since
     /// they were read (lost updates).
     TxnSkipCompare,
+    /// A cross-partition transaction's coordinator commits once its primary has
+    /// prepared, without waiting for the other participants (atomicity is lost when one
+    /// of them refuses).
+    CommitBeforeAllPrepared,
     /// A learner's vote (and its acknowledgement) counts toward a quorum.
     LearnerVotes,
     /// A leader changes the membership before it has committed an entry of its term.
@@ -278,6 +282,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::SplitLoseWrites => bugs.range.split_lose_writes = true,
             SeededBug::TxnNoReadYourWrites => bugs.range.txn_no_read_your_writes = true,
             SeededBug::TxnSkipCompare => bugs.range.txn_skip_compare = true,
+            SeededBug::CommitBeforeAllPrepared => bugs.txn.commit_before_all_prepared = true,
             SeededBug::LearnerVotes => bugs.raft.learner_votes = true,
             SeededBug::ConfigBeforeNoop => bugs.raft.config_before_noop = true,
             SeededBug::IgnoreCausalContext => bugs.causal.ignore_causal_context = true,

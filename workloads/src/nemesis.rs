@@ -60,6 +60,13 @@ pub enum FaultKind {
         /// The node.
         target: Target,
     },
+    /// Arm the node's `txn-after-prepare` failpoint: it kills itself once a transaction
+    /// it coordinates has every participant prepared, before the commit. Restarted when
+    /// the fault ends.
+    KillCoordinator {
+        /// The node.
+        target: Target,
+    },
     /// SIGSTOP the node; SIGCONT it when the fault ends.
     Pause {
         /// The node.
@@ -172,6 +179,7 @@ impl FaultKind {
     pub fn name(&self) -> &'static str {
         match self {
             FaultKind::Kill { .. } => "kill",
+            FaultKind::KillCoordinator { .. } => "kill-coordinator",
             FaultKind::Pause { .. } => "pause",
             FaultKind::Partition { .. } => "partition",
             FaultKind::Loss { .. } => "loss",
@@ -197,6 +205,7 @@ impl FaultKind {
         matches!(
             self,
             FaultKind::RestartVoter
+                | FaultKind::KillCoordinator { .. }
                 | FaultKind::DivergeLeader
                 | FaultKind::LearnerPartition
                 | FaultKind::ConfigRace
@@ -422,6 +431,9 @@ fn choose_fault(
                 KillTarget::All => Target::All,
                 KillTarget::Same => Target::Random(same_node.unwrap_or(0)),
             },
+        },
+        FaultName::KillCoordinator => FaultKind::KillCoordinator {
+            target: Target::Random(random_node(rng)),
         },
         FaultName::Pause => FaultKind::Pause {
             target: leader_or_random(rng, node_count),

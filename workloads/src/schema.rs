@@ -479,6 +479,9 @@ fn default_interval_secs() -> f64 {
 pub enum FaultName {
     /// SIGKILL a node, restart it when the fault ends.
     Kill,
+    /// Kill the node coordinating a cross-partition transaction between its prepares and
+    /// its commit (a failpoint in the node), restart it when the fault ends.
+    KillCoordinator,
     /// SIGSTOP a node, SIGCONT it when the fault ends.
     Pause,
     /// Cut network links (see [`ShapeName`]).

@@ -596,6 +596,7 @@ fn nemesis_uses_only_configured_faults_shapes_and_targets() {
                 assert!(matches!(target, Target::Random(n) if *n < 5))
             }
             FaultKind::Pause { .. }
+            | FaultKind::KillCoordinator { .. }
             | FaultKind::RestartVoter
             | FaultKind::DivergeLeader
             | FaultKind::Split { .. }

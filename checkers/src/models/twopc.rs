@@ -231,6 +231,7 @@ impl TwoPcModel {
                     Part {
                         reads: reads.iter().map(|k| vec![*k]).collect(),
                         writes: writes.iter().map(|k| (vec![*k], Self::value(t))).collect(),
+                        appends: Vec::new(),
                     },
                 )
             })

@@ -253,9 +253,10 @@ impl DataRange {
 
     /// The refusal for a write to `key` while a transaction holds it, if one does.
     fn held(&self, key: &[u8]) -> Option<ApplyResult> {
-        let txn = self.txn.holder(key)?;
+        let (txn, primary) = self.txn.holder(key)?;
         Some(ApplyResult {
             held_by: txn,
+            held_primary: primary,
             refused: format!(
                 "key {:?} is held by transaction {txn}, not yet decided; not applied, retry",
                 String::from_utf8_lossy(key)
@@ -912,6 +913,7 @@ mod tests {
             part: Part {
                 reads: vec![b"c".to_vec()],
                 writes: vec![(b"d".to_vec(), Some(b"txn".to_vec()))],
+                appends: Vec::new(),
             },
             now: 10,
         })
@@ -959,6 +961,62 @@ mod tests {
     }
 
     #[test]
+    fn a_participant_appends_to_the_list_it_holds_and_refuses_a_plain_value() {
+        use crate::partitioning::txn::{Part, Refusal, Reply, Request, TxnMeta, TxnStatus};
+        use crate::store::{decode_list, encode_list};
+        let mut r = range();
+        let none = RangeBugs::default();
+        let list = Command {
+            op: Some(Op::Put(Put {
+                key: b"d".to_vec(),
+                value: encode_list(&[b"1".to_vec()]),
+            })),
+            ..Default::default()
+        };
+        assert!(r.apply(1, &list, false, none).result().succeeded);
+        assert!(r.apply(2, &put("c"), false, none).result().succeeded);
+        let prepare = |id, key: &[u8]| {
+            part(Request::Prepare {
+                meta: TxnMeta {
+                    id,
+                    primary: 1,
+                    participants: vec![1],
+                    start_ts: u64::MAX >> 1,
+                },
+                part: Part {
+                    reads: Vec::new(),
+                    writes: Vec::new(),
+                    appends: vec![(key.to_vec(), vec![b"2".to_vec(), b"3".to_vec()])],
+                },
+                now: 10,
+            })
+        };
+        let refused = r.apply(3, &prepare(8, b"c"), false, none);
+        assert!(
+            matches!(&reply(&refused), Reply::Refused { reason: Refusal::Invalid { why, .. }, .. } if why.contains("not a list")),
+            "{:?}",
+            reply(&refused)
+        );
+        assert!(r.txn().unresolved().is_empty(), "nothing laid");
+        let prepared = r.apply(4, &prepare(9, b"d"), false, none);
+        assert!(matches!(reply(&prepared), Reply::Prepared { id: 9, .. }));
+        let commit_ts = u64::MAX >> 1 | 1;
+        let committed = r.apply(5, &part(Request::Commit { id: 9, commit_ts }), false, none);
+        assert_eq!(
+            reply(&committed),
+            Reply::Status {
+                id: 9,
+                status: TxnStatus::Committed(commit_ts)
+            }
+        );
+        let (value, _) = r.store().get(b"d").expect("committed");
+        assert_eq!(
+            decode_list(value),
+            Some(vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()])
+        );
+    }
+
+    #[test]
     fn a_prepare_naming_a_key_outside_the_range_is_refused_with_the_descriptors() {
         use crate::partitioning::txn::{Part, Request, TxnMeta};
         let mut r = range();
@@ -972,6 +1030,7 @@ mod tests {
             part: Part {
                 reads: vec![],
                 writes: vec![(b"z".to_vec(), None)],
+                appends: Vec::new(),
             },
             now: 0,
         });
@@ -1013,6 +1072,7 @@ mod tests {
                 part: Part {
                     reads: vec![b"h".to_vec()],
                     writes: vec![],
+                    appends: Vec::new(),
                 },
                 now: 0,
             }),
@@ -1041,6 +1101,7 @@ mod tests {
                 part: Part {
                     reads: vec![],
                     writes: vec![(b"h".to_vec(), Some(b"w".to_vec()))],
+                    appends: Vec::new(),
                 },
                 now: 0,
             }),

@@ -102,6 +102,63 @@ impl TimerClock {
 pub struct FaultInjectionService {
     pub clock: TimerClock,
     pub drops: DropRules,
+    pub failpoints: Failpoints,
+}
+
+/// Named failpoints, armed only through the fault-injection service (so only on a node
+/// started with `--enable-fault-injection`).
+#[derive(Clone, Default)]
+pub struct Failpoints {
+    armed: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+}
+
+/// Every failpoint the node has, for the error that names them.
+pub const FAILPOINTS: &[&str] = &["txn-after-prepare"];
+
+impl Failpoints {
+    /// Called where the failpoint `name` sits: carries out its action, if armed. "exit"
+    /// kills the process as SIGKILL would (no flush, no goodbye), which is what the
+    /// harness's kill-coordinator needs at this exact point.
+    pub fn hit(&self, name: &str) {
+        let action = self
+            .armed
+            .lock()
+            .expect("the failpoints lock is never poisoned")
+            .get(name)
+            .cloned();
+        if action.as_deref() == Some("exit") {
+            tracing::warn!(
+                failpoint = name,
+                "fault injection: failpoint reached, exiting"
+            );
+            // SAFETY: kill(2) on our own pid with a valid signal has no memory effects.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+
+    fn set(&self, name: &str, action: &str) -> Result<String, Status> {
+        if !FAILPOINTS.contains(&name) {
+            return Err(Status::invalid_argument(format!(
+                "no failpoint named {name:?}; the node has {FAILPOINTS:?}"
+            )));
+        }
+        let mut armed = self
+            .armed
+            .lock()
+            .expect("the failpoints lock is never poisoned");
+        let previous = match action {
+            "off" => armed.remove(name),
+            "exit" => armed.insert(name.to_string(), action.to_string()),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "failpoint action {other:?} is not one: use exit or off"
+                )));
+            }
+        };
+        Ok(previous.unwrap_or_else(|| "off".to_string()))
+    }
 }
 
 /// More rules than any harness scenario needs; a bound keeps the send path's check short.
@@ -109,6 +166,19 @@ const DROP_RULES_MAX: usize = 64;
 
 #[tonic::async_trait]
 impl FaultInjection for FaultInjectionService {
+    async fn set_failpoint(
+        &self,
+        request: Request<crate::proto::admin::Failpoint>,
+    ) -> Result<Response<crate::proto::admin::Failpoint>, Status> {
+        let failpoint = request.into_inner();
+        let previous = self.failpoints.set(&failpoint.name, &failpoint.action)?;
+        tracing::warn!(name = %failpoint.name, action = %failpoint.action, "fault injection: failpoint set");
+        Ok(Response::new(crate::proto::admin::Failpoint {
+            name: failpoint.name,
+            action: previous,
+        }))
+    }
+
     async fn set_clock_offset(
         &self,
         request: Request<ClockOffset>,

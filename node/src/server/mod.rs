@@ -10,6 +10,7 @@ pub mod durable;
 pub mod kv_service;
 pub mod placement;
 pub mod transport;
+pub mod txn;
 
 use std::future::Future;
 use std::sync::mpsc::sync_channel;
@@ -65,6 +66,7 @@ pub struct NodeBugs {
     pub route: kv_service::RouteBugs,
     pub range: RangeBugs,
     pub causal: crate::time::causal::CausalBugs,
+    pub txn: crate::partitioning::txn::TxnBugs,
 }
 
 impl NodeBugs {
@@ -96,6 +98,9 @@ impl NodeBugs {
         }
         if self.range.txn_skip_compare {
             names.push("txn-skip-compare".into());
+        }
+        if self.txn.commit_before_all_prepared {
+            names.push("commit-before-all-prepared".into());
         }
         if self.range.txn_no_read_your_writes {
             names.push("txn-no-read-your-writes".into());
@@ -607,6 +612,7 @@ pub async fn run(
     addresses.sort_unstable();
     // The largest request a client may send: a compare-and-swap with two maximal values.
     let kv_request_bytes_max = config.key_bytes_max + 2 * config.value_bytes_max + 4096;
+    let failpoints = clock::Failpoints::default();
     let kv = KvService {
         node_id: config.id,
         events: events.clone(),
@@ -614,7 +620,14 @@ pub async fn run(
         map,
         core_replicas,
         addresses,
-        router,
+        router: Arc::new(router),
+        txn_clock: Arc::new(txn::TxnClock::new(
+            clock.clone(),
+            config.max_clock_offset_ms,
+        )),
+        txn_bugs: bugs.txn,
+        txn_blockers: Default::default(),
+        failpoints: failpoints.clone(),
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         key_bytes_max: config.key_bytes_max,
         value_bytes_max: config.value_bytes_max,
@@ -703,6 +716,7 @@ pub async fn run(
             FaultInjectionServer::new(clock::FaultInjectionService {
                 clock: clock.clone(),
                 drops: drops.clone(),
+                failpoints: failpoints.clone(),
             })
         }))
         .serve_with_incoming_shutdown(incoming, stop);

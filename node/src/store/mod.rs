@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use prost::Message as _;
 
-use crate::proto::kv::{HlcTimestamp, ListValue, MicroOpResult, micro_op, txn_compare};
+use crate::proto::kv::{HlcTimestamp, ListValue, MicroOp, MicroOpResult, micro_op, txn_compare};
 use crate::time::Timestamp;
 
 use crate::proto::raft::{
@@ -344,82 +344,36 @@ impl KvStore {
         txn: &Txn,
         bugs: StoreBugs,
     ) -> ApplyResult {
-        let mut written: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let mut results = Vec::with_capacity(txn.ops.len());
-        for (i, op) in txn.ops.iter().enumerate() {
-            let own_writes = !bugs.txn_no_read_your_writes;
-            let current = |key: &[u8]| -> Option<Vec<u8>> {
-                match written.get(key) {
-                    Some(value) if own_writes => value.clone(),
-                    _ => self.get(key).map(|(v, _)| v.to_vec()),
-                }
-            };
-            let mut result = MicroOpResult::default();
-            match &op.op {
-                Some(micro_op::Op::Read(read)) => {
-                    if let Some(value) = current(&read.key) {
-                        result.found = true;
-                        if let Some(elements) = decode_list(&value) {
-                            result.is_list = true;
-                            result.elements = elements;
-                        } else {
-                            result.value = value;
-                        }
-                    }
-                }
-                Some(micro_op::Op::Write(write)) => {
-                    written.insert(write.key.clone(), Some(write.value.clone()));
-                }
-                Some(micro_op::Op::Delete(delete)) => {
-                    written.insert(delete.key.clone(), None);
-                }
-                Some(micro_op::Op::Append(append)) => {
-                    let mut elements = match current(&append.key) {
-                        None => Vec::new(),
-                        Some(value) => match decode_list(&value) {
-                            Some(elements) => elements,
-                            None => {
-                                return ApplyResult {
-                                    refused: format!(
-                                        "micro-op {}: append to {:?}, which holds a value that is not a list (written by a put?); nothing was written",
-                                        i + 1,
-                                        String::from_utf8_lossy(&append.key)
-                                    ),
-                                    ..Default::default()
-                                };
-                            }
-                        },
-                    };
-                    elements.push(append.element.clone());
-                    written.insert(append.key.clone(), Some(encode_list(&elements)));
-                }
-                Some(micro_op::Op::Compare(compare)) => {
-                    let value = current(&compare.key);
-                    let holds = match (&compare.expected, &value) {
-                        (Some(txn_compare::Expected::Value(v)), Some(value)) => v == value,
-                        (Some(txn_compare::Expected::Absent(_)), None) => true,
-                        _ => false,
-                    };
-                    if !holds && !bugs.txn_skip_compare {
-                        return ApplyResult {
-                            succeeded: false,
-                            failed_compare: i as u32 + 1,
-                            found: value.is_some(),
-                            current_value: value.unwrap_or_default(),
-                            txn_results: results,
-                            ..Default::default()
-                        };
-                    }
-                }
-                None => {
-                    return ApplyResult {
-                        refused: format!("micro-op {} is empty; nothing was written", i + 1),
-                        ..Default::default()
-                    };
-                }
+        let own_writes = !bugs.txn_no_read_your_writes;
+        let executed = execute(
+            &txn.ops,
+            |key| self.get(key).map(|(v, _)| v.to_vec()),
+            own_writes,
+            bugs.txn_skip_compare,
+        );
+        let (results, mut written) = match executed {
+            Executed::Done { results, written } => (results, written),
+            Executed::FailedCompare {
+                index,
+                current,
+                results,
+            } => {
+                return ApplyResult {
+                    succeeded: false,
+                    failed_compare: index,
+                    found: current.is_some(),
+                    current_value: current.unwrap_or_default(),
+                    txn_results: results,
+                    ..Default::default()
+                };
             }
-            results.push(result);
-        }
+            Executed::Refused(why) => {
+                return ApplyResult {
+                    refused: why,
+                    ..Default::default()
+                };
+            }
+        };
         // Deletes of absent keys change nothing; a transaction that changes nothing is not
         // stamped (as a failed swap is not).
         written.retain(|key, value| value.is_some() || self.get(key).is_some());
@@ -630,6 +584,112 @@ const LOGICAL_BITS: u32 = 20;
 /// A hybrid timestamp as one integer that orders as the timestamps do (the transaction
 /// cores work on integers): the wall clock above, the logical counter in the low 20 bits
 /// (a counter past a million in one millisecond saturates, which no range reaches).
+/// What a transaction's micro-ops did, run in order against `base` (each key's value
+/// before the transaction) with its own writes visible to its later micro-ops.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Executed {
+    /// Every micro-op ran: the results in order, and each written key's final value
+    /// (`None`: deleted).
+    Done {
+        results: Vec<MicroOpResult>,
+        written: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    },
+    /// The compare at 1-based `index` did not hold: nothing is written. `current` is the
+    /// value it met.
+    FailedCompare {
+        index: u32,
+        current: Option<Vec<u8>>,
+        results: Vec<MicroOpResult>,
+    },
+    /// A micro-op cannot apply (an append to a value that is not a list): nothing is
+    /// written.
+    Refused(String),
+}
+
+/// Runs micro-ops against `base`: the one meaning of a transaction, shared by the
+/// single-partition fast path (base: the store now) and the cross-partition coordinator
+/// (base: the values its participants read at the start timestamp). `own_writes` false
+/// and `skip_compare` true are the seeded bugs.
+pub fn execute(
+    ops: &[MicroOp],
+    base: impl Fn(&[u8]) -> Option<Vec<u8>>,
+    own_writes: bool,
+    skip_compare: bool,
+) -> Executed {
+    let mut written: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let mut results = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let current = |key: &[u8]| -> Option<Vec<u8>> {
+            match written.get(key) {
+                Some(value) if own_writes => value.clone(),
+                _ => base(key),
+            }
+        };
+        let mut result = MicroOpResult::default();
+        match &op.op {
+            Some(micro_op::Op::Read(read)) => {
+                if let Some(value) = current(&read.key) {
+                    result.found = true;
+                    if let Some(elements) = decode_list(&value) {
+                        result.is_list = true;
+                        result.elements = elements;
+                    } else {
+                        result.value = value;
+                    }
+                }
+            }
+            Some(micro_op::Op::Write(write)) => {
+                written.insert(write.key.clone(), Some(write.value.clone()));
+            }
+            Some(micro_op::Op::Delete(delete)) => {
+                written.insert(delete.key.clone(), None);
+            }
+            Some(micro_op::Op::Append(append)) => {
+                let mut elements = match current(&append.key) {
+                    None => Vec::new(),
+                    Some(value) => match decode_list(&value) {
+                        Some(elements) => elements,
+                        None => return Executed::Refused(not_a_list(i + 1, &append.key)),
+                    },
+                };
+                elements.push(append.element.clone());
+                written.insert(append.key.clone(), Some(encode_list(&elements)));
+            }
+            Some(micro_op::Op::Compare(compare)) => {
+                let value = current(&compare.key);
+                let holds = match (&compare.expected, &value) {
+                    (Some(txn_compare::Expected::Value(v)), Some(value)) => v == value,
+                    (Some(txn_compare::Expected::Absent(_)), None) => true,
+                    _ => false,
+                };
+                if !holds && !skip_compare {
+                    return Executed::FailedCompare {
+                        index: i as u32 + 1,
+                        current: value,
+                        results,
+                    };
+                }
+            }
+            None => {
+                return Executed::Refused(format!(
+                    "micro-op {} is empty; nothing was written",
+                    i + 1
+                ));
+            }
+        }
+        results.push(result);
+    }
+    Executed::Done { results, written }
+}
+
+/// The refusal of an append (micro-op `position`, 1-based) to a value that is not a list.
+pub fn not_a_list(position: usize, key: &[u8]) -> String {
+    format!(
+        "micro-op {position}: append to {:?}, which holds a value that is not a list (written by a put?); nothing was written",
+        String::from_utf8_lossy(key)
+    )
+}
+
 pub fn pack(t: Timestamp) -> u64 {
     (t.wall_ms << LOGICAL_BITS) | u64::from(t.logical.min((1 << LOGICAL_BITS) - 1))
 }
@@ -673,6 +733,17 @@ impl crate::partitioning::txn::Versions for StoreVersions<'_> {
             .ok()
             .flatten()
             .map(|(v, _)| v.to_vec())
+    }
+
+    fn append(&self, base: Option<Vec<u8>>, elements: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+        let mut list = match base {
+            None => Vec::new(),
+            Some(value) => decode_list(&value).ok_or_else(|| {
+                "append to a key holding a value that is not a list (written by a put?); nothing was written".to_string()
+            })?,
+        };
+        list.extend(elements.iter().cloned());
+        Ok(encode_list(&list))
     }
 
     fn commit(&mut self, key: &[u8], ts: u64, value: Option<Vec<u8>>) {
@@ -1191,6 +1262,7 @@ mod tests {
         let part = Part {
             reads: vec![b"x".to_vec()],
             writes: vec![(b"x".to_vec(), Some(b"new".to_vec()))],
+            appends: Vec::new(),
         };
         let mut versions = StoreVersions {
             store: &mut store,
@@ -1298,6 +1370,7 @@ mod tests {
                 part: Part {
                     reads: vec![b"x".to_vec()],
                     writes: vec![],
+                    appends: Vec::new(),
                 },
                 now: 0,
             },
@@ -1327,6 +1400,7 @@ mod tests {
                 part: Part {
                     reads: vec![b"x".to_vec()],
                     writes: vec![],
+                    appends: Vec::new(),
                 },
                 now: 0,
             },

@@ -197,6 +197,21 @@ impl Coordinator {
         }
     }
 
+    /// Turns a commit decided here but not yet sent into an abort: the node's coordinator
+    /// checks the transaction's compares against what the participants read before it
+    /// sends the commit, and a compare that fails aborts it. Only while `Committing`, and
+    /// only if the commit request was never sent (else the primary may have committed).
+    pub fn withdraw(&mut self) -> Vec<Send> {
+        if !matches!(self.state, CoordinatorState::Committing(_)) {
+            return Vec::new();
+        }
+        self.state = CoordinatorState::Aborting;
+        vec![Send {
+            to: self.meta.primary,
+            request: Request::Abort { id: self.meta.id },
+        }]
+    }
+
     /// No reply came in time: send again what is still unanswered (and keep the record
     /// alive while preparing).
     pub fn on_timeout(&mut self, now: u64) -> Vec<Send> {
@@ -283,6 +298,7 @@ mod tests {
                             .iter()
                             .map(|(k, v)| (key(k), Some(v.as_bytes().to_vec())))
                             .collect(),
+                        appends: Vec::new(),
                     },
                 )
             })
@@ -384,6 +400,7 @@ mod tests {
             part: Part {
                 reads: vec![],
                 writes: vec![(key("x"), Some(b"0".to_vec()))],
+                appends: Vec::new(),
             },
             now: 1,
         });

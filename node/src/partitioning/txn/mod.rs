@@ -79,6 +79,10 @@ pub struct Part {
     pub reads: Vec<Key>,
     /// Keys written, with their new values.
     pub writes: Vec<(Key, Value)>,
+    /// Keys appended to, with the elements: the participant computes the new list from
+    /// the value at the start timestamp (which the prepare's checks make the newest), so
+    /// a coordinator need not know it before laying the intent.
+    pub appends: Vec<(Key, Vec<Vec<u8>>)>,
 }
 
 /// A transaction's shape, as every participant learns it at prepare.
@@ -103,6 +107,8 @@ pub enum Refusal {
         key: Key,
         /// The other transaction.
         other: TxnId,
+        /// Where its record is: whoever meets it can ask there what became of it.
+        primary: PartitionId,
     },
     /// A version newer than the start timestamp was committed to a key read or written.
     TooOld {
@@ -113,6 +119,13 @@ pub enum Refusal {
     },
     /// The transaction is already decided here (recovery aborted it, or a retry came late).
     AlreadyDecided(TxnStatus),
+    /// The part cannot apply as asked (an append to a value that is not a list).
+    Invalid {
+        /// The key.
+        key: Key,
+        /// Why, for the client.
+        why: String,
+    },
 }
 
 /// A request to a participant (a command through its log, in the node).

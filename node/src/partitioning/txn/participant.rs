@@ -51,6 +51,12 @@ pub trait Versions {
     /// A transaction committed at `ts` here (a write or a read of it): later plain writes
     /// must be stamped above it, or one could land below a read that did not see it.
     fn observe(&mut self, _ts: u64) {}
+    /// The value `key` holds after appending `elements` to `base` (its value at the start
+    /// timestamp), or why it cannot. Where versions have no lists (the model), appends are
+    /// refused.
+    fn append(&self, _base: Value, _elements: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+        Err("appends are not supported by these versions".to_string())
+    }
 }
 
 /// Committed versions by key, oldest first: `(commit_ts, value)`.
@@ -228,11 +234,17 @@ impl Participant {
 
     /// The transaction holding `key` (an intent on it, or a read marker), if any: a plain
     /// write there would slip under a transaction that has not been decided.
-    pub fn holder(&self, key: &[u8]) -> Option<TxnId> {
+    pub fn holder(&self, key: &[u8]) -> Option<(TxnId, super::PartitionId)> {
         self.intents
             .get(key)
-            .map(|i| i.txn)
-            .or_else(|| self.markers.get(key).and_then(|m| m.iter().next().copied()))
+            .map(|i| (i.txn, i.primary))
+            .or_else(|| {
+                let txn = self
+                    .markers
+                    .get(key)
+                    .and_then(|m| m.iter().next().copied())?;
+                Some((txn, self.marker_primary(txn).unwrap_or_default()))
+            })
     }
 
     /// The intent on `key`: its transaction and primary.
@@ -435,7 +447,7 @@ impl Participant {
             if let Some(i) = self.intents.get(key)
                 && i.txn != id
             {
-                return conflict(id, key, i.txn);
+                return conflict(id, key, i.txn, i.primary);
             }
             if let Some(t) = versions.newest(key)
                 && t > meta.start_ts
@@ -443,18 +455,28 @@ impl Participant {
                 return too_old(id, key, t);
             }
         }
-        for (key, _) in &part.writes {
+        let written = part
+            .writes
+            .iter()
+            .map(|(k, _)| k)
+            .chain(part.appends.iter().map(|(k, _)| k));
+        for key in written {
             if let Some(i) = self.intents.get(key)
                 && i.txn != id
             {
-                return conflict(id, key, i.txn);
+                return conflict(id, key, i.txn, i.primary);
             }
             if let Some(other) = self
                 .markers
                 .get(key)
                 .and_then(|m| m.iter().find(|t| **t != id))
             {
-                return conflict(id, key, *other);
+                return conflict(
+                    id,
+                    key,
+                    *other,
+                    self.marker_primary(*other).unwrap_or_default(),
+                );
             }
             if let Some(t) = versions.newest(key)
                 && t > meta.start_ts
@@ -467,11 +489,28 @@ impl Participant {
                 return too_old(id, key, t);
             }
         }
+        // Every check passed, so the value at the start timestamp is the newest: the
+        // appended list is computed from it before anything is laid.
+        let mut appended = Vec::with_capacity(part.appends.len());
+        for (key, elements) in &part.appends {
+            match versions.append(versions.read_at(key, meta.start_ts), elements) {
+                Ok(value) => appended.push((key.clone(), Some(value))),
+                Err(why) => {
+                    return Reply::Refused {
+                        id,
+                        reason: Refusal::Invalid {
+                            key: key.clone(),
+                            why,
+                        },
+                    };
+                }
+            }
+        }
         for key in &part.reads {
             self.markers.entry(key.clone()).or_default().insert(id);
         }
         self.marker_primaries.insert(id, meta.primary);
-        for (key, value) in &part.writes {
+        for (key, value) in part.writes.iter().chain(&appended) {
             self.intents.insert(
                 key.clone(),
                 Intent {
@@ -501,7 +540,9 @@ impl Participant {
     fn holds_part(&self, id: TxnId, part: &Part) -> bool {
         part.writes
             .iter()
-            .all(|(k, _)| self.intents.get(k).is_some_and(|i| i.txn == id))
+            .map(|(k, _)| k)
+            .chain(part.appends.iter().map(|(k, _)| k))
+            .all(|k| self.intents.get(k).is_some_and(|i| i.txn == id))
             && part
                 .reads
                 .iter()
@@ -580,12 +621,13 @@ fn read_values(versions: &impl Versions, part: &Part, ts: u64) -> Vec<(Key, Valu
         .collect()
 }
 
-fn conflict(id: TxnId, key: &[u8], other: TxnId) -> Reply {
+fn conflict(id: TxnId, key: &[u8], other: TxnId, primary: super::PartitionId) -> Reply {
     Reply::Refused {
         id,
         reason: Refusal::Conflict {
             key: key.to_vec(),
             other,
+            primary,
         },
     }
 }

@@ -3,7 +3,8 @@
 //! core's types with every field checked.
 
 use crate::proto::raft::{
-    TxnPart, TxnPartReply, TxnPartStatus, TxnPartWrite, txn_part, txn_part_reply, txn_part_status,
+    TxnPart, TxnPartAppend, TxnPartReply, TxnPartStatus, TxnPartWrite, txn_part, txn_part_reply,
+    txn_part_status,
 };
 
 use super::{Key, Part, Refusal, Reply, Request, TxnMeta, TxnStatus, Value};
@@ -68,6 +69,14 @@ pub fn request_to_wire(request: &Request) -> TxnPart {
                 .iter()
                 .map(|(k, v)| write_to_wire(k, v))
                 .collect();
+            wire.appends = part
+                .appends
+                .iter()
+                .map(|(key, elements)| TxnPartAppend {
+                    key: key.clone(),
+                    elements: elements.clone(),
+                })
+                .collect();
             wire.now = *now;
         }
         Request::Commit { id, commit_ts } => {
@@ -121,6 +130,11 @@ pub fn request_from_wire(wire: &TxnPart) -> Result<Request, String> {
                 part: Part {
                     reads: wire.reads.clone(),
                     writes: wire.writes.iter().map(write_from_wire).collect(),
+                    appends: wire
+                        .appends
+                        .iter()
+                        .map(|a| (a.key.clone(), a.elements.clone()))
+                        .collect(),
                 },
                 now: wire.now,
             }
@@ -161,10 +175,15 @@ pub fn reply_to_wire(reply: &Reply) -> TxnPartReply {
             wire.kind = Kind::Refused as i32;
             wire.id = *id;
             match reason {
-                Refusal::Conflict { key, other } => {
+                Refusal::Conflict {
+                    key,
+                    other,
+                    primary,
+                } => {
                     wire.refusal = R::Conflict as i32;
                     wire.key = key.clone();
                     wire.other = *other;
+                    wire.other_primary = *primary;
                 }
                 Refusal::TooOld { key, committed_at } => {
                     wire.refusal = R::TooOld as i32;
@@ -174,6 +193,11 @@ pub fn reply_to_wire(reply: &Reply) -> TxnPartReply {
                 Refusal::AlreadyDecided(status) => {
                     wire.refusal = R::AlreadyDecided as i32;
                     wire.status = Some(status_to_wire(*status));
+                }
+                Refusal::Invalid { key, why } => {
+                    wire.refusal = R::Invalid as i32;
+                    wire.key = key.clone();
+                    wire.why = why.clone();
                 }
             }
         }
@@ -205,6 +229,7 @@ pub fn reply_from_wire(wire: &TxnPartReply) -> Result<Reply, String> {
                 Ok(R::Conflict) => Refusal::Conflict {
                     key: wire.key.clone(),
                     other: wire.other,
+                    primary: wire.other_primary,
                 },
                 Ok(R::TooOld) => Refusal::TooOld {
                     key: wire.key.clone(),
@@ -213,6 +238,10 @@ pub fn reply_from_wire(wire: &TxnPartReply) -> Result<Reply, String> {
                 Ok(R::AlreadyDecided) => {
                     Refusal::AlreadyDecided(status_from_wire(wire.status.as_ref())?)
                 }
+                Ok(R::Invalid) => Refusal::Invalid {
+                    key: wire.key.clone(),
+                    why: wire.why.clone(),
+                },
                 Err(_) => return Err(format!("unknown refusal {}", wire.refusal)),
             },
         },
@@ -243,6 +272,7 @@ mod tests {
                 part: Part {
                     reads: vec![b"a".to_vec()],
                     writes: vec![(b"b".to_vec(), Some(b"1".to_vec())), (b"c".to_vec(), None)],
+                    appends: vec![(b"d".to_vec(), vec![b"3".to_vec(), b"4".to_vec()])],
                 },
                 now: 77,
             },
@@ -275,6 +305,7 @@ mod tests {
                 reason: Refusal::Conflict {
                     key: b"a".to_vec(),
                     other: 4,
+                    primary: 5,
                 },
             },
             Reply::Refused {
@@ -287,6 +318,13 @@ mod tests {
             Reply::Refused {
                 id: 9,
                 reason: Refusal::AlreadyDecided(TxnStatus::Aborted),
+            },
+            Reply::Refused {
+                id: 9,
+                reason: Refusal::Invalid {
+                    key: b"d".to_vec(),
+                    why: "not a list".to_string(),
+                },
             },
             Reply::Status {
                 id: 9,
@@ -325,6 +363,7 @@ mod tests {
             part: Part {
                 reads: vec![],
                 writes: vec![],
+                appends: Vec::new(),
             },
             now: 0,
         });
