@@ -67,7 +67,7 @@ struct RunArgs {
     /// Open-loop rate in operations per second over all clients (default: the workload's, or closed loop).
     #[arg(long, value_name = "OPS_PER_S")]
     rate: Option<f64>,
-    /// Faults to inject, comma-separated: kill, kill-coordinator, pause, partition, loss, corrupt-wal, clock, restart-voter, diverge-leader, split, merge, move, shuffle-leader, membership, learner-partition, config-race, clock-rate, clock-strobe; or none.
+    /// Faults to inject, comma-separated: kill, kill-coordinator, kill-coordinator-after-commit, pause, partition, loss, corrupt-wal, clock, restart-voter, diverge-leader, split, merge, move, shuffle-leader, membership, learner-partition, config-race, clock-rate, clock-strobe; or none.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     nemesis: Option<Vec<String>>,
     /// Seconds between the starts of two faults (overrides the workload file).
@@ -109,6 +109,8 @@ const NEMESIS_HELP: &str =
   kill-coordinator  arm a node's txn-after-prepare failpoint: it dies once a cross-partition
                transaction it coordinates has every participant prepared, before the
                commit; restarted when the fault ends (reports whether it got there)
+  kill-coordinator-after-commit  the same at txn-after-commit: committed at the primary,
+               no other participant told; readers must resolve what it leaves
   pause        SIGSTOP a node, SIGCONT it when the fault ends
   partition    drop packets with iptables in the run's network namespace; shapes:
                isolate-one, isolate-leader, halves, majority-ring, bridge, one-way

@@ -327,10 +327,24 @@ impl Nemesis {
                 self.cluster.lock().await.kill(id)?;
                 format!("node {id}")
             }
-            FaultKind::KillCoordinator { target } => {
+            FaultKind::KillCoordinator {
+                target,
+                after_commit,
+            } => {
                 let id = self.resolve(*target).await?;
+                let (point, between) = if *after_commit {
+                    (
+                        "txn-after-commit",
+                        "its commit at the primary and telling the others",
+                    )
+                } else {
+                    (
+                        "txn-after-prepare",
+                        "a transaction's prepares and its commit",
+                    )
+                };
                 let addr = self.cluster.lock().await.addr(id);
-                set_failpoint(addr, "txn-after-prepare", "exit").await?;
+                set_failpoint(addr, point, "exit").await?;
                 let asked = Instant::now();
                 let died = loop {
                     if self.cluster.lock().await.exited(id)? {
@@ -343,7 +357,7 @@ impl Nemesis {
                 };
                 if died {
                     let detail = format!(
-                        "node {id} died between a transaction's prepares and its commit, {} ms after the failpoint was armed",
+                        "node {id} died between {between}, {} ms after the failpoint was armed",
                         asked.elapsed().as_millis()
                     );
                     precondition = Some(Precondition::reached(detail.clone()));
@@ -351,9 +365,9 @@ impl Nemesis {
                 } else {
                     // Nothing it coordinated got that far: disarmed, so that it does not
                     // die later, outside the fault.
-                    let _ = set_failpoint(addr, "txn-after-prepare", "off").await;
+                    let _ = set_failpoint(addr, point, "off").await;
                     let detail = format!(
-                        "node {id} coordinated no transaction to its commit point within {} s",
+                        "node {id} coordinated no transaction to {point} within {} s",
                         KILL_COORDINATOR_WAIT.as_secs()
                     );
                     precondition = Some(Precondition::missed(detail.clone()));

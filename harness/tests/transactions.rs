@@ -188,7 +188,7 @@ async fn a_transaction_across_partitions_commits_on_both_or_on_neither() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_intent_whose_coordinator_never_came_back_is_settled_after_its_ttl() {
+async fn an_intent_whose_coordinator_never_came_back_is_recovered_after_its_ttl() {
     let root = tempfile::tempdir().expect("tempdir");
     let cluster = start(root.path());
     let mut kv = client(&cluster, 1);
@@ -237,22 +237,21 @@ async fn an_intent_whose_coordinator_never_came_back_is_settled_after_its_ttl() 
         )
         .await
         .expect("prepared");
-    // A plain write there is refused while the intent stands, naming its transaction ...
+    // A plain write there waits while the intent stands; once the transaction has been in
+    // its way for a TTL, its primary aborts it (there is no record) and the holder drops
+    // the intent, so the write applies. Without recovery it would be refused, held, at
+    // every attempt.
     let put = || PutRequest {
         key: b"q".to_vec(),
         value: b"after".to_vec(),
         write_id: None,
     };
-    let refused = kv.put(put()).await.expect_err("held");
-    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused}");
-    assert!(refused.message().contains("transaction 77"), "{refused}");
-    // ... until it has been in the way for a TTL: then its primary aborts it (there is
-    // no record) and the holder drops the intent.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match kv.put(put()).await {
             Ok(_) => break,
             Err(status) if status.code() == tonic::Code::Aborted => {
+                assert!(status.message().contains("transaction 77"), "{status}");
                 assert!(Instant::now() < deadline, "still held: {status}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -264,4 +263,80 @@ async fn an_intent_whose_coordinator_never_came_back_is_settled_after_its_ttl() 
         .expect("read");
     assert_eq!(reply.results[0].value, b"after");
     assert_eq!(reply.results[1].value, b"before");
+}
+
+/// Sends one participant request to partition `to`, through the partition's leader.
+async fn part_request(router: &RoutingClient, to: u64, request: &Request) {
+    let part = wire::request_to_wire(request).encode_to_vec();
+    router
+        .call(
+            Target::Partition(to),
+            Duration::from_secs(10),
+            |mut c, d, left| {
+                let request = faultline_node::client::router::prepare(
+                    TxnPartRequest { part: part.clone() },
+                    d.as_ref(),
+                    left,
+                );
+                async move { c.txn_part(request).await }
+            },
+        )
+        .await
+        .expect("applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_under_an_intent_resolves_it_from_the_record() {
+    use faultline_node::proto::kv::GetRequest;
+    let root = tempfile::tempdir().expect("tempdir");
+    let cluster = start(root.path());
+    let mut kv = client(&cluster, 3);
+    let reply = txn(&mut kv, vec![write("e", "old"), write("r", "old")])
+        .await
+        .expect("committed");
+    assert!(reply.committed);
+    let router = RoutingClient::new(
+        vec![cluster.addr(1)],
+        Routing::Direct,
+        None,
+        Duration::from_secs(2),
+    );
+    // A coordinator that died right after its commit point: prepared on both partitions,
+    // committed at the primary (1), partition 2 never told.
+    let meta = TxnMeta {
+        id: 99,
+        primary: 1,
+        participants: vec![1, 2],
+        start_ts: u64::MAX >> 2,
+    };
+    for (to, key) in [(1, b"e"), (2, b"r")] {
+        let prepare = Request::Prepare {
+            meta: meta.clone(),
+            part: Part {
+                reads: Vec::new(),
+                writes: vec![(key.to_vec(), Some(b"new".to_vec()))],
+                appends: Vec::new(),
+            },
+            now: 0,
+        };
+        part_request(&router, to, &prepare).await;
+    }
+    let commit = Request::Commit {
+        id: 99,
+        commit_ts: (u64::MAX >> 2) + 1,
+    };
+    part_request(&router, 1, &commit).await;
+    // The primary's side is visible at once; a read of the other side must not return
+    // the value under the intent: it asks the record and resolves the intent first.
+    let get = |key: &str| GetRequest {
+        key: key.as_bytes().to_vec(),
+        serializable: false,
+    };
+    let e = kv.get(get("e")).await.expect("read").into_inner();
+    assert_eq!(e.value, b"new");
+    let r = kv.get(get("r")).await.expect("read").into_inner();
+    assert_eq!(r.value, b"new", "read under the intent, not resolved");
+    // And a single-partition transaction's read after it sees the same.
+    let reply = txn(&mut kv, vec![read("r")]).await.expect("read");
+    assert_eq!(reply.results[0].value, b"new");
 }

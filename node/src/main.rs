@@ -147,6 +147,9 @@ enum SeededBug {
     /// prepared, without waiting for the other participants (atomicity is lost when one
     /// of them refuses).
     CommitBeforeAllPrepared,
+    /// A read ignores an undecided transaction's intent on its key and returns the
+    /// committed value under it, which is stale once the transaction has committed.
+    SkipIntentResolution,
     /// A learner's vote (and its acknowledgement) counts toward a quorum.
     LearnerVotes,
     /// A leader changes the membership before it has committed an entry of its term.
@@ -283,6 +286,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::TxnNoReadYourWrites => bugs.range.txn_no_read_your_writes = true,
             SeededBug::TxnSkipCompare => bugs.range.txn_skip_compare = true,
             SeededBug::CommitBeforeAllPrepared => bugs.txn.commit_before_all_prepared = true,
+            SeededBug::SkipIntentResolution => bugs.range.skip_intent_resolution = true,
             SeededBug::LearnerVotes => bugs.raft.learner_votes = true,
             SeededBug::ConfigBeforeNoop => bugs.raft.config_before_noop = true,
             SeededBug::IgnoreCausalContext => bugs.causal.ignore_causal_context = true,

@@ -66,6 +66,9 @@ pub enum FaultKind {
     KillCoordinator {
         /// The node.
         target: Target,
+        /// At the `txn-after-commit` failpoint instead: committed at the primary, no
+        /// other participant told.
+        after_commit: bool,
     },
     /// SIGSTOP the node; SIGCONT it when the fault ends.
     Pause {
@@ -179,7 +182,13 @@ impl FaultKind {
     pub fn name(&self) -> &'static str {
         match self {
             FaultKind::Kill { .. } => "kill",
-            FaultKind::KillCoordinator { .. } => "kill-coordinator",
+            FaultKind::KillCoordinator {
+                after_commit: false,
+                ..
+            } => "kill-coordinator",
+            FaultKind::KillCoordinator {
+                after_commit: true, ..
+            } => "kill-coordinator-after-commit",
             FaultKind::Pause { .. } => "pause",
             FaultKind::Partition { .. } => "partition",
             FaultKind::Loss { .. } => "loss",
@@ -434,6 +443,11 @@ fn choose_fault(
         },
         FaultName::KillCoordinator => FaultKind::KillCoordinator {
             target: Target::Random(random_node(rng)),
+            after_commit: false,
+        },
+        FaultName::KillCoordinatorAfterCommit => FaultKind::KillCoordinator {
+            target: Target::Random(random_node(rng)),
+            after_commit: true,
         },
         FaultName::Pause => FaultKind::Pause {
             target: leader_or_random(rng, node_count),

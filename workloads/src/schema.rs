@@ -482,6 +482,10 @@ pub enum FaultName {
     /// Kill the node coordinating a cross-partition transaction between its prepares and
     /// its commit (a failpoint in the node), restart it when the fault ends.
     KillCoordinator,
+    /// Kill the node coordinating a cross-partition transaction once it has committed at
+    /// its primary and before it has told the other participants; restart it when the
+    /// fault ends. Readers must resolve the intents it leaves.
+    KillCoordinatorAfterCommit,
     /// SIGSTOP a node, SIGCONT it when the fault ends.
     Pause,
     /// Cut network links (see [`ShapeName`]).

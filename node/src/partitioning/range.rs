@@ -36,6 +36,10 @@ pub struct RangeBugs {
     pub txn_no_read_your_writes: bool,
     /// `txn-skip-compare`: a transaction's compares always hold (lost updates).
     pub txn_skip_compare: bool,
+    /// `skip-intent-resolution`: a read (a get, a scan, a single-partition transaction's
+    /// read) ignores an undecided transaction's intent and returns the committed value
+    /// under it, though the transaction may have committed already.
+    pub skip_intent_resolution: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -213,8 +217,20 @@ impl DataRange {
                         return Applied::Done(refused(&current));
                     }
                 }
-                for key in txn.ops.iter().filter_map(micro_op_key) {
-                    if let Some(held) = self.held(key)
+                // A key written must be free of other transactions' intents and markers;
+                // a key only read, of intents (a marker holds off writers, not readers).
+                for op in &txn.ops {
+                    let Some(key) = micro_op_key(op) else {
+                        continue;
+                    };
+                    let held = if micro_op_writes(op) {
+                        self.held(key)
+                    } else if bugs.skip_intent_resolution {
+                        None
+                    } else {
+                        self.held_by_intent(key)
+                    };
+                    if let Some(held) = held
                         && !self.store.answers(command)
                     {
                         return Applied::Done(held);
@@ -260,6 +276,23 @@ impl DataRange {
             refused: format!(
                 "key {:?} is held by transaction {txn}, not yet decided; not applied, retry",
                 String::from_utf8_lossy(key)
+            ),
+            ..Default::default()
+        })
+    }
+
+    /// The refusal of a read of `key` while an undecided transaction's intent is on it: the
+    /// transaction may have committed at its primary already, so the value under the
+    /// intent may be stale. The reader resolves it (asks the record) and tries again.
+    fn held_by_intent(&self, key: &[u8]) -> Option<ApplyResult> {
+        let intent = self.txn.intent(key)?;
+        Some(ApplyResult {
+            held_by: intent.txn,
+            held_primary: intent.primary,
+            refused: format!(
+                "key {:?} has an intent of transaction {}, not yet decided; not applied, retry",
+                String::from_utf8_lossy(key),
+                intent.txn
             ),
             ..Default::default()
         })
@@ -595,6 +628,15 @@ fn refused(current: &[RangeDescriptor]) -> ApplyResult {
 }
 
 /// The key a micro-op touches.
+/// Whether a micro-op writes its key.
+pub fn micro_op_writes(op: &crate::proto::kv::MicroOp) -> bool {
+    use crate::proto::kv::micro_op::Op as M;
+    matches!(
+        op.op,
+        Some(M::Write(_)) | Some(M::Delete(_)) | Some(M::Append(_))
+    )
+}
+
 pub fn micro_op_key(op: &crate::proto::kv::MicroOp) -> Option<&[u8]> {
     use crate::proto::kv::micro_op::Op as M;
     Some(match op.op.as_ref()? {

@@ -113,7 +113,7 @@ pub struct Failpoints {
 }
 
 /// Every failpoint the node has, for the error that names them.
-pub const FAILPOINTS: &[&str] = &["txn-after-prepare"];
+pub const FAILPOINTS: &[&str] = &["txn-after-prepare", "txn-after-commit"];
 
 impl Failpoints {
     /// Called where the failpoint `name` sits: carries out its action, if armed. "exit"

@@ -95,6 +95,12 @@ pub enum ReadOutcome<T> {
     /// The range no longer holds what was asked (a split moved it): not served; the
     /// range's current descriptors.
     EpochNotMatch(Vec<RangeDescriptor>),
+    /// An undecided transaction's intent is on a key read: not served until the reader
+    /// has resolved it from the transaction's record (on partition `primary`).
+    Held {
+        txn: u64,
+        primary: u64,
+    },
 }
 
 /// What a get finds: the value and its revision, if the key exists.
@@ -398,9 +404,19 @@ impl Group {
         let store = range.store();
         match read {
             PendingRead::Get { key, reply } => {
-                let outcome = match range.check_key(&key, bugs) {
-                    Ok(()) => ReadOutcome::Value(store.get(&key).map(|(v, r)| (v.to_vec(), r))),
-                    Err(current) => ReadOutcome::EpochNotMatch(current),
+                let intent = range
+                    .txn()
+                    .intent(&key)
+                    .filter(|_| !bugs.skip_intent_resolution);
+                let outcome = match (range.check_key(&key, bugs), intent) {
+                    (Err(current), _) => ReadOutcome::EpochNotMatch(current),
+                    (Ok(()), Some(i)) => ReadOutcome::Held {
+                        txn: i.txn,
+                        primary: i.primary,
+                    },
+                    (Ok(()), None) => {
+                        ReadOutcome::Value(store.get(&key).map(|(v, r)| (v.to_vec(), r)))
+                    }
                 };
                 let _ = reply.send(outcome);
             }
@@ -410,9 +426,17 @@ impl Group {
                 limit,
                 reply,
             } => {
-                let outcome = match range.check_span(&start, &end, bugs) {
-                    Ok(()) => ReadOutcome::Value(store.scan(&start, &end, limit)),
-                    Err(current) => ReadOutcome::EpochNotMatch(current),
+                let intent = range
+                    .txn()
+                    .intent_in(&start, &end)
+                    .filter(|_| !bugs.skip_intent_resolution);
+                let outcome = match (range.check_span(&start, &end, bugs), intent) {
+                    (Err(current), _) => ReadOutcome::EpochNotMatch(current),
+                    (Ok(()), Some((_, i))) => ReadOutcome::Held {
+                        txn: i.txn,
+                        primary: i.primary,
+                    },
+                    (Ok(()), None) => ReadOutcome::Value(store.scan(&start, &end, limit)),
                 };
                 let _ = reply.send(outcome);
             }

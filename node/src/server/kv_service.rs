@@ -418,16 +418,21 @@ impl KvService {
                             return Err(moved(current));
                         }
                         Ok(Ok(WriteOutcome::Applied(result))) if result.held_by != 0 => {
-                            // Left by a coordinator that may be dead: once it has been in
-                            // the way for a TTL, its primary is asked to settle it.
-                            if self.txn_blockers.stale(result.held_by) {
-                                let router = self.router.clone();
-                                let (txn, primary) = (result.held_by, result.held_primary);
-                                tokio::spawn(async move {
-                                    super::txn::recover(&router, txn, primary, group).await
-                                });
+                            // Not applied: a transaction holds a key. Settled (from its
+                            // record, or recovered once it has been in the way for a
+                            // TTL), then the write goes again, until the deadline.
+                            if Instant::now() + CONF_CHANGE_RETRY >= deadline {
+                                return Err(Status::aborted(result.refused.clone()));
                             }
-                            return Err(Status::aborted(result.refused.clone()));
+                            super::txn::settle(
+                                &self.router,
+                                &self.txn_blockers,
+                                result.held_by,
+                                result.held_primary,
+                                group,
+                                deadline,
+                            )
+                            .await;
                         }
                         Ok(Ok(WriteOutcome::Applied(result))) => {
                             if result.stale_sequence {
@@ -563,6 +568,23 @@ impl KvService {
                         }
                         Ok(Ok(ReadOutcome::EpochNotMatch(current))) => {
                             return Err(moved(current));
+                        }
+                        // A reader resolves the intent in its way, then reads again.
+                        Ok(Ok(ReadOutcome::Held { txn, primary })) => {
+                            if Instant::now() >= deadline {
+                                return Err(Status::aborted(format!(
+                                    "a key read is under an intent of transaction {txn}, still undecided at the deadline; the {what} was not served, retry"
+                                )));
+                            }
+                            super::txn::settle(
+                                &self.router,
+                                &self.txn_blockers,
+                                txn,
+                                primary,
+                                group,
+                                deadline,
+                            )
+                            .await;
                         }
                         Ok(Ok(ReadOutcome::NotLeader(_))) | Ok(Err(_)) | Err(_) => {
                             return Err(Status::unavailable(

@@ -99,6 +99,9 @@ impl NodeBugs {
         if self.range.txn_skip_compare {
             names.push("txn-skip-compare".into());
         }
+        if self.range.skip_intent_resolution {
+            names.push("skip-intent-resolution".into());
+        }
         if self.txn.commit_before_all_prepared {
             names.push("commit-before-all-prepared".into());
         }

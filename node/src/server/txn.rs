@@ -343,6 +343,19 @@ impl Attempt<'_> {
         let mut withdrawn = false;
         loop {
             if let Some(status) = c.outcome() {
+                let writes = |part: &Part| !(part.writes.is_empty() && part.appends.is_empty());
+                let seen_and_unseen = c
+                    .parts()
+                    .iter()
+                    .any(|(p, part)| *p != primary && writes(part))
+                    && c.parts().get(&primary).is_some_and(writes);
+                if let TxnStatus::Committed(_) = status
+                    && seen_and_unseen
+                {
+                    // Decided at the primary (its writes there visible), no other
+                    // participant told: readers must resolve the intents it leaves.
+                    self.failpoints.hit("txn-after-commit");
+                }
                 let tried = match (status, c.refusal()) {
                     (TxnStatus::Committed(commit_ts), _) => match execute(
                         self.ops,
@@ -548,6 +561,47 @@ pub async fn recover(
         request: Request::Resolve { id: txn, status },
     };
     let _ = round(router, std::slice::from_ref(&tell), deadline).await;
+}
+
+/// How long a reader or writer waits before it looks again at a live transaction in its
+/// way.
+const SETTLE_PAUSE: Duration = Duration::from_millis(10);
+
+/// One step toward getting transaction `txn` (record on `primary`) out of the way of a
+/// read or write on partition `holder`: if the record is decided, the holder is told
+/// (its intent becomes a version or goes); if it is pending and has been in the way for
+/// a TTL, it is recovered; otherwise a short pause, since it is most likely finishing.
+/// The caller tries its request again after each step.
+pub async fn settle(
+    router: &Arc<RoutingClient>,
+    blockers: &Blockers,
+    txn: TxnId,
+    primary: PartitionId,
+    holder: PartitionId,
+    deadline: Instant,
+) {
+    let deadline = deadline.min(Instant::now() + ROUND_TIMEOUT);
+    let ask = Send {
+        to: primary,
+        request: Request::Query { id: txn },
+    };
+    match round(router, std::slice::from_ref(&ask), deadline)
+        .await
+        .pop()
+    {
+        Some(Ok((Reply::Status { status, .. }, _))) if status.is_final() => {
+            let tell = Send {
+                to: holder,
+                request: Request::Resolve { id: txn, status },
+            };
+            let _ = round(router, std::slice::from_ref(&tell), deadline).await;
+        }
+        Some(Ok(_)) if blockers.stale(txn) => recover(router, txn, primary, holder).await,
+        _ => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(SETTLE_PAUSE.min(left)).await;
+        }
+    }
 }
 
 /// A transaction id: the node's id in the top bits (for reading logs) and random bits

@@ -68,6 +68,11 @@ impl Coordinator {
         &self.meta
     }
 
+    /// What each participant does.
+    pub fn parts(&self) -> &BTreeMap<PartitionId, Part> {
+        &self.parts
+    }
+
     /// Where it is.
     pub fn state(&self) -> CoordinatorState {
         self.state

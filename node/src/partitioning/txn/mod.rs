@@ -168,6 +168,12 @@ pub enum Request {
         /// How long a record may go without a heartbeat.
         ttl: u64,
     },
+    /// To the primary: the record's status, changing nothing (a reader that met an
+    /// intent asks it before it resolves anything).
+    Query {
+        /// The transaction.
+        id: TxnId,
+    },
     /// To a participant: the decision; resolve intents and release markers.
     Resolve {
         /// The transaction.

@@ -172,6 +172,10 @@ impl Participant {
                 };
                 Reply::Status { id, status }
             }
+            Request::Query { id } => Reply::Status {
+                id,
+                status: self.status(id),
+            },
             Request::Resolve { id, status } => {
                 self.resolve(versions, id, status);
                 Reply::Resolved { id }
@@ -245,6 +249,16 @@ impl Participant {
                     .and_then(|m| m.iter().next().copied())?;
                 Some((txn, self.marker_primary(txn).unwrap_or_default()))
             })
+    }
+
+    /// The first intent on a key in `[start, end)` (`end` empty: no end), with its
+    /// transaction and primary: a scan over it must wait for its decision.
+    pub fn intent_in(&self, start: &[u8], end: &[u8]) -> Option<(&[u8], &Intent)> {
+        self.intents
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| end.is_empty() || k.as_slice() < end)
+            .map(|(k, i)| (k.as_slice(), i))
+            .next()
     }
 
     /// The intent on `key`: its transaction and primary.

@@ -99,6 +99,10 @@ pub fn request_to_wire(request: &Request) -> TxnPart {
             wire.now = *now;
             wire.ttl = *ttl;
         }
+        Request::Query { id } => {
+            wire.kind = Kind::Query as i32;
+            wire.id = *id;
+        }
         Request::Resolve { id, status } => {
             wire.kind = Kind::Resolve as i32;
             wire.id = *id;
@@ -150,6 +154,7 @@ pub fn request_from_wire(wire: &TxnPart) -> Result<Request, String> {
             now: wire.now,
             ttl: wire.ttl,
         },
+        Ok(Kind::Query) => Request::Query { id },
         Ok(Kind::Resolve) => {
             let status = status_from_wire(wire.status.as_ref())?;
             if !status.is_final() {
@@ -281,6 +286,7 @@ mod tests {
                 commit_ts: 5,
             },
             Request::Abort { id: 9 },
+            Request::Query { id: 9 },
             Request::Heartbeat { id: 9, now: 3 },
             Request::Recover {
                 id: 9,
