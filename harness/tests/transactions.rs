@@ -213,6 +213,7 @@ async fn an_intent_whose_coordinator_never_came_back_is_recovered_after_its_ttl(
             primary,
             participants: vec![primary, holder],
             start_ts: u64::MAX >> 1,
+            isolation: faultline_node::partitioning::txn::Level::Serializable,
         },
         part: Part {
             reads: Vec::new(),
@@ -308,6 +309,7 @@ async fn a_read_under_an_intent_resolves_it_from_the_record() {
         primary: 1,
         participants: vec![1, 2],
         start_ts: u64::MAX >> 2,
+        isolation: faultline_node::partitioning::txn::Level::Serializable,
     };
     for (to, key) in [(1, b"e"), (2, b"r")] {
         let prepare = Request::Prepare {

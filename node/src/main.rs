@@ -150,6 +150,9 @@ enum SeededBug {
     /// A read ignores an undecided transaction's intent on its key and returns the
     /// committed value under it, which is stale once the transaction has committed.
     SkipIntentResolution,
+    /// Snapshot isolation across partitions without its write-write check: two
+    /// transactions that read the same snapshot both write a key (lost updates).
+    ReadCommittedAsSi,
     /// A learner's vote (and its acknowledgement) counts toward a quorum.
     LearnerVotes,
     /// A leader changes the membership before it has committed an entry of its term.
@@ -287,6 +290,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::TxnSkipCompare => bugs.range.txn_skip_compare = true,
             SeededBug::CommitBeforeAllPrepared => bugs.txn.commit_before_all_prepared = true,
             SeededBug::SkipIntentResolution => bugs.range.skip_intent_resolution = true,
+            SeededBug::ReadCommittedAsSi => bugs.range.read_committed_as_si = true,
             SeededBug::LearnerVotes => bugs.raft.learner_votes = true,
             SeededBug::ConfigBeforeNoop => bugs.raft.config_before_noop = true,
             SeededBug::IgnoreCausalContext => bugs.causal.ignore_causal_context = true,

@@ -207,6 +207,7 @@ impl TwoPcModel {
         TxnBugs {
             commit_before_all_prepared: self.options.bug == Some(TwoPcBug::CommitBeforeAllPrepared),
             forget_decision_on_crash: self.options.bug == Some(TwoPcBug::ForgetDecisionOnCrash),
+            snapshot_without_write_check: false,
         }
     }
 
@@ -221,6 +222,7 @@ impl TwoPcModel {
             primary: script.parts[0].0,
             participants: script.parts.iter().map(|p| p.0).collect(),
             start_ts,
+            isolation: faultline_node::partitioning::txn::Level::Serializable,
         };
         let parts = script
             .parts

@@ -40,6 +40,9 @@ pub struct RangeBugs {
     /// read) ignores an undecided transaction's intent and returns the committed value
     /// under it, though the transaction may have committed already.
     pub skip_intent_resolution: bool,
+    /// `read-committed-as-si`: a cross-partition transaction at snapshot isolation skips
+    /// the write-write check, so two that read one snapshot both write (lost updates).
+    pub read_committed_as_si: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -327,6 +330,10 @@ impl DataRange {
             store: &mut self.store,
             revision: index,
         };
+        self.txn.set_bugs(TxnBugs {
+            snapshot_without_write_check: bugs.read_committed_as_si,
+            ..TxnBugs::default()
+        });
         let reply = self.txn.handle_with(&mut versions, request);
         ApplyResult {
             succeeded: true,
@@ -951,6 +958,7 @@ mod tests {
                 primary: 1,
                 participants: vec![1, 2],
                 start_ts: 1 << 20,
+                isolation: crate::partitioning::txn::Level::Serializable,
             },
             part: Part {
                 reads: vec![b"c".to_vec()],
@@ -1024,6 +1032,7 @@ mod tests {
                     primary: 1,
                     participants: vec![1],
                     start_ts: u64::MAX >> 1,
+                    isolation: crate::partitioning::txn::Level::Serializable,
                 },
                 part: Part {
                     reads: Vec::new(),
@@ -1068,6 +1077,7 @@ mod tests {
                 primary: 1,
                 participants: vec![1],
                 start_ts: 0,
+                isolation: crate::partitioning::txn::Level::Serializable,
             },
             part: Part {
                 reads: vec![],
@@ -1105,6 +1115,7 @@ mod tests {
             primary: 1,
             participants: vec![1],
             start_ts,
+            isolation: crate::partitioning::txn::Level::Serializable,
         };
         // A transaction reads h and commits at 5 << 20.
         r.apply(

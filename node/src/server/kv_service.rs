@@ -732,6 +732,15 @@ impl KvService {
             blockers: &self.txn_blockers,
             failpoints: &self.failpoints,
             ops: &message.ops,
+            isolation: match crate::proto::kv::Isolation::try_from(message.isolation) {
+                Ok(crate::proto::kv::Isolation::Snapshot) => {
+                    crate::partitioning::txn::Level::Snapshot
+                }
+                Ok(crate::proto::kv::Isolation::ReadCommitted) => {
+                    crate::partitioning::txn::Level::ReadCommitted
+                }
+                _ => crate::partitioning::txn::Level::Serializable,
+            },
             bugs: self.txn_bugs,
         };
         let outcome = attempt.run(parts, primary, self.node_id, deadline).await?;

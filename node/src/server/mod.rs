@@ -99,6 +99,9 @@ impl NodeBugs {
         if self.range.txn_skip_compare {
             names.push("txn-skip-compare".into());
         }
+        if self.range.read_committed_as_si {
+            names.push("read-committed-as-si".into());
+        }
         if self.range.skip_intent_resolution {
             names.push("skip-intent-resolution".into());
         }

@@ -20,9 +20,11 @@
 //!   the transaction is tried again with a new id and a later start timestamp. A
 //!   conflicting transaction whose record is past its TTL is aborted at its primary and
 //!   its intent resolved, so a dead coordinator blocks nobody for long.
-//! - Every cross-partition transaction is serializable whatever level it asks for: its
-//!   reads hold markers until it is decided (snapshot and read-committed are not weaker
-//!   here yet).
+//! - The level it asks for is its participants' to apply (`txn::Level`): serializable
+//!   reads hold markers until it is decided and are refused past the start timestamp;
+//!   snapshot reads take the snapshot at the start and hold nothing (write skew can
+//!   commit); read-committed reads take the latest committed value. Writes are checked
+//!   first-committer-wins at every level.
 //! - The client is answered once the primary has decided; telling the other
 //!   participants goes on in the background.
 
@@ -258,6 +260,7 @@ pub struct Attempt<'a> {
     pub blockers: &'a Blockers,
     pub failpoints: &'a super::clock::Failpoints,
     pub ops: &'a [MicroOp],
+    pub isolation: crate::partitioning::txn::Level,
     pub bugs: TxnBugs,
 }
 
@@ -270,6 +273,8 @@ enum Tried {
     Refused(String),
     /// The deadline passed before the primary decided: it may yet commit.
     Undecided,
+    /// Aborted because its keys moved since it was planned.
+    Moved,
 }
 
 impl Attempt<'_> {
@@ -299,11 +304,17 @@ impl Attempt<'_> {
                 primary,
                 participants: parts.keys().copied().collect(),
                 start_ts,
+                isolation: self.isolation,
             };
             let mut coordinator = Coordinator::new(meta, parts.clone(), self.bugs);
             match self.once(&mut coordinator, deadline).await {
                 Tried::Done(outcome) => return Ok(outcome),
                 Tried::Refused(why) => return Err(Status::failed_precondition(why)),
+                Tried::Moved => {
+                    return Err(Status::aborted(
+                        "the transaction's keys moved to other partitions (a split or merge) since it was planned; not applied, retry",
+                    ));
+                }
                 Tried::Undecided => {
                     return Err(Status::unavailable(
                         "the transaction was not decided before the deadline; it may or may not be applied",
@@ -341,6 +352,9 @@ impl Attempt<'_> {
         let mut sends = c.start(self.clock.now());
         let mut revision = 0;
         let mut withdrawn = false;
+        // Transactions whose intents or markers refused a prepare: settled (from their
+        // record, or recovered once stale) before the next attempt.
+        let mut in_the_way: Vec<(TxnId, PartitionId, PartitionId)> = Vec::new();
         loop {
             if let Some(status) = c.outcome() {
                 let writes = |part: &Part| !(part.writes.is_empty() && part.appends.is_empty());
@@ -377,6 +391,9 @@ impl Attempt<'_> {
                     (_, Some(Refusal::Invalid { why, .. })) if !why.is_empty() => {
                         Tried::Refused(why.clone())
                     }
+                    // A participant no longer holds its keys: planned against a map
+                    // older than a split or merge.
+                    (_, Some(Refusal::Invalid { .. })) => Tried::Moved,
                     // Withdrawn here: every participant prepared and a compare failed.
                     (_, None) if withdrawn => match self.compare_failure(c) {
                         Some(outcome) => Tried::Done(outcome),
@@ -386,6 +403,11 @@ impl Attempt<'_> {
                 };
                 if !matches!(c.state(), CoordinatorState::Done(_)) {
                     tokio::spawn(finish(self.router.clone(), c.clone()));
+                }
+                if matches!(tried, Tried::Retry(_)) {
+                    for (txn, at, holder) in in_the_way.drain(..) {
+                        settle(self.router, self.blockers, txn, at, holder, deadline).await;
+                    }
                 }
                 return tried;
             }
@@ -439,11 +461,8 @@ impl Attempt<'_> {
                     reason: Refusal::Conflict { other, primary, .. },
                     ..
                 } = &reply
-                    && self.blockers.stale(*other)
                 {
-                    let router = self.router.clone();
-                    let (other, at, holder) = (*other, *primary, send.to);
-                    tokio::spawn(async move { recover(&router, other, at, holder).await });
+                    in_the_way.push((*other, *primary, send.to));
                 }
                 let out = c.on_reply(send.to, reply, self.clock.now());
                 let committing = matches!(c.state(), CoordinatorState::Committing(_));

@@ -1258,6 +1258,7 @@ mod tests {
             primary: 1,
             participants: vec![1],
             start_ts: pack(at(start_ms)),
+            isolation: crate::partitioning::txn::Level::Serializable,
         };
         let part = Part {
             reads: vec![b"x".to_vec()],
@@ -1366,6 +1367,7 @@ mod tests {
                     primary: 1,
                     participants: vec![1],
                     start_ts: pack(at(250)),
+                    isolation: crate::partitioning::txn::Level::Serializable,
                 },
                 part: Part {
                     reads: vec![b"x".to_vec()],
@@ -1396,6 +1398,7 @@ mod tests {
                     primary: 1,
                     participants: vec![1],
                     start_ts: pack(at(150)),
+                    isolation: crate::partitioning::txn::Level::Serializable,
                 },
                 part: Part {
                     reads: vec![b"x".to_vec()],

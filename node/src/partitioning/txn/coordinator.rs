@@ -291,6 +291,7 @@ mod tests {
             primary: parts[0].0,
             participants: parts.iter().map(|p| p.0).collect(),
             start_ts,
+            isolation: crate::partitioning::txn::Level::Serializable,
         };
         let parts = parts
             .iter()
@@ -393,6 +394,62 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_isolation_lets_write_skew_commit_where_serializable_refuses_it() {
+        use crate::partitioning::txn::Level;
+        let committed = |level: Level| {
+            let mut parts = partitions();
+            let mut clock = 10;
+            // T1 reads x and writes y; T2 reads y and writes x; T2's snapshot is older,
+            // so its read of y passes T1's intent under snapshot isolation.
+            let mut both = [
+                txn(1, 6, &[(1, &["x"], &[]), (2, &[], &[("y", "1")])]),
+                txn(2, 5, &[(2, &["y"], &[]), (1, &[], &[("x", "1")])]),
+            ];
+            for c in &mut both {
+                c.meta.isolation = level;
+            }
+            run(&mut both, &mut parts, &mut clock);
+            both.iter()
+                .filter(|c| matches!(c.outcome(), Some(TxnStatus::Committed(_))))
+                .count()
+        };
+        assert_eq!(committed(Level::Snapshot), 2, "write skew commits");
+        assert_eq!(committed(Level::Serializable), 1, "the markers refuse one");
+    }
+
+    #[test]
+    fn snapshot_isolation_still_refuses_a_lost_update_unless_the_bug_is_on() {
+        use crate::partitioning::txn::Level;
+        let committed = |bugs: TxnBugs| {
+            let mut parts: BTreeMap<PartitionId, Participant> =
+                (1..=2).map(|p| (p, Participant::new(p, bugs))).collect();
+            let mut clock = 10;
+            let mut first = [txn(
+                1,
+                5,
+                &[(1, &["x"], &[("x", "a")]), (2, &[], &[("y", "1")])],
+            )];
+            first[0].meta.isolation = Level::Snapshot;
+            run(&mut first, &mut parts, &mut clock);
+            // The second read x at the same snapshot, before the first committed.
+            let mut second = [txn(
+                2,
+                5,
+                &[(1, &["x"], &[("x", "b")]), (2, &[], &[("z", "1")])],
+            )];
+            second[0].meta.isolation = Level::Snapshot;
+            run(&mut second, &mut parts, &mut clock);
+            matches!(second[0].outcome(), Some(TxnStatus::Committed(_)))
+        };
+        assert!(!committed(TxnBugs::default()), "first committer wins");
+        let bug = TxnBugs {
+            snapshot_without_write_check: true,
+            ..TxnBugs::default()
+        };
+        assert!(committed(bug), "the seeded bug loses the first update");
+    }
+
+    #[test]
     fn write_skew_is_refused_by_the_read_markers() {
         let mut parts = partitions();
         parts.get_mut(&1).unwrap().handle(Request::Prepare {
@@ -401,6 +458,7 @@ mod tests {
                 primary: 1,
                 participants: vec![1],
                 start_ts: 1,
+                isolation: crate::partitioning::txn::Level::Serializable,
             },
             part: Part {
                 reads: vec![],

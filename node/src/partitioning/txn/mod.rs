@@ -85,6 +85,25 @@ pub struct Part {
     pub appends: Vec<(Key, Vec<Vec<u8>>)>,
 }
 
+/// The isolation a transaction asks for, as its participants apply it at prepare.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum Level {
+    /// Reads hold markers against writers until the transaction is decided, and are
+    /// refused if anything newer than the start was committed: serializable, and strict
+    /// (a read never misses what committed before the transaction began).
+    #[default]
+    Serializable,
+    /// Reads see the snapshot at the start timestamp and hold nothing; a write is refused
+    /// if anything newer than the start was committed to its key (first committer wins):
+    /// snapshot isolation, which allows write skew.
+    Snapshot,
+    /// Reads see the latest committed value when they prepare, whatever the start;
+    /// writes as under snapshot isolation.
+    ReadCommitted,
+}
+
 /// A transaction's shape, as every participant learns it at prepare.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TxnMeta {
@@ -96,6 +115,8 @@ pub struct TxnMeta {
     pub participants: Vec<PartitionId>,
     /// Reads see what was committed at or before this timestamp.
     pub start_ts: u64,
+    /// How its reads and writes are checked.
+    pub isolation: Level,
 }
 
 /// Why a participant refused to prepare.
@@ -222,4 +243,7 @@ pub struct TxnBugs {
     pub commit_before_all_prepared: bool,
     /// The primary keeps a record's decision only in memory: a restart forgets it.
     pub forget_decision_on_crash: bool,
+    /// `read-committed-as-si`: snapshot isolation without its write-write check, so two
+    /// transactions that read the same snapshot both write the key (lost updates).
+    pub snapshot_without_write_check: bool,
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Key, Part, Refusal, Reply, Request, TxnBugs, TxnId, TxnMeta, TxnStatus, Value};
+use super::{Key, Level, Part, Refusal, Reply, Request, TxnBugs, TxnId, TxnMeta, TxnStatus, Value};
 
 /// A write waiting for its transaction's decision.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -17,6 +17,9 @@ pub struct Intent {
     pub primary: super::PartitionId,
     /// The value it writes.
     pub value: Value,
+    /// Its transaction's start timestamp: it commits above it, so a snapshot read at an
+    /// earlier timestamp can read past it.
+    pub start_ts: u64,
 }
 
 /// A transaction record, on the primary.
@@ -282,6 +285,7 @@ impl Participant {
                     txn: i.txn,
                     primary: i.primary,
                     value: Some(super::wire::write_to_wire(key, &i.value)),
+                    start_ts: i.start_ts,
                 })
                 .collect(),
             markers: self
@@ -353,6 +357,7 @@ impl Participant {
                     txn: i.txn,
                     primary: i.primary,
                     value,
+                    start_ts: i.start_ts,
                 },
             );
         }
@@ -418,6 +423,12 @@ impl Participant {
         self.prepared.extend(other.prepared);
     }
 
+    /// Switches the seeded bugs a range's participant takes from the node's flags (the
+    /// range applies every entry with them).
+    pub fn set_bugs(&mut self, bugs: TxnBugs) {
+        self.bugs = bugs;
+    }
+
     /// The node restarts: the replicated state is replayed from the log; only what the
     /// `forget_decision_on_crash` bug keeps in memory is gone.
     pub fn restart(&mut self) {
@@ -450,25 +461,35 @@ impl Participant {
                 reason: Refusal::AlreadyDecided(self.status(id)),
             };
         }
-        if self.prepared.contains(&id) && self.holds_part(id, &part) {
+        let level = meta.isolation;
+        if self.prepared.contains(&id) && self.holds_part(id, &part, level) {
             // A retried prepare: answer as before.
             return Reply::Prepared {
                 id,
-                reads: read_values(versions, &part, meta.start_ts),
+                reads: read_values(versions, &part, read_ts_for(&meta)),
             };
         }
-        for key in &part.reads {
+        // Read committed reads the latest committed values and never an intent, so it
+        // checks nothing. Snapshot isolation reads at its start, which an intent may
+        // commit below: it waits for none (refuses). Serializable also refuses a read of
+        // something committed after its start.
+        for key in part.reads.iter().filter(|_| level != Level::ReadCommitted) {
+            // A snapshot read can pass an intent of a transaction that started after its
+            // snapshot: that one commits above its own start, so not in the snapshot.
             if let Some(i) = self.intents.get(key)
                 && i.txn != id
+                && !(level == Level::Snapshot && i.start_ts > meta.start_ts)
             {
                 return conflict(id, key, i.txn, i.primary);
             }
-            if let Some(t) = versions.newest(key)
+            if level == Level::Serializable
+                && let Some(t) = versions.newest(key)
                 && t > meta.start_ts
             {
                 return too_old(id, key, t);
             }
         }
+        let write_check = !(level == Level::Snapshot && self.bugs.snapshot_without_write_check);
         let written = part
             .writes
             .iter()
@@ -492,7 +513,10 @@ impl Participant {
                     self.marker_primary(*other).unwrap_or_default(),
                 );
             }
-            if let Some(t) = versions.newest(key)
+            // First committer wins, at every level: a write never lands below a newer
+            // version (the seeded bug skips it under snapshot isolation).
+            if write_check
+                && let Some(t) = versions.newest(key)
                 && t > meta.start_ts
             {
                 return too_old(id, key, t);
@@ -520,10 +544,12 @@ impl Participant {
                 }
             }
         }
-        for key in &part.reads {
-            self.markers.entry(key.clone()).or_default().insert(id);
+        if level == Level::Serializable {
+            for key in &part.reads {
+                self.markers.entry(key.clone()).or_default().insert(id);
+            }
+            self.marker_primaries.insert(id, meta.primary);
         }
-        self.marker_primaries.insert(id, meta.primary);
         for (key, value) in part.writes.iter().chain(&appended) {
             self.intents.insert(
                 key.clone(),
@@ -531,6 +557,7 @@ impl Participant {
                     txn: id,
                     primary: meta.primary,
                     value: value.clone(),
+                    start_ts: meta.start_ts,
                 },
             );
         }
@@ -543,7 +570,7 @@ impl Participant {
         self.prepared.insert(id);
         Reply::Prepared {
             id,
-            reads: read_values(versions, &part, meta.start_ts),
+            reads: read_values(versions, &part, read_ts_for(&meta)),
         }
     }
 
@@ -551,16 +578,17 @@ impl Participant {
         self.me == meta.primary
     }
 
-    fn holds_part(&self, id: TxnId, part: &Part) -> bool {
+    fn holds_part(&self, id: TxnId, part: &Part, level: Level) -> bool {
         part.writes
             .iter()
             .map(|(k, _)| k)
             .chain(part.appends.iter().map(|(k, _)| k))
             .all(|k| self.intents.get(k).is_some_and(|i| i.txn == id))
-            && part
-                .reads
-                .iter()
-                .all(|k| self.markers.get(k).is_some_and(|m| m.contains(&id)))
+            && (level != Level::Serializable
+                || part
+                    .reads
+                    .iter()
+                    .all(|k| self.markers.get(k).is_some_and(|m| m.contains(&id))))
     }
 
     /// Moves a record from `Pending` to `decision` (writing one if there is none); a record
@@ -625,6 +653,15 @@ impl Participant {
         // decision (delayed, or retried) must be refused, or it would lay an intent no one
         // will ever resolve (the model found this: its coordinator had already finished).
         self.resolved.entry(id).or_insert(resolution);
+    }
+}
+
+/// Where a transaction's reads look: its snapshot, or for read committed the latest
+/// committed version.
+fn read_ts_for(meta: &TxnMeta) -> u64 {
+    match meta.isolation {
+        Level::ReadCommitted => u64::MAX,
+        Level::Serializable | Level::Snapshot => meta.start_ts,
     }
 }
 

@@ -7,7 +7,7 @@ use crate::proto::raft::{
     txn_part_status,
 };
 
-use super::{Key, Part, Refusal, Reply, Request, TxnMeta, TxnStatus, Value};
+use super::{Key, Level, Part, Refusal, Reply, Request, TxnMeta, TxnStatus, Value};
 
 /// A status on the wire.
 pub fn status_to_wire(status: TxnStatus) -> TxnPartStatus {
@@ -63,6 +63,11 @@ pub fn request_to_wire(request: &Request) -> TxnPart {
             wire.primary = meta.primary;
             wire.participants = meta.participants.clone();
             wire.start_ts = meta.start_ts;
+            wire.isolation = match meta.isolation {
+                Level::Serializable => 0,
+                Level::Snapshot => 1,
+                Level::ReadCommitted => 2,
+            };
             wire.reads = part.reads.clone();
             wire.writes = part
                 .writes
@@ -130,6 +135,16 @@ pub fn request_from_wire(wire: &TxnPart) -> Result<Request, String> {
                     primary: wire.primary,
                     participants: wire.participants.clone(),
                     start_ts: wire.start_ts,
+                    isolation: match wire.isolation {
+                        0 => Level::Serializable,
+                        1 => Level::Snapshot,
+                        2 => Level::ReadCommitted,
+                        other => {
+                            return Err(format!(
+                                "transaction {id}: unknown isolation level {other}"
+                            ));
+                        }
+                    },
                 },
                 part: Part {
                     reads: wire.reads.clone(),
@@ -270,6 +285,7 @@ mod tests {
             primary: 2,
             participants: vec![2, 5],
             start_ts: 1 << 40,
+            isolation: Level::Snapshot,
         };
         let requests = [
             Request::Prepare {
@@ -365,6 +381,7 @@ mod tests {
                 primary: 3,
                 participants: vec![3],
                 start_ts: 0,
+                isolation: crate::partitioning::txn::Level::Serializable,
             },
             part: Part {
                 reads: vec![],
