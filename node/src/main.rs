@@ -153,6 +153,9 @@ enum SeededBug {
     /// Snapshot isolation across partitions without its write-write check: two
     /// transactions that read the same snapshot both write a key (lost updates).
     ReadCommittedAsSi,
+    /// A serializable read across partitions reads at its start timestamp past newer
+    /// versions instead of restarting above them: stale reads under clock skew.
+    NoUncertaintyRestart,
     /// A learner's vote (and its acknowledgement) counts toward a quorum.
     LearnerVotes,
     /// A leader changes the membership before it has committed an entry of its term.
@@ -291,6 +294,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::CommitBeforeAllPrepared => bugs.txn.commit_before_all_prepared = true,
             SeededBug::SkipIntentResolution => bugs.range.skip_intent_resolution = true,
             SeededBug::ReadCommittedAsSi => bugs.range.read_committed_as_si = true,
+            SeededBug::NoUncertaintyRestart => bugs.range.no_uncertainty_restart = true,
             SeededBug::LearnerVotes => bugs.raft.learner_votes = true,
             SeededBug::ConfigBeforeNoop => bugs.raft.config_before_noop = true,
             SeededBug::IgnoreCausalContext => bugs.causal.ignore_causal_context = true,

@@ -208,6 +208,7 @@ impl TwoPcModel {
             commit_before_all_prepared: self.options.bug == Some(TwoPcBug::CommitBeforeAllPrepared),
             forget_decision_on_crash: self.options.bug == Some(TwoPcBug::ForgetDecisionOnCrash),
             snapshot_without_write_check: false,
+            no_uncertainty_restart: false,
         }
     }
 

@@ -43,6 +43,8 @@ pub struct RangeBugs {
     /// `read-committed-as-si`: a cross-partition transaction at snapshot isolation skips
     /// the write-write check, so two that read one snapshot both write (lost updates).
     pub read_committed_as_si: bool,
+    /// `no-uncertainty-restart`: see `TxnBugs::no_uncertainty_restart`.
+    pub no_uncertainty_restart: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -332,6 +334,7 @@ impl DataRange {
         };
         self.txn.set_bugs(TxnBugs {
             snapshot_without_write_check: bugs.read_committed_as_si,
+            no_uncertainty_restart: bugs.no_uncertainty_restart,
             ..TxnBugs::default()
         });
         let reply = self.txn.handle_with(&mut versions, request);

@@ -99,6 +99,9 @@ impl NodeBugs {
         if self.range.txn_skip_compare {
             names.push("txn-skip-compare".into());
         }
+        if self.range.no_uncertainty_restart {
+            names.push("no-uncertainty-restart".into());
+        }
         if self.range.read_committed_as_si {
             names.push("read-committed-as-si".into());
         }

@@ -246,4 +246,8 @@ pub struct TxnBugs {
     /// `read-committed-as-si`: snapshot isolation without its write-write check, so two
     /// transactions that read the same snapshot both write the key (lost updates).
     pub snapshot_without_write_check: bool,
+    /// `no-uncertainty-restart`: a serializable read of a key written after its start
+    /// timestamp reads the older version instead of restarting above it, so a
+    /// coordinator whose clock is behind reads values overwritten before it began.
+    pub no_uncertainty_restart: bool,
 }

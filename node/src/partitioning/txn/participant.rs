@@ -483,6 +483,7 @@ impl Participant {
                 return conflict(id, key, i.txn, i.primary);
             }
             if level == Level::Serializable
+                && !self.bugs.no_uncertainty_restart
                 && let Some(t) = versions.newest(key)
                 && t > meta.start_ts
             {
