@@ -222,22 +222,7 @@ async fn an_intent_whose_coordinator_never_came_back_is_recovered_after_its_ttl(
         },
         now: 0,
     };
-    let part = wire::request_to_wire(&prepare).encode_to_vec();
-    router
-        .call(
-            Target::Partition(holder),
-            Duration::from_secs(10),
-            |mut c, d, left| {
-                let request = faultline_node::client::router::prepare(
-                    TxnPartRequest { part: part.clone() },
-                    d.as_ref(),
-                    left,
-                );
-                async move { c.txn_part(request).await }
-            },
-        )
-        .await
-        .expect("prepared");
+    part_request(&router, holder, &prepare).await;
     // A plain write there waits while the intent stands; once the transaction has been in
     // its way for a TTL, its primary aborts it (there is no record) and the holder drops
     // the intent, so the write applies. Without recovery it would be refused, held, at
