@@ -101,6 +101,22 @@ struct RunArgs {
     /// transactions ask for, and the consistency model the history is checked against.
     #[arg(long, value_name = "LEVEL", value_parser = ["serializable", "snapshot", "read-committed"])]
     isolation: Option<String>,
+    /// Arm a node failpoint on every node for the whole run (repeat for several):
+    /// NAME=ACTION with ACTION exit, sleep(MS) or off, e.g. txn-after-prepare=sleep(40)
+    /// to hold each cross-partition transaction between its prepares and its commit.
+    #[arg(long = "failpoint", value_name = "NAME=ACTION", value_parser = parse_failpoint)]
+    failpoints: Vec<(String, String)>,
+}
+
+fn parse_failpoint(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((name, action)) if !name.is_empty() && !action.is_empty() => {
+            Ok((name.to_string(), action.to_string()))
+        }
+        _ => Err(format!(
+            "{arg:?} is not NAME=ACTION (e.g. txn-after-prepare=sleep(40))"
+        )),
+    }
 }
 
 const NEMESIS_HELP: &str =
@@ -215,6 +231,7 @@ async fn run_command(args: RunArgs, mode: Option<NamespaceMode>) -> anyhow::Resu
             .isolation
             .as_deref()
             .and_then(faultline_workloads::Isolation::parse),
+        failpoints: args.failpoints,
     };
     if options.nodes == 0 || options.nodes > 9 {
         anyhow::bail!("--nodes must be between 1 and 9, got {}", options.nodes);

@@ -57,6 +57,9 @@ pub struct RunOptions {
     pub routing: Routing,
     /// Replaces a transactional workload's isolation level.
     pub isolation: Option<faultline_workloads::Isolation>,
+    /// Failpoints armed on every node once the cluster is up, as (name, action): what a
+    /// demonstration needs to widen a race's window (`sleep(MS)`).
+    pub failpoints: Vec<(String, String)>,
 }
 
 /// The node flags that form the cluster with `partitions` partitions. For range
@@ -123,8 +126,22 @@ pub struct Results {
     /// linearizability verdict for contrast.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub causal: Option<crate::causal_store::CausalReport>,
+    /// For a transactional run checked below serializable: the same history checked as
+    /// serializable, which tells the levels apart (write skew is snapshot-valid and
+    /// serializable-invalid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contrast: Option<Contrast>,
     pub run_dir: PathBuf,
     pub elapsed_secs: f64,
+}
+
+/// A history checked against a second consistency model, for contrast with the verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct Contrast {
+    pub model: String,
+    /// None when that check could not decide.
+    pub valid: Option<bool>,
+    pub anomaly_types: Vec<String>,
 }
 
 impl Results {
@@ -649,7 +666,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
     } else if let Some(scheme) = &options.partitioning {
         node_args.extend(partition_args(&workload, 1, scheme));
     }
-    if needs_fault_injection(&schedule) {
+    if needs_fault_injection(&schedule) || !options.failpoints.is_empty() {
         node_args.push("--enable-fault-injection".into());
     }
     let mut cluster = LocalCluster::new(&options.node_bin, &run_dir, &addrs, node_args)?;
@@ -658,6 +675,13 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         .wait_for_leader(Duration::from_secs(30))
         .await
         .context("the cluster did not elect a leader")?;
+    for (name, action) in &options.failpoints {
+        for id in cluster.ids() {
+            crate::nemesis::set_failpoint(cluster.addr(id), name, action)
+                .await
+                .with_context(|| format!("--failpoint {name}={action}"))?;
+        }
+    }
     let cluster = Arc::new(Mutex::new(cluster));
     if workload.checker == faultline_workloads::Checker::Bank {
         open_bank(&workload, &addrs, options.routing).await?;
@@ -819,6 +843,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         refused_recovery,
         first_anomaly_secs: None,
         hotspot: None,
+        contrast: None,
         causal,
         run_dir: run_dir.clone(),
         elapsed_secs,

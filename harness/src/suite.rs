@@ -67,6 +67,9 @@ struct CaseSettings {
     /// For transactional workloads: serializable, snapshot or read-committed
     /// (`faultline run --isolation`).
     isolation: Option<String>,
+    /// Failpoints armed on every node for the whole run, as NAME=ACTION
+    /// (`faultline run --failpoint`).
+    failpoints: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +84,10 @@ struct Case {
     /// A seeded bug to switch on in every node.
     bug: Option<String>,
     expect: Expect,
+    /// For a transactional case below serializable: what the same history must be as
+    /// serializable (the run's `contrast`), which is how a write-skew case shows the
+    /// levels apart.
+    expect_serializable: Option<Expect>,
     #[serde(flatten)]
     settings: CaseSettings,
 }
@@ -247,6 +254,16 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
             {
                 command.args(["--isolation", isolation]);
             }
+            if let Some(failpoints) = case
+                .settings
+                .failpoints
+                .as_ref()
+                .or(suite.defaults.failpoints.as_ref())
+            {
+                for failpoint in failpoints {
+                    command.args(["--failpoint", failpoint]);
+                }
+            }
             if let Some(routing) = case
                 .settings
                 .routing
@@ -372,6 +389,24 @@ fn judge(
     let precondition_missed =
         !staged.is_empty() && staged.iter().all(|p| p["reached"].as_bool() != Some(true));
     row.passed = row.got == expected;
+    if let Some(contrast) = case.expect_serializable {
+        let got = match &results["contrast"]["valid"] {
+            Value::Bool(true) => "valid",
+            Value::Bool(false) => "invalid",
+            _ => "not checked or unknown",
+        };
+        let wanted = match contrast {
+            Expect::Valid => "valid",
+            Expect::Invalid => "invalid",
+        };
+        if row.passed && got != wanted {
+            row.passed = false;
+            row.problem = Some(format!(
+                "as serializable the history should be {wanted}, got {got}"
+            ));
+            return row;
+        }
+    }
     if precondition_missed && row.got != "invalid" {
         // An invalid verdict stands (the anomaly is real), but a valid or unknown one
         // after faults that never set up their condition is neither a pass nor an escape.

@@ -123,6 +123,40 @@ pub fn check_txn(
         results.valid = Validity::Unknown("no transaction completed");
     }
     results.notes.push(text);
+    if !matches!(
+        results.model.as_str(),
+        "serializable" | "strict-serializable"
+    ) {
+        let options = TxnOptions {
+            consistency_models: Some(vec!["serializable".to_string()]),
+            ..options
+        };
+        let (_, stronger) =
+            faultline_checkers::check_txn_file(&path, Some(Format::Jsonl), workload, &options)
+                .map_err(|e| anyhow::anyhow!("cannot check {}: {e}", path.display()))?;
+        let valid = match stronger.valid {
+            txn::Validity::Valid => Some(true),
+            txn::Validity::Invalid => Some(false),
+            txn::Validity::Unknown => None,
+        };
+        results.notes.push(match valid {
+            Some(true) => format!(
+                "For contrast, as serializable the same history is valid: nothing here needed {} to be weaker.",
+                results.model
+            ),
+            Some(false) => format!(
+                "For contrast, as serializable the same history is invalid ({}): {} allows what serializable does not.",
+                stronger.anomaly_types.join(", "),
+                results.model
+            ),
+            None => "For contrast, the check as serializable could not decide.".to_string(),
+        });
+        results.contrast = Some(crate::run::Contrast {
+            model: "serializable".into(),
+            valid,
+            anomaly_types: stronger.anomaly_types,
+        });
+    }
     apply_guards(results);
     Ok(())
 }
@@ -380,6 +414,7 @@ mod tests {
             refused_recovery: Vec::new(),
             first_anomaly_secs: None,
             hotspot: None,
+            contrast: None,
             causal: None,
             run_dir: "/nonexistent".into(),
             elapsed_secs: 1.0,

@@ -113,29 +113,46 @@ pub struct Failpoints {
 }
 
 /// Every failpoint the node has, for the error that names them.
-pub const FAILPOINTS: &[&str] = &["txn-after-prepare", "txn-after-commit"];
+pub const FAILPOINTS: &[&str] = &["txn-after-reads", "txn-after-prepare", "txn-after-commit"];
 
 impl Failpoints {
     /// Called where the failpoint `name` sits: carries out its action, if armed. "exit"
     /// kills the process as SIGKILL would (no flush, no goodbye), which is what the
-    /// harness's kill-coordinator needs at this exact point.
-    pub fn hit(&self, name: &str) {
+    /// harness's kill-coordinator needs at this exact point; "sleep(MS)" holds this task
+    /// there (gofail's sleep), which widens the window a race needs without changing
+    /// what the code does in it.
+    pub async fn hit(&self, name: &str) {
         let action = self
             .armed
             .lock()
             .expect("the failpoints lock is never poisoned")
             .get(name)
             .cloned();
-        if action.as_deref() == Some("exit") {
-            tracing::warn!(
-                failpoint = name,
-                "fault injection: failpoint reached, exiting"
-            );
-            // SAFETY: kill(2) on our own pid with a valid signal has no memory effects.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
+        match action.as_deref().map(parse_action) {
+            Some(Ok(Action::Exit)) => {
+                tracing::warn!(
+                    failpoint = name,
+                    "fault injection: failpoint reached, exiting"
+                );
+                // SAFETY: kill(2) on our own pid with a valid signal has no memory effects.
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGKILL);
+                }
             }
+            Some(Ok(Action::Sleep(ms))) => {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            _ => {}
         }
+    }
+
+    /// Whether `name` has an action: where arming a failpoint splits a step in two (so
+    /// that it has a point between them to sit at), the code asks first.
+    pub fn armed(&self, name: &str) -> bool {
+        self.armed
+            .lock()
+            .expect("the failpoints lock is never poisoned")
+            .contains_key(name)
     }
 
     fn set(&self, name: &str, action: &str) -> Result<String, Status> {
@@ -144,20 +161,46 @@ impl Failpoints {
                 "no failpoint named {name:?}; the node has {FAILPOINTS:?}"
             )));
         }
+        let parsed = parse_action(action).map_err(Status::invalid_argument)?;
         let mut armed = self
             .armed
             .lock()
             .expect("the failpoints lock is never poisoned");
-        let previous = match action {
-            "off" => armed.remove(name),
-            "exit" => armed.insert(name.to_string(), action.to_string()),
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "failpoint action {other:?} is not one: use exit or off"
-                )));
-            }
+        let previous = match parsed {
+            Action::Off => armed.remove(name),
+            Action::Exit | Action::Sleep(_) => armed.insert(name.to_string(), action.to_string()),
         };
         Ok(previous.unwrap_or_else(|| "off".to_string()))
+    }
+}
+
+/// What an armed failpoint does.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Off,
+    Exit,
+    Sleep(u64),
+}
+
+/// The longest `sleep(MS)` a failpoint takes: longer would outlast every request deadline
+/// and only look like a hung node.
+const FAILPOINT_SLEEP_MS_MAX: u64 = 10_000;
+
+fn parse_action(action: &str) -> Result<Action, String> {
+    match action {
+        "off" => Ok(Action::Off),
+        "exit" => Ok(Action::Exit),
+        other => other
+            .strip_prefix("sleep(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|ms| *ms <= FAILPOINT_SLEEP_MS_MAX)
+            .map(Action::Sleep)
+            .ok_or_else(|| {
+                format!(
+                    "failpoint action {other:?} is not one: use exit, sleep(MS) with MS at most {FAILPOINT_SLEEP_MS_MAX}, or off"
+                )
+            }),
     }
 }
 
@@ -335,5 +378,19 @@ mod tests {
         assert_eq!(clock.reading_ms(1_600), 2_100);
         clock.set_offset_ms(-100);
         assert_eq!(clock.offset_ms(), -100);
+    }
+
+    #[test]
+    fn failpoint_actions_parse_and_bad_ones_name_the_fix() {
+        assert_eq!(parse_action("sleep(40)"), Ok(Action::Sleep(40)));
+        assert_eq!(parse_action("exit"), Ok(Action::Exit));
+        for bad in ["sleep", "sleep(x)", "sleep(99999999)", "panic"] {
+            let why = parse_action(bad).unwrap_err();
+            assert!(why.contains("sleep(MS)"), "{bad}: {why}");
+        }
+        let points = Failpoints::default();
+        assert_eq!(points.set("txn-after-prepare", "sleep(5)").unwrap(), "off");
+        assert_eq!(points.set("txn-after-prepare", "off").unwrap(), "sleep(5)");
+        assert!(points.set("txn-after-prepare", "sleep(").is_err());
     }
 }

@@ -350,6 +350,24 @@ impl Attempt<'_> {
     async fn once(&self, c: &mut Coordinator, deadline: Instant) -> Tried {
         let primary = c.meta().primary;
         let mut sends = c.start(self.clock.now());
+        // Armed, txn-after-reads holds back the prepares that write until the read-only
+        // ones have answered, and sits between them: two transactions that each read what
+        // the other writes then both read before either writes, which is the write skew
+        // snapshot isolation allows (a held-back message is only a slow one to the core).
+        let mut held_back = Vec::new();
+        if self.failpoints.armed("txn-after-reads") {
+            let (reads, writes): (Vec<Send>, Vec<Send>) =
+                sends.iter().cloned().partition(|s| match &s.request {
+                    Request::Prepare { part, .. } => {
+                        part.writes.is_empty() && part.appends.is_empty()
+                    }
+                    _ => false,
+                });
+            if !reads.is_empty() && !writes.is_empty() {
+                sends = reads;
+                held_back = writes;
+            }
+        }
         let mut revision = 0;
         let mut withdrawn = false;
         // Transactions whose intents or markers refused a prepare: settled (from their
@@ -368,7 +386,7 @@ impl Attempt<'_> {
                 {
                     // Decided at the primary (its writes there visible), no other
                     // participant told: readers must resolve the intents it leaves.
-                    self.failpoints.hit("txn-after-commit");
+                    self.failpoints.hit("txn-after-commit").await;
                 }
                 let tried = match (status, c.refusal()) {
                     (TxnStatus::Committed(commit_ts), _) => match execute(
@@ -469,13 +487,23 @@ impl Attempt<'_> {
                 if committing && !out.is_empty() {
                     // Every participant prepared, nothing decided: where a coordinator's
                     // death leaves the most behind.
-                    self.failpoints.hit("txn-after-prepare");
+                    self.failpoints.hit("txn-after-prepare").await;
                 }
                 if committing && !out.is_empty() && self.compare_failure(c).is_some() {
                     withdrawn = true;
                     next.extend(c.withdraw());
                 } else {
                     next.extend(out);
+                }
+            }
+            if !held_back.is_empty() {
+                if matches!(c.state(), CoordinatorState::Preparing) {
+                    self.failpoints.hit("txn-after-reads").await;
+                    next.append(&mut held_back);
+                } else {
+                    // Refused or decided already: those prepares are never sent, as if
+                    // lost, and the abort covers them.
+                    held_back.clear();
                 }
             }
             if !answered {
