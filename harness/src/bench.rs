@@ -67,6 +67,16 @@ pub struct BenchArgs {
     /// Rounds of the causal convergence measurement.
     #[arg(long, default_value_t = 20)]
     causal_rounds: usize,
+    /// Instead of puts and gets: transactions. Throughput, latency and abort rate by
+    /// partitions touched (1, 2, 4) and isolation level, uncontended and under zipf
+    /// contention (`--seconds` each), then `--kill-rounds` coordinator kills between
+    /// prepare and commit and how long until readers have resolved the intents. Needs
+    /// `--partitions 4` or more; the nodes get `--enable-fault-injection`.
+    #[arg(long)]
+    txn: bool,
+    /// Coordinator kills measured by `--txn` (0 for none).
+    #[arg(long, default_value_t = 5)]
+    kill_rounds: usize,
 }
 
 struct Phase {
@@ -209,6 +219,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let addrs = free_loopback_addrs(args.nodes)?;
     let mut node_args = args.node_args.clone();
+    if args.txn {
+        node_args.push("--enable-fault-injection".to_string());
+    }
     if let Some(partitions) = args.partitions {
         node_args.extend([
             "--partitions".to_string(),
@@ -226,6 +239,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             cluster.stop(id, Duration::from_secs(5))?;
         }
         return code;
+    }
+    if args.txn {
+        let result =
+            crate::bench_txn::run(&mut cluster, args.clients, args.seconds, args.kill_rounds).await;
+        for id in cluster.ids() {
+            cluster.stop(id, Duration::from_secs(5))?;
+        }
+        return result;
     }
     if args.causal {
         let result = causal(&cluster, &args).await;
@@ -484,7 +505,7 @@ async fn digests_agree(cluster: &LocalCluster) -> bool {
 }
 
 /// The `p`-th quantile of `sorted` (zero when empty), by nearest rank.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

@@ -2,6 +2,7 @@
 //! and talk to a node by hand.
 
 mod bench;
+mod bench_txn;
 mod check;
 mod kv;
 mod model;

@@ -132,7 +132,7 @@ pub(crate) async fn set_clock_offset(
 }
 
 /// Arms (`exit`) or disarms (`off`) a failpoint on the node at `addr`.
-pub(crate) async fn set_failpoint(
+pub async fn set_failpoint(
     addr: std::net::SocketAddr,
     name: &str,
     action: &str,

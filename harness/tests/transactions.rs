@@ -122,6 +122,12 @@ async fn a_transaction_across_partitions_commits_on_both_or_on_neither() {
         .expect("committed");
     assert_eq!(elements(&reply, 0), ["1"]);
     assert_eq!(elements(&reply, 2), ["1", "2"]);
+    // Each node counts what it coordinated (the bench's abort rate comes from these).
+    let status = faultline_harness::cluster::status(cluster.addr(3))
+        .await
+        .expect("status");
+    assert_eq!(status.txns_coordinated, 1, "{status:?}");
+    assert!(status.txn_attempts >= 1, "{status:?}");
 
     // A compare that fails writes nothing anywhere, and says which one failed.
     let reply = txn(&mut kv, vec![write("b", "10"), write("y", "10")])

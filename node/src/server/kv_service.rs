@@ -100,6 +100,7 @@ pub struct KvService {
     pub txn_clock: Arc<super::txn::TxnClock>,
     pub txn_bugs: crate::partitioning::txn::TxnBugs,
     pub txn_blockers: super::txn::Blockers,
+    pub txn_stats: super::txn::TxnStats,
     pub failpoints: super::clock::Failpoints,
     pub request_timeout: Duration,
     pub key_bytes_max: usize,
@@ -730,6 +731,7 @@ impl KvService {
             router: &self.router,
             clock: &self.txn_clock,
             blockers: &self.txn_blockers,
+            stats: &self.txn_stats,
             failpoints: &self.failpoints,
             ops: &message.ops,
             isolation: match crate::proto::kv::Isolation::try_from(message.isolation) {
@@ -1160,6 +1162,10 @@ impl Kv for KvService {
                 status.wall_clock_ms = self.clock.wall_ms();
                 status.clock_fence = self.clock_guard.fence().unwrap_or_default();
                 status.clock_offsets_ms = self.clock_guard.offsets_ms().into_iter().collect();
+                let count =
+                    |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+                status.txns_coordinated = count(&self.txn_stats.transactions);
+                status.txn_attempts = count(&self.txn_stats.attempts);
                 Ok(Response::new(status))
             }
             _ => Err(Status::unavailable(
@@ -2428,6 +2434,7 @@ mod tests {
             txn_clock: Arc::new(crate::server::txn::TxnClock::new(Default::default(), 500)),
             txn_bugs: Default::default(),
             txn_blockers: Default::default(),
+            txn_stats: Default::default(),
             failpoints: Default::default(),
             request_timeout: Duration::from_millis(200),
             key_bytes_max: 64,

@@ -636,6 +636,7 @@ pub async fn run(
         )),
         txn_bugs: bugs.txn,
         txn_blockers: Default::default(),
+        txn_stats: Default::default(),
         failpoints: failpoints.clone(),
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         key_bytes_max: config.key_bytes_max,

@@ -29,6 +29,7 @@
 //!   participants goes on in the background.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -126,6 +127,14 @@ impl Blockers {
         let since = *seen.entry(txn).or_insert(now);
         now.duration_since(since) >= TXN_TTL
     }
+}
+
+/// Counts of the cross-partition transactions this node has coordinated, for `Status`:
+/// attempts over transactions is how often one was refused and tried again.
+#[derive(Default)]
+pub struct TxnStats {
+    pub transactions: std::sync::atomic::AtomicU64,
+    pub attempts: std::sync::atomic::AtomicU64,
 }
 
 /// What a transaction does to one key, planned before anything is read.
@@ -258,6 +267,7 @@ pub struct Attempt<'a> {
     pub router: &'a Arc<RoutingClient>,
     pub clock: &'a Arc<TxnClock>,
     pub blockers: &'a Blockers,
+    pub stats: &'a TxnStats,
     pub failpoints: &'a super::clock::Failpoints,
     pub ops: &'a [MicroOp],
     pub isolation: crate::partitioning::txn::Level,
@@ -297,7 +307,9 @@ impl Attempt<'_> {
         let mut pause = CONFLICT_PAUSE;
         let mut floor = 0;
         let mut last = None;
+        self.stats.transactions.fetch_add(1, Ordering::Relaxed);
         for _ in 0..ATTEMPTS_MAX {
+            self.stats.attempts.fetch_add(1, Ordering::Relaxed);
             let start_ts = self.clock.now().max(floor);
             let meta = TxnMeta {
                 id: new_id(node_id),
