@@ -34,16 +34,49 @@ pub struct LocalCluster {
     extra_args: Vec<String>,
 }
 
-/// Addresses on loopback with ports the OS says are free now.
+/// Addresses on loopback with ports that are free now and below the kernel's ephemeral
+/// range. A port from the ephemeral range (what binding port 0 returns) can be handed out
+/// again as the source port of an outgoing connection while its node is down, or a peer
+/// redialing it can connect to itself there (TCP simultaneous open); either way the
+/// restarted node cannot bind its address. Ports below the range are never handed out.
 pub fn free_loopback_addrs(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .context("cannot bind a loopback port")?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<Vec<_>, _>>()?)
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // One cursor per process so tests running side by side never pick the same port; the
+    // start is spread by pid so two harness processes rarely walk the same ports.
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let ceiling = ephemeral_floor().max(LOWEST + 1_000);
+    let span = ceiling - LOWEST;
+    let _ = CURSOR.compare_exchange(
+        0,
+        (std::process::id().wrapping_mul(7_919)) % span + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let mut addrs = Vec::with_capacity(count);
+    let mut tried = 0;
+    while addrs.len() < count {
+        anyhow::ensure!(
+            tried < span,
+            "no free loopback port between {LOWEST} and {ceiling}: free some, or lower \
+             net.ipv4.ip_local_port_range's start"
+        );
+        tried += 1;
+        let port = LOWEST + CURSOR.fetch_add(1, Ordering::Relaxed) % span;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            addrs.push(listener.local_addr()?);
+        }
+    }
+    Ok(addrs)
+}
+
+/// The first port of the kernel's ephemeral range (`net.ipv4.ip_local_port_range`).
+fn ephemeral_floor() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .filter(|&port: &u32| port <= 65_535)
+        .unwrap_or(32_768)
 }
 
 /// Finds the `faultline-node` binary: `FAULTLINE_NODE_BIN`, or beside this executable

@@ -43,7 +43,8 @@ async fn ready(cluster: &LocalCluster, id: u64) {
     {
         assert!(
             Instant::now() < deadline,
-            "n{id} never served the causal keyspace"
+            "n{id} never served the causal keyspace; its log ends:\n{}",
+            faultline_harness::cluster::log_tail(&cluster.nodes()[id as usize - 1].log_path, 20)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
