@@ -127,7 +127,9 @@ pub fn check_txn_file(
     // JSON Lines go straight to transactions; a million need no events in memory.
     let history = match format {
         Format::Jsonl => txn::history::TxnHistory::from_jsonl(&text, allowed)?,
-        Format::Edn => txn::history::TxnHistory::from_events(&format.read_events(&text)?, allowed)?,
+        Format::Edn | Format::JepsenLog => {
+            txn::history::TxnHistory::from_events(&format.read_events(&text)?, allowed)?
+        }
     };
     drop(text);
     let verdict = txn::check(&history, workload, options)?;

@@ -11,8 +11,10 @@
 //! partitions (keys), each checked on its own, in parallel.
 //!
 //! Unknown-outcome operations get a return time of +infinity: they may be linearized anywhere
-//! after their call, including after every other operation, which is how "never took effect"
-//! is expressed.
+//! after their call, or never, so the search is done once every operation with a known
+//! outcome is. A configuration with fewer of them linearized dominates one with more (same
+//! completed operations, same state), and the cache prunes by that, not only by equality
+//! (see [`Search`]).
 //!
 //! The hot loop allocates nothing but new states: the event list is index arrays, the
 //! linearized set is a bitset with an incremental (Zobrist) hash, and the cache is an
@@ -539,7 +541,8 @@ fn splitmix64(seed: u64) -> u64 {
 /// the first word that is not all ones (`low`) and the words from there to the last non-zero
 /// one. Unknown-outcome ops may stay out of the set for ever and would hold `low` back, so
 /// their bits live in a second region that entries keep whole. Equal sets give equal
-/// (`low`, words), so entries compare exactly.
+/// (`low`, words), so entries compare exactly, and the second regions compare by subset
+/// ([`Search::cache_insert`]).
 struct LinearizedSet {
     words: Vec<u64>,
     /// Words of the first region (ops with a known return).
@@ -554,7 +557,7 @@ struct LinearizedSet {
 
 impl LinearizedSet {
     fn new(ops: &[&Operation]) -> LinearizedSet {
-        let returns = |op: &Operation| op.outcome != Outcome::Unknown && op.complete_time.is_some();
+        let returns = |op: &Operation| returns(op);
         let mut known: Vec<usize> = (0..ops.len()).filter(|&i| returns(ops[i])).collect();
         known.sort_by_key(|&i| ops[i].invoke_time);
         let known_words = known.len().div_ceil(64);
@@ -611,10 +614,22 @@ impl LinearizedSet {
     }
 }
 
+/// Whether `op`'s outcome is known, so the search must linearize it (an unknown outcome's
+/// return is at +infinity and it may never have happened).
+fn returns(op: &Operation) -> bool {
+    op.outcome != Outcome::Unknown
+}
+
 /// One partition's search state.
 ///
-/// The cache is keyed by a hash of (linearized set, state); entries with the same key are
-/// chained and compared by set, then by state. A state's hash is computed once, when the
+/// The cache is keyed by a hash of (the linearized operations that return, state); entries
+/// with the same key are chained and compared by set, then by state. Unknown-outcome
+/// operations are left out of the key because a configuration is dominated by one with the
+/// same returning operations and state and a subset of them: whatever completes from the
+/// larger one completes from the smaller, by linearizing the missing ones last (nothing
+/// must follow an operation that never returns, and the model accepts an unknown outcome
+/// from any state). Histories with many timed-out writes (Jepsen's etcd runs) differ
+/// mostly in which of them were linearized early, so this prunes most of their search. A state's hash is computed once, when the
 /// model produces it (models with large states, like kv's growing strings, carry their hash
 /// so this is cheap), and kept beside it.
 struct Search<'m, 'o, M: Model> {
@@ -675,7 +690,16 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
             model,
             ops,
             list: EventList::new(ops),
-            zobrist: (0..ops.len() as u64).map(splitmix64).collect(),
+            // Unknown-outcome operations stay out of the key (see above): zero.
+            zobrist: (0..ops.len() as u64)
+                .map(|i| {
+                    if returns(ops[i as usize]) {
+                        splitmix64(i)
+                    } else {
+                        0
+                    }
+                })
+                .collect(),
             pure: ops.iter().map(|op| model.never_changes_state(op)).collect(),
             rejected_at: vec![NONE; ops.len()],
             states: Vec::with_capacity(entries_guess),
@@ -700,7 +724,8 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
     }
 
     /// Adds (linearized, candidate) to the cache and returns its state's index, or `None` if
-    /// an equal configuration is cached already.
+    /// an equal configuration, or one that dominates it (the same but for fewer
+    /// unknown-outcome operations), is cached already.
     fn cache_insert(
         &mut self,
         linearized: &LinearizedSet,
@@ -719,29 +744,54 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
         };
         let key = set_hash ^ splitmix64(state_hash);
         let slot = self.heads.probe(key);
-        let head = self.heads.slots[slot].1;
+        // Entries this one dominates are unlinked on the way, so a chain holds only
+        // configurations none of which dominates another.
+        let mut head = self.heads.slots[slot].1;
+        let mut previous = NONE;
         let mut entry = head;
         while entry != NONE {
             let e = entry as usize;
+            let next = self.entry_next[e];
             let cached = self.entry_state[e] as usize;
-            if self.state_hashes[cached] == state_hash && self.entry_low[e] == low && {
-                let bits = &self.entry_bits[self.entry_start[e]..self.entry_start[e + 1]];
-                bits.len() == window.len() + unknown.len()
-                    && bits[..window.len()] == *window
-                    && bits[window.len()..] == *unknown
-            } {
-                let same = match &candidate {
-                    Candidate::Known(index) => {
-                        *index as usize == cached
-                            || self.states[*index as usize] == self.states[cached]
+            let bits = &self.entry_bits[self.entry_start[e]..self.entry_start[e + 1]];
+            if self.state_hashes[cached] == state_hash
+                && self.entry_low[e] == low
+                && bits.len() == window.len() + unknown.len()
+                && bits[..window.len()] == *window
+            {
+                let cached_unknown = &bits[window.len()..];
+                let covered = cached_unknown
+                    .iter()
+                    .zip(unknown)
+                    .all(|(cached, now)| cached & !now == 0);
+                let covers = !covered
+                    && cached_unknown
+                        .iter()
+                        .zip(unknown)
+                        .all(|(cached, now)| now & !cached == 0);
+                if (covered || covers)
+                    && match &candidate {
+                        Candidate::Known(index) => {
+                            *index as usize == cached
+                                || self.states[*index as usize] == self.states[cached]
+                        }
+                        Candidate::New(state) => *state == self.states[cached],
                     }
-                    Candidate::New(state) => *state == self.states[cached],
-                };
-                if same {
-                    return None;
+                {
+                    if covered {
+                        return None;
+                    }
+                    if previous == NONE {
+                        head = next;
+                    } else {
+                        self.entry_next[previous as usize] = next;
+                    }
+                    entry = next;
+                    continue;
                 }
             }
-            entry = self.entry_next[e];
+            previous = entry;
+            entry = next;
         }
         let state = match candidate {
             Candidate::Known(index) => index,
@@ -783,7 +833,12 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
         let mut calls: Vec<(u32, u32, bool)> = Vec::with_capacity(self.ops.len());
         let mut node = self.list.next[HEAD];
         let mut iterations: u64 = 0;
-        while self.list.next[HEAD] != NONE {
+        // Done once every operation that returns is linearized: the unknown-outcome ones
+        // left can go after them all, in any order, since the model accepts them from any
+        // state. Requiring them in the search too would undo the dominance pruning, which
+        // relies on exactly that (see `Search`).
+        let mut returning_left = self.ops.iter().filter(|op| returns(op)).count();
+        while returning_left > 0 {
             iterations += 1;
             if iterations.is_multiple_of(LIMIT_CHECK_ITERATIONS) {
                 if iterations_max.is_some_and(|max| iterations > max) {
@@ -806,6 +861,12 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
                     .transition(&self.states[state as usize], self.ops[op])
                 {
                     Transition::Impossible => {
+                        debug_assert!(
+                            returns(self.ops[op]),
+                            "the {} model rejected an operation whose outcome is unknown; the \
+                             search relies on models accepting those from any state",
+                            self.model.name()
+                        );
                         self.rejected_at[op] = state;
                         node = self.list.next[current];
                         continue;
@@ -819,6 +880,7 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
                 linearized.insert(op);
                 let next_hash = set_hash ^ self.zobrist[op];
                 if let Some(next_state) = self.cache_insert(&linearized, next_hash, candidate) {
+                    returning_left -= usize::from(returns(self.ops[op]));
                     calls.push((node, state, forced));
                     state = next_state;
                     set_hash = next_hash;
@@ -849,6 +911,7 @@ impl<'m, 'o, M: Model> Search<'m, 'o, M> {
                     };
                     let op = self.list.op[call as usize] as usize;
                     linearized.remove(op);
+                    returning_left += usize::from(returns(self.ops[op]));
                     set_hash ^= self.zobrist[op];
                     state = before;
                     self.list.unlift(call as usize);

@@ -43,7 +43,8 @@ pub trait Model: Sync {
 
     /// The state after `op` when applied to `state`, or `None` if the op's recorded output is
     /// impossible from `state`. `op.output` is `None` when the outcome is unknown: then any
-    /// output is possible.
+    /// output is possible, and the step must be possible from every state (the checker
+    /// relies on it to leave such operations to the end).
     fn step(&self, state: &Self::State, op: &Operation) -> Option<Self::State>;
 
     /// [`Model::step`], saying `Unchanged` instead of returning a copy when the state stays

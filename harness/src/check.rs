@@ -20,7 +20,7 @@ pub struct CheckArgs {
     /// The model the history is checked against.
     #[arg(long, value_enum, default_value = "cas-register")]
     model: ModelName,
-    /// The file format (default: from the extension: .jsonl or .edn).
+    /// The file format (default: from the extension: .jsonl, .edn, or .log for a Jepsen log).
     #[arg(long, value_enum)]
     format: Option<FormatName>,
     /// Give up after this many seconds (the verdict is then unknown, exit 2).
@@ -94,13 +94,22 @@ enum ModelName {
 enum FormatName {
     Jsonl,
     Edn,
+    /// Jepsen's text log of operations (`jepsen.log`, as Porcupine's etcd histories are).
+    JepsenLog,
+}
+
+impl FormatName {
+    fn format(self) -> Format {
+        match self {
+            FormatName::Jsonl => Format::Jsonl,
+            FormatName::Edn => Format::Edn,
+            FormatName::JepsenLog => Format::JepsenLog,
+        }
+    }
 }
 
 fn check_causal(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let format = args.format.map(|f| match f {
-        FormatName::Jsonl => Format::Jsonl,
-        FormatName::Edn => Format::Edn,
-    });
+    let format = args.format.map(FormatName::format);
     let options = CausalOptions {
         level: match args.model {
             ModelName::CausalConvergence => ConsistencyLevel::CausalConvergence,
@@ -122,10 +131,7 @@ fn check_causal(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check_txn(args: &CheckArgs, workload: txn::Workload) -> anyhow::Result<ExitCode> {
-    let format = args.format.map(|f| match f {
-        FormatName::Jsonl => Format::Jsonl,
-        FormatName::Edn => Format::Edn,
-    });
+    let format = args.format.map(FormatName::format);
     let consistency_models = match args.consistency_models.as_slice() {
         [] => None,
         [none] if none == "none" => Some(Vec::new()),
@@ -167,10 +173,7 @@ fn check_txn(args: &CheckArgs, workload: txn::Workload) -> anyhow::Result<ExitCo
 
 fn check_bank(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     use faultline_checkers::bank::{self, BankOptions};
-    let format = args.format.map(|f| match f {
-        FormatName::Jsonl => Format::Jsonl,
-        FormatName::Edn => Format::Edn,
-    });
+    let format = args.format.map(FormatName::format);
     let history = faultline_checkers::formats::read_history_file(&args.history, format)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.history.display()))?;
     let options = BankOptions {
@@ -200,10 +203,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         ModelName::Counter => "counter",
         ModelName::Causal | ModelName::CausalConvergence => return check_causal(&args),
     };
-    let format = args.format.map(|f| match f {
-        FormatName::Jsonl => Format::Jsonl,
-        FormatName::Edn => Format::Edn,
-    });
+    let format = args.format.map(FormatName::format);
     let mut options = CheckOptions {
         timeout: Some(Duration::from_secs(args.timeout)),
         ..CheckOptions::default()

@@ -1,9 +1,10 @@
-//! History file formats: Faultline's JSON Lines and Jepsen's EDN.
+//! History file formats: Faultline's JSON Lines, Jepsen's EDN, and Jepsen's text log.
 //!
 //! Each format reads text into [`Event`]s and writes events back; [`read_history`] then pairs
 //! the events into a [`History`].
 
 pub mod edn;
+pub mod jepsen_log;
 pub mod jsonl;
 
 use std::path::Path;
@@ -15,20 +16,24 @@ use crate::history::{Event, History};
 
 /// A history file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// One JSON object per line (Faultline's own).
     Jsonl,
     /// Jepsen/Knossos EDN.
     Edn,
+    /// Jepsen's text log of operations (read only).
+    JepsenLog,
 }
 
 impl Format {
-    /// Guesses the format from a file name's extension (`.jsonl`, `.json`, `.ndjson`, `.edn`).
+    /// Guesses the format from a file name's extension (`.jsonl`, `.json`, `.ndjson`, `.edn`,
+    /// `.log` for a Jepsen log).
     pub fn from_path(path: &Path) -> Option<Format> {
         match path.extension()?.to_str()? {
             "jsonl" | "json" | "ndjson" => Some(Format::Jsonl),
             "edn" => Some(Format::Edn),
+            "log" => Some(Format::JepsenLog),
             _ => None,
         }
     }
@@ -38,6 +43,7 @@ impl Format {
         match name {
             "jsonl" => Some(Format::Jsonl),
             "edn" => Some(Format::Edn),
+            "jepsen-log" => Some(Format::JepsenLog),
             _ => None,
         }
     }
@@ -47,10 +53,12 @@ impl Format {
         match self {
             Format::Jsonl => jsonl::read_events(text),
             Format::Edn => edn::read_events(text),
+            Format::JepsenLog => jepsen_log::read_events(text),
         }
     }
 
-    /// Writes events in this format.
+    /// Writes events in this format; a Jepsen log is written as EDN, which carries
+    /// everything the log does.
     pub fn write_events(
         self,
         events: &[Event],
@@ -58,7 +66,7 @@ impl Format {
     ) -> std::io::Result<()> {
         match self {
             Format::Jsonl => jsonl::write_events(events, out),
-            Format::Edn => edn::write_events(events, out),
+            Format::Edn | Format::JepsenLog => edn::write_events(events, out),
         }
     }
 }
