@@ -230,7 +230,8 @@ async fn an_intent_whose_coordinator_never_came_back_is_recovered_after_its_ttl(
     };
     part_request(&router, holder, &prepare).await;
     // A plain write there waits while the intent stands; once the transaction has been in
-    // its way for a TTL, its primary aborts it (there is no record) and the holder drops
+    // its way for half a TTL, its primary is asked to recover it and aborts it (there is
+    // no record), and the holder drops
     // the intent, so the write applies. Without recovery it would be refused, held, at
     // every attempt.
     let put = || PutRequest {

@@ -104,28 +104,49 @@ impl TxnClock {
     }
 }
 
-/// Transactions this node's coordinators have met in their way, and since when: one is
-/// recovered (aborted at its primary if its record is stale) only once it has been in the
-/// way for a TTL. Recovering at once would abort live transactions whose record is not
-/// written yet (their prepares run in parallel), and contended keys would livelock.
+/// Transactions met in the way of this node's requests, since when, and when this node
+/// last asked their primary to recover them. Only the primary can tell a dead coordinator
+/// from a slow one (it holds the record's last heartbeat, on its own clock, and aborts only
+/// a record past its TTL), so the first ask comes once the transaction has been in the way
+/// for half a TTL and then again every quarter TTL: a coordinator that died is then
+/// recovered within about a quarter TTL of its record going stale, however late this node
+/// first met it. Asking at once would abort live transactions whose record is not written
+/// yet (their prepares run in parallel), and contended keys would livelock; each ask is a
+/// write to the primary's log, so they are spaced.
 #[derive(Default)]
 pub struct Blockers {
-    seen: Mutex<std::collections::HashMap<TxnId, Instant>>,
+    seen: Mutex<std::collections::HashMap<TxnId, Blocker>>,
+}
+
+#[derive(Clone, Copy)]
+struct Blocker {
+    since: Instant,
+    asked: Option<Instant>,
 }
 
 impl Blockers {
-    /// Notes `txn` in the way; whether it has been there long enough to recover.
-    pub fn stale(&self, txn: TxnId) -> bool {
+    /// Notes `txn` in the way; whether to ask its primary to recover it now.
+    pub fn due(&self, txn: TxnId) -> bool {
         let now = Instant::now();
         let mut seen = self
             .seen
             .lock()
             .expect("the blockers lock is never poisoned");
         if seen.len() > 4_096 {
-            seen.retain(|_, since| now.duration_since(*since) < 10 * TXN_TTL);
+            seen.retain(|_, b| now.duration_since(b.since) < 10 * TXN_TTL);
         }
-        let since = *seen.entry(txn).or_insert(now);
-        now.duration_since(since) >= TXN_TTL
+        let blocker = seen.entry(txn).or_insert(Blocker {
+            since: now,
+            asked: None,
+        });
+        let due = now.duration_since(blocker.since) >= TXN_TTL / 2
+            && blocker
+                .asked
+                .is_none_or(|asked| now.duration_since(asked) >= TXN_TTL / 4);
+        if due {
+            blocker.asked = Some(now);
+        }
+        due
     }
 }
 
@@ -605,11 +626,19 @@ pub async fn recover(
             ttl: ttl_packed(),
         },
     };
-    let Some(Ok((Reply::Status { status, .. }, _))) =
-        round(router, std::slice::from_ref(&ask), deadline)
-            .await
-            .pop()
-    else {
+    let asked = Instant::now();
+    let answer = round(router, std::slice::from_ref(&ask), deadline)
+        .await
+        .pop();
+    tracing::debug!(
+        txn,
+        primary,
+        holder,
+        ?answer,
+        took_ms = asked.elapsed().as_millis() as u64,
+        "recover"
+    );
+    let Some(Ok((Reply::Status { status, .. }, _))) = answer else {
         return;
     };
     if !status.is_final() || holder == primary {
@@ -628,8 +657,9 @@ const SETTLE_PAUSE: Duration = Duration::from_millis(10);
 
 /// One step toward getting transaction `txn` (record on `primary`) out of the way of a
 /// read or write on partition `holder`: if the record is decided, the holder is told
-/// (its intent becomes a version or goes); if it is pending and has been in the way for
-/// a TTL, it is recovered; otherwise a short pause, since it is most likely finishing.
+/// (its intent becomes a version or goes); if it is pending and has been in the way long
+/// enough ([`Blockers::due`]), its primary is asked to recover it; otherwise a short
+/// pause, since it is most likely finishing.
 /// The caller tries its request again after each step.
 pub async fn settle(
     router: &Arc<RoutingClient>,
@@ -644,10 +674,19 @@ pub async fn settle(
         to: primary,
         request: Request::Query { id: txn },
     };
-    match round(router, std::slice::from_ref(&ask), deadline)
+    let asked = Instant::now();
+    let answer = round(router, std::slice::from_ref(&ask), deadline)
         .await
-        .pop()
-    {
+        .pop();
+    tracing::debug!(
+        txn,
+        primary,
+        holder,
+        ?answer,
+        took_ms = asked.elapsed().as_millis() as u64,
+        "settle query"
+    );
+    match answer {
         Some(Ok((Reply::Status { status, .. }, _))) if status.is_final() => {
             let tell = Send {
                 to: holder,
@@ -655,7 +694,7 @@ pub async fn settle(
             };
             let _ = round(router, std::slice::from_ref(&tell), deadline).await;
         }
-        Some(Ok(_)) if blockers.stale(txn) => recover(router, txn, primary, holder).await,
+        Some(Ok(_)) if blockers.due(txn) => recover(router, txn, primary, holder).await,
         _ => {
             let left = deadline.saturating_duration_since(Instant::now());
             tokio::time::sleep(SETTLE_PAUSE.min(left)).await;
