@@ -6,10 +6,12 @@
 //! `go test -bench BenchmarkEtcdJepsen` results.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use faultline_checkers::model::CasRegister;
 use faultline_checkers::{CheckOptions, Format, check, formats};
+
+#[path = "common/timing.rs"]
+mod timing;
 
 // As in the `faultline` binary.
 #[global_allocator]
@@ -36,21 +38,12 @@ fn main() {
         }
         let history = formats::read_history_file(&dir.join(file), Some(Format::JepsenLog))
             .unwrap_or_else(|e| panic!("{file}: {e}"));
-        let mut times = Vec::with_capacity(runs);
-        let mut verdict = None;
-        for run in 0..runs + 3 {
-            let started = Instant::now();
-            let v = check(&model, &history, &options).expect("etcd history");
-            if run >= 3 {
-                times.push(started.elapsed().as_secs_f64() * 1e3);
-            }
-            verdict = Some(v);
-        }
-        times.sort_by(f64::total_cmp);
-        let verdict = verdict.expect("at least one run");
+        let (median, verdict) = timing::median_ms(runs, || {
+            check(&model, &history, &options).expect("etcd history")
+        });
         let entries: usize = verdict.partitions.iter().map(|p| p.cache_entries).sum();
         rows.push((
-            times[times.len() / 2],
+            median,
             file.to_string(),
             verdict.result,
             history.operations.len(),

@@ -4,9 +4,11 @@
 //! parsing excluded, and the slowest partition of each.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use faultline_checkers::{CheckOptions, Format, check, formats, model::Kv};
+
+#[path = "common/timing.rs"]
+mod timing;
 
 // As in the `faultline` binary: the checker's search allocates and frees one small state per step (kv's strings); mimalloc
 // does that about a fifth faster than glibc's malloc (BENCHMARKS.md).
@@ -60,19 +62,8 @@ fn main() {
             if skip_all && label == "all partitions" {
                 continue;
             }
-            let mut times = Vec::with_capacity(runs);
-            let mut verdict = None;
-            for run in 0..runs + 3 {
-                let started = Instant::now();
-                let v = check(&Kv, &history, &options).expect("kv history");
-                if run >= 3 {
-                    // The first runs warm caches and the allocator.
-                    times.push(started.elapsed().as_secs_f64() * 1e3);
-                }
-                verdict = Some(v);
-            }
-            times.sort_by(f64::total_cmp);
-            let verdict = verdict.expect("at least one run");
+            let (median, verdict) =
+                timing::median_ms(runs, || check(&Kv, &history, &options).expect("kv history"));
             let slowest = verdict
                 .partitions
                 .iter()
@@ -80,11 +71,7 @@ fn main() {
                 .expect("partitions");
             println!(
                 "{name:8} {label:22} median {:9.3} ms  {:?}  slowest partition key {:?}: {} us, {} cache entries",
-                times[times.len() / 2],
-                verdict.result,
-                slowest.key,
-                slowest.elapsed_us,
-                slowest.cache_entries
+                median, verdict.result, slowest.key, slowest.elapsed_us, slowest.cache_entries
             );
         }
     }

@@ -557,7 +557,6 @@ struct LinearizedSet {
 
 impl LinearizedSet {
     fn new(ops: &[&Operation]) -> LinearizedSet {
-        let returns = |op: &Operation| returns(op);
         let mut known: Vec<usize> = (0..ops.len()).filter(|&i| returns(ops[i])).collect();
         known.sort_by_key(|&i| ops[i].invoke_time);
         let known_words = known.len().div_ceil(64);
@@ -629,9 +628,10 @@ fn returns(op: &Operation) -> bool {
 /// larger one completes from the smaller, by linearizing the missing ones last (nothing
 /// must follow an operation that never returns, and the model accepts an unknown outcome
 /// from any state). Histories with many timed-out writes (Jepsen's etcd runs) differ
-/// mostly in which of them were linearized early, so this prunes most of their search. A state's hash is computed once, when the
-/// model produces it (models with large states, like kv's growing strings, carry their hash
-/// so this is cheap), and kept beside it.
+/// mostly in which of them were linearized early, so this prunes most of their search.
+///
+/// A state's hash is computed once, when the model produces it (models with large states,
+/// like kv's growing strings, carry their hash so this is cheap), and kept beside it.
 struct Search<'m, 'o, M: Model> {
     model: &'m M,
     ops: &'o [&'o Operation],

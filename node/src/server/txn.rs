@@ -607,24 +607,21 @@ async fn finish(router: Arc<RoutingClient>, mut c: Coordinator) {
     }
 }
 
-/// Recovery of a transaction met in the way: its primary aborts it if its record is past
-/// its TTL (or never existed), and a decision is carried to the partition that holds its
-/// intent or marker. A live transaction is left alone.
-pub async fn recover(
+/// One request to transaction `txn`'s record on `primary`, for a request held on
+/// `holder`; its answer is logged at debug, since how resolution went is read from these.
+async fn ask_primary(
     router: &Arc<RoutingClient>,
-    txn: TxnId,
-    primary: PartitionId,
-    holder: PartitionId,
-) {
-    let deadline = Instant::now() + ROUND_TIMEOUT;
+    (txn, primary, holder): (TxnId, PartitionId, PartitionId),
+    request: Request,
+    deadline: Instant,
+) -> Option<Result<(Reply, u64), Status>> {
+    let kind = match &request {
+        Request::Recover { .. } => "recover",
+        _ => "query",
+    };
     let ask = Send {
         to: primary,
-        request: Request::Recover {
-            id: txn,
-            // The primary's leader puts in its own clock.
-            now: 0,
-            ttl: ttl_packed(),
-        },
+        request,
     };
     let asked = Instant::now();
     let answer = round(router, std::slice::from_ref(&ask), deadline)
@@ -636,8 +633,28 @@ pub async fn recover(
         holder,
         ?answer,
         took_ms = asked.elapsed().as_millis() as u64,
-        "recover"
+        "{kind}"
     );
+    answer
+}
+
+/// Recovery of a transaction met in the way: its primary aborts it if its record is past
+/// its TTL (or never existed), and a decision is carried to the partition that holds its
+/// intent or marker. A live transaction is left alone.
+pub async fn recover(
+    router: &Arc<RoutingClient>,
+    txn: TxnId,
+    primary: PartitionId,
+    holder: PartitionId,
+) {
+    let deadline = Instant::now() + ROUND_TIMEOUT;
+    let request = Request::Recover {
+        id: txn,
+        // The primary's leader puts in its own clock.
+        now: 0,
+        ttl: ttl_packed(),
+    };
+    let answer = ask_primary(router, (txn, primary, holder), request, deadline).await;
     let Some(Ok((Reply::Status { status, .. }, _))) = answer else {
         return;
     };
@@ -670,22 +687,8 @@ pub async fn settle(
     deadline: Instant,
 ) {
     let deadline = deadline.min(Instant::now() + ROUND_TIMEOUT);
-    let ask = Send {
-        to: primary,
-        request: Request::Query { id: txn },
-    };
-    let asked = Instant::now();
-    let answer = round(router, std::slice::from_ref(&ask), deadline)
-        .await
-        .pop();
-    tracing::debug!(
-        txn,
-        primary,
-        holder,
-        ?answer,
-        took_ms = asked.elapsed().as_millis() as u64,
-        "settle query"
-    );
+    let request = Request::Query { id: txn };
+    let answer = ask_primary(router, (txn, primary, holder), request, deadline).await;
     match answer {
         Some(Ok((Reply::Status { status, .. }, _))) if status.is_final() => {
             let tell = Send {
