@@ -125,7 +125,8 @@ const NEMESIS_HELP: &str =
   kill         SIGKILL a random node (or the leader), restart it when the fault ends
   kill-coordinator  arm a node's txn-after-prepare failpoint: it dies once a cross-partition
                transaction it coordinates has every participant prepared, before the
-               commit; restarted when the fault ends (reports whether it got there)
+               commit (every running node is armed if that one gets nowhere within 1 s);
+               restarted when the fault ends (reports whether it got there)
   kill-coordinator-after-commit  the same at txn-after-commit: committed at the primary,
                no other participant told; readers must resolve what it leaves
   pause        SIGSTOP a node, SIGCONT it when the fault ends

@@ -151,6 +151,8 @@ pub async fn set_failpoint(
 
 /// How long kill-coordinator waits for its node to reach the failpoint.
 const KILL_COORDINATOR_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the chosen node alone is armed before every running node is.
+const KILL_COORDINATOR_WIDEN: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) async fn set_clock_rate(addr: std::net::SocketAddr, rate: f64) -> anyhow::Result<()> {
     use faultline_node::proto::admin::ClockRate;
@@ -343,35 +345,89 @@ impl Nemesis {
                         "a transaction's prepares and its commit",
                     )
                 };
+                // A node coordinates only the transactions whose first key's partition it
+                // leads, and the chosen node may lead none just then (leadership moves with
+                // kills and partitions). So the chosen node is armed first and, if it has not
+                // got there within a second, every running node is: the fault then always
+                // kills some coordinator between the two steps, and the record names which.
                 let addr = self.cluster.lock().await.addr(id);
                 set_failpoint(addr, point, "exit").await?;
                 let asked = Instant::now();
+                let mut armed = vec![id];
                 let died = loop {
-                    if self.cluster.lock().await.exited(id)? {
-                        break true;
+                    let dead: Vec<u64> = {
+                        let mut cluster = self.cluster.lock().await;
+                        let mut dead = Vec::new();
+                        for &armed_id in &armed {
+                            if cluster.exited(armed_id)? {
+                                dead.push(armed_id);
+                            }
+                        }
+                        dead
+                    };
+                    if !dead.is_empty() {
+                        break Some(dead);
                     }
                     if asked.elapsed() >= KILL_COORDINATOR_WAIT {
-                        break false;
+                        break None;
+                    }
+                    if armed.len() == 1 && asked.elapsed() >= KILL_COORDINATOR_WIDEN {
+                        let others: Vec<(u64, std::net::SocketAddr)> = {
+                            let cluster = self.cluster.lock().await;
+                            cluster
+                                .ids()
+                                .into_iter()
+                                .filter(|&other| other != id && cluster.is_running(other))
+                                .map(|other| (other, cluster.addr(other)))
+                                .collect()
+                        };
+                        for (other, other_addr) in others {
+                            // A node that cannot be reached now is not coordinating anything.
+                            if set_failpoint(other_addr, point, "exit").await.is_ok() {
+                                armed.push(other);
+                            }
+                        }
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 };
-                if died {
-                    let detail = format!(
-                        "node {id} died between {between}, {} ms after the failpoint was armed",
-                        asked.elapsed().as_millis()
-                    );
-                    precondition = Some(Precondition::reached(detail.clone()));
-                    detail
-                } else {
-                    // Nothing it coordinated got that far: disarmed, so that it does not
-                    // die later, outside the fault.
-                    let _ = set_failpoint(addr, point, "off").await;
-                    let detail = format!(
-                        "node {id} coordinated no transaction to {point} within {} s",
-                        KILL_COORDINATOR_WAIT.as_secs()
-                    );
-                    precondition = Some(Precondition::missed(detail.clone()));
-                    detail
+                // Disarmed everywhere it did not fire, so that no node dies later, outside
+                // the fault.
+                let live: Vec<std::net::SocketAddr> = {
+                    let cluster = self.cluster.lock().await;
+                    armed
+                        .iter()
+                        .filter(|&&a| !died.as_ref().is_some_and(|d| d.contains(&a)))
+                        .map(|&a| cluster.addr(a))
+                        .collect()
+                };
+                for other_addr in live {
+                    let _ = set_failpoint(other_addr, point, "off").await;
+                }
+                match died {
+                    Some(dead) => {
+                        let names: Vec<String> = dead.iter().map(|d| format!("node {d}")).collect();
+                        let widened = if armed.len() > 1 {
+                            format!(" (node {id} first, then every running node)")
+                        } else {
+                            String::new()
+                        };
+                        let detail = format!(
+                            "{} died between {between}, {} ms after the failpoint was armed{widened}",
+                            names.join(" and "),
+                            asked.elapsed().as_millis()
+                        );
+                        precondition = Some(Precondition::reached(detail.clone()));
+                        detail
+                    }
+                    None => {
+                        let detail = format!(
+                            "no node coordinated a transaction to {point} within {} s (node {id} armed first, then {} running nodes)",
+                            KILL_COORDINATOR_WAIT.as_secs(),
+                            armed.len()
+                        );
+                        precondition = Some(Precondition::missed(detail.clone()));
+                        detail
+                    }
                 }
             }
             FaultKind::Pause { target } => {
