@@ -148,6 +148,7 @@ pub async fn put(
         key: key.to_vec(),
         value: value.into_bytes(),
         write_id: None,
+        ..Default::default()
     };
     KvClient::new(channel).put(request).await?;
     Ok(())

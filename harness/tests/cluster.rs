@@ -37,6 +37,7 @@ async fn write_keys(
                 client_id: format!("test-{prefix}"),
                 sequence: i as u64 + 1,
             }),
+            ..Default::default()
         };
         if kv.put(request).await.is_ok() {
             acked.insert(key, value);
@@ -171,12 +172,14 @@ async fn retries_apply_once_and_limits_are_enforced() {
         key: b"k".to_vec(),
         value: value.as_bytes().to_vec(),
         write_id: write_id.clone(),
+        ..Default::default()
     };
     let first = kv.put(put("a")).await.expect("put").into_inner();
     kv.put(PutRequest {
         key: b"k".to_vec(),
         value: b"b".to_vec(),
         write_id: None,
+        ..Default::default()
     })
     .await
     .expect("put b");
@@ -195,6 +198,7 @@ async fn retries_apply_once_and_limits_are_enforced() {
         key: vec![b'x'; 4097],
         value: Vec::new(),
         write_id: None,
+        ..Default::default()
     };
     let error = kv.put(too_long).await.expect_err("oversized key");
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
@@ -203,6 +207,7 @@ async fn retries_apply_once_and_limits_are_enforced() {
         key: Vec::new(),
         value: Vec::new(),
         write_id: None,
+        ..Default::default()
     };
     assert_eq!(
         kv.put(empty).await.expect_err("empty key").code(),
@@ -212,6 +217,7 @@ async fn retries_apply_once_and_limits_are_enforced() {
         key: b"k".to_vec(),
         value: vec![0; (1 << 20) + 1],
         write_id: None,
+        ..Default::default()
     };
     let error = kv.put(big).await.expect_err("oversized value");
     assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
@@ -357,6 +363,7 @@ async fn concurrent_one_mebibyte_values_replicate() {
                 key: vec![b'b', i],
                 value: vec![i; 1 << 20],
                 write_id: None,
+                ..Default::default()
             };
             kv.put(request).await.map(|_| ())
         }));

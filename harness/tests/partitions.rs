@@ -66,6 +66,7 @@ async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str, sequence: u64) 
             client_id: "partitions-test".into(),
             sequence,
         }),
+        ..Default::default()
     };
     match kv.put(request).await {
         Ok(_) => true,

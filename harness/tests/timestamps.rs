@@ -219,6 +219,7 @@ async fn a_node_whose_clock_is_off_from_a_majority_fences_itself_until_it_agrees
                     key: b"k".to_vec(),
                     value: b"v".to_vec(),
                     write_id: None,
+                    ..Default::default()
                 })
                 .await
         }

@@ -182,6 +182,7 @@ async fn a_transaction_across_partitions_commits_on_both_or_on_neither() {
         key: b"c".to_vec(),
         value: b"plain".to_vec(),
         write_id: None,
+        ..Default::default()
     };
     kv.put(put).await.expect("put");
     let status = txn(&mut kv, vec![append("z", "3"), append("c", "1")])
@@ -238,6 +239,7 @@ async fn an_intent_whose_coordinator_never_came_back_is_recovered_after_its_ttl(
         key: b"q".to_vec(),
         value: b"after".to_vec(),
         write_id: None,
+        ..Default::default()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

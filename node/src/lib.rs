@@ -8,10 +8,12 @@
 //! - `storage/`: the write-ahead log and snapshot files.
 //! - `store/`: the key-value state machine the log drives.
 //! - `server/`: the async shell: drives the core, serves gRPC, talks to peers.
+//! - `cluster/`: chapter 4, sans-IO: leases and fencing.
 //! - `client/`: the routing client (map cache, corrections, retries) that `faultline kv`,
 //!   the harness and node-to-node forwarding share.
 
 pub mod client;
+pub mod cluster;
 pub mod partitioning;
 pub mod replication;
 pub mod server;

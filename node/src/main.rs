@@ -166,6 +166,12 @@ enum SeededBug {
     VvMergeDropsSibling,
     /// The causal keyspace stamps writes (and resolves LWW) by the raw wall clock.
     LwwWallClock,
+    /// A protected write's fencing token is not checked: a lock holder that paused past
+    /// its lease writes over its successor's writes.
+    NoFencing,
+    /// A new leader gives each lease only what it had left by the grant's count, without
+    /// the election timeout: a lease kept alive at the old leader can expire early.
+    LeaseNoExtensionOnElection,
 }
 
 fn parse_on_off(text: &str) -> Result<bool, String> {
@@ -300,6 +306,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::IgnoreCausalContext => bugs.causal.ignore_causal_context = true,
             SeededBug::VvMergeDropsSibling => bugs.causal.vv_merge_drops_sibling = true,
             SeededBug::LwwWallClock => bugs.causal.lww_wall_clock = true,
+            SeededBug::NoFencing => bugs.range.no_fencing = true,
+            SeededBug::LeaseNoExtensionOnElection => bugs.lease.no_extension_on_election = true,
         }
     }
     if !args.bugs.is_empty() {

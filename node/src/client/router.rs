@@ -456,7 +456,17 @@ impl RoutingClient {
             key,
             value,
             write_id,
+            ..Default::default()
         };
+        self.put_request(message, timeout).await
+    }
+
+    /// A put with every field of the request (a lease, a fencing token).
+    pub async fn put_request(
+        &self,
+        message: PutRequest,
+        timeout: Duration,
+    ) -> Result<PutResponse, Status> {
         self.call(Target::Key(&message.key), timeout, |mut c, d, left| {
             let request = prepare(message.clone(), d.as_ref(), left);
             async move { c.put(request).await.map(|r| r.into_inner()) }
@@ -510,6 +520,113 @@ impl RoutingClient {
 
     /// A one-shot transaction, routed by its first key (the node refuses one whose keys
     /// span partitions, and a split since routing, without applying it).
+    /// A lease in the partition holding `key` (empty: the key `\0`'s).
+    pub async fn lease_grant(
+        &self,
+        ttl_ms: u64,
+        key: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<crate::proto::kv::LeaseGrantResponse, Status> {
+        let message = crate::proto::kv::LeaseGrantRequest { ttl_ms, key };
+        let routing = if message.key.is_empty() {
+            vec![0]
+        } else {
+            message.key.clone()
+        };
+        self.call(Target::Key(&routing), timeout, |mut c, d, left| {
+            let request = prepare(message.clone(), d.as_ref(), left);
+            async move { c.lease_grant(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map(|(_, r)| r)
+    }
+
+    /// One keep-alive, to the lease's partition (its id names it).
+    pub async fn lease_renew(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<crate::proto::kv::LeaseKeepAliveResponse, Status> {
+        let message = crate::proto::kv::LeaseKeepAliveRequest { id };
+        let partition = crate::cluster::lease::lease_group(id);
+        self.call(Target::Partition(partition), timeout, |mut c, d, left| {
+            let request = prepare(message, d.as_ref(), left);
+            async move { c.lease_renew(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map(|(_, r)| r)
+    }
+
+    pub async fn lease_revoke(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<crate::proto::kv::LeaseRevokeResponse, Status> {
+        let message = crate::proto::kv::LeaseRevokeRequest { id };
+        let partition = crate::cluster::lease::lease_group(id);
+        self.call(Target::Partition(partition), timeout, |mut c, d, left| {
+            let request = prepare(message, d.as_ref(), left);
+            async move { c.lease_revoke(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map(|(_, r)| r)
+    }
+
+    pub async fn lease_time_to_live(
+        &self,
+        id: u64,
+        keys: bool,
+        timeout: Duration,
+    ) -> Result<crate::proto::kv::LeaseTimeToLiveResponse, Status> {
+        let message = crate::proto::kv::LeaseTimeToLiveRequest { id, keys };
+        let partition = crate::cluster::lease::lease_group(id);
+        self.call(Target::Partition(partition), timeout, |mut c, d, left| {
+            let request = prepare(message, d.as_ref(), left);
+            async move { c.lease_time_to_live(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map(|(_, r)| r)
+    }
+
+    /// Takes lock `name` for `lease`, waiting for it until `timeout`.
+    pub async fn lock(
+        &self,
+        name: &str,
+        lease: u64,
+        timeout: Duration,
+    ) -> Result<crate::proto::kv::LockResponse, Status> {
+        let message = crate::proto::kv::LockRequest {
+            name: name.to_string(),
+            lease,
+        };
+        let key = crate::server::lock_key(name);
+        self.call(Target::Key(&key), timeout, |mut c, d, left| {
+            let request = prepare(message.clone(), d.as_ref(), left);
+            async move { c.lock(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map(|(_, r)| r)
+    }
+
+    pub async fn unlock(
+        &self,
+        name: &str,
+        lease: u64,
+        timeout: Duration,
+    ) -> Result<crate::proto::kv::UnlockResponse, Status> {
+        let message = crate::proto::kv::UnlockRequest {
+            name: name.to_string(),
+            lease,
+        };
+        let key = crate::server::lock_key(name);
+        self.call(Target::Key(&key), timeout, |mut c, d, left| {
+            let request = prepare(message.clone(), d.as_ref(), left);
+            async move { c.unlock(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map(|(_, r)| r)
+    }
+
     pub async fn txn(&self, message: TxnRequest, timeout: Duration) -> Result<TxnResponse, Status> {
         let first = message
             .ops

@@ -15,6 +15,7 @@ use super::descriptor::{KeySpan, RangeDescriptor, RangeEpoch};
 use super::epoch::{EpochCommand, bumped, matches};
 use super::hashing::stable_hash;
 use super::map::Load;
+use crate::cluster::lease::{LeaseRefusal, LeaseTable, lease_group, lease_id};
 use crate::partitioning::txn::{Participant, TxnBugs};
 use crate::proto::raft::{
     ApplyResult, Command, CommitMerge, MergeTarget, PrepareMerge, RollbackMerge, Split,
@@ -45,6 +46,9 @@ pub struct RangeBugs {
     pub read_committed_as_si: bool,
     /// `no-uncertainty-restart`: see `TxnBugs::no_uncertainty_restart`.
     pub no_uncertainty_restart: bool,
+    /// `no-fencing`: a protected write's fencing token is not checked, so a lock holder
+    /// that paused past its lease writes over its successor.
+    pub no_fencing: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -61,6 +65,8 @@ pub struct DataRange {
     /// The range's side of cross-partition transactions: intents, read markers, and the
     /// records of those it is primary for. Committed versions go to `store`.
     txn: Box<Participant>,
+    /// The leases this range granted, the keys they carry, and protected keys' fences.
+    leases: Box<LeaseTable>,
 }
 
 /// What applying one entry did.
@@ -104,6 +110,7 @@ impl DataRange {
             store: KvStore::default(),
             split_off: Vec::new(),
             merging: None,
+            leases: Box::default(),
         }
     }
 
@@ -124,6 +131,11 @@ impl DataRange {
     /// The range's transaction participant.
     pub fn txn(&self) -> &Participant {
         &self.txn
+    }
+
+    /// The range's leases.
+    pub fn leases(&self) -> &LeaseTable {
+        &self.leases
     }
 
     /// The range this one is frozen to merge into, and the epoch that merge was planned at.
@@ -205,6 +217,14 @@ impl DataRange {
             Some(Op::PrepareMerge(prepare)) => return self.prepare_merge(index, prepare),
             Some(Op::CommitMerge(commit)) => return self.commit_merge(index, commit),
             Some(Op::RollbackMerge(rollback)) => return self.rollback_merge(index, rollback),
+            Some(Op::LeaseGrant(grant)) => return Applied::Done(self.grant(index, grant.ttl_ms)),
+            Some(Op::LeaseRevoke(revoke)) => {
+                return Applied::Done(self.revoke(index, command, revoke.id));
+            }
+            Some(Op::Lock(lock)) => return Applied::Done(self.lock(index, command, lock, bugs)),
+            Some(Op::Unlock(unlock)) => {
+                return Applied::Done(self.unlock(index, command, unlock, bugs));
+            }
             Some(Op::Put(put)) => &put.key,
             Some(Op::Delete(delete)) => &delete.key,
             Some(Op::CompareAndSwap(cas)) => &cas.key,
@@ -269,7 +289,174 @@ impl DataRange {
         {
             return Applied::Done(held);
         }
-        Applied::Done(self.store.apply(index, command, double_apply))
+        let retry = self.store.answers(command);
+        let (lease, token) = match &command.op {
+            Some(Op::Put(put)) => (put.lease, put.fencing_token),
+            _ => (0, 0),
+        };
+        if !retry {
+            let checked = if lease != 0 && lease_group(lease) != self.txn_range() {
+                Err(LeaseRefusal::NotFound { lease })
+            } else if lease != 0 {
+                self.leases.check_attach(lease)
+            } else {
+                Ok(())
+            };
+            let checked = checked.and_then(|()| {
+                if token != 0 && !bugs.no_fencing {
+                    self.leases.check_fence(key, token)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(refusal) = checked {
+                return Applied::Done(lease_refused(&refusal, lease, self.txn_range()));
+            }
+        }
+        let key = key.clone();
+        let result = self.store.apply(index, command, double_apply);
+        if !retry && result.succeeded {
+            // A put carries its lease (none: the key leaves the one it had, as in etcd);
+            // a delete or a swap leaves it too.
+            self.leases.attach(&key, lease);
+            if token != 0 {
+                self.leases.raise_fence(&key, token);
+            }
+        }
+        Applied::Done(result)
+    }
+
+    /// The range's id, as lease ids name it (0 before a replica knows its range).
+    fn txn_range(&self) -> u64 {
+        self.descriptor.as_ref().map_or(0, |d| d.id)
+    }
+
+    fn grant(&mut self, index: u64, ttl_ms: u64) -> ApplyResult {
+        if self.merging.is_some() {
+            return refused(&self.current());
+        }
+        let id = lease_id(self.txn_range(), index);
+        self.leases.grant(id, ttl_ms);
+        ApplyResult {
+            succeeded: true,
+            revision: index,
+            lease: id,
+            ..Default::default()
+        }
+    }
+
+    /// The lease goes and its keys with it, all at this entry's revision.
+    fn revoke(&mut self, index: u64, command: &Command, id: u64) -> ApplyResult {
+        let Some(keys) = self.leases.revoke(id) else {
+            return ApplyResult {
+                refused: LeaseRefusal::NotFound { lease: id }.to_string(),
+                revision: index,
+                ..Default::default()
+            };
+        };
+        let deleted_keys = keys.len() as u64;
+        let timestamp = self.store.write_all(
+            index,
+            command,
+            keys.into_iter().map(|k| (k, None)).collect(),
+        );
+        ApplyResult {
+            succeeded: true,
+            revision: index,
+            lease: id,
+            deleted_keys,
+            timestamp: timestamp.map(crate::store::to_wire),
+            ..Default::default()
+        }
+    }
+
+    /// Takes the lock if it is free or this lease holds it already (a retry): the token is
+    /// the lock key's revision, so a later holder's is higher. Held by another lease: not
+    /// taken, and the holder named.
+    fn lock(
+        &mut self,
+        index: u64,
+        command: &Command,
+        lock: &crate::proto::raft::Lock,
+        bugs: RangeBugs,
+    ) -> ApplyResult {
+        if let Err(current) = self.check_key(&lock.key, bugs) {
+            return refused(&current);
+        }
+        if let Some(held) = self.held(&lock.key) {
+            return held;
+        }
+        if lease_group(lock.lease) != self.txn_range() || self.leases.get(lock.lease).is_none() {
+            return lease_refused(
+                &LeaseRefusal::NotFound { lease: lock.lease },
+                lock.lease,
+                self.txn_range(),
+            );
+        }
+        match self.leases.lease_of(&lock.key) {
+            Some(holder) if holder == lock.lease => {
+                let revision = self.store.get(&lock.key).map_or(index, |(_, r)| r);
+                ApplyResult {
+                    succeeded: true,
+                    revision,
+                    lease: holder,
+                    ..Default::default()
+                }
+            }
+            Some(holder) => ApplyResult {
+                succeeded: false,
+                revision: index,
+                lease: holder,
+                ..Default::default()
+            },
+            None => {
+                let timestamp = self.store.write_all(
+                    index,
+                    command,
+                    vec![(lock.key.clone(), Some(lock.lease.to_string().into_bytes()))],
+                );
+                self.leases.attach(&lock.key, lock.lease);
+                ApplyResult {
+                    succeeded: true,
+                    revision: index,
+                    lease: lock.lease,
+                    timestamp: timestamp.map(crate::store::to_wire),
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
+    fn unlock(
+        &mut self,
+        index: u64,
+        command: &Command,
+        unlock: &crate::proto::raft::Unlock,
+        bugs: RangeBugs,
+    ) -> ApplyResult {
+        if let Err(current) = self.check_key(&unlock.key, bugs) {
+            return refused(&current);
+        }
+        if self.leases.lease_of(&unlock.key) != Some(unlock.lease) {
+            return ApplyResult {
+                succeeded: false,
+                revision: index,
+                ..Default::default()
+            };
+        }
+        if let Some(held) = self.held(&unlock.key) {
+            return held;
+        }
+        let timestamp = self
+            .store
+            .write_all(index, command, vec![(unlock.key.clone(), None)]);
+        self.leases.attach(&unlock.key, 0);
+        ApplyResult {
+            succeeded: true,
+            revision: index,
+            timestamp: timestamp.map(crate::store::to_wire),
+            ..Default::default()
+        }
     }
 
     /// The refusal for a write to `key` while a transaction holds it, if one does.
@@ -369,6 +556,19 @@ impl DataRange {
         {
             return Applied::Done(refused(&self.current()));
         }
+        if let Some((leased, lease)) = self.leases.leased_from(key) {
+            // A lease's id names this range, so its keys stay here: a split that would
+            // move one is refused (split further right, or once the lease is gone).
+            return Applied::Done(ApplyResult {
+                refused: format!(
+                    "partition {} cannot split at {:?}: key {:?} at or after it goes with lease                      {lease}, which lives here; split after the leased keys, or once the lease                      is gone",
+                    descriptor.id,
+                    String::from_utf8_lossy(key),
+                    String::from_utf8_lossy(leased)
+                ),
+                ..Default::default()
+            });
+        }
         if !self.txn.unresolved().is_empty() {
             // Intents and markers on keys the split would move: refused until every
             // transaction here is resolved (the split is retried; transactions are short).
@@ -399,6 +599,7 @@ impl DataRange {
             learners: descriptor.learners.clone(),
         };
         let right_store = self.store.split_off(key);
+        let right_leases = self.leases.split_off(key);
         self.descriptor = Some(left);
         self.split_off = vec![right.clone()];
         Applied::Split {
@@ -413,6 +614,7 @@ impl DataRange {
                 store: right_store,
                 split_off: Vec::new(),
                 merging: None,
+                leases: Box::new(right_leases),
             }),
         }
     }
@@ -441,6 +643,17 @@ impl DataRange {
             // The frozen state carries keys, not intents: merge once every transaction
             // here is resolved.
             return Applied::Done(refused(&self.current()));
+        }
+        if !self.leases.is_empty() {
+            // Lease ids name their range, and this one is to go.
+            return Applied::Done(ApplyResult {
+                refused: format!(
+                    "partition {} holds {} leases, whose ids name it: it merges once they are                      gone",
+                    descriptor.id,
+                    self.leases.len()
+                ),
+                ..Default::default()
+            });
         }
         self.merging = Some(target);
         Applied::Frozen(succeeded(index))
@@ -491,6 +704,7 @@ impl DataRange {
         merged.epoch.version = descriptor.epoch.version.max(source.epoch.version) + 1;
         self.store.absorb(frozen.store);
         self.txn.absorb(*frozen.txn);
+        self.leases.absorb(*frozen.leases);
         self.descriptor = Some(merged.clone());
         self.split_off.clear();
         let mut result = succeeded(index);
@@ -548,7 +762,17 @@ impl DataRange {
             .unwrap_or_default();
         // Transactions' intents, markers and records are replicated state too.
         let txn = self.txn.to_wire().encode_to_vec();
-        stable_hash(&[self.store.digest().to_le_bytes().as_slice(), &span, &txn].concat())
+        // Empty (no leases, no fences) encodes to nothing.
+        let leases = self.leases.to_wire().encode_to_vec();
+        stable_hash(
+            &[
+                self.store.digest().to_le_bytes().as_slice(),
+                &span,
+                &txn,
+                &leases,
+            ]
+            .concat(),
+        )
     }
 
     pub fn snapshot(&self) -> Vec<u8> {
@@ -556,6 +780,7 @@ impl DataRange {
         snapshot.range = self.descriptor.as_ref().map(wire);
         snapshot.split_off = self.split_off.iter().map(wire).collect();
         snapshot.txn = Some(self.txn.to_wire());
+        snapshot.leases = Some(self.leases.to_wire());
         snapshot.merging = self.merging.map(|(into, planned)| MergeTarget {
             into,
             into_planned: Some(crate::proto::kv::RangeEpoch {
@@ -593,6 +818,11 @@ impl DataRange {
             .map_err(|e| format!("snapshot's transaction state does not decode: {e}"))?,
             None => Participant::new(descriptor.as_ref().map_or(0, |d| d.id), TxnBugs::default()),
         };
+        let leases = snapshot
+            .leases
+            .as_ref()
+            .map(LeaseTable::from_wire)
+            .unwrap_or_default();
         let store = KvStore::from_proto(snapshot)
             .map_err(|e| format!("snapshot's sessions do not decode: {e}"))?;
         Ok(DataRange {
@@ -601,7 +831,24 @@ impl DataRange {
             store,
             split_off,
             merging,
+            leases: Box::new(leases),
         })
+    }
+}
+
+/// A write or lock refused by the lease table.
+fn lease_refused(refusal: &LeaseRefusal, lease: u64, range: u64) -> ApplyResult {
+    let why = match refusal {
+        LeaseRefusal::NotFound { lease } if lease_group(*lease) != range => format!(
+            "lease {lease} lives in partition {}, not in partition {range} with the key: grant              the lease with a key of this partition (LeaseGrant's key)",
+            lease_group(*lease)
+        ),
+        other => other.to_string(),
+    };
+    ApplyResult {
+        refused: why,
+        lease,
+        ..Default::default()
     }
 }
 
@@ -687,6 +934,7 @@ mod tests {
             op: Some(Op::Put(Put {
                 key: key.into(),
                 value: b"v".to_vec(),
+                ..Default::default()
             })),
             ..Default::default()
         }
@@ -1023,6 +1271,7 @@ mod tests {
             op: Some(Op::Put(Put {
                 key: b"d".to_vec(),
                 value: encode_list(&[b"1".to_vec()]),
+                ..Default::default()
             })),
             ..Default::default()
         };
@@ -1169,5 +1418,145 @@ mod tests {
             "{:?}",
             reply(&late)
         );
+    }
+
+    fn op(op: Op) -> Command {
+        Command {
+            op: Some(op),
+            ..Default::default()
+        }
+    }
+
+    fn leased_put(key: &str, lease: u64, token: u64) -> Command {
+        op(Op::Put(Put {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease,
+            fencing_token: token,
+        }))
+    }
+
+    fn done(range: &mut DataRange, index: u64, command: &Command, bugs: RangeBugs) -> ApplyResult {
+        range.apply(index, command, false, bugs).result().clone()
+    }
+
+    #[test]
+    fn a_revoked_lease_takes_its_keys_in_one_entry_and_refuses_later_puts() {
+        let mut range = range();
+        let bugs = RangeBugs::default();
+        let grant = done(
+            &mut range,
+            1,
+            &op(Op::LeaseGrant(crate::proto::raft::LeaseGrant {
+                ttl_ms: 2_000,
+            })),
+            bugs,
+        );
+        let lease = grant.lease;
+        assert_eq!(lease_group(lease), 1);
+        assert!(done(&mut range, 2, &leased_put("c", lease, 0), bugs).succeeded);
+        assert!(done(&mut range, 3, &leased_put("d", lease, 0), bugs).succeeded);
+        // Put again without the lease: the key leaves it.
+        assert!(done(&mut range, 4, &put("d"), bugs).succeeded);
+        let revoked = done(
+            &mut range,
+            5,
+            &op(Op::LeaseRevoke(crate::proto::raft::LeaseRevoke {
+                id: lease,
+                expired: true,
+            })),
+            bugs,
+        );
+        assert_eq!(revoked.deleted_keys, 1);
+        assert!(range.store().get(b"c").is_none());
+        assert_eq!(range.store().versions(b"c").last().unwrap().revision, 5);
+        assert!(range.store().get(b"d").is_some());
+        let late = done(&mut range, 6, &leased_put("e", lease, 0), bugs);
+        assert!(
+            !late.succeeded && late.refused.contains("not found"),
+            "{late:?}"
+        );
+        assert!(range.store().get(b"e").is_none());
+        // A lease of another range is refused too, naming where it lives.
+        let foreign = done(&mut range, 7, &leased_put("e", lease_id(9, 1), 0), bugs);
+        assert!(foreign.refused.contains("partition 9"), "{foreign:?}");
+    }
+
+    #[test]
+    fn a_stale_fencing_token_is_refused_unless_the_seeded_bug_skips_the_check() {
+        let mut range = range();
+        let bugs = RangeBugs::default();
+        assert!(done(&mut range, 1, &leased_put("k", 0, 10), bugs).succeeded);
+        let stale = done(&mut range, 2, &leased_put("k", 0, 9), bugs);
+        assert!(stale.refused.contains("stale fencing token 9"), "{stale:?}");
+        assert_eq!(range.store().get(b"k").unwrap().1, 1);
+        let no_fencing = RangeBugs {
+            no_fencing: true,
+            ..Default::default()
+        };
+        assert!(done(&mut range, 3, &leased_put("k", 0, 9), no_fencing).succeeded);
+    }
+
+    #[test]
+    fn a_lock_is_held_by_one_lease_at_a_time_and_its_token_grows() {
+        let mut range = range();
+        let bugs = RangeBugs::default();
+        let grant = |ttl_ms| op(Op::LeaseGrant(crate::proto::raft::LeaseGrant { ttl_ms }));
+        let a = done(&mut range, 1, &grant(1_000), bugs).lease;
+        let b = done(&mut range, 2, &grant(1_000), bugs).lease;
+        let lock = |lease| {
+            op(Op::Lock(crate::proto::raft::Lock {
+                key: b"lock/x".to_vec(),
+                lease,
+            }))
+        };
+        let first = done(&mut range, 3, &lock(a), bugs);
+        assert!(first.succeeded);
+        assert_eq!(first.revision, 3);
+        let again = done(&mut range, 4, &lock(a), bugs);
+        assert_eq!((again.succeeded, again.revision), (true, 3));
+        let other = done(&mut range, 5, &lock(b), bugs);
+        assert_eq!((other.succeeded, other.lease), (false, a));
+        done(
+            &mut range,
+            6,
+            &op(Op::LeaseRevoke(crate::proto::raft::LeaseRevoke {
+                id: a,
+                expired: true,
+            })),
+            bugs,
+        );
+        let second = done(&mut range, 7, &lock(b), bugs);
+        assert_eq!((second.succeeded, second.revision), (true, 7));
+        // A lease that is gone cannot take it.
+        let gone = done(&mut range, 8, &lock(a), bugs);
+        assert!(gone.refused.contains("not found"), "{gone:?}");
+    }
+
+    #[test]
+    fn a_split_that_would_move_a_leased_key_is_refused_and_leases_survive_a_snapshot() {
+        let mut range = range();
+        let bugs = RangeBugs::default();
+        let lease = done(
+            &mut range,
+            1,
+            &op(Op::LeaseGrant(crate::proto::raft::LeaseGrant {
+                ttl_ms: 1_000,
+            })),
+            bugs,
+        )
+        .lease;
+        assert!(done(&mut range, 2, &leased_put("h", lease, 0), bugs).succeeded);
+        let refused = done(&mut range, 3, &split("g", 7, 3, 2), bugs);
+        assert!(refused.refused.contains("lease"), "{refused:?}");
+        assert_eq!(
+            range.descriptor().unwrap().span.to_string(),
+            r#"["b", "m")"#
+        );
+        let right = split_apart(&mut range, 4, &split("i", 7, 3, 2));
+        assert!(right.leases().is_empty());
+        let restored = DataRange::restore(&range.snapshot(), None).unwrap();
+        assert_eq!(restored.leases(), range.leases());
+        assert_eq!(restored.digest(), range.digest());
     }
 }

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::durable::Durable;
 use super::transport::Transport;
+use crate::cluster::lease::LeaseTimers;
 use crate::partitioning::convert::to_wire;
 use crate::partitioning::core_store::{CoreApplied, CoreStore};
 use crate::partitioning::{
@@ -103,6 +104,14 @@ pub enum ReadOutcome<T> {
     },
 }
 
+/// A lease as its leader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseLife {
+    pub remaining_ms: u64,
+    pub granted_ttl_ms: u64,
+    pub keys: Vec<Vec<u8>>,
+}
+
 /// What a get finds: the value and its revision, if the key exists.
 pub type GetValue = Option<(Vec<u8>, u64)>;
 /// What a scan finds: the items, and whether the limit left more out.
@@ -145,6 +154,20 @@ pub enum Event {
         limit: usize,
         serializable: bool,
         reply: oneshot::Sender<ReadOutcome<ScanItems>>,
+    },
+    /// A lease keep-alive (the range's leader only): renewed now, answered once a quorum
+    /// confirms this node still leads (so a deposed leader cannot renew a lease that the
+    /// new one is expiring). `Value(None)`: no such lease.
+    LeaseRenew {
+        group: u64,
+        id: u64,
+        reply: oneshot::Sender<ReadOutcome<Option<u64>>>,
+    },
+    /// What a lease has left, by this leader's clock, with its granted TTL and keys.
+    LeaseTimeToLive {
+        group: u64,
+        id: u64,
+        reply: oneshot::Sender<ReadOutcome<Option<LeaseLife>>>,
     },
     /// One membership change of `group` (the leader only); answered once it applies.
     ConfChange {
@@ -247,6 +270,9 @@ pub struct DriverOptions {
     /// The hybrid logical clock's maximum offset (ms): a remote timestamp further ahead
     /// is refused, not adopted.
     pub max_clock_offset_ms: u64,
+    /// What a new leader adds to every lease: the longest election timeout (ms).
+    pub lease_extension_ms: u64,
+    pub lease_bugs: crate::cluster::lease::LeaseBugs,
 }
 
 /// A group's state machine.
@@ -300,6 +326,11 @@ enum PendingRead {
         limit: usize,
         reply: oneshot::Sender<ReadOutcome<ScanItems>>,
     },
+    /// A keep-alive already renewed, waiting for the quorum's confirmation.
+    Renew {
+        id: u64,
+        reply: oneshot::Sender<ReadOutcome<Option<u64>>>,
+    },
 }
 
 impl PendingRead {
@@ -307,6 +338,7 @@ impl PendingRead {
         match self {
             PendingRead::Get { reply, .. } => ReadOutcome::refuse(reply, not_leader),
             PendingRead::Scan { reply, .. } => ReadOutcome::refuse(reply, not_leader),
+            PendingRead::Renew { reply, .. } => ReadOutcome::refuse(reply, not_leader),
         }
     }
 }
@@ -336,6 +368,8 @@ struct Group {
     hot_window: crate::partitioning::load::LoadWindow,
     hot_finder: crate::partitioning::load::SplitFinder,
     hot_ticks: u64,
+    /// When this range's leases run out, while this replica leads it.
+    lease_timers: LeaseTimers,
 }
 
 impl Group {
@@ -439,6 +473,10 @@ impl Group {
                     (Ok(()), None) => ReadOutcome::Value(store.scan(&start, &end, limit)),
                 };
                 let _ = reply.send(outcome);
+            }
+            PendingRead::Renew { id, reply } => {
+                let ttl = range.leases().get(id).map(|record| record.ttl_ms);
+                let _ = reply.send(ReadOutcome::Value(ttl));
             }
         }
     }
@@ -554,6 +592,7 @@ impl Driver {
                     crate::partitioning::hashing::mix(id ^ self.options.node_id),
                 ),
                 hot_ticks: 0,
+                lease_timers: LeaseTimers::new(self.options.lease_bugs),
             },
         );
         if let Some(waiting) = self.orphans.remove(&id) {
@@ -616,6 +655,36 @@ impl Driver {
     /// it: backward holds the next tick back by the step; forward brings it nearer and fires
     /// every tick whose time the step skipped (bounded). A forward step that only undoes an
     /// earlier backward one therefore fires nothing, as on a real clock.
+    /// The driver's monotonic clock in milliseconds: its ticks, which the injectable clock
+    /// paces, so a clock-rate fault reaches lease expiry as it does election timeouts.
+    fn now_ms(&self) -> u64 {
+        self.ticks * self.options.tick.as_millis() as u64
+    }
+
+    /// Proposes the expiry of leases that ran out on ranges this node leads.
+    fn expire_leases(&mut self, expiries: Vec<(u64, u64)>) {
+        for (group, lease) in expiries {
+            let physical = self.options.clock.wall_ms();
+            let hlc = self.hlc.now(physical).ok().map(crate::store::to_wire);
+            let Some(g) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            let command = Command {
+                hlc,
+                op: Some(crate::proto::raft::command::Op::LeaseRevoke(
+                    crate::proto::raft::LeaseRevoke {
+                        id: lease,
+                        expired: true,
+                    },
+                )),
+                ..Default::default()
+            };
+            g.wake();
+            tracing::debug!(group, lease, "lease ran out: proposing its expiry");
+            let _ = g.core.propose(command.encode_to_vec());
+        }
+    }
+
     fn step_clock(&mut self, delta_ms: i64, next_tick: &mut Instant) {
         let (ticks, next) = clock_step(*next_tick, delta_ms, Instant::now(), self.options.tick);
         for _ in 0..ticks {
@@ -681,7 +750,14 @@ impl Driver {
         let mut hot = Vec::new();
         let map = self.map.borrow().clone();
         let fenced = self.clock_fenced;
+        let now_ms = self.now_ms();
+        let extension = self.options.lease_extension_ms;
+        let mut expiries = Vec::new();
         for (&id, group) in &mut self.groups {
+            if id != CORE_GROUP {
+                sync_lease_timers(group, now_ms, extension);
+                expiries.extend(group.lease_timers.due(now_ms).into_iter().map(|l| (id, l)));
+            }
             if group.quiesced
                 && !keeps_quiet(
                     group,
@@ -831,6 +907,7 @@ impl Driver {
                 let _ = actions.try_send(action);
             }
         }
+        self.expire_leases(expiries);
         for (id, term, load) in reports {
             self.report(id, term, load);
         }
@@ -1003,6 +1080,62 @@ impl Driver {
                 reply,
             } => {
                 let _ = reply.send(self.status(group, all_groups, digest_index));
+            }
+            Event::LeaseRenew { group, id, reply } => {
+                let now = self.now_ms();
+                let extension = self.options.lease_extension_ms;
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(ReadOutcome::NoSuchGroup);
+                    return Ok(());
+                };
+                if g.core.role() != Role::Leader {
+                    let _ = reply.send(ReadOutcome::NotLeader(g.core.leader_id()));
+                    return Ok(());
+                }
+                sync_lease_timers(g, now, extension);
+                let ttl = match &g.machine {
+                    Machine::Data(range) => range.leases().get(id).map(|r| r.ttl_ms),
+                    Machine::Core(_) => None,
+                };
+                let renewed = ttl.is_some_and(|ttl| g.lease_timers.renew(id, ttl, now));
+                if !renewed {
+                    let _ = reply.send(ReadOutcome::Value(None));
+                    return Ok(());
+                }
+                g.wake();
+                let read_id = self.next_read_id;
+                self.next_read_id += 1;
+                match g.core.read_index(read_id) {
+                    Ok(()) => {
+                        g.pending_reads
+                            .insert(read_id, PendingRead::Renew { id, reply });
+                    }
+                    Err(not_leader) => {
+                        let _ = reply.send(ReadOutcome::NotLeader(not_leader.leader_hint));
+                    }
+                }
+            }
+            Event::LeaseTimeToLive { group, id, reply } => {
+                let now = self.now_ms();
+                let extension = self.options.lease_extension_ms;
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(ReadOutcome::NoSuchGroup);
+                    return Ok(());
+                };
+                if g.core.role() != Role::Leader {
+                    let _ = reply.send(ReadOutcome::NotLeader(g.core.leader_id()));
+                    return Ok(());
+                }
+                sync_lease_timers(g, now, extension);
+                let life = match &g.machine {
+                    Machine::Data(range) => range.leases().get(id).map(|record| LeaseLife {
+                        remaining_ms: g.lease_timers.remaining(id, now).unwrap_or(0),
+                        granted_ttl_ms: record.ttl_ms,
+                        keys: record.keys.iter().cloned().collect(),
+                    }),
+                    Machine::Core(_) => None,
+                };
+                let _ = reply.send(ReadOutcome::Value(life));
             }
             Event::ConfChange {
                 group,
@@ -1232,15 +1365,21 @@ impl Driver {
                 PendingRead::Scan { reply, .. } => {
                     let _ = reply.send(ReadOutcome::NoSuchGroup);
                 }
+                PendingRead::Renew { reply, .. } => {
+                    let _ = reply.send(ReadOutcome::NoSuchGroup);
+                }
             }
             return;
         };
         g.reads_since_report += 1;
         let key = match &read {
-            PendingRead::Get { key, .. } => key.clone(),
-            PendingRead::Scan { start, .. } => start.clone(),
+            PendingRead::Get { key, .. } => Some(key.clone()),
+            PendingRead::Scan { start, .. } => Some(start.clone()),
+            PendingRead::Renew { .. } => None,
         };
-        g.record_request(&key, key.len(), false);
+        if let Some(key) = key {
+            g.record_request(&key, key.len(), false);
+        }
         if serializable {
             g.serve(read, self.options.range_bugs);
             return;
@@ -1337,6 +1476,7 @@ impl Driver {
     }
 
     fn apply(&mut self, id: u64, ready: Ready) -> anyhow::Result<()> {
+        let now_ms = self.now_ms();
         let double_apply = self.options.double_apply;
         let bugs = self.options.range_bugs;
         let group = self.groups.get_mut(&id).expect("applying a known group");
@@ -1414,7 +1554,16 @@ impl Driver {
                             )
                         })?;
                         match range.apply(entry.index, &command, double_apply, bugs) {
-                            Applied::Done(result) => result,
+                            Applied::Done(result) => {
+                                note_lease_entry(
+                                    &mut group.lease_timers,
+                                    id,
+                                    &command,
+                                    &result,
+                                    now_ms,
+                                );
+                                result
+                            }
                             Applied::Split { mut result, right } => {
                                 let halves = range.current();
                                 tracing::info!(
@@ -1754,6 +1903,8 @@ fn command_key(command: &Command) -> Option<&[u8]> {
     use crate::proto::raft::command::Op;
     match &command.op {
         Some(Op::Put(put)) => Some(&put.key),
+        Some(Op::Lock(lock)) => Some(&lock.key),
+        Some(Op::Unlock(unlock)) => Some(&unlock.key),
         Some(Op::Delete(delete)) => Some(&delete.key),
         Some(Op::CompareAndSwap(cas)) => Some(&cas.key),
         // Load is counted at the key it is routed by.
@@ -1762,6 +1913,53 @@ fn command_key(command: &Command) -> Option<&[u8]> {
             .iter()
             .find_map(crate::partitioning::range::micro_op_key),
         _ => None,
+    }
+}
+
+/// Keeps the lease clocks in step with the entry just applied: a grant starts one, an
+/// expiry or revoke ends it.
+fn note_lease_entry(
+    timers: &mut LeaseTimers,
+    group: u64,
+    command: &Command,
+    result: &ApplyResult,
+    now: u64,
+) {
+    use crate::proto::raft::command::Op;
+    match &command.op {
+        Some(Op::LeaseGrant(grant)) if result.succeeded => {
+            timers.granted(result.lease, grant.ttl_ms, now);
+        }
+        Some(Op::LeaseRevoke(revoke)) => {
+            if result.succeeded {
+                tracing::info!(
+                    group,
+                    lease = revoke.id,
+                    expired = revoke.expired,
+                    deleted_keys = result.deleted_keys,
+                    "lease {}",
+                    if revoke.expired { "expired" } else { "revoked" }
+                );
+            }
+            timers.forget(revoke.id);
+        }
+        _ => {}
+    }
+}
+
+/// Starts a new leader's lease clocks (every lease gets its TTL plus an election timeout)
+/// or stops a deposed one's. Called before the timers are read, so that a keep-alive
+/// reaching a leader before its next tick is not refused.
+fn sync_lease_timers(group: &mut Group, now: u64, extension_ms: u64) {
+    let leads = group.core.role() == Role::Leader;
+    match (&group.machine, leads, group.lease_timers.leading()) {
+        (Machine::Data(range), true, false) => {
+            group
+                .lease_timers
+                .promote(range.leases(), now, extension_ms);
+        }
+        (_, false, true) => group.lease_timers.demote(),
+        _ => {}
     }
 }
 

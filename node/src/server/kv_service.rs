@@ -59,7 +59,10 @@ use crate::proto::raft::{
     compare_and_swap::Expected, core_command,
 };
 use crate::replication::ConfChange;
+
+mod lease;
 use crate::replication::membership::LEADER_REMOVAL;
+pub use lease::lock_key;
 
 /// The timeout the caller's deadline leaves (the `grpc-timeout` header), if it set one.
 fn asked_timeout<T>(request: &Request<T>) -> Option<Duration> {
@@ -123,6 +126,8 @@ pub struct KvService {
     pub clock: super::clock::TimerClock,
     /// Set while this node's clock is too far off its peers' to serve.
     pub clock_guard: super::clock::ClockGuard,
+    /// A lease asked for with a shorter TTL gets this one.
+    pub lease_ttl_min_ms: u64,
 }
 
 /// Metadata on a request forwarded to the consistent core's leader: the receiver serves
@@ -828,6 +833,57 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 #[tonic::async_trait]
 impl Kv for KvService {
+    type LeaseKeepAliveStream = lease::KeepAliveStream;
+
+    async fn lease_grant(
+        &self,
+        request: Request<crate::proto::kv::LeaseGrantRequest>,
+    ) -> Result<Response<crate::proto::kv::LeaseGrantResponse>, Status> {
+        self.lease_grant_rpc(request).await
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<crate::proto::kv::LeaseRevokeRequest>,
+    ) -> Result<Response<crate::proto::kv::LeaseRevokeResponse>, Status> {
+        self.lease_revoke_rpc(request).await
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<tonic::Streaming<crate::proto::kv::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.lease_keep_alive_rpc(request)
+    }
+
+    async fn lease_renew(
+        &self,
+        request: Request<crate::proto::kv::LeaseKeepAliveRequest>,
+    ) -> Result<Response<crate::proto::kv::LeaseKeepAliveResponse>, Status> {
+        self.lease_renew_rpc(request).await
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<crate::proto::kv::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<crate::proto::kv::LeaseTimeToLiveResponse>, Status> {
+        self.lease_time_to_live_rpc(request).await
+    }
+
+    async fn lock(
+        &self,
+        request: Request<crate::proto::kv::LockRequest>,
+    ) -> Result<Response<crate::proto::kv::LockResponse>, Status> {
+        self.lock_rpc(request).await
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<crate::proto::kv::UnlockRequest>,
+    ) -> Result<Response<crate::proto::kv::UnlockResponse>, Status> {
+        self.unlock_rpc(request).await
+    }
+
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         self.serving()?;
         let (deadline, routed) = (self.deadline(&request), routed_at(&request));
@@ -837,6 +893,8 @@ impl Kv for KvService {
         let op = Op::Put(raft::Put {
             key: message.key.clone(),
             value: message.value.clone(),
+            lease: message.lease,
+            fencing_token: message.fencing_token,
         });
         let command = command(message.write_id.clone(), op);
         let (group, result) = self
@@ -857,6 +915,10 @@ impl Kv for KvService {
                 },
             )
             .await?;
+        // The lease table's refusals: the lease is gone, or a stale fencing token.
+        if !result.refused.is_empty() {
+            return Err(lease::refused(&result));
+        }
         Ok(Response::new(PutResponse {
             header: Some(self.header(group)),
             revision: result.revision,
@@ -2448,6 +2510,7 @@ mod tests {
             layout: String::new(),
             clock: Default::default(),
             clock_guard: Default::default(),
+            lease_ttl_min_ms: 1_000,
         };
         (service, map_tx)
     }

@@ -39,6 +39,7 @@ pub use config::NodeConfig;
 use driver::{Driver, DriverOptions, Event, View};
 use durable::Durable;
 use kv_service::KvService;
+pub use kv_service::lock_key;
 use transport::{RaftService, Transport, TransportOptions};
 
 /// How long a stopping node lets in-flight requests finish.
@@ -48,6 +49,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 const REPORTS_QUEUE_MAX: usize = 1_024;
 /// Hot-range actions waiting for the task that carries them out.
 const HOT_ACTIONS_MAX: usize = 64;
+/// The shortest lease TTL granted whatever the election timeout (etcd's minimum is a
+/// second too).
+const LEASE_TTL_FLOOR_MS: u64 = 1_000;
 /// How often a node that does not hold the consistent core asks it for the map.
 const MAP_PULL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -67,6 +71,7 @@ pub struct NodeBugs {
     pub range: RangeBugs,
     pub causal: crate::time::causal::CausalBugs,
     pub txn: crate::partitioning::txn::TxnBugs,
+    pub lease: crate::cluster::lease::LeaseBugs,
 }
 
 impl NodeBugs {
@@ -125,6 +130,12 @@ impl NodeBugs {
         }
         if self.causal.lww_wall_clock {
             names.push("lww-wall-clock".into());
+        }
+        if self.range.no_fencing {
+            names.push("no-fencing".into());
+        }
+        if self.lease.no_extension_on_election {
+            names.push("lease-no-extension-on-election".into());
         }
         names
     }
@@ -535,6 +546,8 @@ pub async fn run(
         hot_window_ticks: (config.hot_window_secs * 1000 / config.tick_ms.max(1)).max(1),
         hot_actions: Some(hot_tx),
         max_clock_offset_ms: config.max_clock_offset_ms,
+        lease_extension_ms: u64::from(config.election_timeout_ticks_max) * config.tick_ms,
+        lease_bugs: bugs.lease,
     };
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(REPORTS_QUEUE_MAX);
     let (driver, published) = Driver::new(
@@ -650,6 +663,8 @@ pub async fn run(
         layout: serde_yaml::to_string(&spec)?,
         clock: clock.clone(),
         clock_guard: clock_guard.clone(),
+        lease_ttl_min_ms: (3 * u64::from(config.election_timeout_ticks_max) * config.tick_ms)
+            .max(LEASE_TTL_FLOOR_MS),
     };
     // The causal keyspace lives on the founding members: nodes that join later know
     // only some of the others at first, and a replica set that changed under running

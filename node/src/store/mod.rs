@@ -259,10 +259,18 @@ impl KvStore {
 
     fn execute(&mut self, index: u64, command: &Command, bugs: StoreBugs) -> ApplyResult {
         match &command.op {
-            // Splits and merges change the range: `DataRange` applies them.
+            // Splits and merges change the range, and leases and locks are the range's
+            // lease table's: `DataRange` applies them.
             None
             | Some(
-                Op::Split(_) | Op::PrepareMerge(_) | Op::CommitMerge(_) | Op::RollbackMerge(_),
+                Op::Split(_)
+                | Op::PrepareMerge(_)
+                | Op::CommitMerge(_)
+                | Op::RollbackMerge(_)
+                | Op::LeaseGrant(_)
+                | Op::LeaseRevoke(_)
+                | Op::Lock(_)
+                | Op::Unlock(_),
             ) => ApplyResult::default(),
             Some(Op::Put(put)) => {
                 let at = self.stamp(command);
@@ -432,6 +440,29 @@ impl KvStore {
         };
         self.last_timestamp = proposed.max(floor);
         self.last_timestamp
+    }
+
+    /// Writes `writes` (a `None` value deletes) at the entry `index`, all at one timestamp,
+    /// for a range's own entries that are not client writes (a lease's expiry deleting its
+    /// keys, a lock taken). The timestamp, if anything changed.
+    pub fn write_all(
+        &mut self,
+        index: u64,
+        command: &Command,
+        writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Option<Timestamp> {
+        let writes: Vec<_> = writes
+            .into_iter()
+            .filter(|(key, value)| value.is_some() || self.get(key).is_some())
+            .collect();
+        if writes.is_empty() {
+            return None;
+        }
+        let at = self.stamp(command);
+        for (key, value) in writes {
+            self.set(&key, value, index, at);
+        }
+        Some(at)
     }
 
     /// The timestamp of the last state-changing write.
@@ -815,6 +846,7 @@ mod tests {
             op: Some(Op::Put(Put {
                 key: key.into(),
                 value: value.into(),
+                ..Default::default()
             })),
         }
     }

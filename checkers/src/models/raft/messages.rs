@@ -94,6 +94,7 @@ pub fn command_for(client_id: &str, seq: u64, op: &ClientOp) -> Command {
         ClientOp::Put(value) => Op::Put(Put {
             key: REGISTER_KEY.to_vec(),
             value: vec![*value],
+            ..Put::default()
         }),
         ClientOp::Cas { expected, new } => Op::CompareAndSwap(CompareAndSwap {
             key: REGISTER_KEY.to_vec(),
