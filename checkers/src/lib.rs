@@ -52,6 +52,7 @@ pub mod formats;
 pub mod generate;
 pub mod history;
 pub mod linearizability;
+pub mod lock;
 pub mod model;
 pub mod models;
 pub mod report;

@@ -47,6 +47,45 @@ pub enum Operation {
     },
     /// The bank: every balance, read in one transaction.
     Balances,
+    /// The lock: grant a lease (kept alive in the background), then take lock `lock`.
+    Acquire {
+        lock: String,
+    },
+    /// The lock: write `value` to the register lock `lock` protects, with its token.
+    FencedWrite {
+        lock: String,
+        value: i64,
+    },
+    /// The lock: stop the keep-alives and sleep `ms`, as a paused holder.
+    Stall {
+        ms: u64,
+    },
+    /// The lock: unlock, and revoke the lease.
+    Release {
+        lock: String,
+    },
+}
+
+/// The key of the register lock `lock` protects.
+pub fn register_key(lock: &str) -> Vec<u8> {
+    format!("register/{lock}").into_bytes()
+}
+
+/// A lock this client holds, or believes it holds.
+struct Held {
+    name: String,
+    lease: u64,
+    token: u64,
+    /// Renews the lease every third of its TTL until stopped (dropped or aborted).
+    keep_alive: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(task) = self.keep_alive.take() {
+            task.abort();
+        }
+    }
 }
 
 /// A bank transaction (serializable) of `ops`.
@@ -107,7 +146,7 @@ pub trait Client: Send {
 /// coordinates ([`Routing::Node`]). Writes carry a `WriteId` (client id, sequence) so that
 /// a resent write is recognised by the store and applied once.
 pub struct FaultlineClient {
-    router: RoutingClient,
+    router: std::sync::Arc<RoutingClient>,
     routing: Routing,
     /// Every node, the client's own first: where a direct client learns the map.
     seeds: Vec<SocketAddr>,
@@ -121,6 +160,9 @@ pub struct FaultlineClient {
     /// The last transfer's guarded write, resent as it was: a resend that read the
     /// balances again would see its own earlier attempt's effect and misreport it.
     last_transfer: Option<faultline_node::proto::kv::TxnRequest>,
+    /// The lock workload's lease TTL, and the lock held.
+    pub lock_ttl_ms: u64,
+    held: Option<Held>,
 }
 
 impl FaultlineClient {
@@ -136,7 +178,12 @@ impl FaultlineClient {
         let mut seeds = vec![addr];
         seeds.extend(nodes.iter().filter(|n| **n != addr));
         Self {
-            router: RoutingClient::new(seeds.clone(), routing, source, timeout),
+            router: std::sync::Arc::new(RoutingClient::new(
+                seeds.clone(),
+                routing,
+                source,
+                timeout,
+            )),
             routing,
             seeds,
             source,
@@ -146,6 +193,8 @@ impl FaultlineClient {
             bank_accounts: 0,
             bank_negative: false,
             last_transfer: None,
+            lock_ttl_ms: 1_000,
+            held: None,
         }
     }
 
@@ -202,7 +251,12 @@ impl Client for FaultlineClient {
         }
         let mut seeds = vec![addr];
         seeds.extend(self.seeds.iter().filter(|n| **n != addr));
-        self.router = RoutingClient::new(seeds, self.routing, source, self.timeout);
+        self.router = std::sync::Arc::new(RoutingClient::new(
+            seeds,
+            self.routing,
+            source,
+            self.timeout,
+        ));
         self.source = source;
     }
 }
@@ -292,6 +346,114 @@ impl FaultlineClient {
             Operation::Txn { ops, isolation } => self.transact(ops, *isolation).await,
             Operation::Transfer { from, to, amount } => self.transfer(*from, *to, *amount).await,
             Operation::Balances => self.balances().await,
+            Operation::Acquire { lock } => self.acquire(lock).await,
+            Operation::FencedWrite { lock, value } => self.fenced_write(lock, *value).await,
+            Operation::Stall { ms } => {
+                // A paused process renews nothing: its lease runs out while it sleeps.
+                if let Some(task) = self.held.as_mut().and_then(|h| h.keep_alive.take()) {
+                    task.abort();
+                }
+                tokio::time::sleep(Duration::from_millis(*ms)).await;
+                Completion::Ok {
+                    value: Value::from(*ms),
+                }
+            }
+            Operation::Release { lock } => self.release(lock).await,
+        }
+    }
+
+    async fn acquire(&mut self, lock: &str) -> Completion {
+        // A lock left from a section that did not finish is given up first.
+        self.held = None;
+        let router = self.router.clone();
+        let key = faultline_node::server::lock_key(lock);
+        let lease = match router
+            .lease_grant(self.lock_ttl_ms, key, self.timeout)
+            .await
+        {
+            Ok(reply) => reply.id,
+            Err(status) => {
+                // A grant whose outcome is unknown leaves at most a lease nobody renews.
+                return Completion::Refused {
+                    error: format!("lease grant: {:?}: {}", status.code(), status.message()),
+                };
+            }
+        };
+        let every = Duration::from_millis(self.lock_ttl_ms / 3);
+        let timeout = self.timeout;
+        let renewer = router.clone();
+        let keep_alive = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match renewer.lease_renew(lease, timeout.min(every)).await {
+                    Ok(_) => {}
+                    Err(status) if status.code() == tonic::Code::NotFound => return,
+                    Err(_) => {}
+                }
+            }
+        });
+        let mut held = Held {
+            name: lock.to_string(),
+            lease,
+            token: 0,
+            keep_alive: Some(keep_alive),
+        };
+        match router.lock(lock, lease, self.timeout).await {
+            Ok(reply) => {
+                held.token = reply.token;
+                self.held = Some(held);
+                Completion::Ok {
+                    value: Value::from(reply.token),
+                }
+            }
+            Err(status) => {
+                // Not taken, or perhaps taken: either way the lease is left to run out
+                // (the keep-alives stop with `held`), which frees the lock.
+                drop(held);
+                write_error(&status)
+            }
+        }
+    }
+
+    async fn fenced_write(&mut self, lock: &str, value: i64) -> Completion {
+        let Some(held) = self.held.as_ref().filter(|h| h.name == lock) else {
+            return Completion::Refused {
+                error: "not sent: this client holds no lock".into(),
+            };
+        };
+        let token = held.token;
+        let message = faultline_node::proto::kv::PutRequest {
+            key: register_key(lock),
+            value: value.to_string().into_bytes(),
+            fencing_token: token,
+            ..Default::default()
+        };
+        match self.router.put_request(message, self.timeout).await {
+            Ok(_) => Completion::Ok {
+                value: Value::from(vec![Value::from(value), Value::from(token)]),
+            },
+            Err(status) => write_error(&status),
+        }
+    }
+
+    async fn release(&mut self, lock: &str) -> Completion {
+        let Some(held) = self.held.take().filter(|h| h.name == lock) else {
+            return Completion::Refused {
+                error: "not sent: this client holds no lock".into(),
+            };
+        };
+        let released = self
+            .router
+            .unlock(lock, held.lease, self.timeout)
+            .await
+            .map(|r| r.released);
+        let _ = self.router.lease_revoke(held.lease, self.timeout).await;
+        match released {
+            // 1 if the lease still held the lock, 0 if it had run out meanwhile.
+            Ok(released) => Completion::Ok {
+                value: Value::from(i64::from(released)),
+            },
+            Err(status) => write_error(&status),
         }
     }
 

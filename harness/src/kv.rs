@@ -31,9 +31,62 @@ pub struct KvArgs {
 }
 
 #[derive(Subcommand)]
+enum LeaseOp {
+    /// A lease of TTL_MS (raised to the node's minimum if below it), in the partition
+    /// holding --key (keys attached to it must be there; a lock's is lock/NAME).
+    Grant {
+        ttl_ms: u64,
+        #[arg(long, default_value = "")]
+        key: String,
+    },
+    /// Keep lease ID alive, a keep-alive every --every-ms, until --count are answered
+    /// (0: until interrupted); prints each answer.
+    KeepAlive {
+        id: u64,
+        #[arg(long, default_value_t = 1000)]
+        every_ms: u64,
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+    /// Revoke lease ID: its keys are deleted.
+    Revoke { id: u64 },
+    /// What lease ID has left, by its leader's clock (--keys: and the keys it carries).
+    Ttl {
+        id: u64,
+        #[arg(long)]
+        keys: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum KvOp {
     /// Set KEY to VALUE.
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        value: String,
+        /// Attach KEY to lease ID: it is deleted when the lease expires or is revoked.
+        #[arg(long, value_name = "ID")]
+        lease: Option<u64>,
+        /// A write a lock protects: refused if KEY has accepted a higher token.
+        #[arg(long, value_name = "TOKEN")]
+        fencing_token: Option<u64>,
+    },
+    /// Leases: grant, keep alive, revoke, and ask what one has left.
+    #[command(subcommand)]
+    Lease(LeaseOp),
+    /// Take lock NAME (the key lock/NAME) for lease ID, waiting while another holds it;
+    /// prints the fencing token to send with every write the lock protects.
+    Lock {
+        name: String,
+        #[arg(long, value_name = "ID")]
+        lease: u64,
+    },
+    /// Release lock NAME if lease ID holds it.
+    Unlock {
+        name: String,
+        #[arg(long, value_name = "ID")]
+        lease: u64,
+    },
     /// Read KEY (linearizable unless --serializable).
     Get {
         key: String,
@@ -225,12 +278,52 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
         | KvOp::CausalGet { .. }
         | KvOp::CausalDelete { .. }
         | KvOp::CausalDump { .. } => Ok(()),
-        KvOp::Put { key, value } => router
-            .put(key.into_bytes(), value.into_bytes(), None, timeout)
-            .await
-            .map(|r| {
+        KvOp::Put { key, value, lease, fencing_token } => {
+            let message = faultline_node::proto::kv::PutRequest {
+                key: key.into_bytes(),
+                value: value.into_bytes(),
+                lease: lease.unwrap_or(0),
+                fencing_token: fencing_token.unwrap_or(0),
+                ..Default::default()
+            };
+            router.put_request(message, timeout).await.map(|r| {
                 println!("OK revision {}{} {}", r.revision, stamp(r.timestamp), describe(r.header));
-            }),
+            })
+        }
+        KvOp::Lease(LeaseOp::Grant { ttl_ms, key }) => {
+            router.lease_grant(ttl_ms, key.into_bytes(), timeout).await.map(|r| {
+                println!("lease {} ttl {} ms{} {}", r.id, r.ttl_ms, if r.note.is_empty() { String::new() } else { format!(" ({})", r.note) }, describe(r.header));
+            })
+        }
+        KvOp::Lease(LeaseOp::KeepAlive { id, every_ms, count }) => {
+            let mut answered = 0;
+            loop {
+                match router.lease_renew(id, timeout).await {
+                    Ok(r) => println!("lease {} renewed: ttl {} ms {}", r.id, r.ttl_ms, describe(r.header)),
+                    Err(status) => break Err(status),
+                }
+                answered += 1;
+                if count > 0 && answered >= count {
+                    break Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(every_ms)).await;
+            }
+        }
+        KvOp::Lease(LeaseOp::Revoke { id }) => router.lease_revoke(id, timeout).await.map(|r| {
+            println!("REVOKED lease {id}: {} keys deleted {}", r.deleted_keys, describe(r.header));
+        }),
+        KvOp::Lease(LeaseOp::Ttl { id, keys }) => router.lease_time_to_live(id, keys, timeout).await.map(|r| {
+            println!("lease {}: {} ms left of {} ms {}", r.id, r.ttl_ms, r.granted_ttl_ms, describe(r.header));
+            for key in &r.keys {
+                println!("  {}", String::from_utf8_lossy(key));
+            }
+        }),
+        KvOp::Lock { name, lease } => router.lock(&name, lease, timeout).await.map(|r| {
+            println!("LOCKED {} token {} {}", String::from_utf8_lossy(&r.key), r.token, describe(r.header));
+        }),
+        KvOp::Unlock { name, lease } => router.unlock(&name, lease, timeout).await.map(|r| {
+            println!("{} {}", if r.released { "RELEASED" } else { "(not held by this lease)" }, describe(r.header));
+        }),
         KvOp::Get { key, serializable } => {
             router.get(key.into_bytes(), serializable, timeout).await.map(|r| {
                 if r.found {

@@ -311,6 +311,13 @@ fn to_operation(op: &Op, isolation: faultline_workloads::Isolation) -> Operation
             element: element as i64,
         },
         (OpKind::ReadAll, _) => Operation::ReadAll,
+        (OpKind::Acquire, _) => Operation::Acquire { lock: key },
+        (OpKind::FencedWrite, OpValue::Write(value)) => Operation::FencedWrite {
+            lock: key,
+            value: value as i64,
+        },
+        (OpKind::Stall, OpValue::Write(ms)) => Operation::Stall { ms },
+        (OpKind::Release, _) => Operation::Release { lock: key },
         (OpKind::Write, OpValue::Write(value)) => Operation::Write {
             key,
             value: value as i64,
@@ -344,6 +351,8 @@ struct Shared {
     isolation: faultline_workloads::Isolation,
     /// The bank's accounts and whether balances may go negative.
     bank: Option<(u32, bool)>,
+    /// The lock workload's lease TTL.
+    lock_ttl_ms: u64,
     /// For `keyspace: causal`: a channel per node, and the sessions' hop chance.
     causal: Option<(Vec<tonic::transport::Channel>, f64)>,
 }
@@ -420,6 +429,7 @@ fn new_client(shared: &Shared, node: usize, process: u64) -> Box<dyn Client> {
         client.bank_accounts = accounts;
         client.bank_negative = negative;
     }
+    client.lock_ttl_ms = shared.lock_ttl_ms;
     Box::new(client)
 }
 
@@ -484,8 +494,16 @@ async fn invoke(
     let mut completion = client.invoke(&operation).await;
     let (mut resends, mut answered_by) = (0, node);
     let mut unknown = None;
-    while !matches!(op.f, OpKind::Read | OpKind::ReadAll | OpKind::Balances)
-        && resends < shared.write_retries
+    while !matches!(
+        op.f,
+        OpKind::Read
+            | OpKind::ReadAll
+            | OpKind::Balances
+            | OpKind::Acquire
+            | OpKind::FencedWrite
+            | OpKind::Stall
+            | OpKind::Release
+    ) && resends < shared.write_retries
         && Instant::now() < shared.deadline
     {
         match &completion {
@@ -518,7 +536,13 @@ async fn invoke(
             // A transaction's completion holds what its reads saw.
             let value = if matches!(
                 op.f,
-                OpKind::Read | OpKind::ReadAll | OpKind::Txn | OpKind::Balances
+                OpKind::Read
+                    | OpKind::ReadAll
+                    | OpKind::Txn
+                    | OpKind::Balances
+                    | OpKind::Acquire
+                    | OpKind::FencedWrite
+                    | OpKind::Release
             ) {
                 value.clone()
             } else {
@@ -706,6 +730,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
             let bank = workload.bank.clone().unwrap_or_default();
             (workload.keys.count, bank.negative_balances)
         }),
+        lock_ttl_ms: workload.lock.clone().unwrap_or_default().ttl_ms,
         causal: (workload.keyspace == Keyspace::Causal).then(|| {
             let sources: Vec<std::net::IpAddr> =
                 (0..addrs.len()).map(|i| node_ip(i).into()).collect();

@@ -194,6 +194,32 @@ pub fn check_bank(
     Ok(())
 }
 
+/// The lock checker: fencing keeps the critical sections whose writes were accepted
+/// apart. A run in which no stalled holder was overtaken did not test that: unknown.
+pub fn check_lock(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+    use faultline_checkers::lock;
+    let path = run_dir.join("history.jsonl");
+    let history = faultline_checkers::formats::read_history_file(&path, Some(Format::Jsonl))
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let verdict = lock::check_lock(&history);
+    let text = lock::text(&verdict);
+    results.valid = if !verdict.valid {
+        Validity::Known(false)
+    } else if verdict.stalls_overtaken == 0 {
+        Validity::Unknown(
+            "no stalled lock holder was overtaken by another, so fencing was not tested",
+        )
+    } else {
+        Validity::Known(true)
+    };
+    if !verdict.valid {
+        std::fs::write(run_dir.join("anomalies.txt"), &text)?;
+    }
+    results.notes.push(text);
+    apply_guards(results);
+    Ok(())
+}
+
 /// The causal checker: bad patterns and session guarantees.
 pub fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     let path = run_dir.join("history.jsonl");

@@ -143,6 +143,28 @@ impl WorkloadKind for BankKind {
     }
 }
 
+/// Locks with leases protecting a register through fencing tokens.
+struct LockKind;
+
+impl WorkloadKind for LockKind {
+    fn checker(&self) -> &'static str {
+        "lock"
+    }
+
+    fn model(&self, _workload: &Workload) -> String {
+        "fenced-lock".into()
+    }
+
+    fn check(
+        &self,
+        results: &mut Results,
+        run_dir: &Path,
+        _workload: &Workload,
+    ) -> anyhow::Result<()> {
+        verdict::check_lock(results, run_dir)
+    }
+}
+
 /// The kind a workload's `checker` names.
 pub fn kind(workload: &Workload) -> &'static dyn WorkloadKind {
     match workload.checker {
@@ -152,5 +174,6 @@ pub fn kind(workload: &Workload) -> &'static dyn WorkloadKind {
         Checker::ListAppend => &Transactional(faultline_checkers::txn::Workload::ListAppend),
         Checker::RwRegister => &Transactional(faultline_checkers::txn::Workload::RwRegister),
         Checker::Bank => &BankKind,
+        Checker::Lock => &LockKind,
     }
 }

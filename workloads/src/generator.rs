@@ -77,6 +77,15 @@ pub enum OpKind {
     Transfer,
     /// The bank: read every balance at once; the history calls it `read`.
     Balances,
+    /// The lock: grant a lease, keep it alive, take the lock (`acquire`).
+    Acquire,
+    /// The lock: write the protected register with the lock's fencing token; the history
+    /// calls it `write`, with `[value, token]` on completion.
+    FencedWrite,
+    /// The lock: stop the keep-alives and sleep, as a paused holder (`stall`).
+    Stall,
+    /// The lock: unlock and revoke the lease (`release`).
+    Release,
 }
 
 impl OpKind {
@@ -90,6 +99,10 @@ impl OpKind {
             OpKind::Txn => "txn",
             OpKind::Transfer => "transfer",
             OpKind::Balances => "read",
+            OpKind::Acquire => "acquire",
+            OpKind::FencedWrite => "write",
+            OpKind::Stall => "stall",
+            OpKind::Release => "release",
         }
     }
 }
@@ -299,6 +312,19 @@ pub struct Generator {
     txn: Option<TxnGen>,
     /// The bank: accounts and the largest transfer.
     bank: Option<(u32, i64)>,
+    /// The lock: its settings, and each process's rest of its critical section.
+    lock: Option<LockGen>,
+}
+
+/// The lock workload's sections: each process takes a lock, writes, maybe stalls, writes
+/// again and releases, in that order; the lock and the stalls come from its stream.
+#[derive(Clone, Debug)]
+struct LockGen {
+    spec: crate::schema::LockSpec,
+    /// Operations left of each process's current section.
+    pending: HashMap<u64, VecDeque<Op>>,
+    /// Sections begun per process, for `stall_every`.
+    sections: HashMap<u64, u32>,
 }
 
 /// Elle's transaction generator: `keys.count` keys are active at a time; each takes
@@ -350,6 +376,11 @@ impl Generator {
             bank: (workload.checker == crate::schema::Checker::Bank).then(|| {
                 let bank = workload.bank.clone().unwrap_or_default();
                 (workload.keys.count.max(2), bank.max_transfer.max(1))
+            }),
+            lock: (workload.checker == crate::schema::Checker::Lock).then(|| LockGen {
+                spec: workload.lock.clone().unwrap_or_default(),
+                pending: HashMap::new(),
+                sections: HashMap::new(),
             }),
             txn: workload.checker.is_transactional().then(|| {
                 let count = workload.keys.count.clamp(1, crate::schema::MAX_KEY_COUNT);
@@ -414,6 +445,53 @@ impl Generator {
         }
     }
 
+    /// The next step of `process`'s critical section, starting a new one when the last is
+    /// done. A stall sits between the first write and the rest, where the holder believes
+    /// it still holds the lock.
+    fn next_lock_op(&mut self, process: u64) -> Op {
+        let rng = self
+            .process_rngs
+            .get_mut(&process)
+            .expect("next_op made the process's stream");
+        let lock = self.lock.as_mut().expect("a lock workload");
+        if let Some(op) = lock.pending.get_mut(&process).and_then(VecDeque::pop_front) {
+            return op;
+        }
+        let index = self.keys.pick(rng);
+        let key = key_name(index);
+        let section = lock.sections.entry(process).or_insert(0);
+        *section += 1;
+        let stalls = lock.spec.stall_every > 0 && section.is_multiple_of(lock.spec.stall_every);
+        let mut steps = VecDeque::new();
+        for write in 0..lock.spec.writes {
+            let value = self.next_value;
+            self.next_value += 1;
+            steps.push_back(Op {
+                f: OpKind::FencedWrite,
+                key: key.clone(),
+                value: OpValue::Write(value),
+            });
+            if write == 0 && stalls {
+                steps.push_back(Op {
+                    f: OpKind::Stall,
+                    key: key.clone(),
+                    value: OpValue::Write(lock.spec.ttl_ms + lock.spec.stall_extra_ms),
+                });
+            }
+        }
+        steps.push_back(Op {
+            f: OpKind::Release,
+            key: key.clone(),
+            value: OpValue::Nil,
+        });
+        lock.pending.insert(process, steps);
+        Op {
+            f: OpKind::Acquire,
+            key,
+            value: OpValue::Nil,
+        }
+    }
+
     fn plan_at(&self, elapsed: Duration) -> &Plan {
         // The last plan ends at Duration::MAX, so some plan always matches; the fallback only
         // keeps this total.
@@ -437,6 +515,9 @@ impl Generator {
 
         if self.txn.is_some() {
             return self.next_txn(process, mix);
+        }
+        if self.lock.is_some() {
+            return self.next_lock_op(process);
         }
         if let Some((accounts, max_transfer)) = self.bank {
             let total = u64::from(mix.read) + u64::from(mix.write);
@@ -492,7 +573,11 @@ impl Generator {
             | OpKind::Add
             | OpKind::Txn
             | OpKind::Transfer
-            | OpKind::Balances => OpValue::Nil,
+            | OpKind::Balances
+            | OpKind::Acquire
+            | OpKind::FencedWrite
+            | OpKind::Stall
+            | OpKind::Release => OpValue::Nil,
             OpKind::Write => OpValue::Write(self.fresh_value(key_index)),
             OpKind::Cas => {
                 let expected = match self.recent.get(&key_index) {

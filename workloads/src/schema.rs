@@ -137,6 +137,60 @@ pub struct Workload {
     /// weighs reads of every balance, `mix.write` transfers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bank: Option<Bank>,
+    /// For `checker: lock`: the leases and the holder's stalls. `keys.count` is the
+    /// number of locks; `mix` is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockSpec>,
+}
+
+/// The lock workload: clients take a lock with a lease, write a register the lock
+/// protects with its fencing token (`writes` times), and release it. Every `stall_every`th
+/// critical section of a client stalls between its writes, keep-alives stopped, for the
+/// lease's TTL plus `stall_extra_ms`, as a holder paused by a GC or a VM would: another
+/// client takes the lock meanwhile, and the stalled holder's late write must be refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockSpec {
+    /// The lease's TTL, 1000..=60000 ms (the node raises a shorter one to its minimum).
+    /// Defaults to 1000.
+    #[serde(default = "default_lock_ttl_ms")]
+    pub ttl_ms: u64,
+    /// Writes per critical section, 1..=100. Defaults to 2.
+    #[serde(default = "default_lock_writes")]
+    pub writes: u32,
+    /// Every how many critical sections a client stalls (0: never). Defaults to 3.
+    #[serde(default = "default_stall_every")]
+    pub stall_every: u32,
+    /// How long past the TTL a stall lasts, 0..=60000 ms. Defaults to 2000.
+    #[serde(default = "default_stall_extra_ms")]
+    pub stall_extra_ms: u64,
+}
+
+impl Default for LockSpec {
+    fn default() -> Self {
+        LockSpec {
+            ttl_ms: default_lock_ttl_ms(),
+            writes: default_lock_writes(),
+            stall_every: default_stall_every(),
+            stall_extra_ms: default_stall_extra_ms(),
+        }
+    }
+}
+
+fn default_lock_ttl_ms() -> u64 {
+    1_000
+}
+
+fn default_lock_writes() -> u32 {
+    2
+}
+
+fn default_stall_every() -> u32 {
+    3
+}
+
+fn default_stall_extra_ms() -> u64 {
+    2_000
 }
 
 /// Jepsen's bank: accounts, the total they hold, and what a transfer may do.
@@ -329,6 +383,10 @@ pub enum Checker {
     /// Jepsen's bank: transfers between accounts (each a transaction guarded by the
     /// balances it read) and reads of every balance; totals are conserved.
     Bank,
+    /// Locks held by leases, protecting a register through fencing tokens: no write with
+    /// a lower token is accepted after one with a higher token, and tokens grow with
+    /// every holder.
+    Lock,
 }
 
 impl Checker {
@@ -598,7 +656,8 @@ impl Workload {
             | Checker::Set
             | Checker::ListAppend
             | Checker::RwRegister
-            | Checker::Bank => None,
+            | Checker::Bank
+            | Checker::Lock => None,
         }
     }
 
@@ -720,8 +779,38 @@ impl Workload {
         Ok(())
     }
 
+    fn check_lock(&self) -> Result<(), (String, String)> {
+        if self.checker != Checker::Lock {
+            if self.lock.is_some() {
+                return Err(fail("lock", "only applies to `checker: lock`; remove it"));
+            }
+            return Ok(());
+        }
+        let lock = self.lock.clone().unwrap_or_default();
+        if !(1_000..=60_000).contains(&lock.ttl_ms) {
+            return Err(fail(
+                "lock.ttl_ms",
+                format!("must be 1000..=60000, got {}", lock.ttl_ms),
+            ));
+        }
+        if !(1..=100).contains(&lock.writes) {
+            return Err(fail(
+                "lock.writes",
+                format!("must be 1..=100, got {}", lock.writes),
+            ));
+        }
+        if lock.stall_extra_ms > 60_000 {
+            return Err(fail(
+                "lock.stall_extra_ms",
+                format!("must be 0..=60000, got {}", lock.stall_extra_ms),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_txn(&self) -> Result<(), (String, String)> {
         self.check_bank()?;
+        self.check_lock()?;
         if !self.checker.is_transactional() {
             for (field, set) in [
                 ("txn", self.txn.is_some()),

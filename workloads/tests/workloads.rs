@@ -89,7 +89,8 @@ fn every_builtin_parses_and_validates() {
             "causal-store",
             "list-append",
             "rw-register",
-            "bank"
+            "bank",
+            "lock"
         ]
     );
     for name in names {
@@ -942,4 +943,39 @@ fn a_bank_generator_transfers_between_two_accounts_within_the_limit() {
         .replace("max_transfer: 5", "max_transfer: 500");
     let error = Workload::from_yaml(&bad, "bank.yaml").expect_err("above the total");
     assert!(error.to_string().contains("bank.max_transfer"), "{error}");
+}
+
+#[test]
+fn a_lock_generator_gives_each_process_whole_sections_and_stalls_every_third() {
+    let workload = resolve("lock").expect("builtin");
+    let mut generator = Generator::new(&workload, 3);
+    let steps: Vec<OpKind> = (0..15)
+        .map(|_| generator.next_op(0, Duration::ZERO).f)
+        .collect();
+    use OpKind::{Acquire, FencedWrite, Release, Stall};
+    let plain = [Acquire, FencedWrite, FencedWrite, Release];
+    let stalled = [Acquire, FencedWrite, Stall, FencedWrite, Release];
+    assert_eq!(steps[..4], plain);
+    assert_eq!(steps[4..8], plain);
+    assert_eq!(steps[8..13], stalled);
+    // Another process keeps its own place.
+    assert_eq!(generator.next_op(1, Duration::ZERO).f, Acquire);
+    let stall = (0..5)
+        .map(|_| generator.next_op(2, Duration::ZERO))
+        .find(|op| op.f == Stall);
+    assert!(stall.is_none(), "the first section does not stall");
+
+    let bad = builtin("lock")
+        .unwrap()
+        .replace("ttl_ms: 1000", "ttl_ms: 10");
+    let error = Workload::from_yaml(&bad, "lock.yaml").expect_err("below 1000");
+    assert!(error.to_string().contains("lock.ttl_ms"), "{error}");
+    let misplaced = builtin("bank").unwrap().to_string() + "lock:\n  ttl_ms: 2000\n";
+    let error = Workload::from_yaml(&misplaced, "bank.yaml").expect_err("not a lock workload");
+    assert!(
+        error
+            .to_string()
+            .contains("only applies to `checker: lock`"),
+        "{error}"
+    );
 }
