@@ -14,9 +14,15 @@
 //!   atomicity, no commit without every prepare, serializability and that every transaction
 //!   is decided once faults stop. `faultline model 2pc` is its command.
 //!
+//! - [`lease`]: the node's lease core (`faultline_node::cluster::lease`): the replicated
+//!   table and each replica's timers, with explicit time and drifting clocks, clients
+//!   holding a lock with a lease, and leadership moving; checks that at most one client
+//!   believes it holds the lock. `faultline model lease` is its command.
+//!
 //! README.md in this folder says what is modelled, what is abstracted away, the bounds and
 //! how to read and replay a counterexample.
 
 pub mod causal;
+pub mod lease;
 pub mod raft;
 pub mod twopc;

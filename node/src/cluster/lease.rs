@@ -13,7 +13,7 @@
 //! its full TTL from then (etcd's lessor `Promote` does the same). The TTL is therefore a
 //! minimum, never a promise of expiry on time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A lease's id names the range that granted it in its top bits, so that a keep-alive or
 /// a revoke can be routed by id alone; the low bits are the grant entry's index.
@@ -30,7 +30,7 @@ pub fn lease_group(id: u64) -> u64 {
 }
 
 /// One lease as the log knows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LeaseRecord {
     pub ttl_ms: u64,
     /// Keys that go when the lease does.
@@ -69,7 +69,7 @@ impl std::fmt::Display for LeaseRefusal {
 }
 
 /// The replicated lease state of one range.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LeaseTable {
     leases: BTreeMap<u64, LeaseRecord>,
     /// key -> the lease carrying it.
@@ -233,7 +233,7 @@ impl LeaseTable {
 }
 
 /// Seeded bugs of the lease timers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LeaseBugs {
     /// `lease-no-extension-on-election`: a new leader gives each lease only what the
     /// holder had left by the grant's count (TTL from when it learnt of the lease),
@@ -247,15 +247,16 @@ pub struct LeaseBugs {
 pub const EXPIRY_RETRY_MS: u64 = 500;
 
 /// A range leader's lease clocks. Nothing here is replicated: a follower has none, and a
-/// new leader starts them from the table with [`LeaseTimers::promote`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// new leader starts them from the table with [`LeaseTimers::promote`]. Ordered maps, so
+/// that the model checker can hash a state (a range holds few leases at a time).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LeaseTimers {
     /// lease -> when it runs out (ms of the leader's monotonic clock).
-    deadlines: HashMap<u64, u64>,
+    deadlines: BTreeMap<u64, u64>,
     /// Expiries proposed and not yet applied: lease -> when proposed.
-    expiring: HashMap<u64, u64>,
+    expiring: BTreeMap<u64, u64>,
     /// lease -> when the grant applied here, for the seeded bug's count.
-    granted_at: HashMap<u64, u64>,
+    granted_at: BTreeMap<u64, u64>,
     leading: bool,
     bugs: LeaseBugs,
 }
@@ -334,7 +335,7 @@ impl LeaseTimers {
         if !self.leading {
             return Vec::new();
         }
-        let mut due: Vec<u64> = self
+        let due: Vec<u64> = self
             .deadlines
             .iter()
             .filter(|&(id, &deadline)| {
@@ -346,7 +347,6 @@ impl LeaseTimers {
             })
             .map(|(&id, _)| id)
             .collect();
-        due.sort_unstable();
         for &id in &due {
             self.expiring.insert(id, now);
         }
