@@ -104,6 +104,21 @@ pub enum ReadOutcome<T> {
     },
 }
 
+/// Why a request for a group's leader was not taken here.
+enum NotServed {
+    NoSuchGroup,
+    NotLeader(Option<u64>),
+}
+
+impl NotServed {
+    fn outcome<T>(self) -> ReadOutcome<T> {
+        match self {
+            NotServed::NoSuchGroup => ReadOutcome::NoSuchGroup,
+            NotServed::NotLeader(hint) => ReadOutcome::NotLeader(hint),
+        }
+    }
+}
+
 /// A lease as its leader sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LeaseLife {
@@ -1083,50 +1098,32 @@ impl Driver {
             }
             Event::LeaseRenew { group, id, reply } => {
                 let now = self.now_ms();
-                let extension = self.options.lease_extension_ms;
-                let Some(g) = self.groups.get_mut(&group) else {
-                    let _ = reply.send(ReadOutcome::NoSuchGroup);
-                    return Ok(());
+                let g = match self.leading_data_group(group, now) {
+                    Ok(g) => g,
+                    Err(refused) => {
+                        let _ = reply.send(refused.outcome());
+                        return Ok(());
+                    }
                 };
-                if g.core.role() != Role::Leader {
-                    let _ = reply.send(ReadOutcome::NotLeader(g.core.leader_id()));
-                    return Ok(());
-                }
-                sync_lease_timers(g, now, extension);
                 let ttl = match &g.machine {
                     Machine::Data(range) => range.leases().get(id).map(|r| r.ttl_ms),
                     Machine::Core(_) => None,
                 };
-                let renewed = ttl.is_some_and(|ttl| g.lease_timers.renew(id, ttl, now));
-                if !renewed {
+                if !ttl.is_some_and(|ttl| g.lease_timers.renew(id, ttl, now)) {
                     let _ = reply.send(ReadOutcome::Value(None));
                     return Ok(());
                 }
-                g.wake();
-                let read_id = self.next_read_id;
-                self.next_read_id += 1;
-                match g.core.read_index(read_id) {
-                    Ok(()) => {
-                        g.pending_reads
-                            .insert(read_id, PendingRead::Renew { id, reply });
-                    }
-                    Err(not_leader) => {
-                        let _ = reply.send(ReadOutcome::NotLeader(not_leader.leader_hint));
-                    }
-                }
+                self.confirm(group, PendingRead::Renew { id, reply });
             }
             Event::LeaseTimeToLive { group, id, reply } => {
                 let now = self.now_ms();
-                let extension = self.options.lease_extension_ms;
-                let Some(g) = self.groups.get_mut(&group) else {
-                    let _ = reply.send(ReadOutcome::NoSuchGroup);
-                    return Ok(());
+                let g = match self.leading_data_group(group, now) {
+                    Ok(g) => g,
+                    Err(refused) => {
+                        let _ = reply.send(refused.outcome());
+                        return Ok(());
+                    }
                 };
-                if g.core.role() != Role::Leader {
-                    let _ = reply.send(ReadOutcome::NotLeader(g.core.leader_id()));
-                    return Ok(());
-                }
-                sync_lease_timers(g, now, extension);
                 let life = match &g.machine {
                     Machine::Data(range) => range.leases().get(id).map(|record| LeaseLife {
                         remaining_ms: g.lease_timers.remaining(id, now).unwrap_or(0),
@@ -1384,6 +1381,15 @@ impl Driver {
             g.serve(read, self.options.range_bugs);
             return;
         }
+        self.confirm(group, read);
+    }
+
+    /// Serves `read` once a ReadIndex round confirms this replica of `group` still leads.
+    fn confirm(&mut self, group: u64, read: PendingRead) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            read.drop_with(None);
+            return;
+        };
         g.wake();
         let id = self.next_read_id;
         self.next_read_id += 1;
@@ -1393,6 +1399,17 @@ impl Driver {
             }
             Err(not_leader) => read.drop_with(Some(not_leader.leader_hint)),
         }
+    }
+
+    /// The replica of `group` here, if it leads, with its lease clocks running.
+    fn leading_data_group(&mut self, group: u64, now: u64) -> Result<&mut Group, NotServed> {
+        let extension = self.options.lease_extension_ms;
+        let g = self.groups.get_mut(&group).ok_or(NotServed::NoSuchGroup)?;
+        if g.core.role() != Role::Leader {
+            return Err(NotServed::NotLeader(g.core.leader_id()));
+        }
+        sync_lease_timers(g, now, extension);
+        Ok(g)
     }
 
     /// While this node's clock is fenced (the guard says so every half second), every

@@ -161,6 +161,20 @@ enum Route<T> {
     Forward(u64),
 }
 
+impl<T> Route<T> {
+    /// For a routed request, which is never forwarded again: the answer from here, or the
+    /// refusal that tells the sender who leads `partition`.
+    fn served_here(self, partition: u64) -> Result<T, Status> {
+        match self {
+            Route::Local(value) => Ok(value),
+            Route::Forward(leader) => Err(refusal(&RouteError::NotLeader {
+                partition,
+                hint: Some(leader),
+            })),
+        }
+    }
+}
+
 const NO_MAP_YET: &str = "this node does not know the partition map yet (its consistent core has not answered); not applied, retry";
 
 impl KvService {
@@ -667,16 +681,11 @@ impl KvService {
     {
         if let Some(routed) = routed {
             self.check_routed(routed, Some(key), EpochCommand::Write)?;
-            return match self
+            return self
                 .write_local(routed.partition, command, deadline, true)
                 .await?
-            {
-                Route::Local(result) => Ok((routed.partition, result)),
-                Route::Forward(leader) => Err(refusal(&RouteError::NotLeader {
-                    partition: routed.partition,
-                    hint: Some(leader),
-                })),
-            };
+                .served_here(routed.partition)
+                .map(|result| (routed.partition, result));
         }
         self.coordinate(
             key,
@@ -949,16 +958,11 @@ impl Kv for KvService {
             // The seeded bug: a forwarded read is served from local state, whatever
             // this replica's role.
             let serializable = serializable || self.bugs.stale_leader_route;
-            return match self
+            return self
                 .read_local(routed.partition, &message.key, serializable, deadline, true)
                 .await?
-            {
-                Route::Local(value) => Ok(reply(routed.partition, value)),
-                Route::Forward(leader) => Err(refusal(&RouteError::NotLeader {
-                    partition: routed.partition,
-                    hint: Some(leader),
-                })),
-            };
+                .served_here(routed.partition)
+                .map(|value| reply(routed.partition, value));
         }
         if self.bugs.stale_leader_route
             && let Some(response) = self.stale_leader_get(&message, deadline).await?
@@ -2413,13 +2417,9 @@ impl KvService {
         command: &Command,
         deadline: Instant,
     ) -> Result<ApplyResult, Status> {
-        match self.write_local(group, command, deadline, true).await? {
-            Route::Local(result) => Ok(result),
-            Route::Forward(leader) => Err(refusal(&RouteError::NotLeader {
-                partition: group,
-                hint: Some(leader),
-            })),
-        }
+        self.write_local(group, command, deadline, true)
+            .await?
+            .served_here(group)
     }
 
     /// The seeded bug `stale-leader-route`: a read goes to the first leader this node saw

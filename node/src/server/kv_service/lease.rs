@@ -15,9 +15,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{KvService, Route, with_message};
 use crate::client::Target;
 use crate::client::router::prepare;
-use crate::client::wire::{RoutedAt, refusal, routed_at};
+use crate::client::wire::{RoutedAt, routed_at};
 use crate::cluster::lease::lease_group;
-use crate::partitioning::{EpochCommand, RouteError};
+use crate::partitioning::EpochCommand;
 use crate::proto::kv::kv_client::KvClient;
 use crate::proto::kv::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -101,23 +101,6 @@ impl KvService {
             })
     }
 
-    /// A lease entry of a routed request, on the partition's replica here.
-    async fn lease_write_routed(
-        &self,
-        routed: RoutedAt,
-        command: &Command,
-        deadline: Instant,
-    ) -> Result<ApplyResult, Status> {
-        let local = self.check_routed(routed, None, EpochCommand::Write)?;
-        match self.write_local(local.id, command, deadline, true).await? {
-            Route::Local(result) => Ok(result),
-            Route::Forward(leader) => Err(refusal(&RouteError::NotLeader {
-                partition: local.id,
-                hint: Some(leader),
-            })),
-        }
-    }
-
     /// A lease entry (revoke) for lease `id`'s partition.
     async fn lease_write(
         &self,
@@ -131,7 +114,8 @@ impl KvService {
         ) -> Pin<Box<dyn Future<Output = Result<ApplyResult, Status>> + Send>>,
     ) -> Result<ApplyResult, Status> {
         if let Some(routed) = routed {
-            return self.lease_write_routed(routed, command, deadline).await;
+            let local = self.check_routed(routed, None, EpochCommand::Write)?;
+            return self.write_here(local.id, command, deadline).await;
         }
         self.on_lease_partition(
             id,
@@ -160,15 +144,7 @@ impl KvService {
         };
         let ttl = if let Some(routed) = routed {
             let local = self.check_routed(routed, None, EpochCommand::Read)?;
-            match renew_here(local.id, true).await? {
-                Route::Local(ttl) => ttl,
-                Route::Forward(leader) => {
-                    return Err(refusal(&RouteError::NotLeader {
-                        partition: local.id,
-                        hint: Some(leader),
-                    }));
-                }
-            }
+            renew_here(local.id, true).await?.served_here(local.id)?
         } else {
             let message = LeaseKeepAliveRequest { id };
             self.on_lease_partition(
@@ -349,15 +325,7 @@ impl KvService {
         };
         let life: Option<LeaseLife> = if let Some(routed) = routed {
             let local = self.check_routed(routed, None, EpochCommand::Read)?;
-            match ask_here(local.id, true).await? {
-                Route::Local(life) => life,
-                Route::Forward(leader) => {
-                    return Err(refusal(&RouteError::NotLeader {
-                        partition: local.id,
-                        hint: Some(leader),
-                    }));
-                }
-            }
+            ask_here(local.id, true).await?.served_here(local.id)?
         } else {
             let forward = message;
             self.on_lease_partition(
