@@ -172,6 +172,10 @@ enum SeededBug {
     /// A new leader gives each lease only what it had left by the grant's count, without
     /// the election timeout: a lease kept alive at the old leader can expire early.
     LeaseNoExtensionOnElection,
+    /// A watch resumed from a past revision drops the first change it catches up on.
+    WatchSkipOnResume,
+    /// Watches are sent puts and deletes when their entry is appended, before it commits.
+    WatchUncommitted,
 }
 
 fn parse_on_off(text: &str) -> Result<bool, String> {
@@ -308,6 +312,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::LwwWallClock => bugs.causal.lww_wall_clock = true,
             SeededBug::NoFencing => bugs.range.no_fencing = true,
             SeededBug::LeaseNoExtensionOnElection => bugs.lease.no_extension_on_election = true,
+            SeededBug::WatchSkipOnResume => bugs.watch.skip_on_resume = true,
+            SeededBug::WatchUncommitted => bugs.watch.uncommitted = true,
         }
     }
     if !args.bugs.is_empty() {

@@ -9,6 +9,7 @@
 //! - [`wire`]: routed requests, typed refusals and what a failure means for a write.
 //! - [`scan`]: a scan across partitions, assembled from one read per partition.
 //! - [`router`]: [`RoutingClient`], the IO around them.
+//! - [`watch`]: where a watch has got to, per partition, so that it can resume.
 //!
 //! The rules, as TiKV's and CockroachDB's clients keep them:
 //! - a request is sent to the leader the cache names, routed at the descriptor's epoch;
@@ -25,6 +26,7 @@
 pub mod cache;
 pub mod router;
 pub mod scan;
+pub mod watch;
 pub mod wire;
 
 pub use cache::MapCache;

@@ -268,6 +268,24 @@ impl RoutingClient {
         self.channel(node)
     }
 
+    /// A `Watch` client of `node`, if its address is known (a connection of its own: a
+    /// watch is long-lived and must not queue behind the node's other requests).
+    pub fn watch_connection(
+        &self,
+        node: NodeId,
+    ) -> Option<crate::proto::kv::watch_client::WatchClient<Channel>> {
+        let addr = match self.cache().address(node) {
+            Some(addr) => addr,
+            None => {
+                self.sync_local();
+                self.cache().address(node)?
+            }
+        };
+        Some(crate::proto::kv::watch_client::WatchClient::new(
+            node_endpoint(addr, self.source_ip, self.connect_timeout).connect_lazy(),
+        ))
+    }
+
     fn channel(&self, node: NodeId) -> Option<KvClient<Channel>> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = channels.get(&node) {

@@ -128,6 +128,11 @@ impl DataRange {
         &self.store
     }
 
+    /// What the entries applied since the last call changed (see `KvStore::take_changes`).
+    pub fn take_changes(&mut self) -> Vec<crate::store::Change> {
+        self.store.take_changes()
+    }
+
     /// The range's transaction participant.
     pub fn txn(&self) -> &Participant {
         &self.txn

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::durable::Durable;
 use super::transport::Transport;
 use crate::cluster::lease::LeaseTimers;
+use crate::cluster::watch::{Delivery, Sent, WatchBugs, WatchHub, WatchSpec};
 use crate::partitioning::convert::to_wire;
 use crate::partitioning::core_store::{CoreApplied, CoreStore};
 use crate::partitioning::{
@@ -223,7 +224,35 @@ pub enum Event {
         digest_index: Option<u64>,
         reply: oneshot::Sender<StatusResponse>,
     },
+    /// Watch a range hosted here (any replica: only committed changes are sent). The
+    /// watch ends when `sender` is dropped or the range stops being what it was.
+    Watch {
+        group: u64,
+        id: u64,
+        spec: WatchSpec,
+        sender: WatchSender,
+    },
     Shutdown,
+}
+
+/// One partition's watch queue, from this thread to the watch's stream.
+pub type WatchSender = mpsc::Sender<Delivery>;
+
+/// Deliveries to a group's watchers: a full queue is left to catch up later.
+fn watch_send(senders: &mut HashMap<u64, WatchSender>) -> impl FnMut(u64, Delivery) -> Sent + '_ {
+    move |id, delivery| {
+        let Some(sender) = senders.get(&id) else {
+            return Sent::Closed;
+        };
+        match sender.try_send(delivery) {
+            Ok(()) => Sent::Taken,
+            Err(mpsc::error::TrySendError::Full(_)) => Sent::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                senders.remove(&id);
+                Sent::Closed
+            }
+        }
+    }
 }
 
 /// What request handlers need to know about a group without asking the thread.
@@ -288,9 +317,13 @@ pub struct DriverOptions {
     /// What a new leader adds to every lease: the longest election timeout (ms).
     pub lease_extension_ms: u64,
     pub lease_bugs: crate::cluster::lease::LeaseBugs,
+    pub watch_bugs: WatchBugs,
 }
 
 /// A group's state machine.
+// One per group hosted, and the data variant is the common one: boxing it would add an
+// indirection to every apply to save a few hundred bytes per core replica.
+#[allow(clippy::large_enum_variant)]
 pub enum Machine {
     Data(DataRange),
     Core(CoreStore),
@@ -385,9 +418,23 @@ struct Group {
     hot_ticks: u64,
     /// When this range's leases run out, while this replica leads it.
     lease_timers: LeaseTimers,
+    /// The watches of this replica's range, and their queues.
+    watches: WatchHub,
+    watch_senders: HashMap<u64, WatchSender>,
 }
 
 impl Group {
+    /// Ends every watch of the range (it split, merged or leaves this node).
+    fn cancel_watches(&mut self, reason: &str) {
+        if self.watches.is_empty() {
+            return;
+        }
+        self.watches
+            .cancel_all(reason, &mut watch_send(&mut self.watch_senders));
+        // Dropped: each stream ends once it has read its cancellation.
+        self.watch_senders.clear();
+    }
+
     /// Counts a request this replica serves as leader, for the hot-spot detector.
     fn record_request(&mut self, key: &[u8], bytes: usize, write: bool) {
         if !self.core.is_leader() {
@@ -608,6 +655,8 @@ impl Driver {
                 ),
                 hot_ticks: 0,
                 lease_timers: LeaseTimers::new(self.options.lease_bugs),
+                watches: WatchHub::new(self.options.watch_bugs),
+                watch_senders: HashMap::new(),
             },
         );
         if let Some(waiting) = self.orphans.remove(&id) {
@@ -923,6 +972,22 @@ impl Driver {
             }
         }
         self.expire_leases(expiries);
+        for group in self.groups.values_mut() {
+            if group.watches.is_empty() {
+                continue;
+            }
+            group.watch_senders.retain(|_, sender| !sender.is_closed());
+            let senders = &group.watch_senders;
+            group.watches.retain(|id| senders.contains_key(&id));
+            if let Machine::Data(range) = &group.machine {
+                group.watches.tick(
+                    range.store(),
+                    group.applied_index,
+                    now_ms,
+                    &mut watch_send(&mut group.watch_senders),
+                );
+            }
+        }
         for (id, term, load) in reports {
             self.report(id, term, load);
         }
@@ -1163,6 +1228,41 @@ impl Driver {
                     self.transport.remove_peer(id);
                     self.options.peers.retain(|&p| p != id);
                 }
+            }
+            Event::Watch {
+                group,
+                id,
+                spec,
+                sender,
+            } => {
+                let now_ms = self.now_ms();
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = sender.try_send(Delivery::Canceled {
+                        reason: format!("partition {group} has no replica on this node"),
+                        compacted: None,
+                        progress: 0,
+                    });
+                    return Ok(());
+                };
+                let Machine::Data(range) = &g.machine else {
+                    return Ok(());
+                };
+                g.watch_senders.insert(id, sender);
+                tracing::debug!(
+                    group,
+                    id,
+                    from = spec.from,
+                    applied = g.applied_index,
+                    "watch"
+                );
+                g.watches.add(
+                    id,
+                    spec,
+                    range.store(),
+                    g.applied_index,
+                    now_ms,
+                    &mut watch_send(&mut g.watch_senders),
+                );
             }
             Event::Shutdown => {}
         }
@@ -1439,6 +1539,7 @@ impl Driver {
     }
 
     fn process_ready(&mut self) -> anyhow::Result<()> {
+        let now_ms = self.now_ms();
         loop {
             let ready_groups: Vec<u64> = self
                 .groups
@@ -1453,6 +1554,9 @@ impl Driver {
             for id in ready_groups {
                 let group = self.groups.get_mut(&id).expect("listed above");
                 let mut ready = group.core.ready();
+                if self.options.watch_bugs.uncommitted {
+                    send_uncommitted(group, &ready.entries, now_ms);
+                }
                 let (replication, acknowledgements): (Vec<Message>, Vec<Message>) =
                     std::mem::take(&mut ready.messages)
                         .into_iter()
@@ -1503,9 +1607,14 @@ impl Driver {
         // The members of the newest configuration entry applied, and who it dropped.
         let mut members_now: Option<Vec<u64>> = None;
         let mut dropped = Vec::new();
+        // What the entries applied changed, for the range's watches.
+        let mut changes = Vec::new();
+        let watch_uncommitted = self.options.watch_bugs.uncommitted;
         if let Some(snapshot) = &ready.snapshot {
             group.machine.restore(&snapshot.data)?;
             group.applied_index = snapshot.meta.last_included_index;
+            // What the snapshot skipped is in its store's versions: catch up from there.
+            group.watches.restored();
             // Earlier digests belong to a history this node no longer holds.
             group.digests.clear();
             group.remember_digest();
@@ -1570,7 +1679,13 @@ impl Driver {
                                 entry.index
                             )
                         })?;
-                        match range.apply(entry.index, &command, double_apply, bugs) {
+                        let applied = range.apply(entry.index, &command, double_apply, bugs);
+                        let entry_changes = range.take_changes();
+                        // The seeded bug sent these when the entry was appended.
+                        if !(watch_uncommitted && sent_on_append(&command)) {
+                            changes.extend(entry_changes);
+                        }
+                        match applied {
                             Applied::Done(result) => {
                                 note_lease_entry(
                                     &mut group.lease_timers,
@@ -1592,6 +1707,26 @@ impl Driver {
                                 );
                                 result.split =
                                     halves.iter().map(|d| to_wire(d, Load::default())).collect();
+                                // Up to the split, the watches had the whole range; they
+                                // end there, and resume on the halves.
+                                group.watches.committed(
+                                    &std::mem::take(&mut changes),
+                                    entry.index,
+                                    now_ms,
+                                    &mut watch_send(&mut group.watch_senders),
+                                );
+                                let right_id = right.descriptor().map_or(0, |d| d.id);
+                                group.cancel_watches(&format!(
+                                    "partition {id} split at revision {index}: keys from {key} \
+                                     on are partition {right_id} now; watch again, resuming \
+                                     both from revision {next}",
+                                    index = entry.index,
+                                    key = halves
+                                        .get(1)
+                                        .map(|d| d.span.to_string())
+                                        .unwrap_or_default(),
+                                    next = entry.index + 1,
+                                ));
                                 splits.push((*right, entry.index, entry.term));
                                 result
                             }
@@ -1616,6 +1751,18 @@ impl Driver {
                                     "range merged"
                                 );
                                 merged_away.push(source);
+                                group.watches.committed(
+                                    &std::mem::take(&mut changes),
+                                    entry.index,
+                                    now_ms,
+                                    &mut watch_send(&mut group.watch_senders),
+                                );
+                                group.cancel_watches(&format!(
+                                    "partition {id} took in partition {source} at revision {}: \
+                                     its revisions mix two logs from here; watch the merged \
+                                     range again from now",
+                                    entry.index
+                                ));
                                 result
                             }
                         }
@@ -1650,6 +1797,14 @@ impl Driver {
                 };
                 let _ = reply.send(outcome);
             }
+        }
+        if !changes.is_empty() || !group.watches.is_empty() {
+            group.watches.committed(
+                &changes,
+                group.applied_index,
+                now_ms,
+                &mut watch_send(&mut group.watch_senders),
+            );
         }
         for read in &ready.read_states {
             group.confirmed_reads.push((read.index, read.request_id));
@@ -1711,9 +1866,12 @@ impl Driver {
     /// written first, so that a restart never brings it back. Requests still waiting on it
     /// are dropped (their entries will not apply here any more).
     fn retire_group(&mut self, id: u64) -> anyhow::Result<()> {
-        if self.groups.remove(&id).is_none() {
+        let Some(mut group) = self.groups.remove(&id) else {
             return Ok(());
-        }
+        };
+        group.cancel_watches(&format!(
+            "partition {id} was merged into its left neighbour: watch the merged range again"
+        ));
         self.durable.tombstone(id)?;
         self.views
             .write()
@@ -1915,6 +2073,51 @@ impl Driver {
 /// Revisions of history a range keeps for reads at a timestamp: auto-compaction drops
 /// what is older, once twice this many have gone by since the last compaction.
 pub const COMPACTION_RETAIN_REVISIONS: u64 = 10_000;
+
+/// The seeded bug `watch-uncommitted` sends the changes of these commands when their entry
+/// is appended.
+fn sent_on_append(command: &Command) -> bool {
+    use crate::proto::raft::command::Op;
+    matches!(command.op, Some(Op::Put(_)) | Some(Op::Delete(_)))
+}
+
+/// `watch-uncommitted`: the changes a put or delete entry will make, sent to the range's
+/// watches as it is appended, before anyone knows it will commit.
+fn send_uncommitted(group: &mut Group, entries: &[crate::proto::raft::Entry], now_ms: u64) {
+    use crate::proto::raft::command::Op;
+    if group.watches.is_empty() {
+        return;
+    }
+    let Machine::Data(range) = &group.machine else {
+        return;
+    };
+    for entry in entries {
+        if entry.kind == EntryKind::Config as i32 || entry.data.is_empty() {
+            continue;
+        }
+        let Ok(command) = Command::decode(entry.data.as_slice()) else {
+            continue;
+        };
+        let (key, value) = match &command.op {
+            Some(Op::Put(put)) => (put.key.clone(), Some(put.value.clone())),
+            Some(Op::Delete(delete)) => (delete.key.clone(), None),
+            _ => continue,
+        };
+        let prev = range.store().get(&key).map(|(v, _)| v.to_vec());
+        let change = crate::store::Change {
+            revision: entry.index,
+            key,
+            value,
+            prev,
+        };
+        group.watches.committed(
+            &[change],
+            entry.index,
+            now_ms,
+            &mut watch_send(&mut group.watch_senders),
+        );
+    }
+}
 
 fn command_key(command: &Command) -> Option<&[u8]> {
     use crate::proto::raft::command::Op;

@@ -1026,6 +1026,49 @@ impl Kv for KvService {
         }))
     }
 
+    async fn compact(
+        &self,
+        request: Request<crate::proto::kv::CompactRequest>,
+    ) -> Result<Response<crate::proto::kv::CompactResponse>, Status> {
+        self.serving()?;
+        let (deadline, routed) = (self.deadline(&request), routed_at(&request));
+        let message = request.into_inner();
+        self.check_key(&message.key)?;
+        if message.revision == 0 {
+            return Err(Status::invalid_argument(
+                "compact needs a revision above 0: versions no read or watch after it needs \
+                 are dropped",
+            ));
+        }
+        let op = Op::Compact(raft::Compact {
+            revision: message.revision,
+        });
+        let command = command(None, op);
+        let (group, result) = self
+            .write(
+                routed,
+                &message.key,
+                &command,
+                deadline,
+                &message,
+                |mut peer, request| async move {
+                    let response = peer.compact(request).await?.into_inner();
+                    Ok(ApplyResult {
+                        revision: response.compact_revision,
+                        succeeded: true,
+                        ..Default::default()
+                    })
+                },
+            )
+            .await?;
+        // A revision past the entry's own index compacts up to the entry.
+        Ok(Response::new(crate::proto::kv::CompactResponse {
+            header: Some(self.header(group)),
+            partition: group,
+            compact_revision: message.revision.min(result.revision),
+        }))
+    }
+
     async fn compare_and_swap(
         &self,
         request: Request<CompareAndSwapRequest>,

@@ -11,6 +11,7 @@ pub mod kv_service;
 pub mod placement;
 pub mod transport;
 pub mod txn;
+pub mod watch_service;
 
 use std::future::Future;
 use std::sync::mpsc::sync_channel;
@@ -72,6 +73,7 @@ pub struct NodeBugs {
     pub causal: crate::time::causal::CausalBugs,
     pub txn: crate::partitioning::txn::TxnBugs,
     pub lease: crate::cluster::lease::LeaseBugs,
+    pub watch: crate::cluster::watch::WatchBugs,
 }
 
 impl NodeBugs {
@@ -136,6 +138,12 @@ impl NodeBugs {
         }
         if self.lease.no_extension_on_election {
             names.push("lease-no-extension-on-election".into());
+        }
+        if self.watch.skip_on_resume {
+            names.push("watch-skip-on-resume".into());
+        }
+        if self.watch.uncommitted {
+            names.push("watch-uncommitted".into());
         }
         names
     }
@@ -548,6 +556,7 @@ pub async fn run(
         max_clock_offset_ms: config.max_clock_offset_ms,
         lease_extension_ms: u64::from(config.election_timeout_ticks_max) * config.tick_ms,
         lease_bugs: bugs.lease,
+        watch_bugs: bugs.watch,
     };
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(REPORTS_QUEUE_MAX);
     let (driver, published) = Driver::new(
@@ -635,6 +644,16 @@ pub async fn run(
     // The largest request a client may send: a compare-and-swap with two maximal values.
     let kv_request_bytes_max = config.key_bytes_max + 2 * config.value_bytes_max + 4096;
     let failpoints = clock::Failpoints::default();
+    let router = Arc::new(router);
+    let watch_service = watch_service::WatchService {
+        node_id: config.id,
+        events: events.clone(),
+        views: views.clone(),
+        map: map.clone(),
+        router: router.clone(),
+        key_bytes_max: config.key_bytes_max,
+        next_id: std::sync::atomic::AtomicU64::new(1),
+    };
     let kv = KvService {
         node_id: config.id,
         events: events.clone(),
@@ -642,7 +661,7 @@ pub async fn run(
         map,
         core_replicas,
         addresses,
-        router: Arc::new(router),
+        router: router.clone(),
         txn_clock: Arc::new(txn::TxnClock::new(
             clock.clone(),
             config.max_clock_offset_ms,
@@ -732,6 +751,7 @@ pub async fn run(
             crate::proto::causal::causal_server::CausalServer::new(causal)
                 .max_decoding_message_size(transport::PEER_MESSAGE_BYTES_MAX),
         )
+        .add_service(crate::proto::kv::watch_server::WatchServer::new(watch_service))
         .add_service(health_service)
         .add_service(reflection)
         .add_optional_service(config.fault_injection.then(|| {

@@ -88,6 +88,38 @@ pub struct KvStore {
     /// have dropped: a read below that timestamp may miss versions, so it is refused.
     compacted_revision: u64,
     compacted_timestamp: Timestamp,
+    /// Keys written since the driver last took them, for watches.
+    changes: Changes,
+}
+
+/// Keys written since they were last taken (`KvStore::take_changes`). Not state: two
+/// stores compare equal whatever they hold, a clone starts empty, and neither the digest
+/// nor a snapshot sees them.
+#[derive(Debug, Default)]
+struct Changes(Vec<Vec<u8>>);
+
+impl Clone for Changes {
+    fn clone(&self) -> Self {
+        Changes::default()
+    }
+}
+
+impl PartialEq for Changes {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// A change of one key as a watch reports it: the version an entry wrote, with the one
+/// before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub revision: u64,
+    pub key: Vec<u8>,
+    /// The new value; `None`: the key was deleted.
+    pub value: Option<Vec<u8>>,
+    /// The value before; `None`: the key did not exist (or compaction dropped what it was).
+    pub prev: Option<Vec<u8>>,
 }
 
 impl KvStore {
@@ -135,6 +167,58 @@ impl KvStore {
     /// The last compaction's revision (0: never compacted).
     pub fn compacted_revision(&self) -> u64 {
         self.compacted_revision
+    }
+
+    /// What the entries applied since the last call changed, in revision order (then key
+    /// order): a watch's live events. The caller takes them after every entry it applies,
+    /// so each key's newest version is the change.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let mut keys = std::mem::take(&mut self.changes.0);
+        keys.sort();
+        keys.dedup();
+        let mut changes: Vec<Change> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let versions = self.data.get(&key)?;
+                let (last, before) = versions.split_last()?;
+                Some(Change {
+                    revision: last.revision,
+                    prev: before.last().and_then(|v| v.value.clone()),
+                    value: last.value.clone(),
+                    key,
+                })
+            })
+            .collect();
+        changes.sort_by(|a, b| (a.revision, &a.key).cmp(&(b.revision, &b.key)));
+        changes
+    }
+
+    /// Every change of keys in `[start, end)` (an empty `end`: to the end) at revisions
+    /// `from..=to`, in revision order (then key order), as kept: a watch catching up from
+    /// a revision. Only revisions above the compaction revision are all kept.
+    pub fn changes_between(&self, start: &[u8], end: &[u8], from: u64, to: u64) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let range = self
+            .data
+            .range(start.to_vec()..)
+            .take_while(|(key, _)| end.is_empty() || key.as_slice() < end);
+        for (key, versions) in range {
+            for (i, version) in versions.iter().enumerate() {
+                if version.revision < from || version.revision > to {
+                    continue;
+                }
+                changes.push(Change {
+                    revision: version.revision,
+                    key: key.clone(),
+                    value: version.value.clone(),
+                    prev: i
+                        .checked_sub(1)
+                        .and_then(|before| versions[before].value.clone()),
+                });
+            }
+        }
+        changes.sort_by(|a, b| (a.revision, &a.key).cmp(&(b.revision, &b.key)));
+        changes
     }
 
     /// Keys in `[start, end)` in key order (an empty `end`: to the end), at most `limit`;
@@ -239,6 +323,7 @@ impl KvStore {
             }
             return false;
         }
+        self.changes.0.push(key.to_vec());
         let version = Version {
             revision,
             timestamp: at,
@@ -486,6 +571,7 @@ impl KvStore {
             last_timestamp: self.last_timestamp,
             compacted_revision: self.compacted_revision,
             compacted_timestamp: self.compacted_timestamp,
+            changes: Changes::default(),
         };
         right.digest = right.full_digest();
         self.digest = self.full_digest();
@@ -589,6 +675,7 @@ impl KvStore {
             compacted_timestamp: snapshot
                 .compacted_timestamp
                 .map_or(Timestamp::default(), from_wire),
+            changes: Changes::default(),
         };
         store.digest = store.full_digest();
         Ok(store)
