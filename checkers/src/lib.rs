@@ -58,6 +58,7 @@ pub mod models;
 pub mod report;
 pub mod set;
 pub mod txn;
+pub mod watch;
 
 use std::path::Path;
 

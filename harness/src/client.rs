@@ -64,6 +64,16 @@ pub enum Operation {
     Release {
         lock: String,
     },
+    /// The watch: stay away `gap_ms`, then resume the watch for `segment_ms`.
+    WatchSegment {
+        gap_ms: u64,
+        segment_ms: u64,
+    },
+    /// The watch, after healing: every change from revision 1, through the client's
+    /// `node`th node (its own first).
+    WatchAll {
+        node: usize,
+    },
 }
 
 /// The key of the register lock `lock` protects.
@@ -163,6 +173,10 @@ pub struct FaultlineClient {
     /// The lock workload's lease TTL, and the lock held.
     pub lock_ttl_ms: u64,
     held: Option<Held>,
+    /// The watch workload: where this watcher's stream has got to, and the node it
+    /// watches through (the next one after a failure).
+    watch_cursor: faultline_node::client::watch::WatchCursor,
+    watch_node: usize,
 }
 
 impl FaultlineClient {
@@ -195,6 +209,8 @@ impl FaultlineClient {
             last_transfer: None,
             lock_ttl_ms: 1_000,
             held: None,
+            watch_cursor: crate::watch_client::everything(),
+            watch_node: 0,
         }
     }
 
@@ -359,6 +375,40 @@ impl FaultlineClient {
                 }
             }
             Operation::Release { lock } => self.release(lock).await,
+            Operation::WatchSegment { gap_ms, segment_ms } => {
+                self.watch_segment(*gap_ms, *segment_ms).await
+            }
+            Operation::WatchAll { node } => {
+                let addr = self.seeds[node % self.seeds.len()];
+                match crate::watch_client::watch_all(addr, self.source).await {
+                    Ok(value) => Completion::Ok { value },
+                    Err(error) => Completion::Refused { error },
+                }
+            }
+        }
+    }
+
+    /// A segment always completes `ok` with what it was sent: a stream cut off is part
+    /// of what is checked (the next segment resumes it, through the next node).
+    async fn watch_segment(&mut self, gap_ms: u64, segment_ms: u64) -> Completion {
+        tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        let addr = self.seeds[self.watch_node % self.seeds.len()];
+        let mut segment = crate::watch_client::Segment::default();
+        let until = tokio::time::Instant::now() + Duration::from_millis(segment_ms);
+        crate::watch_client::watch_for(
+            addr,
+            self.source,
+            &mut self.watch_cursor,
+            until,
+            &mut segment,
+            |_| false,
+        )
+        .await;
+        if segment.ended.is_some() {
+            self.watch_node += 1;
+        }
+        Completion::Ok {
+            value: segment.value(),
         }
     }
 

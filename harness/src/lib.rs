@@ -31,4 +31,5 @@ pub mod replicas;
 pub mod restart_voter;
 pub mod run;
 pub mod verdict;
+pub mod watch_client;
 pub mod workload;

@@ -318,6 +318,12 @@ fn to_operation(op: &Op, isolation: faultline_workloads::Isolation) -> Operation
         },
         (OpKind::Stall, OpValue::Write(ms)) => Operation::Stall { ms },
         (OpKind::Release, _) => Operation::Release { lock: key },
+        (OpKind::WatchSegment, OpValue::Watch { gap_ms, segment_ms }) => {
+            Operation::WatchSegment { gap_ms, segment_ms }
+        }
+        (OpKind::WatchAll, OpValue::Write(node)) => Operation::WatchAll {
+            node: node as usize,
+        },
         (OpKind::Write, OpValue::Write(value)) => Operation::Write {
             key,
             value: value as i64,
@@ -503,6 +509,8 @@ async fn invoke(
             | OpKind::FencedWrite
             | OpKind::Stall
             | OpKind::Release
+            | OpKind::WatchSegment
+            | OpKind::WatchAll
     ) && resends < shared.write_retries
         && Instant::now() < shared.deadline
     {
@@ -543,6 +551,8 @@ async fn invoke(
                     | OpKind::Acquire
                     | OpKind::FencedWrite
                     | OpKind::Release
+                    | OpKind::WatchSegment
+                    | OpKind::WatchAll
             ) {
                 value.clone()
             } else {

@@ -220,6 +220,35 @@ pub fn check_lock(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The watch checker: every watcher's events against the final watches' reference. A run
+/// with no reference, or in which no watcher resumed a stream with changes to catch up
+/// on, did not test what matters: unknown.
+pub fn check_watch(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
+    use faultline_checkers::watch;
+    let path = run_dir.join("history.jsonl");
+    let history = faultline_checkers::formats::read_history_file(&path, Some(Format::Jsonl))
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let verdict = watch::check_watch(&history);
+    let text = watch::text(&verdict);
+    results.valid = if !verdict.valid {
+        Validity::Known(false)
+    } else if verdict.no_reference {
+        Validity::Unknown(
+            "no final watch completed, so there was nothing to check the watchers against",
+        )
+    } else if verdict.resumed_segments == 0 {
+        Validity::Unknown("no watcher resumed a stream, so resumption was not tested")
+    } else {
+        Validity::Known(true)
+    };
+    if !verdict.valid {
+        std::fs::write(run_dir.join("anomalies.txt"), &text)?;
+    }
+    results.notes.push(text);
+    apply_guards(results);
+    Ok(())
+}
+
 /// The causal checker: bad patterns and session guarantees.
 pub fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     let path = run_dir.join("history.jsonl");

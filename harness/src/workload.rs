@@ -165,6 +165,28 @@ impl WorkloadKind for LockKind {
     }
 }
 
+/// Writers and watchers: every watcher's stream against the committed history.
+struct WatchKind;
+
+impl WorkloadKind for WatchKind {
+    fn checker(&self) -> &'static str {
+        "watch"
+    }
+
+    fn model(&self, _workload: &Workload) -> String {
+        "watch-stream".into()
+    }
+
+    fn check(
+        &self,
+        results: &mut Results,
+        run_dir: &Path,
+        _workload: &Workload,
+    ) -> anyhow::Result<()> {
+        verdict::check_watch(results, run_dir)
+    }
+}
+
 /// The kind a workload's `checker` names.
 pub fn kind(workload: &Workload) -> &'static dyn WorkloadKind {
     match workload.checker {
@@ -175,5 +197,6 @@ pub fn kind(workload: &Workload) -> &'static dyn WorkloadKind {
         Checker::RwRegister => &Transactional(faultline_checkers::txn::Workload::RwRegister),
         Checker::Bank => &BankKind,
         Checker::Lock => &LockKind,
+        Checker::Watch => &WatchKind,
     }
 }

@@ -29,6 +29,9 @@ pub(crate) const DOMAIN_NEMESIS: u64 = 0x6e65_6d00;
 /// Written values per key that `cas` draws its expected value from. Recent values are the likely
 /// current ones, so cas operations succeed often enough to matter, and memory stays bounded.
 const CAS_CANDIDATES: usize = 8;
+/// Final watches of the watch workload: one per node of a 3-node cluster (a larger one has
+/// the first three watched).
+const FINAL_WATCHES: u64 = 3;
 /// How often a `cas` expects the key to be absent (the initial nil) although it has been written.
 const CAS_EXPECT_NIL_PROBABILITY: f64 = 0.1;
 
@@ -86,6 +89,10 @@ pub enum OpKind {
     Stall,
     /// The lock: unlock and revoke the lease (`release`).
     Release,
+    /// The watch: stay away for the gap, then resume the watch for a segment (`watch`).
+    WatchSegment,
+    /// The watch, after healing: every change from revision 1 on one node (`watch-all`).
+    WatchAll,
 }
 
 impl OpKind {
@@ -103,6 +110,8 @@ impl OpKind {
             OpKind::FencedWrite => "write",
             OpKind::Stall => "stall",
             OpKind::Release => "release",
+            OpKind::WatchSegment => "watch",
+            OpKind::WatchAll => "watch-all",
         }
     }
 }
@@ -191,6 +200,13 @@ pub enum OpValue {
         /// How much.
         amount: i64,
     },
+    /// The watch: a segment's gap and length, as `[gap_ms, segment_ms]`.
+    Watch {
+        /// Time away before resuming.
+        gap_ms: u64,
+        /// Time watching.
+        segment_ms: u64,
+    },
 }
 
 impl Serialize for OpValue {
@@ -210,6 +226,12 @@ impl Serialize for OpValue {
                 seq.serialize_element(from)?;
                 seq.serialize_element(to)?;
                 seq.serialize_element(amount)?;
+                seq.end()
+            }
+            OpValue::Watch { gap_ms, segment_ms } => {
+                let mut seq = serializer.serialize_seq(Some(2))?;
+                seq.serialize_element(gap_ms)?;
+                seq.serialize_element(segment_ms)?;
                 seq.end()
             }
         }
@@ -314,6 +336,8 @@ pub struct Generator {
     bank: Option<(u32, i64)>,
     /// The lock: its settings, and each process's rest of its critical section.
     lock: Option<LockGen>,
+    /// The watch: its settings, and the clients (by worker index) that watch.
+    watch: Option<(crate::schema::WatchWorkload, u32)>,
 }
 
 /// The lock workload's sections: each process takes a lock, writes, maybe stalls, writes
@@ -376,6 +400,12 @@ impl Generator {
             bank: (workload.checker == crate::schema::Checker::Bank).then(|| {
                 let bank = workload.bank.clone().unwrap_or_default();
                 (workload.keys.count.max(2), bank.max_transfer.max(1))
+            }),
+            watch: (workload.checker == crate::schema::Checker::Watch).then(|| {
+                (
+                    workload.watch.clone().unwrap_or_default(),
+                    workload.concurrency.max(1),
+                )
             }),
             lock: (workload.checker == crate::schema::Checker::Lock).then(|| LockGen {
                 spec: workload.lock.clone().unwrap_or_default(),
@@ -519,6 +549,20 @@ impl Generator {
         if self.lock.is_some() {
             return self.next_lock_op(process);
         }
+        if let Some((watch, concurrency)) = &self.watch
+            && process % u64::from(*concurrency) < u64::from(watch.watchers)
+        {
+            // A worker keeps its index when it takes a fresh process: the watchers stay
+            // the first `watchers` workers.
+            return Op {
+                f: OpKind::WatchSegment,
+                key: String::new(),
+                value: OpValue::Watch {
+                    gap_ms: watch.gap_ms,
+                    segment_ms: watch.segment_ms,
+                },
+            };
+        }
         if let Some((accounts, max_transfer)) = self.bank {
             let total = u64::from(mix.read) + u64::from(mix.write);
             if total > 0 && rng.random_range(0..total) < u64::from(mix.read) {
@@ -577,7 +621,9 @@ impl Generator {
             | OpKind::Acquire
             | OpKind::FencedWrite
             | OpKind::Stall
-            | OpKind::Release => OpValue::Nil,
+            | OpKind::Release
+            | OpKind::WatchSegment
+            | OpKind::WatchAll => OpValue::Nil,
             OpKind::Write => OpValue::Write(self.fresh_value(key_index)),
             OpKind::Cas => {
                 let expected = match self.recent.get(&key_index) {
@@ -674,6 +720,17 @@ impl Generator {
     pub fn final_read_ops(&self) -> Vec<Op> {
         if !self.final_reads {
             return Vec::new();
+        }
+        if self.watch.is_some() {
+            // One per node in turn (the client's own node first, then its peers): the
+            // reference the watchers are checked against, from every replica.
+            return (0..FINAL_WATCHES)
+                .map(|node| Op {
+                    f: OpKind::WatchAll,
+                    key: String::new(),
+                    value: OpValue::Write(node),
+                })
+                .collect();
         }
         if self.bank.is_some() {
             return vec![Op {

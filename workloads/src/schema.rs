@@ -141,6 +141,50 @@ pub struct Workload {
     /// number of locks; `mix` is not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockSpec>,
+    /// For `checker: watch`: the watchers. `keys.count` keys are written; `mix` is not
+    /// used (every other client writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<WatchWorkload>,
+}
+
+/// The watch workload: `watchers` clients (the first ones, one per node in turn) watch
+/// every key in segments: each waits `gap_ms` disconnected, then resumes its watch from
+/// the last revision it saw in each partition for `segment_ms`, so every segment after
+/// the first is a resume with changes to catch up on. The other clients write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchWorkload {
+    /// Watching clients, 1..concurrency. Defaults to 3.
+    #[serde(default = "default_watchers")]
+    pub watchers: u32,
+    /// How long a segment watches, 100..=60000 ms. Defaults to 1000.
+    #[serde(default = "default_segment_ms")]
+    pub segment_ms: u64,
+    /// How long a watcher stays away between segments, 0..=10000 ms. Defaults to 200.
+    #[serde(default = "default_gap_ms")]
+    pub gap_ms: u64,
+}
+
+impl Default for WatchWorkload {
+    fn default() -> Self {
+        WatchWorkload {
+            watchers: default_watchers(),
+            segment_ms: default_segment_ms(),
+            gap_ms: default_gap_ms(),
+        }
+    }
+}
+
+fn default_watchers() -> u32 {
+    3
+}
+
+fn default_segment_ms() -> u64 {
+    1_000
+}
+
+fn default_gap_ms() -> u64 {
+    200
 }
 
 /// The lock workload: clients take a lock with a lease, write a register the lock
@@ -387,6 +431,9 @@ pub enum Checker {
     /// a lower token is accepted after one with a higher token, and tokens grow with
     /// every holder.
     Lock,
+    /// Writers and watchers: every watcher's events, resumed streams included, against the
+    /// committed history (no missed, duplicated, reordered or phantom events).
+    Watch,
 }
 
 impl Checker {
@@ -657,7 +704,8 @@ impl Workload {
             | Checker::ListAppend
             | Checker::RwRegister
             | Checker::Bank
-            | Checker::Lock => None,
+            | Checker::Lock
+            | Checker::Watch => None,
         }
     }
 
@@ -808,9 +856,42 @@ impl Workload {
         Ok(())
     }
 
+    fn check_watch(&self) -> Result<(), (String, String)> {
+        if self.checker != Checker::Watch {
+            if self.watch.is_some() {
+                return Err(fail("watch", "only applies to `checker: watch`; remove it"));
+            }
+            return Ok(());
+        }
+        let watch = self.watch.clone().unwrap_or_default();
+        if watch.watchers == 0 || watch.watchers >= self.concurrency {
+            return Err(fail(
+                "watch.watchers",
+                format!(
+                    "must be 1..concurrency ({}), so that some clients write; got {}",
+                    self.concurrency, watch.watchers
+                ),
+            ));
+        }
+        if !(100..=60_000).contains(&watch.segment_ms) {
+            return Err(fail(
+                "watch.segment_ms",
+                format!("must be 100..=60000, got {}", watch.segment_ms),
+            ));
+        }
+        if watch.gap_ms > 10_000 {
+            return Err(fail(
+                "watch.gap_ms",
+                format!("must be 0..=10000, got {}", watch.gap_ms),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_txn(&self) -> Result<(), (String, String)> {
         self.check_bank()?;
         self.check_lock()?;
+        self.check_watch()?;
         if !self.checker.is_transactional() {
             for (field, set) in [
                 ("txn", self.txn.is_some()),

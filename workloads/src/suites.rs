@@ -8,7 +8,7 @@ use crate::error::WorkloadError;
 use crate::schema::Workload;
 
 /// (name, YAML text) of each builtin, in the order they are listed to users.
-const BUILTINS: [(&str, &str); 9] = [
+const BUILTINS: [(&str, &str); 10] = [
     ("register", include_str!("../suites/register.yaml")),
     ("causal", include_str!("../suites/causal.yaml")),
     ("set", include_str!("../suites/set.yaml")),
@@ -18,6 +18,7 @@ const BUILTINS: [(&str, &str); 9] = [
     ("rw-register", include_str!("../suites/rw-register.yaml")),
     ("bank", include_str!("../suites/bank.yaml")),
     ("lock", include_str!("../suites/lock.yaml")),
+    ("watch", include_str!("../suites/watch.yaml")),
 ];
 
 /// The names of the builtin workloads.

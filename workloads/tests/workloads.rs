@@ -90,7 +90,8 @@ fn every_builtin_parses_and_validates() {
             "list-append",
             "rw-register",
             "bank",
-            "lock"
+            "lock",
+            "watch"
         ]
     );
     for name in names {
@@ -365,7 +366,9 @@ fn written_values_are_unique_over_100k_ops() {
         let new = match op.value {
             OpValue::Write(v) | OpValue::Add(v) => v,
             OpValue::Cas { new, .. } => new,
-            OpValue::Nil | OpValue::Txn(_) | OpValue::Transfer { .. } => continue,
+            OpValue::Nil | OpValue::Txn(_) | OpValue::Transfer { .. } | OpValue::Watch { .. } => {
+                continue;
+            }
         };
         assert!(seen.insert(new), "value {new} written twice");
         written += 1;
@@ -386,7 +389,10 @@ fn cas_expects_a_value_written_before_or_nil() {
         let op = generator.next_op(i % 10, Duration::ZERO);
         match op.value {
             OpValue::Nil => assert_eq!(op.f, OpKind::Read),
-            OpValue::Add(_) | OpValue::Txn(_) | OpValue::Transfer { .. } => {
+            OpValue::Add(_)
+            | OpValue::Txn(_)
+            | OpValue::Transfer { .. }
+            | OpValue::Watch { .. } => {
                 panic!("the register workload never adds")
             }
             OpValue::Write(v) => {
@@ -976,6 +982,43 @@ fn a_lock_generator_gives_each_process_whole_sections_and_stalls_every_third() {
         error
             .to_string()
             .contains("only applies to `checker: lock`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_watch_generator_keeps_the_first_workers_watching_and_the_rest_writing() {
+    let workload = resolve("watch").expect("builtin");
+    let mut generator = Generator::new(&workload, 5);
+    // Workers 0..3 watch, 3..6 write; a worker's next process (index + concurrency) too.
+    for process in [0, 1, 2, 6, 8] {
+        let op = generator.next_op(process, Duration::ZERO);
+        assert_eq!(op.f, OpKind::WatchSegment, "process {process}");
+        assert_eq!(
+            op.value,
+            OpValue::Watch {
+                gap_ms: 200,
+                segment_ms: 1000
+            }
+        );
+    }
+    for process in [3, 4, 5, 9] {
+        assert_eq!(generator.next_op(process, Duration::ZERO).f, OpKind::Write);
+    }
+    let finals = generator.final_read_ops();
+    assert!(finals.iter().all(|op| op.f == OpKind::WatchAll) && finals.len() == 3);
+
+    let bad = builtin("watch")
+        .unwrap()
+        .replace("watchers: 3", "watchers: 6");
+    let error = Workload::from_yaml(&bad, "watch.yaml").expect_err("nobody writes");
+    assert!(error.to_string().contains("watch.watchers"), "{error}");
+    let misplaced = builtin("bank").unwrap().to_string() + "watch:\n  watchers: 2\n";
+    let error = Workload::from_yaml(&misplaced, "bank.yaml").expect_err("not a watch workload");
+    assert!(
+        error
+            .to_string()
+            .contains("only applies to `checker: watch`"),
         "{error}"
     );
 }
