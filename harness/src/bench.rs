@@ -77,6 +77,13 @@ pub struct BenchArgs {
     /// Coordinator kills measured by `--txn` (0 for none).
     #[arg(long, default_value_t = 5)]
     kill_rounds: usize,
+    /// Instead of puts and gets: watch event latency, on the leader and on followers
+    /// (`--sequential-ops` puts to one key, `--watchers` watches of it per node).
+    #[arg(long)]
+    watch: bool,
+    /// Watches per node for `--watch`.
+    #[arg(long, default_value_t = 1)]
+    watchers: usize,
 }
 
 struct Phase {
@@ -243,6 +250,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.txn {
         let result =
             crate::bench_txn::run(&mut cluster, args.clients, args.seconds, args.kill_rounds).await;
+        for id in cluster.ids() {
+            cluster.stop(id, Duration::from_secs(5))?;
+        }
+        return result;
+    }
+    if args.watch {
+        let result =
+            crate::bench_watch::run(&cluster, leader, args.sequential_ops, args.watchers).await;
         for id in cluster.ids() {
             cluster.stop(id, Duration::from_secs(5))?;
         }

@@ -87,6 +87,32 @@ enum KvOp {
         #[arg(long, value_name = "ID")]
         lease: u64,
     },
+    /// Print every change of KEY (--prefix: of every key starting with KEY; --range-end:
+    /// of the keys from KEY up to END), from revision --from (0: from now), resuming after
+    /// a disconnect from the last revision seen in each partition. Stops after --count
+    /// events (0: when interrupted).
+    Watch {
+        key: String,
+        #[arg(long, conflicts_with = "range_end")]
+        prefix: bool,
+        #[arg(long, value_name = "END")]
+        range_end: Option<String>,
+        #[arg(long, default_value_t = 0, value_name = "REV")]
+        from: u64,
+        /// With each change, the value before it.
+        #[arg(long)]
+        prev: bool,
+        /// Print a progress line per partition at most this often while nothing changes.
+        #[arg(long, default_value_t = 0, value_name = "MS")]
+        progress_ms: u64,
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        /// One JSON object per line (type, key, value, partition, revision, prev_value).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop the versions of KEY's partition that no read or watch after REVISION needs.
+    Compact { key: String, revision: u64 },
     /// Read KEY (linearizable unless --serializable).
     Get {
         key: String,
@@ -272,7 +298,45 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             }
         };
     }
+    if let KvOp::Watch {
+        key,
+        prefix,
+        range_end,
+        from,
+        prev,
+        progress_ms,
+        count,
+        json,
+    } = &args.op
+    {
+        let range_end = match (prefix, range_end) {
+            (true, _) => faultline_node::client::watch::prefix_end(key.as_bytes()),
+            (false, Some(end)) => end.clone().into_bytes(),
+            (false, None) => Vec::new(),
+        };
+        let cursor = faultline_node::client::watch::WatchCursor {
+            key: key.clone().into_bytes(),
+            range_end,
+            prev_value: *prev,
+            progress_notify_ms: *progress_ms,
+            start_revision: *from,
+            next: Default::default(),
+        };
+        return watch(&args.endpoint, cursor, *count, *json, timeout).await;
+    }
     let outcome = match args.op {
+        KvOp::Watch { .. } => Ok(()),
+        KvOp::Compact { key, revision } => {
+            let message = faultline_node::proto::kv::CompactRequest {
+                key: key.into_bytes(),
+                revision,
+            };
+            let mut kv = connect(&args.endpoint).await?;
+            kv.compact(message).await.map(|r| {
+                let r = r.into_inner();
+                println!("partition {} compacted at revision {} {}", r.partition, r.compact_revision, describe(r.header));
+            })
+        }
         // Answered above, by the node asked.
         KvOp::CausalPut { .. }
         | KvOp::CausalGet { .. }
@@ -457,6 +521,122 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
             eprintln!("faultline: {:?}: {}", status.code(), status.message());
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+/// `faultline kv watch`: prints each change; a stream cut off is resumed from the cursor
+/// (every `timeout` of trying without a stream gives up); a compaction or any other
+/// cancellation ends it with exit code 2.
+async fn watch(
+    endpoint: &str,
+    mut cursor: faultline_node::client::watch::WatchCursor,
+    count: u64,
+    json: bool,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    use faultline_node::client::watch::Observed;
+    use faultline_node::proto::kv::EventType;
+    use faultline_node::proto::kv::watch_client::WatchClient;
+    let uri = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(uri)
+        .with_context(|| format!("{endpoint:?} is not a valid endpoint; use HOST:PORT"))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    let mut client = WatchClient::new(channel);
+    let mut printed = 0u64;
+    let mut trying_since = std::time::Instant::now();
+    loop {
+        let mut stream = match client.watch(cursor.request()).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                eprintln!("faultline: {:?}: {}", status.code(), status.message());
+                return Ok(ExitCode::from(2));
+            }
+            Err(status) => {
+                if trying_since.elapsed() > timeout {
+                    eprintln!(
+                        "faultline: no watch for {} ms (last: {:?}: {}); giving up",
+                        timeout.as_millis(),
+                        status.code(),
+                        status.message()
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+        };
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) | Err(_) => break,
+            };
+            trying_since = std::time::Instant::now();
+            for event in &response.events {
+                let delete = event.r#type == EventType::Delete as i32;
+                let key = String::from_utf8_lossy(&event.key);
+                let value = String::from_utf8_lossy(&event.value);
+                let prev = event
+                    .has_prev_value
+                    .then(|| String::from_utf8_lossy(&event.prev_value).into_owned());
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "type": if delete { "delete" } else { "put" },
+                            "key": key,
+                            "value": if delete { serde_json::Value::Null } else { value.clone().into() },
+                            "partition": response.partition,
+                            "revision": event.revision,
+                            "prev_value": prev,
+                        })
+                    );
+                } else if delete {
+                    println!(
+                        "DELETE {key} (partition {} revision {}){}",
+                        response.partition,
+                        event.revision,
+                        prev.map(|p| format!(" was {p}")).unwrap_or_default()
+                    );
+                } else {
+                    println!(
+                        "PUT {key} = {value} (partition {} revision {}){}",
+                        response.partition,
+                        event.revision,
+                        prev.map(|p| format!(" was {p}")).unwrap_or_default()
+                    );
+                }
+                printed += 1;
+                if count > 0 && printed >= count {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            if response.events.is_empty() && !response.created && !response.canceled && !json {
+                println!(
+                    "PROGRESS partition {} revision {}",
+                    response.partition, response.revision
+                );
+            }
+            if let Observed::Canceled {
+                reason, compacted, ..
+            } = cursor.observe(&response)
+            {
+                eprintln!("faultline: the watch ended: {reason}");
+                if compacted.is_some() {
+                    return Ok(ExitCode::from(2));
+                }
+                break;
+            }
+        }
+        eprintln!(
+            "faultline: the watch was cut off; resuming from {:?}",
+            cursor.next
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_txn;
+mod bench_watch;
 mod check;
 mod kv;
 mod model;

@@ -354,3 +354,49 @@ async fn the_seeded_skip_on_resume_loses_the_first_change_after_a_resume() {
         "the resumed watch's first change (\"2\") was skipped: {events:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faultline_kv_watch_prints_the_changes_and_kv_compact_compacts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = start(dir.path(), &[]);
+    let router = router(&cluster);
+    put(&router, "ab", "1").await;
+    let last = put(&router, "ac", "2").await;
+    put(&router, "b", "not watched").await;
+    let endpoint = cluster.addr(2).to_string();
+    let faultline = env!("CARGO_BIN_EXE_faultline");
+    let output = tokio::process::Command::new(faultline)
+        .args(["kv", "--endpoint", &endpoint, "watch", "a", "--prefix"])
+        .args(["--from", "1", "--prev", "--count", "2", "--json"])
+        .output()
+        .await
+        .expect("faultline kv watch");
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let keys: Vec<&str> = lines.iter().map(|l| l["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["ab", "ac"], "{lines:?}");
+    assert_eq!(lines[1]["type"], "put");
+    assert_eq!(lines[1]["value"], "2");
+
+    let output = tokio::process::Command::new(faultline)
+        .args([
+            "kv",
+            "--endpoint",
+            &endpoint,
+            "compact",
+            "a",
+            &last.to_string(),
+        ])
+        .output()
+        .await
+        .expect("faultline kv compact");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("compacted at revision {last}")),
+        "{text}"
+    );
+}
