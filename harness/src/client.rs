@@ -177,6 +177,8 @@ pub struct FaultlineClient {
     /// watches through (the next one after a failure).
     watch_cursor: faultline_node::client::watch::WatchCursor,
     watch_node: usize,
+    /// Reads ask for the leader's lease (`read_mode: lease`).
+    pub lease_reads: bool,
 }
 
 impl FaultlineClient {
@@ -211,6 +213,7 @@ impl FaultlineClient {
             held: None,
             watch_cursor: crate::watch_client::everything(),
             watch_node: 0,
+            lease_reads: false,
         }
     }
 
@@ -281,10 +284,12 @@ impl FaultlineClient {
     async fn send(&mut self, operation: &Operation) -> Completion {
         match operation {
             Operation::Read { key } => {
-                let got = self
-                    .router
-                    .get(key.as_bytes().to_vec(), false, self.timeout)
-                    .await;
+                let message = faultline_node::proto::kv::GetRequest {
+                    key: key.as_bytes().to_vec(),
+                    serializable: false,
+                    lease_read: self.lease_reads,
+                };
+                let got = self.router.get_request(message, self.timeout).await;
                 match got {
                     Ok(reply) => {
                         let value = if reply.found {

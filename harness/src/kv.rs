@@ -117,8 +117,12 @@ enum KvOp {
     Get {
         key: String,
         /// Read the contacted node's local state, possibly stale.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "lease")]
         serializable: bool,
+        /// Read from the leader's lease if it holds one (no round to a quorum; safe while
+        /// clocks drift apart less than the nodes' --lease-read-drift).
+        #[arg(long)]
+        lease: bool,
     },
     /// Remove KEY.
     Delete { key: String },
@@ -388,8 +392,9 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
         KvOp::Unlock { name, lease } => router.unlock(&name, lease, timeout).await.map(|r| {
             println!("{} {}", if r.released { "RELEASED" } else { "(not held by this lease)" }, describe(r.header));
         }),
-        KvOp::Get { key, serializable } => {
-            router.get(key.into_bytes(), serializable, timeout).await.map(|r| {
+        KvOp::Get { key, serializable, lease } => {
+            let message = faultline_node::proto::kv::GetRequest { key: key.into_bytes(), serializable, lease_read: lease };
+            router.get_request(message, timeout).await.map(|r| {
                 if r.found {
                     println!("{} (revision {}) {}", String::from_utf8_lossy(&r.value), r.revision, describe(r.header));
                 } else {

@@ -69,7 +69,7 @@ struct RunArgs {
     /// Open-loop rate in operations per second over all clients (default: the workload's, or closed loop).
     #[arg(long, value_name = "OPS_PER_S")]
     rate: Option<f64>,
-    /// Faults to inject, comma-separated: kill, kill-coordinator, kill-coordinator-after-commit, pause, partition, loss, corrupt-wal, clock, restart-voter, diverge-leader, split, merge, move, shuffle-leader, membership, learner-partition, config-race, clock-rate, clock-strobe; or none.
+    /// Faults to inject, comma-separated: kill, kill-coordinator, kill-coordinator-after-commit, pause, partition, loss, corrupt-wal, clock, restart-voter, diverge-leader, split, merge, move, shuffle-leader, membership, learner-partition, config-race, clock-rate, clock-strobe, lease-skew; or none.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     nemesis: Option<Vec<String>>,
     /// Seconds between the starts of two faults (overrides the workload file).

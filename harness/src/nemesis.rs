@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use faultline_workloads::{CorruptMode, FaultKind, Links, ScheduledFault, Target};
+use faultline_workloads::{CorruptMode, FaultKind, Links, ScheduledFault, Shape, Target};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{Mutex, watch};
@@ -87,6 +87,7 @@ pub fn needs_fault_injection(schedule: &[ScheduledFault]) -> bool {
             FaultKind::Clock { .. }
                 | FaultKind::ClockRate { .. }
                 | FaultKind::ClockStrobe { .. }
+                | FaultKind::LeaseSkew { .. }
                 | FaultKind::RestartVoter
                 | FaultKind::ConfigRace
                 | FaultKind::KillCoordinator { .. }
@@ -180,6 +181,7 @@ pub fn needs_firewall(schedule: &[ScheduledFault]) -> bool {
             f.fault,
             FaultKind::Partition { .. }
                 | FaultKind::Loss { .. }
+                | FaultKind::LeaseSkew { .. }
                 | FaultKind::RestartVoter
                 | FaultKind::DivergeLeader
                 | FaultKind::LearnerPartition
@@ -488,6 +490,24 @@ impl Nemesis {
                 self.clock_stepped.lock().expect("clock lock").push(id);
                 format!("node {id} at {rate}x")
             }
+            FaultKind::LeaseSkew { rate } => {
+                // The clock first: the lease the leader then confirms is counted on the
+                // slow clock, and outlasts the election the cut starts.
+                let id = self.resolve(Target::Leader).await?;
+                let addr = self.cluster.lock().await.addr(id);
+                set_clock_rate(addr, *rate).await?;
+                self.clock_stepped.lock().expect("clock lock").push(id);
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                let firewall = self.firewall()?;
+                let node_count = self.cluster.lock().await.ids().len();
+                let links = Shape::IsolateLeader.dropped_links(node_count, Some(id as usize - 1));
+                let ip_links: Vec<_> = links
+                    .iter()
+                    .map(|&(a, b)| (node_ip(a), node_ip(b)))
+                    .collect();
+                firewall.drop_links(&ip_links)?;
+                format!("node {id} at {rate}x and cut off")
+            }
             FaultKind::ClockStrobe {
                 target,
                 amplitude_ms,
@@ -578,6 +598,10 @@ impl Nemesis {
                 }
             }
             FaultKind::Partition { .. } | FaultKind::Loss { .. } => self.firewall()?.heal()?,
+            FaultKind::LeaseSkew { .. } => {
+                self.firewall()?.heal()?;
+                self.reset_clocks().await?;
+            }
             FaultKind::RestartVoter => crate::restart_voter::end(self).await?,
             FaultKind::DivergeLeader => last_word = crate::diverge_leader::end(self).await?,
             FaultKind::Clock { .. }

@@ -359,6 +359,8 @@ struct Shared {
     bank: Option<(u32, bool)>,
     /// The lock workload's lease TTL.
     lock_ttl_ms: u64,
+    /// Reads ask for the leader's lease.
+    lease_reads: bool,
     /// For `keyspace: causal`: a channel per node, and the sessions' hop chance.
     causal: Option<(Vec<tonic::transport::Channel>, f64)>,
 }
@@ -436,6 +438,7 @@ fn new_client(shared: &Shared, node: usize, process: u64) -> Box<dyn Client> {
         client.bank_negative = negative;
     }
     client.lock_ttl_ms = shared.lock_ttl_ms;
+    client.lease_reads = shared.lease_reads;
     Box::new(client)
 }
 
@@ -741,6 +744,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
             (workload.keys.count, bank.negative_balances)
         }),
         lock_ttl_ms: workload.lock.clone().unwrap_or_default().ttl_ms,
+        lease_reads: workload.read_mode == faultline_workloads::ReadMode::Lease,
         causal: (workload.keyspace == Keyspace::Causal).then(|| {
             let sources: Vec<std::net::IpAddr> =
                 (0..addrs.len()).map(|i| node_ip(i).into()).collect();

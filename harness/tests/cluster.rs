@@ -51,6 +51,7 @@ async fn read(cluster: &LocalCluster, id: u64, key: &str, serializable: bool) ->
     let request = GetRequest {
         key: key.as_bytes().to_vec(),
         serializable,
+        lease_read: false,
     };
     let reply = match kv.get(request).await {
         Ok(reply) => reply.into_inner(),

@@ -266,6 +266,7 @@ async fn a_locks_fencing_token_grows_and_a_stale_one_is_refused() {
         .get(GetRequest {
             key: b"register".to_vec(),
             serializable: false,
+            lease_read: false,
         })
         .await
         .expect("get")

@@ -355,6 +355,7 @@ async fn reads_stay_linearizable_per_key_through_any_node() {
                 .get(GetRequest {
                     key: key.clone().into_bytes(),
                     serializable: false,
+                    lease_read: false,
                 })
                 .await
                 .expect("get")

@@ -327,6 +327,7 @@ async fn a_read_under_an_intent_resolves_it_from_the_record() {
     let get = |key: &str| GetRequest {
         key: key.as_bytes().to_vec(),
         serializable: false,
+        lease_read: false,
     };
     let e = kv.get(get("e")).await.expect("read").into_inner();
     assert_eq!(e.value, b"new");

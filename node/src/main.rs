@@ -48,6 +48,11 @@ struct Args {
     /// hybrid-logical-clock timestamp further ahead than this is refused and logged.
     #[arg(long, value_name = "MS")]
     max_clock_offset_ms: Option<u64>,
+    /// Lease reads (`GetRequest.lease_read`): how much slower than another node's any
+    /// node's clock may run, as a fraction (default 0.1). A leader serves lease reads for
+    /// the shortest election timeout times (1 - this) after a quorum confirmed it.
+    #[arg(long, value_name = "FRACTION")]
+    lease_read_drift: Option<f64>,
     /// How the causal keyspace resolves concurrent writes: siblings (keep them all; a
     /// read returns each) or lww (the greatest hybrid-logical-clock stamp wins, and every
     /// concurrent write it beat is reported). Every node of a cluster must agree.
@@ -176,6 +181,8 @@ enum SeededBug {
     WatchSkipOnResume,
     /// Watches are sent puts and deletes when their entry is appended, before it commits.
     WatchUncommitted,
+    /// Lease reads count the whole election timeout, with no margin for clock drift.
+    LeaseReadNoDrift,
 }
 
 fn parse_on_off(text: &str) -> Result<bool, String> {
@@ -247,6 +254,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(ms) = args.max_clock_offset_ms {
         config.max_clock_offset_ms = ms;
     }
+    if let Some(drift) = args.lease_read_drift {
+        config.lease_read_drift = drift;
+    }
     if let Some(mode) = args.causal_resolve {
         config.causal_resolve = match mode {
             ResolveArg::Siblings => faultline_node::time::causal::Resolve::Siblings,
@@ -314,6 +324,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::LeaseNoExtensionOnElection => bugs.lease.no_extension_on_election = true,
             SeededBug::WatchSkipOnResume => bugs.watch.skip_on_resume = true,
             SeededBug::WatchUncommitted => bugs.watch.uncommitted = true,
+            SeededBug::LeaseReadNoDrift => bugs.lease_read_no_drift = true,
         }
     }
     if !args.bugs.is_empty() {

@@ -103,6 +103,12 @@ pub enum FaultKind {
         /// 0.25 to 4.
         rate: f64,
     },
+    /// Slow the leader's clock to `rate` of true time and cut it off from every other node;
+    /// heal both when the fault ends.
+    LeaseSkew {
+        /// Below 1.
+        rate: f64,
+    },
     /// Jump the node's clock `amplitude_ms` ahead, then as far behind, and back, every
     /// `period_ms`, until the fault ends.
     ClockStrobe {
@@ -195,6 +201,7 @@ impl FaultKind {
             FaultKind::Clock { .. } => "clock",
             FaultKind::ClockRate { .. } => "clock-rate",
             FaultKind::ClockStrobe { .. } => "clock-strobe",
+            FaultKind::LeaseSkew { .. } => "lease-skew",
             FaultKind::CorruptWal { .. } => "corrupt-wal",
             FaultKind::RestartVoter => "restart-voter",
             FaultKind::DivergeLeader => "diverge-leader",
@@ -501,6 +508,7 @@ fn choose_fault(
             amplitude_ms: rng.random_range(50..=2_000),
             period_ms: rng.random_range(50..=500),
         },
+        FaultName::LeaseSkew => FaultKind::LeaseSkew { rate: 0.1 },
         FaultName::RestartVoter => FaultKind::RestartVoter,
         FaultName::DivergeLeader => FaultKind::DivergeLeader,
         FaultName::Split => FaultKind::Split { pick: rng.random() },

@@ -89,6 +89,11 @@ pub struct Workload {
     /// `info` (outcome unknown). Defaults to 1000.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// How reads are made linearizable: `read-index` (the default: a round to a quorum per
+    /// read) or `lease` (served from the leader's lease while it holds one; safe only while
+    /// clocks drift apart by less than the node's `--lease-read-drift`).
+    #[serde(default)]
+    pub read_mode: ReadMode,
     /// How many times a client resends a write or cas whose outcome is unknown, with the same
     /// write id and to the next node, as etcd's and most production clients do, 0..=10. The node
     /// must apply it at most once; the history records one operation from the first send to the
@@ -355,6 +360,15 @@ impl Isolation {
     }
 }
 
+/// How a linearizable read is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadMode {
+    #[default]
+    ReadIndex,
+    Lease,
+}
+
 /// Which of the node's keyspaces a workload's clients use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -603,6 +617,10 @@ pub enum FaultName {
     ClockRate,
     /// Jump a node's clock back and forth.
     ClockStrobe,
+    /// Slow the leader's clock to a quarter of true time and cut it off from every other
+    /// node, together: the condition under which a leader-lease read without a drift
+    /// margin is stale (its lease outlasts the election of its successor).
+    LeaseSkew,
     /// Damage a stopped node's write-ahead log, then restart it.
     CorruptWal,
     /// Restart a node right after it voted, and have a second candidate ask it for a vote

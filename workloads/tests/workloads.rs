@@ -614,7 +614,8 @@ fn nemesis_uses_only_configured_faults_shapes_and_targets() {
             | FaultKind::LearnerPartition
             | FaultKind::ConfigRace
             | FaultKind::ClockRate { .. }
-            | FaultKind::ClockStrobe { .. } => {
+            | FaultKind::ClockStrobe { .. }
+            | FaultKind::LeaseSkew { .. } => {
                 panic!("{} is not configured", fault.fault.name())
             }
         }

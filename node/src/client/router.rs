@@ -499,7 +499,23 @@ impl RoutingClient {
         serializable: bool,
         timeout: Duration,
     ) -> Result<GetResponse, Status> {
-        let message = GetRequest { key, serializable };
+        self.get_request(
+            GetRequest {
+                key,
+                serializable,
+                lease_read: false,
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// A get as asked (a lease read, say).
+    pub async fn get_request(
+        &self,
+        message: GetRequest,
+        timeout: Duration,
+    ) -> Result<GetResponse, Status> {
         self.call(Target::Key(&message.key), timeout, |mut c, d, left| {
             let request = prepare(message.clone(), d.as_ref(), left);
             async move { c.get(request).await.map(|r| r.into_inner()) }

@@ -346,6 +346,12 @@ impl RaftCore {
     pub fn log(&self) -> &RaftLog {
         &self.log
     }
+    /// A leadership transfer is under way: the target may win an election at once, so
+    /// this leader's lease (if it reads by one) is void.
+    pub fn transferring(&self) -> bool {
+        self.transfer.is_some()
+    }
+
     pub fn commit_index(&self) -> u64 {
         self.log.commit_index
     }

@@ -80,13 +80,19 @@ impl TimerClock {
     }
 
     /// Sets the rate from now on (the reading goes on from where it is). Returns the
-    /// previous rate.
+    /// previous rate. A rate of 1.0 puts the clock back on true time, dropping the skew
+    /// the earlier rates built up: that is how a rate fault is healed, and a node left
+    /// behind by it would otherwise stay fenced by its offset guard for good.
     pub fn set_rate(&self, rate: f64) -> f64 {
         let real = real_ms();
         let reading = self.reading_ms(real);
         let mut guard = self.rate.write().expect("rate lock");
         let previous = guard.0;
-        *guard = (rate, real, reading);
+        *guard = if rate == 1.0 {
+            (1.0, 0, 0)
+        } else {
+            (rate, real, reading)
+        };
         previous
     }
 
@@ -378,6 +384,17 @@ mod tests {
         assert_eq!(clock.reading_ms(1_600), 2_100);
         clock.set_offset_ms(-100);
         assert_eq!(clock.offset_ms(), -100);
+    }
+
+    #[test]
+    fn setting_true_rate_drops_the_skew_a_slow_rate_built_up() {
+        let clock = TimerClock::default();
+        // Ten seconds at a tenth of true time: nine seconds behind.
+        let real = real_ms();
+        *clock.rate.write().unwrap() = (0.1, real - 10_000, real - 10_000);
+        assert!(real_ms() - clock.wall_ms() as i64 >= 8_000);
+        assert_eq!(clock.set_rate(1.0), 0.1);
+        assert!((clock.wall_ms() as i64 - real_ms()).abs() < 1_000);
     }
 
     #[test]

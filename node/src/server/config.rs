@@ -65,6 +65,10 @@ pub struct NodeConfig {
     /// The most any two nodes' clocks may differ by (ms): the hybrid logical clock refuses
     /// a timestamp further ahead than this.
     pub max_clock_offset_ms: u64,
+    /// Lease reads: how much slower than another node's a node's clock may run, as a
+    /// fraction (0.1: 10 %). A leader's lease lasts the shortest election timeout times
+    /// (1 - this), by its own clock.
+    pub lease_read_drift: f64,
     /// How the causal keyspace resolves concurrent writes: keep them as siblings, or keep
     /// the one with the greatest HLC stamp (every node of a cluster must agree).
     pub causal_resolve: crate::time::causal::Resolve,
@@ -106,6 +110,7 @@ impl Default for NodeConfig {
             hot_ops_per_sec: 500.0,
             hot_window_secs: 10,
             max_clock_offset_ms: crate::time::hlc::DEFAULT_MAX_OFFSET_MS,
+            lease_read_drift: 0.1,
             causal_resolve: crate::time::causal::Resolve::Siblings,
             causal_anti_entropy_ms: 100,
         }
@@ -149,6 +154,12 @@ impl NodeConfig {
         if self.join == Some(self.listen) {
             anyhow::bail!(
                 "--join names this node's own --listen address; give the address of a node of the running cluster"
+            );
+        }
+        if !(0.0..1.0).contains(&self.lease_read_drift) {
+            anyhow::bail!(
+                "--lease-read-drift must be in [0, 1) (a fraction: 0.1 is 10 %), got {}",
+                self.lease_read_drift
             );
         }
         if self.tick_ms == 0 || self.request_timeout_ms == 0 {

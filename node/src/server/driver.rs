@@ -48,6 +48,9 @@ use crate::replication::{
 use crate::store::ScanItem;
 use crate::time::HybridClock;
 
+/// Lease renewal rounds a group has in flight at most (lease reads start them ahead of
+/// the lease's end).
+const LEASE_RENEWALS_MAX: usize = 4;
 /// Ticks fired by one forward clock step; more would only repeat elections.
 const CLOCK_STEP_TICKS_MAX: i64 = 1_000;
 /// A leader's group quiesces after this many idle ticks in a row.
@@ -161,6 +164,9 @@ pub enum Event {
         group: u64,
         key: Vec<u8>,
         serializable: bool,
+        /// Served from the leader's lease if it holds one (else through ReadIndex, which
+        /// renews it).
+        lease: bool,
         reply: oneshot::Sender<ReadOutcome<GetValue>>,
     },
     Scan {
@@ -318,6 +324,10 @@ pub struct DriverOptions {
     pub lease_extension_ms: u64,
     pub lease_bugs: crate::cluster::lease::LeaseBugs,
     pub watch_bugs: WatchBugs,
+    /// How long a confirmed ReadIndex round lets a leader serve lease reads without
+    /// another (ms): the shortest election timeout less the clock-drift margin (0: lease
+    /// reads are served through ReadIndex).
+    pub lease_read_ms: u64,
 }
 
 /// A group's state machine.
@@ -421,9 +431,36 @@ struct Group {
     /// The watches of this replica's range, and their queues.
     watches: WatchHub,
     watch_senders: HashMap<u64, WatchSender>,
+    /// Leader-lease reads (Raft thesis §6.4.1): the term and the time (ms, the tick
+    /// clock) until which no other leader can have been elected, and the ReadIndex rounds
+    /// in flight that will extend it (read id -> term, when the round started).
+    lease_read: Option<(u64, u64)>,
+    read_rounds: HashMap<u64, (u64, u64)>,
 }
 
 impl Group {
+    /// The index a lease read may be served at now, if this replica holds a lease: it
+    /// leads in the term the lease was confirmed in, no transfer is under way, and the
+    /// lease has not run out by its own clock.
+    fn lease_read_index(&self, now_ms: u64) -> Option<u64> {
+        let (term, until) = self.lease_read?;
+        (self.core.role() == Role::Leader
+            && self.core.term() == term
+            && !self.core.transferring()
+            && now_ms < until)
+            .then(|| self.core.commit_index())
+    }
+
+    fn extend_lease(&mut self, term: u64, until: u64) {
+        if self.core.role() != Role::Leader || self.core.term() != term {
+            return;
+        }
+        self.lease_read = match self.lease_read {
+            Some((t, before)) if t == term => Some((term, before.max(until))),
+            _ => Some((term, until)),
+        };
+    }
+
     /// Ends every watch of the range (it split, merged or leaves this node).
     fn cancel_watches(&mut self, reason: &str) {
         if self.watches.is_empty() {
@@ -657,6 +694,8 @@ impl Driver {
                 lease_timers: LeaseTimers::new(self.options.lease_bugs),
                 watches: WatchHub::new(self.options.watch_bugs),
                 watch_senders: HashMap::new(),
+                lease_read: None,
+                read_rounds: HashMap::new(),
             },
         );
         if let Some(waiting) = self.orphans.remove(&id) {
@@ -973,6 +1012,16 @@ impl Driver {
         }
         self.expire_leases(expiries);
         for group in self.groups.values_mut() {
+            if group.lease_read.is_some()
+                && (group.core.transferring() || group.core.role() != Role::Leader)
+            {
+                // A transfer's target may be elected at once: the lease is void, and
+                // stays so (a new one needs a round started after the transfer).
+                group.lease_read = None;
+            }
+            if group.core.transferring() {
+                group.read_rounds.clear();
+            }
             if group.watches.is_empty() {
                 continue;
             }
@@ -1128,8 +1177,9 @@ impl Driver {
                 group,
                 key,
                 serializable,
+                lease,
                 reply,
-            } => self.read(group, PendingRead::Get { key, reply }, serializable),
+            } => self.read(group, PendingRead::Get { key, reply }, serializable, lease),
             Event::Scan {
                 group,
                 start,
@@ -1146,6 +1196,7 @@ impl Driver {
                     reply,
                 },
                 serializable,
+                false,
             ),
             Event::ClockFence(fenced) => {
                 self.clock_fenced = fenced;
@@ -1453,7 +1504,8 @@ impl Driver {
         Ok(())
     }
 
-    fn read(&mut self, group: u64, read: PendingRead, serializable: bool) {
+    fn read(&mut self, group: u64, read: PendingRead, serializable: bool, lease: bool) {
+        let now = self.now_ms();
         let Some(g) = self.groups.get_mut(&group) else {
             match read {
                 PendingRead::Get { reply, .. } => {
@@ -1481,6 +1533,27 @@ impl Driver {
             g.serve(read, self.options.range_bugs);
             return;
         }
+        if lease && let Some(index) = g.lease_read_index(now) {
+            // As a confirmed ReadIndex at the commit index: served once applied.
+            let id = self.next_read_id;
+            self.next_read_id += 1;
+            g.pending_reads.insert(id, read);
+            g.confirmed_reads.push((index, id));
+            serve_confirmed_reads(g, self.options.range_bugs);
+            // Renewed ahead of time, so that steady lease reads never wait a round.
+            let renew = g.lease_read.is_some_and(|(_, until)| {
+                until.saturating_sub(now) < self.options.lease_read_ms / 2
+            });
+            if renew && g.read_rounds.len() < LEASE_RENEWALS_MAX {
+                g.wake();
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                if g.core.read_index(id).is_ok() {
+                    g.read_rounds.insert(id, (g.core.term(), now));
+                }
+            }
+            return;
+        }
         self.confirm(group, read);
     }
 
@@ -1493,9 +1566,15 @@ impl Driver {
         g.wake();
         let id = self.next_read_id;
         self.next_read_id += 1;
+        let now = self.ticks * self.options.tick.as_millis() as u64;
         match g.core.read_index(id) {
             Ok(()) => {
                 g.pending_reads.insert(id, read);
+                // Its confirmation also starts a lease, counted from now: every voter
+                // that confirms heard from this leader after now.
+                if self.options.lease_read_ms > 0 {
+                    g.read_rounds.insert(id, (g.core.term(), now));
+                }
             }
             Err(not_leader) => read.drop_with(Some(not_leader.leader_hint)),
         }
@@ -1806,10 +1885,15 @@ impl Driver {
                 &mut watch_send(&mut group.watch_senders),
             );
         }
+        let lease_read_ms = self.options.lease_read_ms;
         for read in &ready.read_states {
             group.confirmed_reads.push((read.index, read.request_id));
+            if let Some((term, started)) = group.read_rounds.remove(&read.request_id) {
+                group.extend_lease(term, started + lease_read_ms);
+            }
         }
         for read_id in &ready.dropped_reads {
+            group.read_rounds.remove(read_id);
             if let Some(read) = group.pending_reads.remove(read_id) {
                 read.drop_with(None);
             }

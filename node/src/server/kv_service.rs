@@ -508,11 +508,13 @@ impl KvService {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn read_local(
         &self,
         group: u64,
         key: &[u8],
         serializable: bool,
+        lease: bool,
         deadline: Instant,
         forwarded: bool,
     ) -> Result<Route<GetValue>, Status> {
@@ -521,6 +523,7 @@ impl KvService {
                 group,
                 key: key.to_vec(),
                 serializable,
+                lease,
                 reply,
             }
         })
@@ -959,7 +962,14 @@ impl Kv for KvService {
             // this replica's role.
             let serializable = serializable || self.bugs.stale_leader_route;
             return self
-                .read_local(routed.partition, &message.key, serializable, deadline, true)
+                .read_local(
+                    routed.partition,
+                    &message.key,
+                    serializable,
+                    message.lease_read,
+                    deadline,
+                    true,
+                )
                 .await?
                 .served_here(routed.partition)
                 .map(|value| reply(routed.partition, value));
@@ -973,7 +983,16 @@ impl Kv for KvService {
             .coordinate(
                 &message.key,
                 deadline,
-                |group| self.read_local(group, &message.key, serializable, deadline, false),
+                |group| {
+                    self.read_local(
+                        group,
+                        &message.key,
+                        serializable,
+                        message.lease_read,
+                        deadline,
+                        false,
+                    )
+                },
                 |mut peer, routing| {
                     let request = with_message(routing, message.clone());
                     async move {
@@ -1398,6 +1417,7 @@ impl Kv for KvService {
             let mut get = Request::new(GetRequest {
                 key: key.clone(),
                 serializable: message.serializable,
+                lease_read: false,
             });
             get.set_timeout(timeout);
             self.get(get)
@@ -2486,7 +2506,7 @@ impl KvService {
         let timeout = deadline.saturating_duration_since(Instant::now());
         if pinned == self.node_id {
             let Route::Local(value) = self
-                .read_local(descriptor.id, &message.key, true, deadline, false)
+                .read_local(descriptor.id, &message.key, true, false, deadline, false)
                 .await?
             else {
                 return Ok(None);
@@ -2565,6 +2585,7 @@ mod tests {
         let get = GetRequest {
             key: b"k".to_vec(),
             serializable: false,
+            lease_read: false,
         };
         let status = service
             .get(Request::new(get))

@@ -74,6 +74,8 @@ pub struct NodeBugs {
     pub txn: crate::partitioning::txn::TxnBugs,
     pub lease: crate::cluster::lease::LeaseBugs,
     pub watch: crate::cluster::watch::WatchBugs,
+    /// Lease reads count the whole election timeout, with no drift margin.
+    pub lease_read_no_drift: bool,
 }
 
 impl NodeBugs {
@@ -144,6 +146,9 @@ impl NodeBugs {
         }
         if self.watch.uncommitted {
             names.push("watch-uncommitted".into());
+        }
+        if self.lease_read_no_drift {
+            names.push("lease-read-no-drift".into());
         }
         names
     }
@@ -557,6 +562,14 @@ pub async fn run(
         lease_extension_ms: u64::from(config.election_timeout_ticks_max) * config.tick_ms,
         lease_bugs: bugs.lease,
         watch_bugs: bugs.watch,
+        lease_read_ms: {
+            let election_min_ms = u64::from(config.election_timeout_ticks_min) * config.tick_ms;
+            if bugs.lease_read_no_drift {
+                election_min_ms
+            } else {
+                (election_min_ms as f64 * (1.0 - config.lease_read_drift)) as u64
+            }
+        },
     };
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(REPORTS_QUEUE_MAX);
     let (driver, published) = Driver::new(
