@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/faultline/raft/v1/raft.proto",
         "proto/faultline/admin/v1/admin.proto",
         "proto/faultline/causal/v1/causal.proto",
+        "proto/faultline/membership/v1/membership.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
@@ -25,6 +26,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .message_attribute(".faultline.raft.v1.Message", "#[derive(Eq, Hash)]")
         .enum_attribute(".faultline.raft.v1.Message.body", "#[derive(Eq, Hash)]")
         .message_attribute(".faultline.raft.v1.AppendEntries", "#[derive(Eq, Hash)]")
+        .message_attribute(".faultline.membership.v1.Packet", "#[derive(Eq, Hash)]")
+        .enum_attribute(
+            ".faultline.membership.v1.Packet.body",
+            "#[derive(Eq, Hash)]",
+        )
+        .message_attribute(".faultline.membership.v1.Update", "#[derive(Eq, Hash)]")
+        .message_attribute(".faultline.membership.v1.MemberMeta", "#[derive(Eq, Hash)]")
+        .message_attribute(".faultline.membership.v1.PushPull", "#[derive(Eq, Hash)]")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -113,6 +113,16 @@ enum KvOp {
     },
     /// Drop the versions of KEY's partition that no read or watch after REVISION needs.
     Compact { key: String, revision: u64 },
+    /// Every member of the cluster as the --endpoint node's gossip sees it: state
+    /// (alive, suspect, dead, left), incarnation, address, roles, partitions led, load,
+    /// health and services, and that node's phi for each; the coordinator (emergent
+    /// leader) is marked.
+    Members {
+        /// A JSON list of objects (id, state, address, incarnation, roles, leads, load,
+        /// phi, state_for_ms, coordinator, health, services).
+        #[arg(long)]
+        json: bool,
+    },
     /// Read KEY (linearizable unless --serializable).
     Get {
         key: String,
@@ -224,6 +234,11 @@ enum KvOp {
 }
 
 pub async fn connect(endpoint: &str) -> anyhow::Result<KvClient<Channel>> {
+    Ok(KvClient::new(connect_channel(endpoint).await?))
+}
+
+/// A channel to `endpoint`, for any of the node's services.
+pub async fn connect_channel(endpoint: &str) -> anyhow::Result<Channel> {
     let uri = if endpoint.contains("://") {
         endpoint.to_string()
     } else {
@@ -238,7 +253,7 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<KvClient<Channel>> {
         .with_context(|| {
             format!("cannot connect to {endpoint}; is a faultline-node listening there?")
         })?;
-    Ok(KvClient::new(channel))
+    Ok(channel)
 }
 
 fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
@@ -328,8 +343,11 @@ pub async fn run(args: KvArgs) -> anyhow::Result<ExitCode> {
         };
         return watch(&args.endpoint, cursor, *count, *json, timeout).await;
     }
+    if let KvOp::Members { json } = &args.op {
+        return members(&args.endpoint, *json, timeout).await;
+    }
     let outcome = match args.op {
-        KvOp::Watch { .. } => Ok(()),
+        KvOp::Watch { .. } | KvOp::Members { .. } => Ok(()),
         KvOp::Compact { key, revision } => {
             let message = faultline_node::proto::kv::CompactRequest {
                 key: key.into_bytes(),
@@ -1112,4 +1130,118 @@ async fn causal(
         }
         .await,
     )
+}
+
+fn state_name(state: i32) -> &'static str {
+    use faultline_node::proto::membership::MemberState;
+    match MemberState::try_from(state).unwrap_or(MemberState::Unspecified) {
+        MemberState::Alive => "alive",
+        MemberState::Suspect => "suspect",
+        MemberState::Dead => "dead",
+        MemberState::Left => "left",
+        MemberState::Unspecified => "unknown",
+    }
+}
+
+/// `faultline kv members`: the asked node's view of the membership.
+async fn members(endpoint: &str, json: bool, timeout: Duration) -> anyhow::Result<ExitCode> {
+    use faultline_node::proto::membership::MembersRequest;
+    use faultline_node::proto::membership::membership_client::MembershipClient;
+    let mut client = MembershipClient::new(connect_channel(endpoint).await?);
+    let reply = match client.members(request(MembersRequest {}, timeout)).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            eprintln!("faultline: {:?}: {}", status.code(), status.message());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let rows: Vec<serde_json::Value> = reply
+        .members
+        .iter()
+        .map(|m| {
+            let meta = m.meta.clone().unwrap_or_default();
+            let down: Vec<&faultline_node::proto::membership::ServiceHealth> =
+                meta.services.iter().filter(|s| !s.serving).collect();
+            let health = if meta.services.is_empty() {
+                "unknown".to_string()
+            } else if down.is_empty() {
+                "serving".to_string()
+            } else {
+                "not-serving".to_string()
+            };
+            serde_json::json!({
+                "id": m.id,
+                "state": state_name(m.state),
+                "address": meta.address,
+                "incarnation": m.incarnation,
+                "roles": meta.roles,
+                "leads": meta.leads,
+                "load": meta.load,
+                "started_ms": meta.started_ms,
+                "phi": (m.phi * 100.0).round() / 100.0,
+                "state_for_ms": m.state_for_ms,
+                "coordinator": m.id == reply.coordinator,
+                "health": health,
+                "services": meta.services.iter().map(|s| serde_json::json!({
+                    "name": s.name, "serving": s.serving, "reason": s.reason,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<4} {:<8} {:>4} {:<22} {:<10} {:<12} {:>6} {:>6} {:>9}  HEALTH",
+        "ID", "STATE", "INC", "ADDRESS", "ROLES", "LEADS", "LOAD", "PHI", "FOR"
+    );
+    for (row, m) in rows.iter().zip(&reply.members) {
+        let meta = m.meta.clone().unwrap_or_default();
+        let leads: Vec<String> = meta.leads.iter().map(u64::to_string).collect();
+        let reasons: Vec<String> = meta
+            .services
+            .iter()
+            .filter(|s| !s.serving)
+            .map(|s| {
+                format!(
+                    "{} ({})",
+                    s.name.rsplit('.').next().unwrap_or(&s.name),
+                    s.reason
+                )
+            })
+            .collect();
+        let health = if reasons.is_empty() {
+            row["health"].as_str().unwrap_or("?").to_string()
+        } else {
+            format!("not-serving: {}", reasons.join("; "))
+        };
+        println!(
+            "{:<4} {:<8} {:>4} {:<22} {:<10} {:<12} {:>6} {:>6.1} {:>8.1}s  {}{}",
+            m.id,
+            state_name(m.state),
+            m.incarnation,
+            meta.address,
+            meta.roles.join(","),
+            if leads.is_empty() {
+                "-".to_string()
+            } else {
+                leads.join(",")
+            },
+            meta.load,
+            m.phi,
+            m.state_for_ms as f64 / 1000.0,
+            health,
+            if m.id == reply.coordinator {
+                "  [coordinator]"
+            } else {
+                ""
+            },
+        );
+    }
+    println!(
+        "as node {} sees it; phi above {} counts as unreachable from there; the coordinator is the oldest alive member",
+        reply.node_id, reply.phi_threshold
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -45,10 +45,16 @@ pub mod proto {
                 tonic::include_proto!("faultline.admin.v1");
             }
         }
+        pub mod membership {
+            pub mod v1 {
+                tonic::include_proto!("faultline.membership.v1");
+            }
+        }
     }
     pub use faultline::admin::v1 as admin;
     pub use faultline::causal::v1 as causal;
     pub use faultline::kv::v1 as kv;
+    pub use faultline::membership::v1 as membership;
     pub use faultline::raft::v1 as raft;
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("faultline_descriptor");

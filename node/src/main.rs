@@ -53,6 +53,11 @@ struct Args {
     /// the shortest election timeout times (1 - this) after a quorum confirmed it.
     #[arg(long, value_name = "FRACTION")]
     lease_read_drift: Option<f64>,
+    /// Gossip (SWIM): how often this node probes another member, in ms (default 1000,
+    /// memberlist's; the probe timeout is half of it, the shortest suspicion four times
+    /// it on ten nodes or fewer).
+    #[arg(long, value_name = "MS")]
+    gossip_probe_interval_ms: Option<u64>,
     /// How the causal keyspace resolves concurrent writes: siblings (keep them all; a
     /// read returns each) or lww (the greatest hybrid-logical-clock stamp wins, and every
     /// concurrent write it beat is reported). Every node of a cluster must agree.
@@ -183,6 +188,9 @@ enum SeededBug {
     WatchUncommitted,
     /// Lease reads count the whole election timeout, with no margin for clock drift.
     LeaseReadNoDrift,
+    /// Gossip declares a member dead on its first failed probe: no suspicion, no chance
+    /// to refute, so a brief pause or a few lost packets condemn a live node.
+    GossipNoSuspicion,
 }
 
 fn parse_on_off(text: &str) -> Result<bool, String> {
@@ -257,6 +265,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(drift) = args.lease_read_drift {
         config.lease_read_drift = drift;
     }
+    if let Some(ms) = args.gossip_probe_interval_ms {
+        config.gossip_probe_interval_ms = ms;
+    }
     if let Some(mode) = args.causal_resolve {
         config.causal_resolve = match mode {
             ResolveArg::Siblings => faultline_node::time::causal::Resolve::Siblings,
@@ -325,6 +336,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::WatchSkipOnResume => bugs.watch.skip_on_resume = true,
             SeededBug::WatchUncommitted => bugs.watch.uncommitted = true,
             SeededBug::LeaseReadNoDrift => bugs.lease_read_no_drift = true,
+            SeededBug::GossipNoSuspicion => bugs.swim.no_suspicion = true,
         }
     }
     if !args.bugs.is_empty() {

@@ -15,9 +15,7 @@ use std::sync::mpsc::SyncSender;
 
 use crate::proto::kv::StatusRequest;
 use crate::proto::kv::kv_client::KvClient;
-use crate::proto::kv::kv_server::KvServer;
 use crate::server::driver::Event;
-use crate::server::kv_service::KvService;
 use crate::time::hlc::{ClockHealth, OffsetMonitor};
 
 use crate::proto::admin::fault_injection_server::FaultInjection;
@@ -301,13 +299,12 @@ impl ClockGuard {
 /// Measures this node's clock against every peer's on a round trip of `Status` (each
 /// reply carries the peer's wall clock), and fences the node while it is off from a
 /// majority of the cluster by more than 80 % of `max_offset_ms`: the node would issue
-/// timestamps its peers refuse. Health says NOT_SERVING meanwhile.
+/// timestamps its peers refuse. Health says NOT_SERVING meanwhile (see `membership.rs`).
 pub async fn guard_clock(
     clock: TimerClock,
     peers: HashMap<u64, KvClient<Channel>>,
     max_offset_ms: u64,
     guard: ClockGuard,
-    health: tonic_health::server::HealthReporter,
     events: SyncSender<Event>,
 ) {
     let mut monitor = OffsetMonitor::new(max_offset_ms, OFFSET_STALE_AFTER_MS);
@@ -346,13 +343,9 @@ pub async fn guard_clock(
         let before = guard.fence.read().expect("fence lock").is_some();
         if before != fence.is_some() {
             match &fence {
-                Some(reason) => {
-                    tracing::error!(%reason, "clock fence up");
-                    health.set_not_serving::<KvServer<KvService>>().await;
-                }
+                Some(reason) => tracing::error!(%reason, "clock fence up"),
                 None => {
                     tracing::warn!("clock fence down: the clock agrees with the cluster again");
-                    health.set_serving::<KvServer<KvService>>().await;
                 }
             }
         }

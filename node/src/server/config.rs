@@ -69,6 +69,8 @@ pub struct NodeConfig {
     /// fraction (0.1: 10 %). A leader's lease lasts the shortest election timeout times
     /// (1 - this), by its own clock.
     pub lease_read_drift: f64,
+    /// Gossip: how often this node probes another member (ms).
+    pub gossip_probe_interval_ms: u64,
     /// How the causal keyspace resolves concurrent writes: keep them as siblings, or keep
     /// the one with the greatest HLC stamp (every node of a cluster must agree).
     pub causal_resolve: crate::time::causal::Resolve,
@@ -111,6 +113,7 @@ impl Default for NodeConfig {
             hot_window_secs: 10,
             max_clock_offset_ms: crate::time::hlc::DEFAULT_MAX_OFFSET_MS,
             lease_read_drift: 0.1,
+            gossip_probe_interval_ms: 1_000,
             causal_resolve: crate::time::causal::Resolve::Siblings,
             causal_anti_entropy_ms: 100,
         }
@@ -160,6 +163,12 @@ impl NodeConfig {
             anyhow::bail!(
                 "--lease-read-drift must be in [0, 1) (a fraction: 0.1 is 10 %), got {}",
                 self.lease_read_drift
+            );
+        }
+        if !(10..=60_000).contains(&self.gossip_probe_interval_ms) {
+            anyhow::bail!(
+                "--gossip-probe-interval-ms must be in 10..=60000, got {}",
+                self.gossip_probe_interval_ms
             );
         }
         if self.tick_ms == 0 || self.request_timeout_ms == 0 {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod driver;
 pub mod durable;
 pub mod kv_service;
+pub mod membership;
 pub mod placement;
 pub mod transport;
 pub mod txn;
@@ -76,6 +77,7 @@ pub struct NodeBugs {
     pub watch: crate::cluster::watch::WatchBugs,
     /// Lease reads count the whole election timeout, with no drift margin.
     pub lease_read_no_drift: bool,
+    pub swim: crate::cluster::swim::SwimBugs,
 }
 
 impl NodeBugs {
@@ -149,6 +151,9 @@ impl NodeBugs {
         }
         if self.lease_read_no_drift {
             names.push("lease-read-no-drift".into());
+        }
+        if self.swim.no_suspicion {
+            names.push("gossip-no-suspicion".into());
         }
         names
     }
@@ -667,6 +672,8 @@ pub async fn run(
         key_bytes_max: config.key_bytes_max,
         next_id: std::sync::atomic::AtomicU64::new(1),
     };
+    let views_for_membership = views.clone();
+    let core_member = core_replicas.contains(&config.id);
     let kv = KvService {
         node_id: config.id,
         events: events.clone(),
@@ -722,13 +729,44 @@ pub async fn run(
         clock_guard.clone(),
     )?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<KvServer<KvService>>().await;
+    for name in membership::HEALTH_SERVICES.iter().chain(&[""]) {
+        health
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let (draining_tx, draining) = tokio::sync::watch::channel(false);
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut gossip_seeds: Vec<(u64, String)> = peers
+        .iter()
+        .map(|(&id, addr)| (id, addr.to_string()))
+        .collect();
+    gossip_seeds.sort_unstable();
+    let membership_service = membership::start(membership::MembershipSetup {
+        node_id: config.id,
+        listen: config.listen,
+        seeds: gossip_seeds,
+        config: crate::cluster::swim::SwimConfig {
+            probe_interval_ms: config.gossip_probe_interval_ms,
+            probe_timeout_ms: (config.gossip_probe_interval_ms / 2).max(1),
+            seed: config.seed.unwrap_or(config.id),
+            bugs: bugs.swim,
+            ..Default::default()
+        },
+        phi: crate::cluster::phi::PhiConfig::default(),
+        clock: clock.clone(),
+        clock_guard: clock_guard.clone(),
+        views: views_for_membership,
+        core_member,
+        served: served.clone(),
+        health: health.clone(),
+        draining,
+    })
+    .await?;
     tokio::spawn(clock::guard_clock(
         clock.clone(),
         peer_clients.clone(),
         config.max_clock_offset_ms,
         clock_guard,
-        health.clone(),
         events.clone(),
     ));
     let reflection = tonic_reflection::server::Builder::configure()
@@ -750,10 +788,23 @@ pub async fn run(
             _ = driver_done => tracing::error!("the replication thread stopped"),
         }
         let _ = stopping_tx.send(());
+        // Gossip says "left", and health NOT_SERVING, for the shutdown grace.
+        let _ = draining_tx.send(true);
     };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = tonic::transport::Server::builder()
-        .add_service(KvServer::new(kv).max_decoding_message_size(kv_request_bytes_max))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            KvServer::new(kv).max_decoding_message_size(kv_request_bytes_max),
+            move |request: tonic::Request<()>| {
+                served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(request)
+            },
+        ))
+        .add_service(
+            crate::proto::membership::membership_server::MembershipServer::new(
+                membership_service,
+            ),
+        )
         .add_service(
             RaftServer::new(RaftService {
                 events: events.clone(),
