@@ -53,6 +53,7 @@ pub mod generate;
 pub mod history;
 pub mod linearizability;
 pub mod lock;
+pub mod membership;
 pub mod model;
 pub mod models;
 pub mod report;

@@ -74,6 +74,10 @@ pub enum Operation {
     WatchAll {
         node: usize,
     },
+    /// The membership workload: wait `poll_ms`, then read the client's node's gossip view.
+    Members {
+        poll_ms: u64,
+    },
 }
 
 /// The key of the register lock `lock` protects.
@@ -382,6 +386,13 @@ impl FaultlineClient {
             Operation::Release { lock } => self.release(lock).await,
             Operation::WatchSegment { gap_ms, segment_ms } => {
                 self.watch_segment(*gap_ms, *segment_ms).await
+            }
+            Operation::Members { poll_ms } => {
+                tokio::time::sleep(Duration::from_millis(*poll_ms)).await;
+                match crate::membership_client::members(self.seeds[0], self.source).await {
+                    Ok(value) => Completion::Ok { value },
+                    Err(error) => Completion::Refused { error },
+                }
             }
             Operation::WatchAll { node } => {
                 let addr = self.seeds[node % self.seeds.len()];

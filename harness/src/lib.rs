@@ -25,6 +25,7 @@ pub mod diverge_leader;
 pub mod history;
 pub mod leaders;
 pub mod learner_partition;
+pub mod membership_client;
 pub mod nemesis;
 pub mod net;
 pub mod replicas;

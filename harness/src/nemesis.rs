@@ -49,6 +49,51 @@ pub struct FaultWindow {
     /// got there. None for the others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub precondition: Option<Precondition>,
+    /// The nodes a kill or a pause hit (ids from 1), for checkers that judge nodes, not
+    /// operations (membership).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<u64>,
+    /// A partition's dropped links, (from, to), ids from 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<(u64, u64)>,
+}
+
+/// The nodes and links a fault's detail names: "node 3" (kill, pause), "every node", and
+/// a partition's "a->b" links.
+pub fn affected(fault: &str, detail: &str, node_count: usize) -> (Vec<u64>, Vec<(u64, u64)>) {
+    let mut nodes = Vec::new();
+    let mut links = Vec::new();
+    if detail.starts_with("NOT INJECTED") {
+        return (nodes, links);
+    }
+    match fault {
+        "kill" | "pause" => {
+            if detail.contains("every node") {
+                nodes.extend(1..=node_count as u64);
+            }
+            let words: Vec<&str> = detail.split_whitespace().collect();
+            for pair in words.windows(2) {
+                if pair[0] == "node"
+                    && let Ok(id) = pair[1].trim_matches(|c: char| !c.is_ascii_digit()).parse()
+                {
+                    nodes.push(id);
+                }
+            }
+        }
+        "partition" => {
+            for word in detail.split_whitespace() {
+                if let Some((a, b)) = word.split_once("->")
+                    && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
+                {
+                    links.push((a, b));
+                }
+            }
+        }
+        _ => {}
+    }
+    nodes.sort_unstable();
+    nodes.dedup();
+    (nodes, links)
 }
 
 pub struct Nemesis {
@@ -222,6 +267,8 @@ impl Nemesis {
                         ok_ops_during_by_node: Default::default(),
                         ok_ops_after: 0,
                         precondition: None,
+                        nodes: Vec::new(),
+                        links: Vec::new(),
                     });
                     continue;
                 }
@@ -248,6 +295,8 @@ impl Nemesis {
                 );
             }
             *self.active.lock().expect("active lock") = None;
+            let node_count = self.cluster.lock().await.ids().len();
+            let (nodes, links) = affected(fault.fault.name(), &detail, node_count);
             windows.push(FaultWindow {
                 fault: fault.fault.name().to_string(),
                 detail,
@@ -257,6 +306,8 @@ impl Nemesis {
                 ok_ops_during_by_node: Default::default(),
                 ok_ops_after: 0,
                 precondition,
+                nodes,
+                links,
             });
         }
         windows
@@ -1113,4 +1164,24 @@ pub fn corrupt_wal_tail(
     file.write_all(&bytes)
         .with_context(|| format!("cannot write {}", segment.display()))?;
     Ok(format!("{description} to {}", segment.display()))
+}
+
+#[cfg(test)]
+mod affected_tests {
+    use super::affected;
+
+    #[test]
+    fn the_nodes_and_links_a_fault_names_are_read_from_its_detail() {
+        assert_eq!(affected("kill", "node 3", 3), (vec![3], vec![]));
+        assert_eq!(affected("pause", "every node", 3), (vec![1, 2, 3], vec![]));
+        assert_eq!(
+            affected("partition", "IsolateOne dropping 1->2 2->1", 3),
+            (vec![], vec![(1, 2), (2, 1)])
+        );
+        assert_eq!(
+            affected("kill", "NOT INJECTED: node 2 is gone", 3),
+            (vec![], vec![])
+        );
+        assert_eq!(affected("loss", "p=0.30 on All", 3), (vec![], vec![]));
+    }
 }

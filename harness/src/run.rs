@@ -324,6 +324,7 @@ fn to_operation(op: &Op, isolation: faultline_workloads::Isolation) -> Operation
         (OpKind::WatchAll, OpValue::Write(node)) => Operation::WatchAll {
             node: node as usize,
         },
+        (OpKind::Members, OpValue::Write(poll_ms)) => Operation::Members { poll_ms },
         (OpKind::Write, OpValue::Write(value)) => Operation::Write {
             key,
             value: value as i64,
@@ -514,6 +515,7 @@ async fn invoke(
             | OpKind::Release
             | OpKind::WatchSegment
             | OpKind::WatchAll
+            | OpKind::Members
     ) && resends < shared.write_retries
         && Instant::now() < shared.deadline
     {
@@ -556,6 +558,7 @@ async fn invoke(
                     | OpKind::Release
                     | OpKind::WatchSegment
                     | OpKind::WatchAll
+                    | OpKind::Members
             ) {
                 value.clone()
             } else {
@@ -689,6 +692,17 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
         && !node_args.iter().any(|a| a.starts_with("--causal-resolve"))
     {
         node_args.extend(["--causal-resolve".to_string(), resolve.as_str().to_string()]);
+    }
+    if workload.checker == faultline_workloads::Checker::Membership
+        && let membership = workload.membership.clone().unwrap_or_default()
+        && !node_args
+            .iter()
+            .any(|a| a.starts_with("--gossip-probe-interval-ms"))
+    {
+        node_args.extend([
+            "--gossip-probe-interval-ms".to_string(),
+            membership.probe_interval_ms.to_string(),
+        ]);
     }
     if let Some(ops) = workload.hot_ops_per_sec
         && !node_args.iter().any(|a| a.starts_with("--hot-ops-per-sec"))

@@ -249,6 +249,64 @@ pub fn check_watch(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The membership checker: the observers' views against the nemesis's fault windows.
+/// The bounds follow from the nodes' probe interval `p` on `n` nodes: a kill must be seen
+/// within (2n + 1)p unless the workload says otherwise; a pause excuses a death once it
+/// lasts the shortest suspicion (4 max(1, log10 n) p); views settle 5 s after a fault.
+pub fn check_membership(
+    results: &mut Results,
+    run_dir: &Path,
+    workload: &faultline_workloads::Workload,
+) -> anyhow::Result<()> {
+    use faultline_checkers::membership;
+    let path = run_dir.join("history.jsonl");
+    let history = faultline_checkers::formats::read_history_file(&path, Some(Format::Jsonl))
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let spec = workload.membership.clone().unwrap_or_default();
+    let nodes = results.nodes.max(1) as u64;
+    let probe_ns = spec.probe_interval_ms * 1_000_000;
+    let options = membership::Options {
+        detect_within_ns: spec
+            .detect_within_ms
+            .map_or((2 * nodes + 1) * probe_ns, |ms| ms * 1_000_000),
+        pause_excuse_ns: faultline_node::cluster::swim::suspicion_min_ms(
+            4,
+            nodes as usize,
+            spec.probe_interval_ms,
+        ) * 1_000_000,
+        settle_ns: 5_000_000_000,
+    };
+    let faults: Vec<membership::Fault> = results
+        .faults
+        .iter()
+        .map(|w| membership::Fault {
+            kind: w.fault.clone(),
+            nodes: w.nodes.clone(),
+            links: w.links.clone(),
+            start_ns: w.start_ns,
+            end_ns: w.end_ns,
+        })
+        .collect();
+    let verdict = membership::check_membership(&history, &faults, &options);
+    let text = membership::text(&verdict);
+    results.valid = if !verdict.valid {
+        Validity::Known(false)
+    } else if verdict.observations == 0 {
+        Validity::Unknown("no observer read a view")
+    } else {
+        Validity::Known(true)
+    };
+    if let Some(at) = verdict.first_anomaly_ns() {
+        results.first_anomaly_secs = Some(at as f64 / 1e9);
+    }
+    if !verdict.valid {
+        std::fs::write(run_dir.join("anomalies.txt"), &text)?;
+    }
+    results.notes.push(text);
+    apply_guards(results);
+    Ok(())
+}
+
 /// The causal checker: bad patterns and session guarantees.
 pub fn check_causal(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     let path = run_dir.join("history.jsonl");
@@ -488,6 +546,8 @@ mod tests {
             ok_ops_during_by_node: Default::default(),
             ok_ops_after: after,
             precondition: None,
+            nodes: vec![1, 2, 3],
+            links: Vec::new(),
         };
         let mut recovered = valid_results();
         recovered.faults = vec![kill_all(0, 12)];
@@ -523,6 +583,8 @@ mod tests {
             ok_ops_during_by_node: Default::default(),
             ok_ops_after: 0,
             precondition,
+            nodes: Vec::new(),
+            links: Vec::new(),
         };
         let mut results = valid_results();
         results.faults = vec![

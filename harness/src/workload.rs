@@ -187,6 +187,28 @@ impl WorkloadKind for WatchKind {
     }
 }
 
+/// Observers of the gossip view against the faults.
+struct MembershipKind;
+
+impl WorkloadKind for MembershipKind {
+    fn checker(&self) -> &'static str {
+        "membership"
+    }
+
+    fn model(&self, _workload: &Workload) -> String {
+        "swim".into()
+    }
+
+    fn check(
+        &self,
+        results: &mut Results,
+        run_dir: &Path,
+        workload: &Workload,
+    ) -> anyhow::Result<()> {
+        verdict::check_membership(results, run_dir, workload)
+    }
+}
+
 /// The kind a workload's `checker` names.
 pub fn kind(workload: &Workload) -> &'static dyn WorkloadKind {
     match workload.checker {
@@ -198,5 +220,6 @@ pub fn kind(workload: &Workload) -> &'static dyn WorkloadKind {
         Checker::Bank => &BankKind,
         Checker::Lock => &LockKind,
         Checker::Watch => &WatchKind,
+        Checker::Membership => &MembershipKind,
     }
 }

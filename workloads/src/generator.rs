@@ -93,6 +93,9 @@ pub enum OpKind {
     WatchSegment,
     /// The watch, after healing: every change from revision 1 on one node (`watch-all`).
     WatchAll,
+    /// The membership workload: wait the poll interval, then read the node's gossip view
+    /// (`members`).
+    Members,
 }
 
 impl OpKind {
@@ -112,6 +115,7 @@ impl OpKind {
             OpKind::Release => "release",
             OpKind::WatchSegment => "watch",
             OpKind::WatchAll => "watch-all",
+            OpKind::Members => "members",
         }
     }
 }
@@ -338,6 +342,8 @@ pub struct Generator {
     lock: Option<LockGen>,
     /// The watch: its settings, and the clients (by worker index) that watch.
     watch: Option<(crate::schema::WatchWorkload, u32)>,
+    /// The membership workload's poll interval (every client observes).
+    membership: Option<u64>,
 }
 
 /// The lock workload's sections: each process takes a lock, writes, maybe stalls, writes
@@ -401,6 +407,8 @@ impl Generator {
                 let bank = workload.bank.clone().unwrap_or_default();
                 (workload.keys.count.max(2), bank.max_transfer.max(1))
             }),
+            membership: (workload.checker == crate::schema::Checker::Membership)
+                .then(|| workload.membership.clone().unwrap_or_default().poll_ms),
             watch: (workload.checker == crate::schema::Checker::Watch).then(|| {
                 (
                     workload.watch.clone().unwrap_or_default(),
@@ -549,6 +557,13 @@ impl Generator {
         if self.lock.is_some() {
             return self.next_lock_op(process);
         }
+        if let Some(poll_ms) = self.membership {
+            return Op {
+                f: OpKind::Members,
+                key: String::new(),
+                value: OpValue::Write(poll_ms),
+            };
+        }
         if let Some((watch, concurrency)) = &self.watch
             && process % u64::from(*concurrency) < u64::from(watch.watchers)
         {
@@ -623,7 +638,8 @@ impl Generator {
             | OpKind::Stall
             | OpKind::Release
             | OpKind::WatchSegment
-            | OpKind::WatchAll => OpValue::Nil,
+            | OpKind::WatchAll
+            | OpKind::Members => OpValue::Nil,
             OpKind::Write => OpValue::Write(self.fresh_value(key_index)),
             OpKind::Cas => {
                 let expected = match self.recent.get(&key_index) {
@@ -718,7 +734,7 @@ impl Generator {
     /// The reads to issue after healing: one per key if the workload asks for final reads, else
     /// none.
     pub fn final_read_ops(&self) -> Vec<Op> {
-        if !self.final_reads {
+        if !self.final_reads || self.membership.is_some() {
             return Vec::new();
         }
         if self.watch.is_some() {

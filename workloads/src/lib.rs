@@ -35,6 +35,6 @@ pub use schema::{
     ALL_SHAPES, Bank, CausalResolve, Checker, DEFAULT_SESSION_HOP, Distribution, FaultName,
     Isolation, Keys, Keyspace, KillTarget, MAX_CONCURRENCY, MAX_KEY_COUNT, MAX_RATE,
     MAX_REQUEST_TIMEOUT_MS, MAX_TIME_LIMIT_SECS, MAX_TXN_OPS, MAX_ZIPF_EXPONENT, MIN_INTERVAL_SECS,
-    Mix, Model, Nemesis, Phase, ReadMode, ShapeName, TxnShape, Workload,
+    MembershipWorkload, Mix, Model, Nemesis, Phase, ReadMode, ShapeName, TxnShape, Workload,
 };
 pub use suites::{builtin, builtin_names, resolve};

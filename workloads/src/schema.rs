@@ -150,6 +150,48 @@ pub struct Workload {
     /// used (every other client writes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<WatchWorkload>,
+    /// For `checker: membership`: how the observers poll and how fast the nodes gossip.
+    /// Every client observes (one per node in turn); `keys` and `mix` are not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<MembershipWorkload>,
+}
+
+/// The membership workload: every client polls its node's gossip view (`Members`) every
+/// `poll_ms`, while the nemesis kills, pauses, cuts off and drops. The nodes gossip with
+/// `--gossip-probe-interval-ms probe_interval_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipWorkload {
+    /// 10..=10000 ms. Defaults to 100.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// The nodes' probe interval, 10..=60000 ms. Defaults to 200 (memberlist's 1000 would
+    /// need faults of tens of seconds to see a death).
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+    /// A node killed for longer than this must be seen suspect or dead by every observer
+    /// that answers by then. Defaults to (2 × nodes + 1) probe intervals: each member
+    /// probes every other at least once in two rounds of its shuffled list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect_within_ms: Option<u64>,
+}
+
+impl Default for MembershipWorkload {
+    fn default() -> Self {
+        MembershipWorkload {
+            poll_ms: default_poll_ms(),
+            probe_interval_ms: default_probe_interval_ms(),
+            detect_within_ms: None,
+        }
+    }
+}
+
+fn default_poll_ms() -> u64 {
+    100
+}
+
+fn default_probe_interval_ms() -> u64 {
+    200
 }
 
 /// The watch workload: `watchers` clients (the first ones, one per node in turn) watch
@@ -448,6 +490,10 @@ pub enum Checker {
     /// Writers and watchers: every watcher's events, resumed streams included, against the
     /// committed history (no missed, duplicated, reordered or phantom events).
     Watch,
+    /// Observers of the gossip view against the nemesis's faults: every killed node is
+    /// detected within a bound, no live node is declared dead without a fault that
+    /// excuses it; false suspicions are counted.
+    Membership,
 }
 
 impl Checker {
@@ -723,7 +769,8 @@ impl Workload {
             | Checker::RwRegister
             | Checker::Bank
             | Checker::Lock
-            | Checker::Watch => None,
+            | Checker::Watch
+            | Checker::Membership => None,
         }
     }
 
@@ -906,10 +953,37 @@ impl Workload {
         Ok(())
     }
 
+    fn check_membership(&self) -> Result<(), (String, String)> {
+        if self.checker != Checker::Membership {
+            if self.membership.is_some() {
+                return Err(fail(
+                    "membership",
+                    "only applies to `checker: membership`; remove it",
+                ));
+            }
+            return Ok(());
+        }
+        let membership = self.membership.clone().unwrap_or_default();
+        if !(10..=10_000).contains(&membership.poll_ms) {
+            return Err(fail(
+                "membership.poll_ms",
+                format!("must be 10..=10000, got {}", membership.poll_ms),
+            ));
+        }
+        if !(10..=60_000).contains(&membership.probe_interval_ms) {
+            return Err(fail(
+                "membership.probe_interval_ms",
+                format!("must be 10..=60000, got {}", membership.probe_interval_ms),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_txn(&self) -> Result<(), (String, String)> {
         self.check_bank()?;
         self.check_lock()?;
         self.check_watch()?;
+        self.check_membership()?;
         if !self.checker.is_transactional() {
             for (field, set) in [
                 ("txn", self.txn.is_some()),

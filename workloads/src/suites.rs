@@ -8,7 +8,7 @@ use crate::error::WorkloadError;
 use crate::schema::Workload;
 
 /// (name, YAML text) of each builtin, in the order they are listed to users.
-const BUILTINS: [(&str, &str); 10] = [
+const BUILTINS: [(&str, &str); 11] = [
     ("register", include_str!("../suites/register.yaml")),
     ("causal", include_str!("../suites/causal.yaml")),
     ("set", include_str!("../suites/set.yaml")),
@@ -19,6 +19,7 @@ const BUILTINS: [(&str, &str); 10] = [
     ("bank", include_str!("../suites/bank.yaml")),
     ("lock", include_str!("../suites/lock.yaml")),
     ("watch", include_str!("../suites/watch.yaml")),
+    ("membership", include_str!("../suites/membership.yaml")),
 ];
 
 /// The names of the builtin workloads.

@@ -91,7 +91,8 @@ fn every_builtin_parses_and_validates() {
             "rw-register",
             "bank",
             "lock",
-            "watch"
+            "watch",
+            "membership"
         ]
     );
     for name in names {
