@@ -84,6 +84,13 @@ pub struct BenchArgs {
     /// Watches per node for `--watch`.
     #[arg(long, default_value_t = 1)]
     watchers: usize,
+    /// Instead of a cluster: the gossip core's time to detect a killed member (p50, p99)
+    /// and its false suspicions, on 3, 5 and 9 members at 0 % and 5 % loss, with
+    /// memberlist's parameters, in virtual time (`--gossip-trials` per row).
+    #[arg(long)]
+    gossip: bool,
+    #[arg(long, default_value_t = 200)]
+    gossip_trials: usize,
 }
 
 struct Phase {
@@ -212,6 +219,9 @@ enum Limit {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.gossip {
+        return crate::bench_gossip::run(args.gossip_trials.max(1));
+    }
     let node_bin = match &args.node_bin {
         Some(path) => path.clone(),
         None => find_node_bin()?,

@@ -2,6 +2,7 @@
 //! and talk to a node by hand.
 
 mod bench;
+mod bench_gossip;
 mod bench_txn;
 mod bench_watch;
 mod check;

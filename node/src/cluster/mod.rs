@@ -5,4 +5,5 @@
 pub mod lease;
 pub mod phi;
 pub mod swim;
+pub mod swim_sim;
 pub mod watch;
