@@ -646,7 +646,18 @@ impl Swim {
         {
             return;
         }
-        if now < suspicion.started_ms + suspicion.timeout_ms() {
+        let due = suspicion.started_ms + suspicion.timeout_ms();
+        if now < due {
+            // Early (the shell's timers and its `now` may disagree, under a clock-rate
+            // fault say): wait out the rest rather than leave the suspicion standing.
+            self.schedule(
+                Timer::Suspicion {
+                    id,
+                    incarnation,
+                    confirmations,
+                },
+                due - now,
+            );
             return;
         }
         let update = Update {

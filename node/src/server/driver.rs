@@ -452,7 +452,8 @@ impl Group {
     }
 
     fn extend_lease(&mut self, term: u64, until: u64) {
-        if self.core.role() != Role::Leader || self.core.term() != term {
+        if self.core.role() != Role::Leader || self.core.term() != term || self.core.transferring()
+        {
             return;
         }
         self.lease_read = match self.lease_read {
@@ -745,8 +746,11 @@ impl Driver {
                 next_tick += self.options.tick.div_f64(self.options.clock.rate());
                 if next_tick < Instant::now() {
                     // Paused (SIGSTOP) or overloaded: do not replay the missed ticks in
-                    // a burst, which would start an election at once.
+                    // a burst, which would start an election at once. The tick clock
+                    // lost that time, so a lease counted on it would outlast true time:
+                    // every lease read waits for a fresh round.
                     next_tick = Instant::now() + self.options.tick;
+                    self.void_lease_reads();
                 }
             }
             self.process_ready()?;
@@ -789,11 +793,24 @@ impl Driver {
     }
 
     fn step_clock(&mut self, delta_ms: i64, next_tick: &mut Instant) {
+        if delta_ms < 0 {
+            // Held-back ticks stretch a lease in true time, as a pause does.
+            self.void_lease_reads();
+        }
         let (ticks, next) = clock_step(*next_tick, delta_ms, Instant::now(), self.options.tick);
         for _ in 0..ticks {
             self.tick();
         }
         *next_tick = next;
+    }
+
+    /// Ends every leader lease and forgets the rounds that would renew one: the next lease
+    /// read goes through ReadIndex, whose round starts a lease afresh.
+    fn void_lease_reads(&mut self) {
+        for group in self.groups.values_mut() {
+            group.lease_read = None;
+            group.read_rounds.clear();
+        }
     }
 
     /// One tick for every group that is not quiesced; quiescence and liveness; reports.
@@ -1572,7 +1589,9 @@ impl Driver {
                 g.pending_reads.insert(id, read);
                 // Its confirmation also starts a lease, counted from now: every voter
                 // that confirms heard from this leader after now.
-                if self.options.lease_read_ms > 0 {
+                // Not while a transfer is under way: its target may be elected right
+                // after this round's acks, with votes that ignore leader stickiness.
+                if self.options.lease_read_ms > 0 && !g.core.transferring() {
                     g.read_rounds.insert(id, (g.core.term(), now));
                 }
             }

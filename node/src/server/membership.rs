@@ -259,12 +259,12 @@ async fn gossip_task(
             }
             () = tokio::time::sleep_until(next) => {
                 let mut s = shared.lock().expect("membership lock");
-                let now = s.now_ms();
                 while let Some(std::cmp::Reverse((at, _, timer))) = timers.peek().copied() {
                     if at > Instant::now() {
                         break;
                     }
                     timers.pop();
+                    let now = s.now_ms();
                     s.swim.handle_timer(timer, now);
                 }
             }
