@@ -1132,17 +1132,6 @@ async fn causal(
     )
 }
 
-fn state_name(state: i32) -> &'static str {
-    use faultline_node::proto::membership::MemberState;
-    match MemberState::try_from(state).unwrap_or(MemberState::Unspecified) {
-        MemberState::Alive => "alive",
-        MemberState::Suspect => "suspect",
-        MemberState::Dead => "dead",
-        MemberState::Left => "left",
-        MemberState::Unspecified => "unknown",
-    }
-}
-
 /// `faultline kv members`: the asked node's view of the membership.
 async fn members(endpoint: &str, json: bool, timeout: Duration) -> anyhow::Result<ExitCode> {
     use faultline_node::proto::membership::MembersRequest;
@@ -1171,7 +1160,7 @@ async fn members(endpoint: &str, json: bool, timeout: Duration) -> anyhow::Resul
             };
             serde_json::json!({
                 "id": m.id,
-                "state": state_name(m.state),
+                "state": faultline_harness::membership_client::state_name(m.state),
                 "address": meta.address,
                 "incarnation": m.incarnation,
                 "roles": meta.roles,
@@ -1219,7 +1208,7 @@ async fn members(endpoint: &str, json: bool, timeout: Duration) -> anyhow::Resul
         println!(
             "{:<4} {:<8} {:>4} {:<22} {:<10} {:<12} {:>6} {:>6.1} {:>8.1}s  {}{}",
             m.id,
-            state_name(m.state),
+            faultline_harness::membership_client::state_name(m.state),
             m.incarnation,
             meta.address,
             meta.roles.join(","),
