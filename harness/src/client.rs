@@ -11,6 +11,8 @@ use faultline_node::proto::kv::{
 use faultline_workloads::{Isolation, MicroOp, MicroOpKind, SET_PREFIX, set_element_key};
 use serde_json::Value;
 
+use crate::history::{EventType, History, Process};
+
 /// One operation on a register-like key: values are integers, nil is "absent".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation {
@@ -60,6 +62,10 @@ pub enum Operation {
     Stall {
         ms: u64,
     },
+    /// The lock: sleep `ms` holding it, keep-alives running.
+    Hold {
+        ms: u64,
+    },
     /// The lock: unlock, and revoke the lease.
     Release {
         lock: String,
@@ -83,6 +89,16 @@ pub enum Operation {
 /// The key of the register lock `lock` protects.
 pub fn register_key(lock: &str) -> Vec<u8> {
     format!("register/{lock}").into_bytes()
+}
+
+/// The first process number of keep-alive renewals in a history: far above any worker's,
+/// so that the two never meet. Each keep-alive task takes its own, and a new one after an
+/// unknown outcome, so that no process has two renewals in flight.
+pub const RENEWAL_PROCESS_BASE: u64 = 1 << 32;
+
+fn next_renewal_process() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    RENEWAL_PROCESS_BASE + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A lock this client holds, or believes it holds.
@@ -177,6 +193,8 @@ pub struct FaultlineClient {
     /// The lock workload's lease TTL, and the lock held.
     pub lock_ttl_ms: u64,
     held: Option<Held>,
+    /// Where the keep-alives record their renewals (the lock workload's history).
+    pub renewals: Option<std::sync::Arc<History>>,
     /// The watch workload: where this watcher's stream has got to, and the node it
     /// watches through (the next one after a failure).
     watch_cursor: faultline_node::client::watch::WatchCursor,
@@ -215,6 +233,7 @@ impl FaultlineClient {
             last_transfer: None,
             lock_ttl_ms: 1_000,
             held: None,
+            renewals: None,
             watch_cursor: crate::watch_client::everything(),
             watch_node: 0,
             lease_reads: false,
@@ -383,6 +402,12 @@ impl FaultlineClient {
                     value: Value::from(*ms),
                 }
             }
+            Operation::Hold { ms } => {
+                tokio::time::sleep(Duration::from_millis(*ms)).await;
+                Completion::Ok {
+                    value: Value::from(*ms),
+                }
+            }
             Operation::Release { lock } => self.release(lock).await,
             Operation::WatchSegment { gap_ms, segment_ms } => {
                 self.watch_segment(*gap_ms, *segment_ms).await
@@ -448,13 +473,56 @@ impl FaultlineClient {
         let every = Duration::from_millis(self.lock_ttl_ms / 3);
         let timeout = self.timeout;
         let renewer = router.clone();
+        let renewals = self.renewals.clone();
+        let name = lock.to_string();
         let keep_alive = tokio::spawn(async move {
+            let mut process = next_renewal_process();
             loop {
                 tokio::time::sleep(every).await;
-                match renewer.lease_renew(lease, timeout.min(every)).await {
-                    Ok(_) => {}
-                    Err(status) if status.code() == tonic::Code::NotFound => return,
-                    Err(_) => {}
+                let invoked = renewals.as_ref().map(|h| {
+                    h.record(
+                        EventType::Invoke,
+                        Process::Client(process),
+                        "renew",
+                        Some(&name),
+                        Value::from(lease),
+                        None,
+                        None,
+                        0,
+                    )
+                });
+                let answer = renewer.lease_renew(lease, timeout.min(every)).await;
+                let gone = matches!(&answer, Err(s) if s.code() == tonic::Code::NotFound);
+                if let (Some(history), Some(_)) = (&renewals, invoked) {
+                    let (kind, value, error) = match &answer {
+                        Ok(reply) => (EventType::Ok, Value::from(reply.ttl_ms), None),
+                        Err(status) => (
+                            if gone {
+                                EventType::Fail
+                            } else {
+                                EventType::Info
+                            },
+                            Value::Null,
+                            Some(format!("{:?}: {}", status.code(), status.message())),
+                        ),
+                    };
+                    history.record(
+                        kind,
+                        Process::Client(process),
+                        "renew",
+                        Some(&name),
+                        value,
+                        error,
+                        None,
+                        0,
+                    );
+                    // An unknown outcome retires the process (Jepsen's rule).
+                    if kind == EventType::Info {
+                        process = next_renewal_process();
+                    }
+                }
+                if gone {
+                    return;
                 }
             }
         });
@@ -468,8 +536,10 @@ impl FaultlineClient {
             Ok(reply) => {
                 held.token = reply.token;
                 self.held = Some(held);
+                // The lease goes with the token: the checker ties the keep-alives'
+                // renewals to this section by it.
                 Completion::Ok {
-                    value: Value::from(reply.token),
+                    value: Value::from(vec![Value::from(reply.token), Value::from(lease)]),
                 }
             }
             Err(status) => {
@@ -503,11 +573,16 @@ impl FaultlineClient {
     }
 
     async fn release(&mut self, lock: &str) -> Completion {
-        let Some(held) = self.held.take().filter(|h| h.name == lock) else {
+        let Some(mut held) = self.held.take().filter(|h| h.name == lock) else {
             return Completion::Refused {
                 error: "not sent: this client holds no lock".into(),
             };
         };
+        // Renewals stop first: one answered NOT_FOUND after the revoke would read as the
+        // lease running out early.
+        if let Some(task) = held.keep_alive.take() {
+            task.abort();
+        }
         let released = self
             .router
             .unlock(lock, held.lease, self.timeout)

@@ -317,6 +317,7 @@ fn to_operation(op: &Op, isolation: faultline_workloads::Isolation) -> Operation
             value: value as i64,
         },
         (OpKind::Stall, OpValue::Write(ms)) => Operation::Stall { ms },
+        (OpKind::Hold, OpValue::Write(ms)) => Operation::Hold { ms },
         (OpKind::Release, _) => Operation::Release { lock: key },
         (OpKind::WatchSegment, OpValue::Watch { gap_ms, segment_ms }) => {
             Operation::WatchSegment { gap_ms, segment_ms }
@@ -358,8 +359,10 @@ struct Shared {
     isolation: faultline_workloads::Isolation,
     /// The bank's accounts and whether balances may go negative.
     bank: Option<(u32, bool)>,
-    /// The lock workload's lease TTL.
+    /// The lock workload's lease TTL, and whether its keep-alives' renewals go in the
+    /// history (the lock checker judges early expiry by them).
     lock_ttl_ms: u64,
+    record_renewals: bool,
     /// Reads ask for the leader's lease.
     lease_reads: bool,
     /// For `keyspace: causal`: a channel per node, and the sessions' hop chance.
@@ -439,6 +442,9 @@ fn new_client(shared: &Shared, node: usize, process: u64) -> Box<dyn Client> {
         client.bank_negative = negative;
     }
     client.lock_ttl_ms = shared.lock_ttl_ms;
+    if shared.record_renewals {
+        client.renewals = Some(shared.history.clone());
+    }
     client.lease_reads = shared.lease_reads;
     Box::new(client)
 }
@@ -512,6 +518,7 @@ async fn invoke(
             | OpKind::Acquire
             | OpKind::FencedWrite
             | OpKind::Stall
+            | OpKind::Hold
             | OpKind::Release
             | OpKind::WatchSegment
             | OpKind::WatchAll
@@ -758,6 +765,7 @@ pub async fn run(options: RunOptions, workload: Workload) -> anyhow::Result<Resu
             (workload.keys.count, bank.negative_balances)
         }),
         lock_ttl_ms: workload.lock.clone().unwrap_or_default().ttl_ms,
+        record_renewals: workload.checker == faultline_workloads::Checker::Lock,
         lease_reads: workload.read_mode == faultline_workloads::ReadMode::Lease,
         causal: (workload.keyspace == Keyspace::Causal).then(|| {
             let sources: Vec<std::net::IpAddr> =

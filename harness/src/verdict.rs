@@ -195,19 +195,28 @@ pub fn check_bank(
 }
 
 /// The lock checker: fencing keeps the critical sections whose writes were accepted
-/// apart. A run in which no stalled holder was overtaken did not test that: unknown.
+/// apart, and no lease runs out within the TTL of an acknowledged renewal. A run in which
+/// no stalled holder was overtaken and no lease outlived an outage tested neither: unknown.
 pub fn check_lock(results: &mut Results, run_dir: &Path) -> anyhow::Result<()> {
     use faultline_checkers::lock;
     let path = run_dir.join("history.jsonl");
     let history = faultline_checkers::formats::read_history_file(&path, Some(Format::Jsonl))
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let verdict = lock::check_lock(&history);
+    // Faults that can make a leader count a lease's TTL short.
+    let clock_faults: Vec<(u64, u64)> = results
+        .faults
+        .iter()
+        .filter(|w| w.fault.starts_with("clock") || w.fault == "lease-skew")
+        .map(|w| (w.start_ns, w.end_ns))
+        .collect();
+    let verdict = lock::check_lock_with(&history, &clock_faults);
     let text = lock::text(&verdict);
     results.valid = if !verdict.valid {
         Validity::Known(false)
-    } else if verdict.stalls_overtaken == 0 {
+    } else if verdict.stalls_overtaken == 0 && verdict.renewals_after_outage == 0 {
         Validity::Unknown(
-            "no stalled lock holder was overtaken by another, so fencing was not tested",
+            "no stalled lock holder was overtaken by another, so fencing was not tested, and \
+             no lease was renewed after an outage, so neither was its extension",
         )
     } else {
         Validity::Known(true)

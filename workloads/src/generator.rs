@@ -87,6 +87,8 @@ pub enum OpKind {
     FencedWrite,
     /// The lock: stop the keep-alives and sleep, as a paused holder (`stall`).
     Stall,
+    /// The lock: hold it for a while, keep-alives running (`hold`).
+    Hold,
     /// The lock: unlock and revoke the lease (`release`).
     Release,
     /// The watch: stay away for the gap, then resume the watch for a segment (`watch`).
@@ -112,6 +114,7 @@ impl OpKind {
             OpKind::Acquire => "acquire",
             OpKind::FencedWrite => "write",
             OpKind::Stall => "stall",
+            OpKind::Hold => "hold",
             OpKind::Release => "release",
             OpKind::WatchSegment => "watch",
             OpKind::WatchAll => "watch-all",
@@ -515,6 +518,12 @@ impl Generator {
                     key: key.clone(),
                     value: OpValue::Write(lock.spec.ttl_ms + lock.spec.stall_extra_ms),
                 });
+            } else if write == 0 && lock.spec.hold_ms > 0 {
+                steps.push_back(Op {
+                    f: OpKind::Hold,
+                    key: key.clone(),
+                    value: OpValue::Write(lock.spec.hold_ms),
+                });
             }
         }
         steps.push_back(Op {
@@ -636,6 +645,7 @@ impl Generator {
             | OpKind::Acquire
             | OpKind::FencedWrite
             | OpKind::Stall
+            | OpKind::Hold
             | OpKind::Release
             | OpKind::WatchSegment
             | OpKind::WatchAll

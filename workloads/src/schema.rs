@@ -255,6 +255,14 @@ pub struct LockSpec {
     /// How long past the TTL a stall lasts, 0..=60000 ms. Defaults to 2000.
     #[serde(default = "default_stall_extra_ms")]
     pub stall_extra_ms: u64,
+    /// How long a section that does not stall holds the lock between its first write and
+    /// the rest, keep-alives running, 0..=60000 ms. Defaults to 0. A hold longer than the
+    /// TTL is what a lease needs to outlive its grant's count: the condition under which a
+    /// new leader that forgets the renewals (`lease-no-extension-on-election`) expires it
+    /// early, which the checker sees as a renewal answered NOT_FOUND within the TTL of an
+    /// acknowledged one.
+    #[serde(default)]
+    pub hold_ms: u64,
 }
 
 impl Default for LockSpec {
@@ -264,6 +272,7 @@ impl Default for LockSpec {
             writes: default_lock_writes(),
             stall_every: default_stall_every(),
             stall_extra_ms: default_stall_extra_ms(),
+            hold_ms: 0,
         }
     }
 }
@@ -916,6 +925,12 @@ impl Workload {
             return Err(fail(
                 "lock.stall_extra_ms",
                 format!("must be 0..=60000, got {}", lock.stall_extra_ms),
+            ));
+        }
+        if lock.hold_ms > 60_000 {
+            return Err(fail(
+                "lock.hold_ms",
+                format!("must be 0..=60000, got {}", lock.hold_ms),
             ));
         }
         Ok(())
