@@ -768,6 +768,13 @@ impl Driver {
         self.ticks * self.options.tick.as_millis() as u64
     }
 
+    /// The time a lease deadline is counted from: the end of the current tick. The tick
+    /// clock lags true time by up to a tick, so a TTL counted from `now_ms` would end up
+    /// to a tick before the holder was promised (CI saw a successor take a lock 1 ms early).
+    fn lease_now_ms(&self) -> u64 {
+        self.now_ms() + self.options.tick.as_millis() as u64
+    }
+
     /// Proposes the expiry of leases that ran out on ranges this node leads.
     fn expire_leases(&mut self, expiries: Vec<(u64, u64)>) {
         for (group, lease) in expiries {
@@ -1231,6 +1238,7 @@ impl Driver {
             }
             Event::LeaseRenew { group, id, reply } => {
                 let now = self.now_ms();
+                let from = self.lease_now_ms();
                 let g = match self.leading_data_group(group, now) {
                     Ok(g) => g,
                     Err(refused) => {
@@ -1242,7 +1250,7 @@ impl Driver {
                     Machine::Data(range) => range.leases().get(id).map(|r| r.ttl_ms),
                     Machine::Core(_) => None,
                 };
-                if !ttl.is_some_and(|ttl| g.lease_timers.renew(id, ttl, now)) {
+                if !ttl.is_some_and(|ttl| g.lease_timers.renew(id, ttl, from)) {
                     let _ = reply.send(ReadOutcome::Value(None));
                     return Ok(());
                 }
@@ -1696,6 +1704,7 @@ impl Driver {
 
     fn apply(&mut self, id: u64, ready: Ready) -> anyhow::Result<()> {
         let now_ms = self.now_ms();
+        let lease_now_ms = self.lease_now_ms();
         let double_apply = self.options.double_apply;
         let bugs = self.options.range_bugs;
         let group = self.groups.get_mut(&id).expect("applying a known group");
@@ -1790,7 +1799,7 @@ impl Driver {
                                     id,
                                     &command,
                                     &result,
-                                    now_ms,
+                                    lease_now_ms,
                                 );
                                 result
                             }
