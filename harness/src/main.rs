@@ -161,7 +161,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The model checker runs its own threads and may serve the Explorer: no runtime.
     let cli = match cli.command {
-        Command::Model(args) => return model::run(args),
+        Command::Model(args) => {
+            // Counterexamples run long and are piped to `head`: a closed pipe ends the run
+            // quietly, as it does any Unix filter, instead of panicking in print!. Only
+            // here: the other commands write to sockets, where SIGPIPE must stay ignored.
+            // SAFETY: one thread yet, and SIG_DFL is a valid disposition.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            return model::run(args);
+        }
         command => Cli { command },
     };
     // The namespace must be entered while this process has one thread: before the

@@ -1,6 +1,6 @@
-//! `faultline model raft`, `causal`, `2pc` and `lease`: model-check the node's Raft core,
-//! its causal replication core, its two-phase commit cores and its lease core with
-//! stateright.
+//! `faultline model raft`, `causal`, `2pc`, `lease` and `membership`: model-check the
+//! node's Raft core, its causal replication core, its two-phase commit cores, its lease
+//! core and its SWIM gossip core with stateright.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -41,6 +41,84 @@ enum ModelCommand {
     /// the lock.
     #[command(after_help = LEASE_HELP)]
     Lease(LeaseArgs),
+    /// The node's own SWIM gossip core on a few members, in discrete time, with a network
+    /// that may lose packets, one pause and one kill; checks that no live member is
+    /// declared dead unless a packet was lost.
+    #[command(after_help = MEMBERSHIP_HELP)]
+    Membership(MembershipArgs),
+}
+
+const MEMBERSHIP_HELP: &str = "The defaults are the bounds CI checks exhaustively (3 members, probe interval 4 ticks, suspicion 16 ticks, 40 ticks, one pause of up to 16 ticks; checkers/src/models/README.md). A pause longer than the probe timeout plus the suspicion (18 ticks) may rightly condemn a member: --max-pause past it shows SWIM doing so. Exit status: 0 every property holds and every `sometimes` was witnessed, 1 a property failed, 2 error or not exhaustive.";
+
+#[derive(Args)]
+struct MembershipArgs {
+    /// Members (2 to 9).
+    #[arg(long, default_value_t = faultline_checkers::models::membership::MembershipModelOptions::default().members)]
+    members: usize,
+    /// Real time the search runs to, in ticks.
+    #[arg(long, default_value_t = faultline_checkers::models::membership::MembershipModelOptions::default().max_time)]
+    max_time: u64,
+    /// The longest pause of one member, in ticks (0: none).
+    #[arg(long, default_value_t = faultline_checkers::models::membership::MembershipModelOptions::default().max_pause)]
+    max_pause: u64,
+    /// Packets the network may lose over a run.
+    #[arg(long, default_value_t = faultline_checkers::models::membership::MembershipModelOptions::default().max_losses)]
+    losses: usize,
+    /// Ticks a packet may take to arrive.
+    #[arg(long, default_value_t = faultline_checkers::models::membership::MembershipModelOptions::default().latency)]
+    latency: u64,
+    /// Let one member be killed (and check that every live one holds it dead).
+    #[arg(long)]
+    kill: bool,
+    /// Search every order of a moment's events, not one canonical order (far more states).
+    #[arg(long)]
+    reorder: bool,
+    /// A seeded bug: gossip-no-suspicion (the node's: a failed probe declares dead at once).
+    #[arg(long, value_name = "NAME")]
+    bug: Option<String>,
+    /// Checker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Stop after this many seconds (verdicts not reached then say unknown).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+}
+
+fn run_membership(args: MembershipArgs) -> ExitCode {
+    use faultline_checkers::models::membership::{MembershipModelOptions, check};
+    if !(2..=9).contains(&args.members) {
+        eprintln!(
+            "faultline model membership: error: --members {} is out of range; choose 2 to 9",
+            args.members
+        );
+        return ExitCode::from(2);
+    }
+    let mut options = MembershipModelOptions {
+        members: args.members,
+        max_time: args.max_time,
+        max_pause: args.max_pause,
+        max_losses: args.losses,
+        latency: args.latency,
+        kill: args.kill,
+        reorder: args.reorder,
+        threads: args.threads,
+        timeout: args.timeout.map(Duration::from_secs),
+        ..MembershipModelOptions::default()
+    };
+    match args.bug.as_deref() {
+        None => {}
+        Some("gossip-no-suspicion") => options.no_suspicion = true,
+        Some(other) => {
+            eprintln!(
+                "faultline model membership: error: no membership bug {other:?}; choose \
+                 gossip-no-suspicion"
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let report = check(options);
+    print!("{report}");
+    ExitCode::from(report.exit_code())
 }
 
 const LEASE_HELP: &str = "The defaults are the bounds CI checks exhaustively (2 replicas, 2 \
@@ -325,6 +403,7 @@ pub fn run(args: ModelArgs) -> ExitCode {
         ModelCommand::Causal(args) => return run_causal(args),
         ModelCommand::TwoPc(args) => return run_twopc(args),
         ModelCommand::Lease(args) => return run_lease(args),
+        ModelCommand::Membership(args) => return run_membership(args),
     };
     let start = match args.start.as_deref().map(read_start).transpose() {
         Ok(start) => start.unwrap_or_default(),

@@ -22,10 +22,10 @@
 //! `sometimes` witnesses: a lease ran out and another client took the lock; a lease was
 //! kept alive across an election.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use faultline_node::cluster::lease::{LeaseBugs, LeaseTable, LeaseTimers, lease_id};
-use stateright::{Checker, Model, Property};
+use stateright::{Model, Property};
 
 const LOCK: &[u8] = b"lock/x";
 const GROUP: u64 = 1;
@@ -337,115 +337,18 @@ fn describe(before: &State, action: &Action) -> String {
 }
 
 /// What a check found.
-#[derive(Debug)]
-pub struct LeaseReport {
-    pub unique_states: usize,
-    pub states: usize,
-    pub duration: Duration,
-    pub complete: bool,
-    /// (property, always?, verdict, counterexample steps).
-    pub properties: Vec<(&'static str, bool, &'static str, Vec<String>)>,
-}
-
-impl LeaseReport {
-    /// 0 all hold and every witness seen, 1 a property failed, 2 not exhaustive or a
-    /// witness missing.
-    pub fn exit_code(&self) -> u8 {
-        if self.properties.iter().any(|p| p.2 == "VIOLATED") {
-            1
-        } else if !self.complete
-            || self
-                .properties
-                .iter()
-                .any(|p| p.2 != "holds" && p.2 != "witnessed")
-        {
-            2
-        } else {
-            0
-        }
-    }
-}
-
-impl std::fmt::Display for LeaseReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "lease model: {} unique states ({} generated) in {:.1} s, {}",
-            self.unique_states,
-            self.states,
-            self.duration.as_secs_f64(),
-            if self.complete {
-                "exhaustive"
-            } else {
-                "NOT exhaustive (stopped early)"
-            }
-        )?;
-        for (name, always, verdict, steps) in &self.properties {
-            let kind = if *always { "always" } else { "sometimes" };
-            writeln!(f, "  {kind:<9} {name:<48} {verdict}")?;
-            for (i, step) in steps.iter().enumerate() {
-                writeln!(f, "      {:>2}. {step}", i + 1)?;
-            }
-        }
-        Ok(())
-    }
-}
+pub type LeaseReport = super::bfs::Report;
 
 /// Checks the model exhaustively (BFS) at `options`' bounds.
 pub fn check(options: LeaseModelOptions) -> LeaseReport {
-    let model = LeaseModel { options };
-    let timeout = model.options.timeout;
-    let threads = model.options.threads.max(1);
-    let started = Instant::now();
-    let checker = model.checker().threads(threads).spawn_bfs();
-    let mut timed_out = false;
-    while !checker.is_done() {
-        if timeout.is_some_and(|t| started.elapsed() >= t) {
-            timed_out = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let discoveries = checker.discoveries();
-    let model = checker.model();
-    let complete = !timed_out;
-    let properties = model
-        .properties()
-        .into_iter()
-        .map(|p| {
-            let always = p.expectation == stateright::Expectation::Always;
-            let found = discoveries.get(p.name);
-            let verdict = match (always, found.is_some(), complete) {
-                (true, true, _) => "VIOLATED",
-                (false, true, _) => "witnessed",
-                (true, false, true) => "holds",
-                (false, false, true) => "NOT WITNESSED",
-                (_, false, false) => "unknown",
-            };
-            let steps = found
-                .filter(|_| always)
-                .map(|path| {
-                    path.clone()
-                        .into_vec()
-                        .windows(2)
-                        .filter_map(|pair| Some(describe(&pair[0].0, pair[0].1.as_ref()?)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (p.name, always, verdict, steps)
-        })
-        .collect();
-    let report = LeaseReport {
-        unique_states: checker.unique_state_count(),
-        states: checker.state_count(),
-        duration: started.elapsed(),
-        complete,
-        properties,
-    };
-    if !timed_out {
-        let _ = checker.join();
-    }
-    report
+    let (threads, timeout) = (options.threads, options.timeout);
+    super::bfs::check(
+        "lease model",
+        LeaseModel { options },
+        threads,
+        timeout,
+        describe,
+    )
 }
 
 #[cfg(test)]

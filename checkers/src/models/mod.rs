@@ -19,10 +19,17 @@
 //!   holding a lock with a lease, and leadership moving; checks that at most one client
 //!   believes it holds the lock. `faultline model lease` is its command.
 //!
+//! - [`membership`]: the node's SWIM gossip core (`faultline_node::cluster::swim`): a few
+//!   members' cores, their timers in discrete time, a network that reorders and may lose
+//!   packets, one pause and one kill; checks that no live member is declared dead unless a
+//!   packet was lost. `faultline model membership` is its command.
+//!
 //! README.md in this folder says what is modelled, what is abstracted away, the bounds and
 //! how to read and replay a counterexample.
 
+pub mod bfs;
 pub mod causal;
 pub mod lease;
+pub mod membership;
 pub mod raft;
 pub mod twopc;

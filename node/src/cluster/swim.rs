@@ -449,6 +449,7 @@ impl Swim {
             self.apply(update, now_ms, false);
         }
         let from = packet.from;
+        self.heard_directly(from, packet.from_incarnation, now_ms);
         match body {
             Body::Ping(Ping { seq }) => {
                 let reply = self.packet(from, Body::Ack(Ack { seq }));
@@ -535,6 +536,7 @@ impl Swim {
                         to,
                         body: Some(Body::Heartbeat(Heartbeat {})),
                         updates: Vec::new(),
+                        from_incarnation: self.incarnation(),
                     };
                     self.outputs.push(Output::Send { to, packet });
                 }
@@ -723,6 +725,28 @@ impl Swim {
         }
     }
 
+    /// A packet straight from a member suspected at an older incarnation than the one it
+    /// sends under: it refuted, and this member missed the refutation's retransmissions
+    /// (the model checker found a run where one member did, and declared the refuter dead
+    /// when its suspicion ran out). Only a suspicion is cleared: a dead member's packet may
+    /// come from a restarted process whose metadata this member has not heard.
+    fn heard_directly(&mut self, from: u64, incarnation: u64, now_ms: u64) {
+        let Some(member) = self.members.get(&from) else {
+            return;
+        };
+        if member.state != MemberState::Suspect || incarnation <= member.incarnation {
+            return;
+        }
+        let update = Update {
+            id: from,
+            incarnation,
+            state: MemberState::Alive as i32,
+            from,
+            meta: Some(member.meta.clone()),
+        };
+        self.apply(update, now_ms, false);
+    }
+
     fn about_me(&mut self, update: &Update, state: MemberState) {
         let me = self.members.get_mut(&self.me).expect("me");
         if me.state == MemberState::Left {
@@ -908,6 +932,7 @@ impl Swim {
             to,
             body: Some(Body::PushPull(PushPull { members, reply })),
             updates: Vec::new(),
+            from_incarnation: self.incarnation(),
         };
         self.outputs.push(Output::Send { to, packet });
     }
@@ -962,6 +987,7 @@ impl Swim {
             to,
             body: Some(body),
             updates,
+            from_incarnation: self.incarnation(),
         }
     }
 
@@ -1204,6 +1230,36 @@ mod tests {
     }
 
     #[test]
+    fn a_packet_from_a_suspect_under_a_newer_incarnation_clears_the_suspicion() {
+        let seeds: Vec<(u64, String)> = (1..=3).map(|id| (id, format!("m{id}"))).collect();
+        let mut swim = Swim::new(SwimConfig::default(), 1, MemberMeta::default(), &seeds);
+        let gossip = |from: u64, from_incarnation: u64, updates: Vec<Update>| Packet {
+            from,
+            to: 1,
+            body: Some(Body::Gossip(Gossip {})),
+            updates,
+            from_incarnation,
+        };
+        let suspicion = Update {
+            id: 2,
+            incarnation: 0,
+            state: MemberState::Suspect as i32,
+            from: 3,
+            meta: None,
+        };
+        swim.handle_packet(gossip(3, 0, vec![suspicion]), 10)
+            .unwrap();
+        assert_eq!(swim.member(2).unwrap().state, MemberState::Suspect);
+        // Its word at the suspected incarnation refutes nothing.
+        swim.handle_packet(gossip(2, 0, Vec::new()), 11).unwrap();
+        assert_eq!(swim.member(2).unwrap().state, MemberState::Suspect);
+        // It refuted, and its refutation's retransmissions missed this member.
+        swim.handle_packet(gossip(2, 1, Vec::new()), 12).unwrap();
+        let member = swim.member(2).unwrap();
+        assert_eq!((member.state, member.incarnation), (MemberState::Alive, 1));
+    }
+
+    #[test]
     fn the_seeded_bug_condemns_a_briefly_paused_member() {
         let config = SwimConfig {
             bugs: SwimBugs { no_suspicion: true },
@@ -1285,6 +1341,7 @@ mod tests {
             to: 9,
             body: Some(Body::Ping(Ping { seq: 1 })),
             updates: Vec::new(),
+            from_incarnation: 0,
         };
         assert_eq!(
             swim.handle_packet(packet, 5),
