@@ -73,7 +73,8 @@ struct MembershipArgs {
     /// Search every order of a moment's events, not one canonical order (far more states).
     #[arg(long)]
     reorder: bool,
-    /// A seeded bug: gossip-no-suspicion (the node's: a failed probe declares dead at once).
+    /// A seeded bug, the node's: gossip-no-suspicion (a failed probe declares dead at once)
+    /// or gossip-no-probe-refill (with --kill: probing stops after one round).
     #[arg(long, value_name = "NAME")]
     bug: Option<String>,
     /// Checker threads.
@@ -108,10 +109,11 @@ fn run_membership(args: MembershipArgs) -> ExitCode {
     match args.bug.as_deref() {
         None => {}
         Some("gossip-no-suspicion") => options.no_suspicion = true,
+        Some("gossip-no-probe-refill") => options.no_probe_refill = true,
         Some(other) => {
             eprintln!(
                 "faultline model membership: error: no membership bug {other:?}; choose \
-                 gossip-no-suspicion"
+                 gossip-no-suspicion or gossip-no-probe-refill"
             );
             return ExitCode::from(2);
         }

@@ -191,6 +191,9 @@ enum SeededBug {
     /// Gossip declares a member dead on its first failed probe: no suspicion, no chance
     /// to refute, so a brief pause or a few lost packets condemn a live node.
     GossipNoSuspicion,
+    /// Gossip fills its probe list once and never refills it: after one round nobody is
+    /// probed, so a node killed later is never detected.
+    GossipNoProbeRefill,
 }
 
 fn parse_on_off(text: &str) -> Result<bool, String> {
@@ -337,6 +340,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             SeededBug::WatchUncommitted => bugs.watch.uncommitted = true,
             SeededBug::LeaseReadNoDrift => bugs.lease_read_no_drift = true,
             SeededBug::GossipNoSuspicion => bugs.swim.no_suspicion = true,
+            SeededBug::GossipNoProbeRefill => bugs.swim.no_probe_refill = true,
         }
     }
     if !args.bugs.is_empty() {

@@ -54,6 +54,8 @@ pub struct MembershipModelOptions {
     pub reorder: bool,
     /// The node's seeded bug `gossip-no-suspicion`.
     pub no_suspicion: bool,
+    /// The node's seeded bug `gossip-no-probe-refill`.
+    pub no_probe_refill: bool,
     pub threads: usize,
     pub timeout: Option<Duration>,
 }
@@ -72,6 +74,7 @@ impl Default for MembershipModelOptions {
             kill: false,
             reorder: false,
             no_suspicion: false,
+            no_probe_refill: false,
             threads: 1,
             timeout: None,
         }
@@ -114,6 +117,7 @@ pub struct State {
     paused: Option<(u64, u64)>,
     paused_once: bool,
     killed: Option<u64>,
+    killed_at: u64,
     /// For the witnesses.
     paused_suspected: bool,
     refuted: bool,
@@ -244,6 +248,7 @@ impl Model for MembershipModel {
             seed: 1,
             bugs: SwimBugs {
                 no_suspicion: self.options.no_suspicion,
+                no_probe_refill: self.options.no_probe_refill,
             },
         };
         let seeds: Vec<(u64, String)> = (1..=n).map(|id| (id, format!("m{id}"))).collect();
@@ -256,6 +261,7 @@ impl Model for MembershipModel {
             paused: None,
             paused_once: false,
             killed: None,
+            killed_at: 0,
             paused_suspected: false,
             refuted: false,
         };
@@ -361,6 +367,7 @@ impl Model for MembershipModel {
             }
             Action::Kill(id) => {
                 state.killed = Some(id);
+                state.killed_at = state.now;
                 state.timers.retain(|(_, who, _)| *who != id);
                 state.network.retain(|p| p.to != id);
             }
@@ -394,6 +401,25 @@ impl Model for MembershipModel {
             }),
         ];
         if self.options.kill {
+            // The membership workload's bound: every member probes each other one within
+            // n intervals, and a suspicion takes about as long again.
+            properties.push(Property::always(
+                "a member killed (2n + 1) probe intervals ago is suspected or dead to all",
+                |model: &MembershipModel, state: &State| {
+                    let bound =
+                        (2 * model.options.members as u64 + 1) * model.options.probe_interval;
+                    state.killed.is_none_or(|dead| {
+                        state.now < state.killed_at + bound
+                            || state.cores.iter().all(|core| {
+                                core.id() == dead
+                                    || core.member(dead).is_some_and(|m| {
+                                        m.state == MemberState::Suspect
+                                            || m.state == MemberState::Dead
+                                    })
+                            })
+                    })
+                },
+            ));
             properties.push(Property::sometimes(
                 "every live member holds the killed one dead",
                 |_, state: &State| {
@@ -508,6 +534,17 @@ mod tests {
         });
         assert_eq!(report.exit_code(), 1, "{report}");
         assert!(report.to_string().contains("paused for 2"), "{report}");
+    }
+
+    #[test]
+    fn a_probe_list_never_refilled_leaves_a_killed_member_undetected() {
+        let report = check(MembershipModelOptions {
+            kill: true,
+            no_probe_refill: true,
+            ..MembershipModelOptions::default()
+        });
+        assert_eq!(report.exit_code(), 1, "{report}");
+        assert!(report.to_string().contains("is killed"), "{report}");
     }
 
     #[test]

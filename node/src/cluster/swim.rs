@@ -94,6 +94,9 @@ impl Default for SwimConfig {
 pub struct SwimBugs {
     /// A failed probe makes its target dead at once: no suspicion, no chance to refute.
     pub no_suspicion: bool,
+    /// The round-robin probe list is filled once and never refilled: after one round
+    /// this member probes nobody, and a member killed later is never detected by it.
+    pub no_probe_refill: bool,
 }
 
 /// A timer the shell fires `after_ms` after the input that asked for it.
@@ -624,6 +627,9 @@ impl Swim {
                 if self.members.get(&id).is_some_and(|m| m.is_live()) {
                     return Some(id);
                 }
+            }
+            if self.config.bugs.no_probe_refill && !self.probe_order.is_empty() {
+                return None;
             }
             let mut order: Vec<u64> = self.others().collect();
             self.shuffle(&mut order);
@@ -1262,7 +1268,10 @@ mod tests {
     #[test]
     fn the_seeded_bug_condemns_a_briefly_paused_member() {
         let config = SwimConfig {
-            bugs: SwimBugs { no_suspicion: true },
+            bugs: SwimBugs {
+                no_suspicion: true,
+                ..SwimBugs::default()
+            },
             ..SwimConfig::default()
         };
         let mut net = Net::new(5, config);

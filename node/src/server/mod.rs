@@ -155,6 +155,9 @@ impl NodeBugs {
         if self.swim.no_suspicion {
             names.push("gossip-no-suspicion".into());
         }
+        if self.swim.no_probe_refill {
+            names.push("gossip-no-probe-refill".into());
+        }
         names
     }
 }
