@@ -91,6 +91,14 @@ pub struct BenchArgs {
     gossip: bool,
     #[arg(long, default_value_t = 200)]
     gossip_trials: usize,
+    /// Instead of puts and gets: grant this many leases (`--clients` at a time), then renew
+    /// each every third of its TTL for `--seconds`: keep-alives per second, their latency,
+    /// and the nodes' CPU and memory against the same cluster at rest.
+    #[arg(long, value_name = "N")]
+    leases: Option<usize>,
+    /// The TTL of `--leases`' leases, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    lease_ttl_ms: u64,
 }
 
 struct Phase {
@@ -265,6 +273,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         return result;
     }
+    if let Some(leases) = args.leases {
+        let result = crate::bench_leases::run(
+            &cluster,
+            leases,
+            args.clients,
+            args.lease_ttl_ms,
+            args.seconds,
+        )
+        .await;
+        for id in cluster.ids() {
+            cluster.stop(id, Duration::from_secs(5))?;
+        }
+        return result;
+    }
     if args.watch {
         let result =
             crate::bench_watch::run(&cluster, leader, args.sequential_ops, args.watchers).await;
@@ -368,7 +390,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// CPU seconds (user + system) the process has used, from /proc.
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     // Fields after the command name, which is in parentheses and may hold spaces.

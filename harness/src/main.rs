@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_gossip;
+mod bench_leases;
 mod bench_txn;
 mod bench_watch;
 mod check;
