@@ -14,6 +14,7 @@
 //! minimum, never a promise of expiry on time.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 /// A lease's id names the range that granted it in its top bits, so that a keep-alive or
 /// a revoke can be routed by id alone; the low bits are the grant entry's index.
@@ -242,6 +243,72 @@ pub struct LeaseBugs {
     pub no_extension_on_election: bool,
 }
 
+/// The clock lease deadlines are counted on: true time since the driver started, scaled by
+/// the injectable clock's rate, read at the moment it is asked. It never runs ahead of true
+/// time (at rate 1), and it drops a stall: a gap between two reads longer than `stall`
+/// (the process was paused, or starved) counts for nothing, so every lease outlasts the
+/// stall in true time, as it would on a clock that stopped with the process.
+///
+/// The driver's tick count is not used: the driver drops the ticks it missed whenever a
+/// loop iteration (an fsync) outlasts a tick, and under 1,800 grants/s that clock counted
+/// 2.2 s of 5.5 s, stretching every TTL to 2.5 times its length.
+#[derive(Clone, Debug)]
+pub struct LeaseClock {
+    /// Microseconds counted.
+    us: u64,
+    at: Option<Instant>,
+    /// A backward clock step not yet paid back: time that counts for nothing.
+    debt_us: u64,
+    stall: Duration,
+}
+
+impl LeaseClock {
+    pub fn new(stall: Duration) -> Self {
+        LeaseClock {
+            us: 0,
+            at: None,
+            debt_us: 0,
+            stall,
+        }
+    }
+
+    /// The clock at `now`, whole milliseconds rounded down.
+    pub fn read(&mut self, now: Instant, rate: f64) -> u64 {
+        if let Some(at) = self.at {
+            let elapsed = now.saturating_duration_since(at);
+            if elapsed <= self.stall {
+                let elapsed_us = elapsed.as_micros() as u64;
+                let add = if rate == 1.0 {
+                    elapsed_us
+                } else {
+                    (elapsed_us as f64 * rate.max(0.0)) as u64
+                };
+                let paid = add.min(self.debt_us);
+                self.debt_us -= paid;
+                self.us += add - paid;
+            }
+        }
+        if self.at.is_none_or(|at| now > at) {
+            self.at = Some(now);
+        }
+        self.us / 1_000
+    }
+
+    /// A step of the node's clock: forward moves the clock on (a forward step that undoes
+    /// a backward one only pays it back), by at most `forward_max_ms`; backward holds it
+    /// back by the step, as it holds back the ticks.
+    pub fn step(&mut self, delta_ms: i64, forward_max_ms: u64) {
+        let step_us = delta_ms.unsigned_abs() * 1_000;
+        if delta_ms < 0 {
+            self.debt_us += step_us;
+            return;
+        }
+        let paid = step_us.min(self.debt_us);
+        self.debt_us -= paid;
+        self.us += (step_us - paid).min(forward_max_ms * 1_000);
+    }
+}
+
 /// How long after proposing an expiry the leader proposes it again if it has not applied
 /// (the entry may have been lost with a leadership change).
 pub const EXPIRY_RETRY_MS: u64 = 500;
@@ -371,6 +438,34 @@ mod tests {
             table.grant(id, ttl);
         }
         table
+    }
+
+    #[test]
+    fn the_lease_clock_counts_true_time_drops_a_stall_and_follows_steps() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut clock = LeaseClock::new(Duration::from_millis(50));
+        assert_eq!(clock.read(at(0), 1.0), 0);
+        // Read every 30 ms (iterations longer than a tick): all of it counts.
+        for i in 1..=10 {
+            assert_eq!(clock.read(at(30 * i), 1.0), 30 * i);
+        }
+        // A 600 ms pause counts for nothing.
+        assert_eq!(clock.read(at(900), 1.0), 300);
+        assert_eq!(clock.read(at(910), 1.0), 310);
+        // A fast clock counts faster.
+        assert_eq!(clock.read(at(920), 2.0), 330);
+        // Back 100 ms: the next 100 ms count for nothing; a forward step pays back first.
+        clock.step(-100, 10_000);
+        assert_eq!(clock.read(at(960), 1.0), 330);
+        clock.step(70, 10_000);
+        assert_eq!(clock.read(at(960), 1.0), 340);
+        assert_eq!(clock.read(at(1000), 1.0), 380);
+        // Forward, bounded.
+        clock.step(5_000, 1_000);
+        assert_eq!(clock.read(at(1000), 1.0), 1380);
+        // An earlier instant than the last read changes nothing.
+        assert_eq!(clock.read(at(990), 1.0), 1380);
     }
 
     #[test]

@@ -53,6 +53,10 @@ use crate::time::HybridClock;
 const LEASE_RENEWALS_MAX: usize = 4;
 /// Ticks fired by one forward clock step; more would only repeat elections.
 const CLOCK_STEP_TICKS_MAX: i64 = 1_000;
+
+/// A gap between two reads of the lease clock longer than this many ticks is a stall (a
+/// pause, or starvation), whose time the lease clock drops.
+const LEASE_STALL_TICKS: u32 = 5;
 /// A leader's group quiesces after this many idle ticks in a row.
 const QUIESCE_AFTER_TICKS: u32 = 20;
 /// A leader reports its load to the consistent core this often (in ticks), if it had any.
@@ -595,6 +599,8 @@ pub struct Published {
 }
 
 pub struct Driver {
+    /// What lease deadlines are counted on (not the ticks, which drop time under load).
+    lease_clock: crate::cluster::lease::LeaseClock,
     groups: BTreeMap<u64, Group>,
     views: Views,
     digests_kept: usize,
@@ -632,6 +638,7 @@ impl Driver {
         reports: mpsc::Sender<PartitionReport>,
     ) -> (Self, Published) {
         let max_clock_offset_ms = options.max_clock_offset_ms;
+        let options_tick = options.tick;
         let digests_kept = (DIGESTS_BUDGET / starts.len().max(1)).max(DIGESTS_KEPT_MIN);
         let views: Views = Arc::default();
         let mut driver = Self {
@@ -644,6 +651,7 @@ impl Driver {
             map,
             reports,
             next_read_id: 1,
+            lease_clock: crate::cluster::lease::LeaseClock::new(options_tick * LEASE_STALL_TICKS),
             ticks: 0,
             last_heard: HashMap::new(),
             unknown_groups_logged: HashSet::new(),
@@ -763,16 +771,21 @@ impl Driver {
     /// every tick whose time the step skipped (bounded). A forward step that only undoes an
     /// earlier backward one therefore fires nothing, as on a real clock.
     /// The driver's monotonic clock in milliseconds: its ticks, which the injectable clock
-    /// paces, so a clock-rate fault reaches lease expiry as it does election timeouts.
+    /// paces (election timeouts, leader-lease reads, watches' progress). Lease TTLs count on
+    /// [`Self::lease_ms`], which the same clock scales and steps.
     fn now_ms(&self) -> u64 {
         self.ticks * self.options.tick.as_millis() as u64
     }
 
-    /// The time a lease deadline is counted from: the end of the current tick. The tick
-    /// clock lags true time by up to a tick, so a TTL counted from `now_ms` would end up
-    /// to a tick before the holder was promised (CI saw a successor take a lock 1 ms early).
-    fn lease_now_ms(&self) -> u64 {
-        self.now_ms() + self.options.tick.as_millis() as u64
+    /// The lease clock now (see [`crate::cluster::lease::LeaseClock`]).
+    fn lease_ms(&mut self) -> u64 {
+        let rate = self.options.clock.rate();
+        self.lease_clock.read(Instant::now(), rate)
+    }
+
+    /// The time a lease deadline is counted from: the lease clock, rounded up.
+    fn lease_now_ms(&mut self) -> u64 {
+        self.lease_ms() + 1
     }
 
     /// Proposes the expiry of leases that ran out on ranges this node leads.
@@ -804,6 +817,11 @@ impl Driver {
             // Held-back ticks stretch a lease in true time, as a pause does.
             self.void_lease_reads();
         }
+        self.lease_ms();
+        self.lease_clock.step(
+            delta_ms,
+            CLOCK_STEP_TICKS_MAX as u64 * self.options.tick.as_millis() as u64,
+        );
         let (ticks, next) = clock_step(*next_tick, delta_ms, Instant::now(), self.options.tick);
         for _ in 0..ticks {
             self.tick();
@@ -878,12 +896,19 @@ impl Driver {
         let map = self.map.borrow().clone();
         let fenced = self.clock_fenced;
         let now_ms = self.now_ms();
+        let lease_ms = self.lease_ms();
         let extension = self.options.lease_extension_ms;
         let mut expiries = Vec::new();
         for (&id, group) in &mut self.groups {
             if id != CORE_GROUP {
-                sync_lease_timers(group, now_ms, extension);
-                expiries.extend(group.lease_timers.due(now_ms).into_iter().map(|l| (id, l)));
+                sync_lease_timers(group, lease_ms, extension);
+                expiries.extend(
+                    group
+                        .lease_timers
+                        .due(lease_ms)
+                        .into_iter()
+                        .map(|l| (id, l)),
+                );
             }
             if group.quiesced
                 && !keeps_quiet(
@@ -1237,7 +1262,7 @@ impl Driver {
                 let _ = reply.send(self.status(group, all_groups, digest_index));
             }
             Event::LeaseRenew { group, id, reply } => {
-                let now = self.now_ms();
+                let now = self.lease_ms();
                 let from = self.lease_now_ms();
                 let g = match self.leading_data_group(group, now) {
                     Ok(g) => g,
@@ -1257,7 +1282,7 @@ impl Driver {
                 self.confirm(group, PendingRead::Renew { id, reply });
             }
             Event::LeaseTimeToLive { group, id, reply } => {
-                let now = self.now_ms();
+                let now = self.lease_ms();
                 let g = match self.leading_data_group(group, now) {
                     Ok(g) => g,
                     Err(refused) => {
