@@ -88,7 +88,13 @@ impl Segment {
             ]));
         }
         let entry = self.coverage.entry(partition).or_insert((from, from - 1));
-        entry.1 = entry.1.max(response.revision);
+        // A compaction's cancel promises nothing: the revisions below it are gone, and
+        // the watch resumes past it with its coverage starting afresh.
+        if response.canceled && response.compact_revision > 0 {
+            self.coverage.remove(&partition);
+        } else {
+            entry.1 = entry.1.max(response.revision);
+        }
         if !response.created {
             *self.quiet.entry(partition).or_default() |= response.events.is_empty();
         } else {
