@@ -87,12 +87,12 @@ impl Segment {
                 prev
             ]));
         }
-        let entry = self.coverage.entry(partition).or_insert((from, from - 1));
         // A compaction's cancel promises nothing: the revisions below it are gone, and
         // the watch resumes past it with its coverage starting afresh.
         if response.canceled && response.compact_revision > 0 {
             self.coverage.remove(&partition);
         } else {
+            let entry = self.coverage.entry(partition).or_insert((from, from - 1));
             entry.1 = entry.1.max(response.revision);
         }
         if !response.created {

@@ -152,17 +152,14 @@ impl MembershipModel {
         for output in outputs {
             match output {
                 Output::Send { to, packet } => {
-                    let due = state.now + self.options.latency;
-                    let at = state.network.partition_point(|p| p.due <= due);
-                    state.network.insert(
-                        at,
-                        InFlight {
-                            due,
-                            to,
-                            packet: PacketKey::new(&packet),
-                        },
-                    );
-                    state.network.sort();
+                    let sent = InFlight {
+                        due: state.now + self.options.latency,
+                        to,
+                        packet: PacketKey::new(&packet),
+                    };
+                    // Kept sorted: the network is a canonical multiset.
+                    let at = state.network.binary_search(&sent).unwrap_or_else(|at| at);
+                    state.network.insert(at, sent);
                 }
                 Output::Schedule { timer, after_ms } => {
                     state
